@@ -1,0 +1,1 @@
+"""Recording index backends behind one interface."""

@@ -1,0 +1,1 @@
+"""Recording storage backends behind one interface."""

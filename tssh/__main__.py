@@ -1,0 +1,3 @@
+from tssh.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""`tssh` entry point: builds the argument parser from each command module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tssh import __version__
+from tssh.errors import TsshError
+
+# Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
+COMMAND_MODULES: list[Any] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tssh", description="Keyless SSH for tailnets, with session recording."
+    )
+    parser.add_argument("--version", action="version", version=f"tssh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return func(args)
+    except TsshError as e:
+        print(f"tssh: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,49 @@
+"""Every error tssh reports to a user derives from TsshError.
+
+The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``; no traceback.
+"""
+
+from __future__ import annotations
+
+
+class TsshError(Exception):
+    """An error whose message a user can act on."""
+
+    exit_code: int = 1
+
+
+class ConfigError(TsshError):
+    """The daemon's configuration (file, flags or environment) is invalid."""
+
+    exit_code = 2
+
+
+class PolicyError(TsshError):
+    """A policy file cannot be parsed or validated.
+
+    ``str()`` reads ``file:line:col: message`` whenever a position is known.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None,
+        col: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = [str(p) for p in (self.file, self.line, self.col) if p is not None]
+        return ":".join([*where, f" {self.message}"]) if where else self.message
+
+
+class IdentityError(TsshError):
+    """An identity backend cannot answer (socket down, bad inventory, ...)."""
+
+
+class ControlError(TsshError):
+    """The running daemon cannot be reached over its control socket, or refused the request."""

@@ -1,0 +1,1 @@
+"""Who is this peer? One Resolver interface, one module per backend."""

@@ -1,0 +1,1 @@
+"""Session recording client: asciicast encoding, the recorder wire protocol, the uploader."""

@@ -1,0 +1,1 @@
+"""The SSH daemon: listeners, authorization, sessions, control socket."""
