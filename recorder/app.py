@@ -1,0 +1,114 @@
+"""Wires the recorder: storage, index, key, identity, access, ingest and API into one ASGI
+app, and serves it with hypercorn (HTTP/1.1 and h2c on one port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from recorder.access import Access
+from recorder.api import build_api
+from recorder.identity import load_groups, load_netmap
+from recorder.index.sqlite import SqliteIndex
+from recorder.ingest import ASGIApp, IngestApp
+from recorder.seal import load_or_create_key
+from recorder.service import RecorderService
+from recorder.settings import RecorderSettings
+from recorder.storage.base import Storage
+from recorder.storage.disk import DiskStorage
+from recorder.tokens import TokenStore
+from tssh.identity.base import Resolver
+
+log = logging.getLogger("tssh.recorder")
+
+
+def open_storage(settings: RecorderSettings) -> Storage:
+    target = settings.s3()
+    if target is None:
+        from pathlib import Path
+
+        return DiskStorage(Path(settings.dst))
+    from recorder.storage.s3 import S3Storage
+
+    return S3Storage(target.endpoint_url, target.bucket, settings.state_dir / "spool")
+
+
+def open_service(settings: RecorderSettings) -> RecorderService:
+    return RecorderService(
+        open_storage(settings),
+        SqliteIndex(settings.state_dir / "index.sqlite3"),
+        load_or_create_key(settings.state_dir / "seal.key"),
+    )
+
+
+def open_resolver(settings: RecorderSettings) -> Resolver:
+    if settings.netmap is None:
+        from recorder.errors import SettingsError
+
+        raise SettingsError("no identity source: give --netmap FILE")
+    return load_netmap(settings.netmap)
+
+
+@dataclass
+class RecorderApp:
+    service: RecorderService
+    resolver: Resolver
+    asgi: ASGIApp
+
+
+def build_app(
+    settings: RecorderSettings, service: RecorderService, resolver: Resolver
+) -> RecorderApp:
+    groups = load_groups(settings.policy) if settings.policy is not None else {}
+    tokens = TokenStore(settings.state_dir / "tokens.json")
+    access = Access(resolver, settings.viewers, groups, tokens)
+    api = build_api(service, access)
+    ingest = IngestApp(
+        service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack
+    )
+    return RecorderApp(service, resolver, ingest)
+
+
+def hypercorn_config(settings: RecorderSettings) -> HypercornConfig:
+    host, port = settings.listen_address()
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.backlog = 4096
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 5
+    return config
+
+
+async def serve_recorder(
+    settings: RecorderSettings,
+    *,
+    shutdown: asyncio.Event | None = None,
+) -> None:
+    """Runs a recorder until ``shutdown`` is set (or SIGINT/SIGTERM when none is given).
+
+    The demo starts it in-process with its own event; ``tssh-recorder`` runs it as ``main``.
+    """
+    service = open_service(settings)
+    resolver = open_resolver(settings)
+    app = build_app(settings, service, resolver)
+    stop = shutdown or asyncio.Event()
+    if shutdown is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        config = hypercorn_config(settings)
+        log.info("recorder listening on %s, storing to %s", config.bind[0],
+                 service.storage.describe())
+        await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        await service.close()
+        await resolver.close()

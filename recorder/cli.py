@@ -1,0 +1,160 @@
+"""``tssh-recorder``: serve (default), ``reindex``, ``token create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recorder import __version__
+from recorder.settings import DEFAULT_LISTEN, RecorderSettings, default_state_dir
+from recorder.tokens import TokenStore
+from tssh.errors import TsshError
+
+COMMANDS = ("serve", "reindex", "token")
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--dst", default=env("TSRECORDER_DST"),
+                   help="DIR, s3://ENDPOINT or s3+http://HOST:PORT [TSRECORDER_DST]")
+    p.add_argument("--bucket", default=env("TSRECORDER_BUCKET"),
+                   help="S3 bucket with an s3 --dst [TSRECORDER_BUCKET]")
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()),
+                   help="index, signing key, tokens, S3 spool [TSRECORDER_STATEDIR]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="tssh-recorder",
+        description="Receives, stores, seals and serves tssh/Tailscale session recordings.",
+    )
+    parser.add_argument("--version", action="version", version=f"tssh-recorder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the recorder (the default command)")
+    _storage_flags(serve)
+    serve.add_argument("--listen", default=env("TSRECORDER_LISTEN", DEFAULT_LISTEN),
+                       help=f"ADDR:PORT (default {DEFAULT_LISTEN}) [TSRECORDER_LISTEN]")
+    serve.add_argument("--netmap", type=Path, default=_env_path("TSRECORDER_NETMAP"),
+                       help="netmap file naming the tailnet's nodes [TSRECORDER_NETMAP]")
+    serve.add_argument("--policy", type=Path, default=_env_path("TSRECORDER_POLICY"),
+                       help="policy file (its groups serve --viewer group:x) [TSRECORDER_POLICY]")
+    serve.add_argument("--viewer", action="append", dest="viewers", metavar="SELECTOR",
+                       help="who may read recordings: a login, group:x or tag:x (repeatable)")
+    serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
+                       help="serve the web UI at / [TSRECORDER_UI]")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    reindex = sub.add_parser("reindex", help="rebuild the index from stored recordings")
+    _storage_flags(reindex)
+    reindex.set_defaults(func=_reindex)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token.add_argument("--state-dir", type=Path,
+                       default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()))
+    tsub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = tsub.add_parser("create", help="create a token (printed once)")
+    create.add_argument("name", help="what the token is for")
+    create.set_defaults(func=_token_create)
+    tsub.add_parser("list", help="list tokens (ids and names)").set_defaults(func=_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_token_revoke)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> RecorderSettings:
+    from recorder.errors import SettingsError
+
+    if not args.dst:
+        raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
+    env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
+    return RecorderSettings(
+        dst=args.dst, bucket=args.bucket, state_dir=args.state_dir,
+        listen=getattr(args, "listen", DEFAULT_LISTEN),
+        netmap=getattr(args, "netmap", None), policy=getattr(args, "policy", None),
+        viewers=tuple(getattr(args, "viewers", None) or env_viewers),
+        ui=getattr(args, "ui", False),
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from recorder.app import serve_recorder
+
+    logging.basicConfig(
+        level=str(args.log_level).upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvloop
+
+    uvloop.run(serve_recorder(_settings(args)))
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from recorder.app import open_service
+
+    async def run() -> int:
+        service = open_service(_settings(args))
+        await service.storage.start()
+        await service.index.open()
+        try:
+            return await service.reindex()
+        finally:
+            await service.close()
+
+    count = asyncio.run(run())
+    print(f"indexed {count} recordings")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    record, token = TokenStore(args.state_dir / "tokens.json").create(args.name)
+    print(token)
+    print(f"token {record.id} ({record.name}) created; it is shown only once", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for r in TokenStore(args.state_dir / "tokens.json").records():
+        print(f"{r.id}\t{r.created}\t{r.name}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    TokenStore(args.state_dir / "tokens.json").revoke(args.id)
+    print(f"token {args.id} revoked", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in
+                         ("-h", "--help", "--version")):
+        args_list.insert(0, "serve")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except TsshError as e:
+        print(f"tssh-recorder: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

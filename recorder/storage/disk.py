@@ -1,0 +1,205 @@
+"""Recordings on a local file system: ``<dst>/<node id>/<start>-<conn id>.cast`` + ``.json``.
+
+Durability: ``sync`` writes what is buffered and fsyncs the file (and, the first time, its
+directory, so the new name survives a power cut). An ack therefore promises that every
+acknowledged byte is on stable storage as far as the kernel and the disk's write cache
+honour fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiofiles
+import aiofiles.os
+
+from recorder.errors import StorageError
+from recorder.keys import check_key
+from recorder.storage.base import RecordingWriter, Storage
+
+READ_CHUNK = 256 * 1024
+_WRITE_BUFFER = 1024 * 1024  # flush to the kernel early past this, without fsync
+
+
+def describe_os_error(e: OSError, path: Path) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"storage full while writing {path}"
+    if e.errno == errno.EFBIG:
+        return f"file size limit reached while writing {path}"
+    return f"cannot write {path}: {e.strerror or e}"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DiskWriter(RecordingWriter):
+    """Buffers appends; each ``sync`` is one executor call doing write + fsync."""
+
+    def __init__(
+        self, path: Path, fd: int, on_sync: Callable[[int], None] | None = None
+    ) -> None:
+        self.path = path
+        self._on_sync = on_sync
+        self._fd: int | None = fd
+        self._buffer = bytearray()
+        self._durable = 0
+        self._written = 0
+        self._dir_synced = False
+        self._lock = asyncio.Lock()
+        self.size = 0
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= _WRITE_BUFFER:
+            await self._flush(fsync=False)
+
+    async def sync(self) -> int:
+        await self._flush(fsync=True)
+        return self._durable
+
+    async def close(self) -> None:
+        try:
+            await self.sync()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    async def _flush(self, *, fsync: bool) -> None:
+        async with self._lock:
+            if self._fd is None:
+                raise StorageError(f"{self.path} is closed")
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            if not data and (not fsync or self._durable == self._written):
+                return
+            sync_dir = fsync and not self._dir_synced
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, _write_all, self._fd, data, fsync, self.path.parent if sync_dir else None
+                )
+            except OSError as e:
+                raise StorageError(describe_os_error(e, self.path)) from e
+            self._written += len(data)
+            if fsync:
+                self._durable = self._written
+                self._dir_synced = True
+                if self._on_sync is not None:
+                    self._on_sync(self._durable)
+
+
+def _write_all(fd: int, data: bytes, fsync: bool, parent: Path | None) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    if fsync:
+        os.fsync(fd)
+    if parent is not None:
+        fsync_dir(parent)
+
+
+class DiskStorage(Storage):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self) -> str:
+        return f"disk:{self.root}"
+
+    def _path(self, key: str, suffix: str) -> Path:
+        return self.root / f"{check_key(key)}{suffix}"
+
+    async def start(self) -> None:
+        try:
+            await aiofiles.os.makedirs(self.root, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create storage directory {self.root}: {e}") from e
+
+    async def create(self, key: str) -> RecordingWriter:
+        path = self._path(key, ".cast")
+        try:
+            await aiofiles.os.makedirs(path.parent, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+        except FileExistsError as e:
+            raise StorageError(f"recording {key} already exists") from e
+        except OSError as e:
+            raise StorageError(describe_os_error(e, path)) from e
+        return DiskWriter(path, fd)
+
+    async def reopen(self, key: str) -> int | None:
+        return await self.size(key)
+
+    async def finish(self, key: str) -> None:
+        return None  # the file already is the long-term copy
+
+    async def put_meta(self, key: str, document: bytes) -> None:
+        path = self._path(key, ".json")
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            await aiofiles.os.makedirs(path.parent, exist_ok=True)
+            async with aiofiles.open(tmp, "wb") as f:
+                await f.write(document)
+                await f.flush()
+                await asyncio.get_running_loop().run_in_executor(None, os.fsync, f.fileno())
+            await aiofiles.os.replace(tmp, path)
+            await asyncio.get_running_loop().run_in_executor(None, fsync_dir, path.parent)
+        except OSError as e:
+            raise StorageError(describe_os_error(e, path)) from e
+
+    async def get_meta(self, key: str) -> bytes | None:
+        path = self._path(key, ".json")
+        try:
+            async with aiofiles.open(path, "rb") as f:
+                return await f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {e.strerror or e}") from e
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return (await aiofiles.os.stat(self._path(key, ".cast"))).st_size
+        except FileNotFoundError:
+            return None
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key, ".cast")
+        try:
+            async with aiofiles.open(path, "rb") as f:
+                await f.seek(start)
+                pos = start
+                while end is None or pos < end:
+                    want = READ_CHUNK if end is None else min(READ_CHUNK, end - pos)
+                    chunk = await f.read(want)
+                    if not chunk:
+                        return
+                    pos += len(chunk)
+                    yield chunk
+        except FileNotFoundError as e:
+            raise StorageError(f"recording file {key}.cast is missing from storage") from e
+
+    async def keys(self) -> AsyncIterator[str]:
+        def scan() -> list[str]:
+            found: list[str] = []
+            if not self.root.is_dir():
+                return found
+            for node in sorted(self.root.iterdir()):
+                if not node.is_dir():
+                    continue
+                for f in sorted(node.iterdir()):
+                    if f.name.endswith(".json"):
+                        found.append(f"{node.name}/{f.name[: -len('.json')]}")
+            return found
+
+        for key in await asyncio.to_thread(scan):
+            yield key

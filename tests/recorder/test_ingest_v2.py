@@ -1,0 +1,72 @@
+"""/v2/record over h2c, full duplex, as Tailscale's client uses it."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.recorder.conftest import ALICE, SERVER, STRANGER, RecorderProc, cast_header, event
+from tests.recorder.h2upload import H2Upload
+
+
+async def test_head_probe_is_200_only_over_http2(recorder: RecorderProc) -> None:
+    probe = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER, method="HEAD")
+    try:
+        assert await probe.wait_headers() == 200
+    finally:
+        await probe.close()
+    async with httpx.AsyncClient() as h1:
+        r = await h1.head(f"{recorder.url}/v2/record")
+        assert r.http_version == "HTTP/1.1"
+        assert r.status_code != 200
+
+
+async def test_acks_arrive_while_body_streams(recorder: RecorderProc) -> None:
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER)
+    try:
+        assert await up.wait_headers() == 200  # before any body byte
+        sent = cast_header()
+        await up.send(sent)
+        for i in range(5):
+            chunk = event(0.1 * (i + 1), f"line {i}\r\n")
+            await up.send(chunk)
+            sent += chunk
+            # the ack for this chunk arrives while the request body is still open
+            await up.wait_ack(len(sent), timeout=5)
+        await up.send(event(0.7, "0", "x"))
+        sent += event(0.7, "0", "x")
+        await up.end()
+        await up.wait_end()
+        assert up.error is None
+        assert up.acks[-1] == len(sent)
+        assert up.acks == sorted(up.acks)
+    finally:
+        await up.close()
+
+    with recorder.client(ALICE) as c:
+        r = c.get("/api/v1/recordings")
+        assert r.status_code == 200, r.text
+        listing = r.json()
+        assert len(listing["recordings"]) == 1
+        meta = listing["recordings"][0]
+        assert meta["status"] == "complete"
+        assert meta["size"] == len(sent)
+        assert meta["exitStatus"] == 0
+        assert meta["node"]["id"] == "nSRV1"
+        assert meta["header"]["sshUser"] == "alice"
+        assert meta["storageKey"].startswith("nSRV1/")
+        assert meta["storageKey"].endswith("-ssh-conn-20261125T090000-0123456789")
+        cast = c.get(f"/api/v1/recordings/{meta['id']}/cast")
+        assert cast.content == sent
+        stored = recorder.tmp / "store" / f"{meta['storageKey']}.cast"
+        assert stored.read_bytes() == sent
+        assert (recorder.tmp / "store" / f"{meta['storageKey']}.json").exists()
+        v = c.get(f"/api/v1/recordings/{meta['id']}/verify").json()
+        assert v["ok"] is True, v
+
+
+async def test_unknown_uploader_is_refused(recorder: RecorderProc) -> None:
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=STRANGER)
+    try:
+        assert await up.wait_headers() == 403
+    finally:
+        await up.close()
