@@ -6,6 +6,7 @@ Used by the tests and by benchmarks/bench_recorder.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -102,10 +103,8 @@ class H2Upload:
             if left <= 0:
                 raise TimeoutError(f"no ack >= {at_least} within {timeout}s: {self.acks[-3:]}")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
 
     async def wait_end(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self.ended.wait(), timeout)
@@ -114,10 +113,8 @@ class H2Upload:
         if self._reader_task is not None:
             self._reader_task.cancel()
         self._w.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self._w.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
     async def _flush(self) -> None:
         data = self._conn.data_to_send()
