@@ -159,13 +159,12 @@ class H2Upload:
             self._changed.set()
         elif isinstance(event, h2.events.WindowUpdated):
             self._window.set()
-        elif isinstance(event, h2.events.StreamEnded):
+        elif isinstance(
+            event,
+            h2.events.StreamEnded | h2.events.StreamReset | h2.events.ConnectionTerminated,
+        ):
+            if isinstance(event, h2.events.StreamReset):
+                self.reset = event.error_code
             self.ended.set()
             self._changed.set()
-        elif isinstance(event, h2.events.StreamReset):
-            self.reset = event.error_code
-            self.ended.set()
-            self._changed.set()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.ended.set()
-            self._changed.set()
+            self._window.set()
