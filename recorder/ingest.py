@@ -34,6 +34,19 @@ log = logging.getLogger("tssh.recorder.ingest")
 IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
 ACK_INTERVAL = 0.05  # at most one sync + ack per stream per interval (group commit)
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
+DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
+
+
+async def _drain(receive: Receive, limit: float) -> None:
+    """Discards the rest of a request body. hypercorn 0.18 fails the whole HTTP/2 connection
+    (other streams included) when DATA arrives for a stream whose response has ended, so the
+    response stays open until the uploader ends or resets its half (or ``limit`` passes)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body"):
+                    return
 
 
 class Upload:
@@ -51,6 +64,7 @@ class Upload:
         self.data = asyncio.Event()
         self.ended = False  # the client ended its body
         self.disconnected = False
+        self.body_done = False  # no more request messages will come
         self._sync_every = sync_every
         self._last_sync = time.monotonic()
 
@@ -59,12 +73,13 @@ class Upload:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    self.disconnected = True
+                    self.disconnected = self.body_done = True
                     return
                 body = message.get("body", b"")
                 if body:
                     await self._accept(bytes(body))
                 if not message.get("more_body", False):
+                    self.body_done = True
                     self.scanner.end()
                     self.ended = True
                     return
@@ -215,7 +230,10 @@ class IngestApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 frame = (json.dumps({"error": error}) + "\n").encode()
-                await send({"type": "http.response.body", "body": frame, "more_body": False})
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if not upload.body_done:
+                    await _drain(receive, DRAIN_LIMIT)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _ack(self, send: Send, n: int) -> None:
         frame = (json.dumps({"ack": n}) + "\n").encode()

@@ -72,23 +72,29 @@ class H2Upload:
     async def send(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self.ended.is_set():
-                raise ConnectionError("stream ended by the recorder")
+            if self.ended.is_set() or self.error is not None:
+                raise ConnectionError(f"recorder ended the upload: {self.error}")
             window = min(
                 self._conn.local_flow_control_window(self._sid),
                 self._conn.max_outbound_frame_size,
             )
             if window <= 0:
                 self._window.clear()
-                await asyncio.wait_for(self._window.wait(), 30)
+                self._changed.clear()
+                await asyncio.wait(
+                    [asyncio.ensure_future(self._window.wait()),
+                     asyncio.ensure_future(self._changed.wait())],
+                    timeout=30, return_when=asyncio.FIRST_COMPLETED,
+                )
                 continue
             self._conn.send_data(self._sid, bytes(view[:window]))
             view = view[window:]
             await self._flush()
 
     async def end(self) -> None:
-        self._conn.end_stream(self._sid)
-        await self._flush()
+        if not self.ended.is_set():
+            self._conn.end_stream(self._sid)
+            await self._flush()
 
     async def wait_ack(self, at_least: int, timeout: float = 10.0) -> float:
         """Waits for an ack >= ``at_least``; returns the time it arrived (monotonic)."""

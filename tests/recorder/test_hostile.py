@@ -19,14 +19,13 @@ async def _upload(rec: RecorderProc, chunks: list[bytes], source: str = SERVER) 
     try:
         assert await up.wait_headers() == 200
         for chunk in chunks:
-            if up.ended.is_set():
+            if up.ended.is_set() or up.error is not None:
                 break
             try:
                 await up.send(chunk)
             except (ConnectionError, TimeoutError):
                 break
-        if not up.ended.is_set():
-            await up.end()
+        await up.end()
         await up.wait_end(timeout=30)
     finally:
         await up.close()
