@@ -42,6 +42,3 @@ class SealError(RecorderError):
 class TokenError(RecorderError):
     """An API token operation failed (unknown token id, unreadable token file)."""
 
-
-class ApiClientError(TsshError):
-    """The recorder API answered with an error or could not be reached (``tssh recordings``)."""

@@ -47,3 +47,7 @@ class IdentityError(TsshError):
 
 class ControlError(TsshError):
     """The running daemon cannot be reached over its control socket, or refused the request."""
+
+
+class RecordingsError(TsshError):
+    """A recorder's API could not be reached, refused the request, or answered nonsense."""
