@@ -10,7 +10,7 @@ import pytest
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError
 from tssh.identity import open_resolver
-from tssh.identity.base import Peer
+from tssh.identity.base import Peer, Reloadable
 from tssh.identity.netmap import NetmapResolver, parse_netmap
 
 DEMO = """{
@@ -124,6 +124,7 @@ async def test_reload_swaps_in_a_new_file_and_keeps_the_old_one_on_error(
 ) -> None:
     path = write(tmp_path, DEMO)
     resolver = NetmapResolver.from_file(path)
+    assert isinstance(resolver, Reloadable)
     assert resolver.reload_if_changed() is False
     assert resolver.reload() is False  # same content
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, run
 from tssh.config import Config
 from tssh.errors import IdentityError
 from tssh.identity import open_resolver
+from tssh.identity.base import Reloadable
 from tssh.identity.wireguard import WireGuardResolver, key_for_address, parse_dump
 
 KEY_A = "i1B2JC03CNeyYjNKXxU99Z+rXiQMrC/AME+llVYM+DI="
@@ -173,6 +175,18 @@ async def test_self_must_be_in_the_inventory(lab: Lab, tmp_path: Path) -> None:
     other = WireGuardResolver.from_file("wgnonexistent0", inventory(lab, tmp_path))
     with pytest.raises(IdentityError, match=r"`wg show wgnonexistent0 dump` failed"):
         await other.self_node()
+
+
+async def test_inventory_reload(lab: Lab, tmp_path: Path) -> None:
+    path = inventory(lab, tmp_path)
+    resolver = WireGuardResolver.from_file(lab.nodes["server"].interface, path)
+    assert isinstance(resolver, Reloadable)
+    assert resolver.reload_if_changed() is False
+    path.write_text(path.read_text().replace("alice@example.com", "bob@example.com"))
+    os.utime(path, ns=(1, 1))
+    assert resolver.reload_if_changed() is True
+    peer = await resolver.whois(lab.nodes["laptop"].address)
+    assert peer is not None and peer.user == "bob@example.com"
 
 
 def test_inventory_nodes_need_keys(tmp_path: Path) -> None:

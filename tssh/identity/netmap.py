@@ -1,8 +1,8 @@
 """The ``netmap`` identity backend: who is who, from a static HuJSON file (DESIGN §2).
 
 The same file format is the ``wireguard`` backend's inventory, where each node also names its
-``wireguardKey``. Parsing and validation (``parse_netmap``) are pure; ``NetmapResolver`` adds the
-file reading and reloading around them.
+``wireguardKey``. Parsing and validation (``parse_netmap``) are pure; ``NetmapFile`` adds the
+file reading and reloading around them, ``NetmapResolver`` the lookups.
 
     {
       "self": "server",
@@ -264,65 +264,82 @@ def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class NetmapResolver:
-    """Answers from a netmap held in memory; ``reload`` swaps in a new file atomically."""
+class NetmapFile:
+    """A netmap file and its last good contents.
 
-    def __init__(self, netmap: Netmap, path: Path | None = None) -> None:
-        self._netmap = netmap
-        self._path = path
-        self._signature = _file_signature(path) if path is not None else None
+    ``reload`` keeps the old contents when the new ones are unreadable or invalid, so a bad
+    edit never leaves the daemon without identities; the daemon logs the IdentityError.
+    """
 
-    @classmethod
-    def from_file(cls, path: Path | str) -> NetmapResolver:
-        path = Path(path)
-        signature = _file_signature(path)
-        resolver = cls(read_netmap(path), path)
-        resolver._signature = signature
-        return resolver
+    def __init__(
+        self, path: Path | str, *, require_self: bool = True,
+        require_wireguard_keys: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._require_self = require_self
+        self._require_wireguard_keys = require_wireguard_keys
+        self._signature = _file_signature(self.path)
+        self.netmap = self._read()
 
-    @property
-    def netmap(self) -> Netmap:
-        return self._netmap
-
-    @property
-    def path(self) -> Path | None:
-        return self._path
+    def _read(self) -> Netmap:
+        return read_netmap(
+            self.path, require_self=self._require_self,
+            require_wireguard_keys=self._require_wireguard_keys,
+        )
 
     def reload(self) -> bool:
-        """Re-read the file; True if what it says changed.
-
-        On any error the old netmap stays in force and IdentityError says why, so a bad edit
-        never leaves the daemon without identities.
-        """
-        if self._path is None:
-            raise IdentityError("this netmap was not loaded from a file; nothing to reload")
-        signature = _file_signature(self._path)
-        netmap = read_netmap(self._path)
+        """Re-read the file; True if what it says changed. Raises IdentityError."""
+        signature = _file_signature(self.path)
+        netmap = self._read()
         self._signature = signature
-        changed = _content(netmap) != _content(self._netmap)
-        self._netmap = netmap
+        changed = _content(netmap) != _content(self.netmap)
+        self.netmap = netmap
         return changed
 
     def reload_if_changed(self) -> bool:
         """``reload`` only when the file's identity, size or mtime moved; cheap enough to poll."""
-        if self._path is None or _file_signature(self._path) == self._signature:
+        if _file_signature(self.path) == self._signature:
             return False
         return self.reload()
 
+
+class NetmapResolver:
+    """Answers from a netmap, static or from a file that ``reload`` re-reads."""
+
+    def __init__(self, source: Netmap | NetmapFile) -> None:
+        self._source = source
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> NetmapResolver:
+        return cls(NetmapFile(path))
+
+    @property
+    def netmap(self) -> Netmap:
+        return self._source.netmap if isinstance(self._source, NetmapFile) else self._source
+
+    def reload(self) -> bool:
+        """Re-read the file; True if what it says changed (see ``NetmapFile.reload``)."""
+        if not isinstance(self._source, NetmapFile):
+            raise IdentityError("this netmap was not loaded from a file; nothing to reload")
+        return self._source.reload()
+
+    def reload_if_changed(self) -> bool:
+        return isinstance(self._source, NetmapFile) and self._source.reload_if_changed()
+
     async def whois(self, address: str) -> Peer | None:
         try:
-            return self._netmap.by_address.get(canonical_address(address))
+            return self.netmap.by_address.get(canonical_address(address))
         except ValueError:
             return None
 
     async def self_node(self) -> Peer:
-        peer = self._netmap.self_peer
+        peer = self.netmap.self_peer
         if peer is None:
-            raise IdentityError(f"{self._netmap.source}: no \"self\" node")
+            raise IdentityError(f"{self.netmap.source}: no \"self\" node")
         return peer
 
     async def peers(self) -> list[Peer]:
-        return list(self._netmap.peers)
+        return list(self.netmap.peers)
 
     async def close(self) -> None:
         return None

@@ -26,7 +26,7 @@ from pathlib import Path
 from tssh.errors import IdentityError
 from tssh.identity.address import canonical_address
 from tssh.identity.base import Peer
-from tssh.identity.netmap import Netmap, read_netmap
+from tssh.identity.netmap import Netmap, NetmapFile
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WG_TIMEOUT = 5.0
@@ -118,33 +118,33 @@ class WireGuardResolver:
     """Identity from a WireGuard interface plus an inventory file of nodes and their keys."""
 
     def __init__(
-        self, interface: str, inventory: Netmap, *, inventory_path: Path | None = None,
-        wg_command: str = "wg",
+        self, interface: str, inventory: Netmap | NetmapFile, *, wg_command: str = "wg"
     ) -> None:
         self.interface = interface
         self._inventory = inventory
-        self._inventory_path = inventory_path
         self._wg = wg_command
 
     @classmethod
     def from_file(
         cls, interface: str, inventory_path: Path | str, *, wg_command: str = "wg"
     ) -> WireGuardResolver:
-        path = Path(inventory_path)
-        inventory = read_netmap(path, require_self=False, require_wireguard_keys=True)
-        return cls(interface, inventory, inventory_path=path, wg_command=wg_command)
+        inventory = NetmapFile(inventory_path, require_self=False, require_wireguard_keys=True)
+        return cls(interface, inventory, wg_command=wg_command)
 
     @property
     def inventory(self) -> Netmap:
+        if isinstance(self._inventory, NetmapFile):
+            return self._inventory.netmap
         return self._inventory
 
-    def reload(self) -> None:
-        """Re-read the inventory; on error the old one stays and IdentityError says why."""
-        if self._inventory_path is None:
+    def reload(self) -> bool:
+        """Re-read the inventory; True if it changed (see ``NetmapFile.reload``)."""
+        if not isinstance(self._inventory, NetmapFile):
             raise IdentityError("this inventory was not loaded from a file; nothing to reload")
-        self._inventory = read_netmap(
-            self._inventory_path, require_self=False, require_wireguard_keys=True
-        )
+        return self._inventory.reload()
+
+    def reload_if_changed(self) -> bool:
+        return isinstance(self._inventory, NetmapFile) and self._inventory.reload_if_changed()
 
     async def dump(self) -> WireGuardInterface:
         """Run ``wg show IFACE dump`` and parse it."""
@@ -182,28 +182,28 @@ class WireGuardResolver:
         key = key_for_address(await self.dump(), canonical)
         if key is None:
             return None
-        peer = self._inventory.by_wireguard_key.get(key)
+        peer = self.inventory.by_wireguard_key.get(key)
         if peer is None or canonical not in peer.addresses:
             return None
         return peer
 
     async def self_node(self) -> Peer:
         key = (await self.dump()).public_key
-        peer = self._inventory.by_wireguard_key.get(key)
+        peer = self.inventory.by_wireguard_key.get(key)
         if peer is None:
             raise IdentityError(
-                f"{self._inventory.source}: no node has wireguardKey {key}"
+                f"{self.inventory.source}: no node has wireguardKey {key}"
                 f" (the public key of interface {self.interface})"
             )
-        if self._inventory.self_name is not None and self._inventory.self_name != peer.name:
+        if self.inventory.self_name is not None and self.inventory.self_name != peer.name:
             raise IdentityError(
-                f"{self._inventory.source}: \"self\" is {self._inventory.self_name!r} but"
+                f"{self.inventory.source}: \"self\" is {self.inventory.self_name!r} but"
                 f" interface {self.interface}'s key belongs to {peer.name!r}"
             )
         return peer
 
     async def peers(self) -> list[Peer]:
-        return list(self._inventory.peers)
+        return list(self.inventory.peers)
 
     async def close(self) -> None:
         return None
