@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tssh.config import Config
-from tssh.errors import ConfigError, IdentityError
+from tssh.errors import ConfigError, IdentityError, NetmapError
 from tssh.identity import open_resolver
 from tssh.identity.base import Peer, Reloadable
 from tssh.identity.netmap import NetmapResolver, parse_netmap
@@ -89,6 +89,7 @@ def test_invalid_nodes_are_refused_with_file_and_position(nodes: str, message: s
     text = '{"self": "a",\n "nodes": [\n' + nodes + "]}"
     with pytest.raises(IdentityError) as info:
         parse_netmap(text, filename="mesh.hujson")
+    assert isinstance(info.value, NetmapError) and info.value.exit_code == 2
     assert str(info.value).startswith("mesh.hujson:")
     assert message in str(info.value)
     # Positions point into the document: line 3 holds the nodes.

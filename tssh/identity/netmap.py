@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from tssh.errors import IdentityError, PolicyError
+from tssh.errors import IdentityError, NetmapError, PolicyError
 from tssh.identity.address import canonical_address
 from tssh.identity.base import Peer
 from tssh.policy.hujson import Document, parse
@@ -56,7 +56,7 @@ def parse_netmap(
     require_self: bool = True,
     require_wireguard_keys: bool = False,
 ) -> Netmap:
-    """Parse and validate a netmap; raises IdentityError reading ``file:line:col: message``.
+    """Parse and validate a netmap; raises NetmapError reading ``file:line:col: message``.
 
     ``require_self`` is off for a WireGuard inventory shared by every node of a mesh (there the
     interface's own key says which node is self); ``require_wireguard_keys`` is on for it.
@@ -64,7 +64,7 @@ def parse_netmap(
     try:
         doc = parse(text, filename=filename)
     except PolicyError as e:
-        raise IdentityError(str(e)) from e
+        raise NetmapError(str(e)) from e
     return _Validator(doc, require_self, require_wireguard_keys).netmap()
 
 
@@ -74,8 +74,8 @@ class _Validator:
         self.require_self = require_self
         self.require_wireguard_keys = require_wireguard_keys
 
-    def fail(self, path: JSONPath, message: str) -> IdentityError:
-        return IdentityError(str(self.doc.error(path, message)))
+    def fail(self, path: JSONPath, message: str) -> NetmapError:
+        return NetmapError(str(self.doc.error(path, message)))
 
     def netmap(self) -> Netmap:
         data = self.doc.value
@@ -236,11 +236,11 @@ def is_wireguard_key(text: str) -> bool:
 def read_netmap(
     path: Path, *, require_self: bool = True, require_wireguard_keys: bool = False
 ) -> Netmap:
-    """Read and validate the netmap file at ``path``; raises IdentityError."""
+    """Read and validate the netmap file at ``path``; raises NetmapError."""
     try:
         text = path.read_bytes()
     except OSError as e:
-        raise IdentityError(f"cannot read netmap {path}: {e.strerror or e}") from e
+        raise NetmapError(f"cannot read netmap {path}: {e.strerror or e}") from e
     return parse_netmap(
         text, filename=str(path), require_self=require_self,
         require_wireguard_keys=require_wireguard_keys,
@@ -268,7 +268,7 @@ class NetmapFile:
     """A netmap file and its last good contents.
 
     ``reload`` keeps the old contents when the new ones are unreadable or invalid, so a bad
-    edit never leaves the daemon without identities; the daemon logs the IdentityError.
+    edit never leaves the daemon without identities; the daemon logs the NetmapError.
     """
 
     def __init__(
@@ -288,7 +288,7 @@ class NetmapFile:
         )
 
     def reload(self) -> bool:
-        """Re-read the file; True if what it says changed. Raises IdentityError."""
+        """Re-read the file; True if what it says changed. Raises NetmapError."""
         signature = _file_signature(self.path)
         netmap = self._read()
         self._signature = signature
