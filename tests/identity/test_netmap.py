@@ -44,6 +44,10 @@ async def test_design_example_resolves(tmp_path: Path) -> None:
     me = await resolver.self_node()
     assert me.name == "server" and me.is_tagged and me.user is None
     assert [p.name for p in await resolver.peers()] == ["server", "laptop", "recorder"]
+    assert resolver.netmap.lookup("laptop") == laptop
+    assert resolver.netmap.lookup("fd00::2") == laptop
+    assert resolver.netmap.lookup("nobody") is None
+    assert resolver.netmap.lookup("10.0.0.1") is None
     await resolver.close()
 
 

@@ -46,7 +46,14 @@ class Netmap:
 
     @property
     def self_peer(self) -> Peer | None:
-        return next((p for p in self.peers if p.name == self.self_name), None)
+        return self.lookup(self.self_name) if self.self_name is not None else None
+
+    def lookup(self, name_or_address: str) -> Peer | None:
+        """The node with this name, or owning this address (``--src laptop``, ``--src IP``)."""
+        try:
+            return self.by_address.get(canonical_address(name_or_address))
+        except ValueError:
+            return next((p for p in self.peers if p.name == name_or_address.strip()), None)
 
 
 def parse_netmap(
