@@ -49,5 +49,11 @@ class ControlError(TsshError):
     """The running daemon cannot be reached over its control socket, or refused the request."""
 
 
+class NetmapError(IdentityError):
+    """A netmap or WireGuard inventory file is unreadable or invalid: a configuration error."""
+
+    exit_code = 2
+
+
 class RecordingsError(TsshError):
     """A recorder's API could not be reached, refused the request, or answered nonsense."""
