@@ -13,7 +13,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from recorder.access import Access
 from recorder.api import build_api
-from recorder.identity import load_groups, load_netmap
+from recorder.groups import load_groups
 from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
 from recorder.seal import load_or_create_key
@@ -22,7 +22,7 @@ from recorder.settings import RecorderSettings
 from recorder.storage.base import Storage
 from recorder.storage.disk import DiskStorage
 from recorder.tokens import TokenStore
-from tssh.identity.base import Resolver
+from tssh.identity import Resolver, open_resolver
 
 log = logging.getLogger("tssh.recorder")
 
@@ -46,14 +46,6 @@ def open_service(settings: RecorderSettings) -> RecorderService:
     )
 
 
-def open_resolver(settings: RecorderSettings) -> Resolver:
-    if settings.netmap is None:
-        from recorder.errors import SettingsError
-
-        raise SettingsError("no identity source: give --netmap FILE")
-    return load_netmap(settings.netmap)
-
-
 @dataclass
 class RecorderApp:
     service: RecorderService
@@ -64,7 +56,8 @@ class RecorderApp:
 def build_app(
     settings: RecorderSettings, service: RecorderService, resolver: Resolver
 ) -> RecorderApp:
-    groups = load_groups(settings.policy) if settings.policy is not None else {}
+    policy = settings.identity.policy
+    groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
     api = build_api(service, access)
@@ -96,7 +89,7 @@ async def serve_recorder(
     The demo starts it in-process with its own event; ``tssh-recorder`` runs it as ``main``.
     """
     service = open_service(settings)
-    resolver = open_resolver(settings)
+    resolver = open_resolver(settings.identity)
     app = build_app(settings, service, resolver)
     stop = shutdown or asyncio.Event()
     if shutdown is None:

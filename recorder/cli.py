@@ -13,18 +13,17 @@ from pathlib import Path
 from recorder import __version__
 from recorder.settings import DEFAULT_LISTEN, RecorderSettings, default_state_dir
 from recorder.tokens import TokenStore
+from tssh.cli.config_flags import add_config_arguments, config_overrides
+from tssh.config import Config, load_config
 from tssh.errors import TsshError
 
 COMMANDS = ("serve", "reindex", "token")
+# identity and policy come as for the daemon: --config FILE, or these flags, or TSSH_* variables
+IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface", "policy")
 
 
 def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
 
 
 def _storage_flags(p: argparse.ArgumentParser) -> None:
@@ -51,10 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _storage_flags(serve)
     serve.add_argument("--listen", default=env("TSRECORDER_LISTEN", DEFAULT_LISTEN),
                        help=f"ADDR:PORT (default {DEFAULT_LISTEN}) [TSRECORDER_LISTEN]")
-    serve.add_argument("--netmap", type=Path, default=_env_path("TSRECORDER_NETMAP"),
-                       help="netmap file naming the tailnet's nodes [TSRECORDER_NETMAP]")
-    serve.add_argument("--policy", type=Path, default=_env_path("TSRECORDER_POLICY"),
-                       help="policy file (its groups serve --viewer group:x) [TSRECORDER_POLICY]")
+    add_config_arguments(serve, IDENTITY_KEYS)
     serve.add_argument("--viewer", action="append", dest="viewers", metavar="SELECTOR",
                        help="who may read recordings: a login, group:x or tag:x (repeatable)")
     serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
@@ -85,11 +81,15 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
 
     if not args.dst:
         raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
+    RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
     env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
     return RecorderSettings(
         dst=args.dst, bucket=args.bucket, state_dir=args.state_dir,
         listen=getattr(args, "listen", DEFAULT_LISTEN),
-        netmap=getattr(args, "netmap", None), policy=getattr(args, "policy", None),
+        identity=(
+            load_config(args.config, os.environ, config_overrides(args))
+            if hasattr(args, "config") else Config()
+        ),
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
         ui=getattr(args, "ui", False),
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from recorder.errors import SettingsError
+from tssh.config import Config
 
 DEFAULT_LISTEN = "0.0.0.0:80"
 
@@ -32,8 +33,8 @@ class RecorderSettings:
     bucket: str | None = None
     listen: str = DEFAULT_LISTEN
     state_dir: Path = field(default_factory=default_state_dir)
-    netmap: Path | None = None
-    policy: Path | None = None
+    # identity backend and policy file, named as for the daemon (--config, --netmap, ...)
+    identity: Config = field(default_factory=Config)
     viewers: tuple[str, ...] = ()
     ui: bool = False
     ack_interval: float = 0.05  # seconds; group commit window of one v2 stream

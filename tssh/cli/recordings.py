@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -110,7 +111,7 @@ class _Api:
     def download(self, rid: str, out: Any) -> int:
         size = 0
         try:
-            with self.client.stream("GET", f"/api/v1/recordings/{rid}/cast") as r:
+            with self.client.stream("GET", f"/api/v1/recordings/{quote(rid, safe='')}/cast") as r:
                 self._check(r)
                 if r.status_code >= 400:
                     r.read()
@@ -161,7 +162,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     with _Api(args) as api:
-        print(json.dumps(api.get_json(f"/api/v1/recordings/{args.id}"), indent=1))
+        print(json.dumps(api.get_json(f"/api/v1/recordings/{quote(args.id, safe='')}"), indent=1))
     return 0
 
 
@@ -200,7 +201,7 @@ def _play(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     with _Api(args) as api:
-        result = api.get_json(f"/api/v1/recordings/{args.id}/verify")
+        result = api.get_json(f"/api/v1/recordings/{quote(args.id, safe='')}/verify")
     if result.get("ok"):
         print(f"{args.id}: seal ok (sha256 {result.get('sha256')}, {result.get('size')} bytes)")
         return 0
