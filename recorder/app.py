@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
+from recorder import h2tuning
 from recorder.access import Access
 from recorder.api import build_api
 from recorder.groups import load_groups
@@ -96,6 +97,7 @@ async def serve_recorder(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    h2tuning.install()
     await service.start()
     try:
         config = hypercorn_config(settings)

@@ -40,13 +40,11 @@ class Recording:
     service: RecorderService
     meta: RecordingMeta
     writer: RecordingWriter
-    hasher: hashlib._Hash
     durable: int = 0
     failed: bool = False
     finished: bool = False
 
     async def append(self, data: bytes) -> None:
-        self.hasher.update(data)
         try:
             await self.writer.write(data)
         except StorageError:
@@ -82,7 +80,7 @@ class Recording:
             if self.failed:
                 size, digest = await svc.hash_stored(self.meta.key)
             else:
-                size, digest = self.writer.size, self.hasher.hexdigest()
+                size, digest = self.writer.size, self.writer.sha256()
             meta = self.meta.with_(
                 status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
                 last_event_time=scanner.last_time, error=error,
@@ -143,7 +141,7 @@ class RecorderService:
         self.live.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)
-        return Recording(self, meta, writer, hashlib.sha256())
+        return Recording(self, meta, writer)
 
     async def seal_and_store(self, meta: RecordingMeta, digest: str) -> RecordingMeta:
         sealed = meta.with_(seal=seal.seal(meta, digest, self.key))

@@ -21,6 +21,7 @@ from recorder.errors import CastError, HeaderMismatchError
 HEADER_LIMIT = 64 * 1024  # bytes, first line included its newline
 LINE_LIMIT = 1024 * 1024  # bytes per event line; a terminal never writes one event this big
 _PREFIX = 96  # bytes of each line kept to read its time, type and exit status
+_EXIT_WINDOW = 1024  # bytes before a chunk's last newline searched for an "x" event
 
 # `[12.5, "x", "0"]` or `[12.5, "x", 0]`: time, event code, and (for "x") the status
 _EVENT_PREFIX = re.compile(rb'^\s*\[\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"([A-Za-z])"\s*,\s*"?(-?[0-9]+)?')
@@ -158,8 +159,7 @@ class CastScanner:
         if first < 0:
             self._extend_line(data)
             return
-        has_exit = b'"x"' in data
-        if len(data) > self.line_limit or has_exit:
+        if len(data) > self.line_limit:
             segments = data.split(b"\n")
             self._extend_line(segments[0])
             self._end_line()
@@ -168,14 +168,25 @@ class CastScanner:
                 self._end_line()
             self._extend_line(segments[-1])
             return
-        # Fast path: a middle line cannot exceed the limit when the whole chunk does not.
+        # A middle line cannot exceed the limit when the whole chunk does not; of the middle
+        # lines only the last ones are read (time, and an exit event, which ends a session).
         self._extend_line(data[:first])
         self._end_line()
         last = data.rfind(b"\n")
         if last > first:
-            prev = data.rfind(b"\n", 0, last)
-            self._extend_line(data[prev + 1 : last])
-            self._end_line()
+            lo = max(first + 1, last - _EXIT_WINDOW)
+            window = data[lo:last]
+            if b'"x"' in window:
+                lines = window.split(b"\n")
+                if data[lo - 1 : lo] != b"\n":
+                    lines = lines[1:]  # starts inside a line that was not read
+                for line in lines:
+                    self._extend_line(line)
+                    self._end_line()
+            else:
+                prev = data.rfind(b"\n", first, last)
+                self._extend_line(data[prev + 1 : last])
+                self._end_line()
         self._extend_line(data[last + 1 :])
 
     def _extend_line(self, seg: bytes) -> None:

@@ -29,6 +29,10 @@ class RecordingWriter(abc.ABC):
     async def close(self) -> None:
         """Syncs and releases the recording; the backend may finish its upload afterwards."""
 
+    @abc.abstractmethod
+    def sha256(self) -> str:
+        """Hex SHA-256 of every byte written so far (complete after ``close``)."""
+
 
 class Storage(abc.ABC):
     """A store of recordings: local disk, or S3 behind a local spool."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +23,8 @@ from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
 
 READ_CHUNK = 256 * 1024
-_WRITE_BUFFER = 1024 * 1024  # flush to the kernel early past this, without fsync
+_WRITE_BUFFER = 1024 * 1024  # hand to the kernel in the background past this, without fsync
+_MAX_BACKLOG = 8 * 1024 * 1024  # past this, appends wait for the disk
 
 
 def describe_os_error(e: OSError, path: Path) -> str:
@@ -42,7 +44,11 @@ def fsync_dir(path: Path) -> None:
 
 
 class DiskWriter(RecordingWriter):
-    """Buffers appends; each ``sync`` is one executor call doing write + fsync."""
+    """Buffers appends and writes them out in large pieces; ``sync`` fsyncs.
+
+    Writing and fsyncing run in the executor under separate locks, so an fsync in progress
+    (the slow part) never stops the next bytes from reaching the kernel.
+    """
 
     def __init__(
         self, path: Path, fd: int, on_sync: Callable[[int], None] | None = None
@@ -50,63 +56,98 @@ class DiskWriter(RecordingWriter):
         self.path = path
         self._on_sync = on_sync
         self._fd: int | None = fd
-        self._buffer = bytearray()
-        self._durable = 0
-        self._written = 0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._hasher = hashlib.sha256()
+        self._written = 0  # bytes handed to the kernel
+        self._durable = 0  # bytes covered by a completed fsync
         self._dir_synced = False
-        self._lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._background: asyncio.Future[None] | None = None
+        self._sync_lock = asyncio.Lock()
         self.size = 0
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
+        self._chunks.append(data)
+        self._buffered += len(data)
         self.size += len(data)
-        if len(self._buffer) >= _WRITE_BUFFER:
-            await self._flush(fsync=False)
+        if self._buffered >= _WRITE_BUFFER:
+            if self._background is not None and self._buffered >= _MAX_BACKLOG:
+                await self._background  # backpressure: the disk is slower than the uploader
+            if self._background is None or self._background.done():
+                if self._background is not None:
+                    self._background.result()  # a failed write fails this one
+                self._background = asyncio.ensure_future(self._write_out())
+
+    def sha256(self) -> str:
+        return self._hasher.hexdigest()
 
     async def sync(self) -> int:
-        await self._flush(fsync=True)
-        return self._durable
+        if self._background is not None:
+            background, self._background = self._background, None
+            await background
+        await self._write_out()
+        target = self._written
+        async with self._sync_lock:
+            if self._durable >= target:
+                return self._durable
+            fd = self._require_fd()
+            parent = None if self._dir_synced else self.path.parent
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, _fsync, fd, parent)
+            except OSError as e:
+                raise StorageError(describe_os_error(e, self.path)) from e
+            self._dir_synced = True
+            self._durable = max(self._durable, target)
+            if self._on_sync is not None:
+                self._on_sync(self._durable)
+            return self._durable
 
     async def close(self) -> None:
         try:
             await self.sync()
         finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            async with self._write_lock, self._sync_lock:
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
 
-    async def _flush(self, *, fsync: bool) -> None:
-        async with self._lock:
-            if self._fd is None:
-                raise StorageError(f"{self.path} is closed")
-            data = bytes(self._buffer)
-            self._buffer.clear()
-            if not data and (not fsync or self._durable == self._written):
+    def _require_fd(self) -> int:
+        if self._fd is None:
+            raise StorageError(f"{self.path} is closed")
+        return self._fd
+
+    async def _write_out(self) -> None:
+        async with self._write_lock:
+            if not self._chunks:
                 return
-            sync_dir = fsync and not self._dir_synced
+            chunks, count = self._chunks, self._buffered
+            self._chunks, self._buffered = [], 0
+            fd = self._require_fd()
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write_all, self._fd, data, fsync, self.path.parent if sync_dir else None
+                    None, _write_all, fd, chunks, self._hasher
                 )
             except OSError as e:
                 raise StorageError(describe_os_error(e, self.path)) from e
-            self._written += len(data)
-            if fsync:
-                self._durable = self._written
-                self._dir_synced = True
-                if self._on_sync is not None:
-                    self._on_sync(self._durable)
+            self._written += count
 
 
-def _write_all(fd: int, data: bytes, fsync: bool, parent: Path | None) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-    if fsync:
-        os.fsync(fd)
+def _fsync(fd: int, parent: Path | None) -> None:
+    os.fsync(fd)
     if parent is not None:
         fsync_dir(parent)
+
+
+def _write_all(fd: int, chunks: list[bytes], hasher: hashlib._Hash) -> None:
+    """Runs in a worker thread: hashing (which releases the GIL) and writing leave the event
+    loop free."""
+    for data in chunks:
+        hasher.update(data)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
 
 
 class DiskStorage(Storage):

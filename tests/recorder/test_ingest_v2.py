@@ -70,3 +70,20 @@ async def test_unknown_uploader_is_refused(recorder: RecorderProc) -> None:
         assert await up.wait_headers() == 403
     finally:
         await up.close()
+
+
+async def test_recorder_advertises_large_h2_windows(recorder: RecorderProc) -> None:
+    """recorder.h2tuning wraps hypercorn internals: fails here if hypercorn changes under it."""
+    from recorder.h2tuning import MAX_FRAME, STREAM_WINDOW
+
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER)
+    try:
+        assert await up.wait_headers() == 200
+        await up.send(cast_header())
+        await up.wait_ack(1)
+        settings = up._conn.remote_settings
+        assert settings.initial_window_size == STREAM_WINDOW
+        assert settings.max_frame_size == MAX_FRAME
+        assert up._conn.max_outbound_frame_size == MAX_FRAME
+    finally:
+        await up.close()
