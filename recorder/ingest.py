@@ -32,7 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("tssh.recorder.ingest")
 
 IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
-ACK_INTERVAL = 0.05  # at most one sync + ack per stream per interval (group commit)
+ACK_INTERVAL = 0.02  # at most one ack per stream per interval; the group commit batches syncs
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
 
@@ -206,7 +206,7 @@ class IngestApp:
                 if durable != acked or idle:
                     await self._ack(send, durable)
                     acked = durable
-                if not idle:
+                if not idle and self.ack_interval > 0:
                     await asyncio.sleep(self.ack_interval)
             reader.result()
         except (CastError, StorageError) as e:

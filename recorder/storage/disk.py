@@ -1,9 +1,10 @@
 """Recordings on a local file system: ``<dst>/<node id>/<start>-<conn id>.cast`` + ``.json``.
 
-Durability: ``sync`` writes what is buffered and fsyncs the file (and, the first time, its
-directory, so the new name survives a power cut). An ack therefore promises that every
-acknowledged byte is on stable storage as far as the kernel and the disk's write cache
-honour fsync.
+Durability: ``sync`` writes what is buffered and makes it durable through the storage's group
+commit (``commit.py``): an fsync of the file (and, the first time, of its directory, so the new
+name survives a power cut), or one syncfs of the file system for a large batch. An ack
+therefore promises that every acknowledged byte is on stable storage as far as the kernel and
+the disk's write cache honour fsync.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiofiles.os
 from recorder.errors import StorageError
 from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
+from recorder.storage.commit import CommitJob, GroupCommit, fsync_dir, write_chunks
 
 READ_CHUNK = 256 * 1024
 _WRITE_BUFFER = 1024 * 1024  # hand to the kernel in the background past this, without fsync
@@ -35,14 +37,6 @@ def describe_os_error(e: OSError, path: Path) -> str:
     return f"cannot write {path}: {e.strerror or e}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DiskWriter(RecordingWriter):
     """Buffers appends and writes them out in large pieces; ``sync`` fsyncs.
 
@@ -51,9 +45,11 @@ class DiskWriter(RecordingWriter):
     """
 
     def __init__(
-        self, path: Path, fd: int, on_sync: Callable[[int], None] | None = None
+        self, path: Path, fd: int, commit: GroupCommit,
+        on_sync: Callable[[int], None] | None = None,
     ) -> None:
         self.path = path
+        self._commit = commit
         self._on_sync = on_sync
         self._fd: int | None = fd
         self._chunks: list[bytes] = []
@@ -83,22 +79,26 @@ class DiskWriter(RecordingWriter):
         return self._hasher.hexdigest()
 
     async def sync(self) -> int:
-        if self._background is not None:
-            background, self._background = self._background, None
-            await background
-        await self._write_out()
-        target = self._written
         async with self._sync_lock:
-            if self._durable >= target:
-                return self._durable
-            fd = self._require_fd()
-            parent = None if self._dir_synced else self.path.parent
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, _fsync, fd, parent)
-            except OSError as e:
-                raise StorageError(describe_os_error(e, self.path)) from e
-            self._dir_synced = True
-            self._durable = max(self._durable, target)
+            if self._background is not None:
+                background, self._background = self._background, None
+                await background
+            async with self._write_lock:
+                chunks, count = self._chunks, self._buffered
+                self._chunks, self._buffered = [], 0
+                target = self._written + count
+                if target == self._durable:
+                    return self._durable
+                job = CommitJob(
+                    self._require_fd(), chunks, self._hasher,
+                    None if self._dir_synced else self.path.parent,
+                )
+                try:
+                    await self._commit.submit(job)
+                except OSError as e:
+                    raise StorageError(describe_os_error(e, self.path)) from e
+                self._written = self._durable = target
+                self._dir_synced = True
             if self._on_sync is not None:
                 self._on_sync(self._durable)
             return self._durable
@@ -126,33 +126,17 @@ class DiskWriter(RecordingWriter):
             fd = self._require_fd()
             try:
                 await asyncio.get_running_loop().run_in_executor(
-                    None, _write_all, fd, chunks, self._hasher
+                    None, write_chunks, fd, chunks, self._hasher
                 )
             except OSError as e:
                 raise StorageError(describe_os_error(e, self.path)) from e
             self._written += count
 
 
-def _fsync(fd: int, parent: Path | None) -> None:
-    os.fsync(fd)
-    if parent is not None:
-        fsync_dir(parent)
-
-
-def _write_all(fd: int, chunks: list[bytes], hasher: hashlib._Hash) -> None:
-    """Runs in a worker thread: hashing (which releases the GIL) and writing leave the event
-    loop free."""
-    for data in chunks:
-        hasher.update(data)
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-
-
 class DiskStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._commit = GroupCommit(root)
 
     def describe(self) -> str:
         return f"disk:{self.root}"
@@ -175,7 +159,7 @@ class DiskStorage(Storage):
             raise StorageError(f"recording {key} already exists") from e
         except OSError as e:
             raise StorageError(describe_os_error(e, path)) from e
-        return DiskWriter(path, fd)
+        return DiskWriter(path, fd, self._commit)
 
     async def reopen(self, key: str) -> int | None:
         return await self.size(key)

@@ -29,7 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from recorder.errors import StorageError
 from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
-from recorder.storage.disk import DiskStorage, DiskWriter, fsync_dir
+from recorder.storage.commit import fsync_dir
+from recorder.storage.disk import DiskStorage, DiskWriter
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
