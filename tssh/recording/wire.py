@@ -300,6 +300,8 @@ class V2Connection:
             if ev.stream_id == self._upload_stream:
                 self.upload_status = status
                 self.tracker.last_frame_at = now
+                if status != 200:
+                    raise RecordingFailed(f"recorder answered {status} to POST /v2/record")
                 return [UploadAnswered(status)]
         elif isinstance(ev, h2.events.DataReceived):
             if ev.flow_controlled_length:

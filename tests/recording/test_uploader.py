@@ -1,0 +1,320 @@
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.recording.fake_recorder import Behavior, FakeRecorder
+from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.identity.base import Peer
+from tssh.recording.asciicast import CastHeader
+from tssh.recording.uploader import (
+    Recording,
+    RecordingOptions,
+    start_recording,
+)
+
+ALICE = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("127.0.0.2",),
+             user="alice@example.com", user_id="7")
+FAST = dict(dial_timeout=1.0, connect_timeout=3.0, probe_timeout=1.0, ack_window=1.0,
+            finish_timeout=2.0)
+
+
+def header() -> CastHeader:
+    return CastHeader.for_session(ALICE, ssh_user="alice", local_user="alice",
+                                  connection_id="ssh-conn-20260101T000000-0123456789",
+                                  started_at=time.time(), width=80, height=24)
+
+
+def options(**kw: object) -> RecordingOptions:
+    return RecordingOptions(**{**FAST, **kw})  # type: ignore[arg-type]
+
+
+def closed_port() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return ("127.0.0.1", s.getsockname()[1])
+
+
+def lines(body: bytes) -> list[object]:
+    text = body.decode()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def output_of(body: bytes) -> str:
+    return "".join(str(e[2]) for e in lines(body)[1:] if isinstance(e, list) and e[1] == "o")
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[FakeRecorder]:
+    async with FakeRecorder() as rec:
+        yield rec
+
+
+async def wait_until(cond: object, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def run_session(rec: Recording) -> None:
+    await rec.output("héllo\r\n".encode()[:2])
+    await rec.output("héllo\r\n".encode()[2:])
+    await rec.resize(100, 30)
+    await rec.output(b"bye\r\n")
+    await rec.exit(0)
+
+
+async def test_v2_full_duplex_upload_with_acks(recorder: FakeRecorder) -> None:
+    rec = await start_recording([recorder.address], header(), options=options())
+    assert rec.attempts[0].protocol == "v2" and rec.attempts[0].error is None
+    await run_session(rec)
+    # Acks arrive while the body is still open: the upload is really full duplex.
+    await wait_until(lambda: (rec.stats().bytes_acked or 0) == rec.stats().bytes_sent > 0)
+    assert not recorder.uploads[0].complete
+    stats = await rec.close()
+    assert stats.state == "finished" and stats.protocol == "v2"
+    upload = recorder.uploads[0]
+    assert upload.complete and upload.protocol == "v2"
+    assert stats.bytes_sent == stats.bytes_acked == stats.bytes_written == len(upload.body)
+    events = lines(bytes(upload.body))
+    assert isinstance(events[0], dict) and events[0]["srcNodeUser"] == "alice@example.com"
+    assert [e[1:] for e in events[1:]] == [  # type: ignore[index]
+        ["o", "h"], ["o", "éllo\r\n"], ["r", "100x30"], ["o", "bye\r\n"], ["x", "0"]]
+    assert stats.to_json()["protocol"] == "v2"
+
+
+@pytest.mark.parametrize("separator,split", [(b"", False), (b"", True), (b"\r\n", True)])
+async def test_v2_acks_concatenated_or_split(separator: bytes, split: bool) -> None:
+    async with FakeRecorder(Behavior(ack_separator=separator, split_acks=split)) as recorder:
+        rec = await start_recording([recorder.address], header(), options=options())
+        await run_session(rec)
+        stats = await rec.close()
+        assert stats.state == "finished"
+        assert stats.bytes_acked == len(recorder.uploads[0].body)
+
+
+@pytest.mark.parametrize("behavior", [Behavior(h2c=False), Behavior(v2=False)],
+                         ids=["http1-only", "no-v2-endpoint"])
+async def test_v1_fallback_on_the_same_recorder(behavior: Behavior) -> None:
+    async with FakeRecorder(behavior) as recorder:
+        rec = await start_recording([recorder.address], header(), options=options())
+        assert rec.attempts[0].protocol == "v1" and rec.attempts[0].error is None
+        await run_session(rec)
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.protocol == "v1"
+        assert stats.bytes_acked is None  # v1 has no acks
+        upload = recorder.uploads[0]
+        assert upload.protocol == "v1" and upload.complete
+        assert output_of(bytes(upload.body)) == "héllo\r\nbye\r\n"
+        assert stats.bytes_sent == len(upload.body)
+
+
+async def test_failover_to_the_second_recorder(recorder: FakeRecorder) -> None:
+    async with FakeRecorder(Behavior(h2c=False, continue_status=403)) as refusing:
+        dead = closed_port()
+        rec = await start_recording([dead, refusing.address, recorder.address], header(),
+                                    options=options(enforce=True))
+        a = rec.attempts
+        assert len(a) == 3
+        assert a[0].error is not None and "dial failed" in a[0].error
+        assert a[1].error is not None and "403 before 100 Continue" in a[1].error
+        assert a[1].protocol == "v1"
+        assert a[2].error is None and a[2].recorder == f"127.0.0.1:{recorder.port}"
+        await run_session(rec)
+        assert (await rec.close()).state == "finished"
+        assert refusing.uploads == [] and recorder.uploads[0].complete
+
+
+async def test_enforced_and_no_recorder_accepts(tmp_path: Path) -> None:
+    async with FakeRecorder(Behavior(status=503)) as failing:
+        with pytest.raises(RecorderUnavailable) as info:
+            await start_recording([closed_port(), failing.address], header(),
+                                  options=options(enforce=True, local_dir=tmp_path))
+    err = info.value
+    assert err.exit_code == 254
+    assert len(err.attempts) == 2
+    assert "503" in str(err) and "dial failed" in str(err)
+    assert list(tmp_path.iterdir()) == []  # a local file never satisfies enforcement
+
+
+async def test_not_enforced_and_no_recorder_goes_on_unrecorded() -> None:
+    rec = await start_recording([closed_port()], header(), options=options())
+    await run_session(rec)
+    stats = await rec.close()
+    assert stats.state == "unrecorded" and stats.destination is None
+    assert stats.attempts[0].error is not None
+
+
+async def test_local_fallback_file(tmp_path: Path) -> None:
+    rec = await start_recording([closed_port()], header(), options=options(local_dir=tmp_path))
+    await run_session(rec)
+    stats = await rec.close()
+    assert stats.state == "finished" and stats.protocol == "local"
+    [path] = list(tmp_path.iterdir())
+    assert str(path) == stats.destination and path.suffix == ".cast"
+    assert path.name.endswith("-ssh-conn-20260101T000000-0123456789.cast")
+    assert path.stat().st_mode & 0o777 == 0o600
+    body = path.read_bytes()
+    assert stats.bytes_sent == len(body)
+    assert output_of(body) == "héllo\r\nbye\r\n"
+    # a second session on the same connection gets its own file
+    rec2 = await start_recording([], header(), options=options(local_dir=tmp_path))
+    await rec2.close()
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+async def test_recorder_killed_mid_upload(enforce: bool) -> None:
+    async with FakeRecorder(Behavior(die_after=2000)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=enforce),
+                                    on_failure=failures.append)
+        for _ in range(20):
+            if rec.failure:
+                break
+            try:
+                await rec.output(b"x" * 500)
+            except RecordingFailed:
+                assert enforce
+                break
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: bool(failures))
+        assert len(failures) == 1
+        assert "connection" in str(failures[0])
+        if enforce:
+            with pytest.raises(RecordingFailed):
+                await rec.output(b"more")
+        else:
+            await rec.output(b"more")  # never raises without enforcement
+        stats = await rec.close()
+        assert stats.state == "failed" and stats.error == str(failures[0])
+        assert len(failures) == 1
+
+
+async def test_recorder_ending_the_upload_early() -> None:
+    async with FakeRecorder(Behavior(end_after=10)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True), on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        assert "before the session ended" in str(failures[0])
+        assert (await rec.close()).state == "failed"
+
+
+async def test_error_frame_fails_the_upload() -> None:
+    async with FakeRecorder(Behavior(error_after=10)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(), options=options(),
+                                    on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        assert "storage failed" in str(failures[0])
+        await rec.close()
+
+
+async def test_no_acks_within_the_window_fails() -> None:
+    async with FakeRecorder(Behavior(acks=False)) as recorder:
+        failures: list[RecordingFailed] = []
+        started = time.monotonic()
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(ack_window=0.4), on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        elapsed = time.monotonic() - started
+        assert 0.35 < elapsed < 2.0
+        assert "no ack frame from the recorder in 0.4s" in str(failures[0])
+        await rec.close()
+
+
+async def test_idle_acks_keep_an_idle_upload_alive() -> None:
+    async with FakeRecorder(Behavior(idle_ack=0.1)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(ack_window=0.4), on_failure=failures.append)
+        await asyncio.sleep(1.0)  # idle for more than twice the window
+        assert failures == []
+        await rec.output(b"still here")
+        assert (await rec.close()).state == "finished"
+
+
+async def test_silent_recorder_exhausts_the_connect_budget() -> None:
+    async with FakeRecorder(Behavior(silent=True)) as silent:
+        started = time.monotonic()
+        with pytest.raises(RecorderUnavailable) as info:
+            await start_recording([silent.address, silent.address], header(),
+                                  options=options(enforce=True, connect_timeout=0.6,
+                                                  probe_timeout=0.3))
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.5
+        attempts = info.value.attempts
+        assert len(attempts) == 2
+        assert "no answer from the recorder" in str(attempts[0])  # probe, then 100 Continue
+        assert "no time left" in str(attempts[1]) or "no answer" in str(attempts[1])
+
+
+async def test_source_address_is_bound(recorder: FakeRecorder) -> None:
+    rec = await start_recording([recorder.address], header(),
+                                options=options(source_address="127.0.0.5"))
+    await rec.close()
+    assert recorder.uploads[0].peer == "127.0.0.5"
+
+
+LIMIT = 64 * 1024
+
+
+async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.6)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, ack_window=5.0))
+        peak = 0
+        chunk = b"0123456789abcdef" * 256  # 4 KiB
+        for _ in range(512):  # 2 MiB while the recorder does not read
+            await rec.output(chunk)
+            peak = max(peak, rec.stats().bytes_buffered)
+        assert peak <= LIMIT
+        dropped = rec.stats().bytes_dropped
+        assert dropped > 0 and rec.stats().events_dropped > 0
+        await asyncio.sleep(0.8)  # the recorder reads again
+        await rec.output(b"after the stall")
+        stats = await rec.close()
+        assert stats.state == "finished"
+        body = bytes(recorder.uploads[0].body)
+        events = lines(body)
+        markers = [e for e in events[1:] if isinstance(e, list) and e[1] == "m"]
+        assert len(markers) == 1 and f"{dropped} bytes" in str(markers[0][2])
+        assert output_of(body).endswith("after the stall")
+        assert stats.bytes_written == len(body) - len(json.dumps(markers[0],
+                                        ensure_ascii=False, separators=(",", ":"))) - 1 + dropped
+
+
+async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=1.0)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=5.0))
+        peak = 0
+        written = 0
+        chunk = b"z" * 4096
+
+        async def writer() -> None:
+            nonlocal peak, written
+            for _ in range(256):  # 1 MiB
+                await rec.output(chunk)
+                written += len(chunk)
+                peak = max(peak, rec.stats().bytes_buffered)
+
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(0.5)
+        assert not task.done()  # the session waits for the recorder
+        assert written < 1024 * 1024
+        assert rec.stats().bytes_buffered <= LIMIT
+        await asyncio.wait_for(task, 10)  # the recorder resumed: everything goes through
+        assert peak <= LIMIT
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.bytes_dropped == 0
+        assert output_of(bytes(recorder.uploads[0].body)) == "z" * (1024 * 1024)
