@@ -1,6 +1,9 @@
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,22 +159,30 @@ async def test_local_fallback_file(tmp_path: Path) -> None:
     await run_session(rec)
     stats = await rec.close()
     assert stats.state == "finished" and stats.protocol == "local"
-    [path] = list(tmp_path.iterdir())
+    [path] = list(tmp_path.glob("*.cast"))
     assert str(path) == stats.destination and path.suffix == ".cast"
     assert path.name.endswith("-ssh-conn-20260101T000000-0123456789.cast")
     assert path.stat().st_mode & 0o777 == 0o600
     body = path.read_bytes()
     assert stats.bytes_sent == len(body)
     assert output_of(body) == "héllo\r\nbye\r\n"
+    cat = Path(sys.executable).parent / "asciinema"
+    if cat.exists():
+        played = subprocess.run([str(cat), "cat", str(path)], capture_output=True, timeout=30,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONIOENCODING": "utf-8",
+                                     "HOME": str(tmp_path / "home")})
+        assert played.stdout == "héllo\r\nbye\r\n".encode(), played.stderr
     # a second session on the same connection gets its own file
     rec2 = await start_recording([], header(), options=options(local_dir=tmp_path))
     await rec2.close()
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.glob("*.cast"))) == 2
 
 
-@pytest.mark.parametrize("enforce", [True, False])
-async def test_recorder_killed_mid_upload(enforce: bool) -> None:
-    async with FakeRecorder(Behavior(die_after=2000)) as recorder:
+@pytest.mark.parametrize("h2c", [True, False], ids=["v2", "v1"])
+@pytest.mark.parametrize("enforce", [True, False], ids=["enforced", "fail-open"])
+async def test_recorder_killed_mid_upload(enforce: bool, h2c: bool) -> None:
+    async with FakeRecorder(Behavior(die_after=2000, h2c=h2c)) as recorder:
         failures: list[RecordingFailed] = []
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=enforce),
@@ -198,13 +209,15 @@ async def test_recorder_killed_mid_upload(enforce: bool) -> None:
         assert len(failures) == 1
 
 
-async def test_recorder_ending_the_upload_early() -> None:
-    async with FakeRecorder(Behavior(end_after=10)) as recorder:
+@pytest.mark.parametrize("h2c", [True, False], ids=["v2", "v1"])
+async def test_recorder_ending_the_upload_early(h2c: bool) -> None:
+    async with FakeRecorder(Behavior(end_after=10, h2c=h2c)) as recorder:
         failures: list[RecordingFailed] = []
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True), on_failure=failures.append)
         await wait_until(lambda: bool(failures))
         assert "before the session ended" in str(failures[0])
+        assert rec.stats().protocol == ("v2" if h2c else "v1")
         assert (await rec.close()).state == "failed"
 
 

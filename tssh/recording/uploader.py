@@ -30,7 +30,8 @@ Using it from a session (the daemon)::
     await rec.exit(status)
     stats = await rec.close()             # final ack / 200; stats.state is the outcome
 
-``on_failure(error)`` is called once, from the event loop, if the upload fails or the
+``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
+event loop, if the upload fails or the
 recorder ends it while the session runs (not after ``close()`` began: then the outcome is in
 the returned stats). With ``enforce`` the daemon ends the session with a message; writes
 after a failure raise ``RecordingFailed`` too. Without ``enforce`` writes never raise: after
@@ -457,19 +458,19 @@ async def _connect(address: RecorderAddress, deadline: float, options: Recording
     v2 = V2Upload(address, reader, writer, clock, options.ack_window)
     try:
         status = await v2.probe(min(options.probe_timeout, deadline - clock()))
-    except RecordingError as e:
-        v2.abort()
-        probe_result = f"v2 probe: {e}"
-    else:
+        probe_result = f"v2 probe: status {status}"
         if status == 200:
             try:
                 await v2.start_upload(deadline - clock())
             except RecordingError as e:
-                v2.abort()
                 raise _ConnectFailed(f"v2: {e}", "v2") from None
             return v2
+    except RecordingError as e:
+        probe_result = f"v2 probe: {e}"
+    except BaseException:
         v2.abort()
-        probe_result = f"v2 probe: status {status}"
+        raise
+    v2.abort()
     log.debug("recorder does not support v2", extra={"recorder": str(address),
                                                      "reason": probe_result})
     reader, writer = await _dial(address, deadline, options, clock, "v1")
@@ -479,6 +480,9 @@ async def _connect(address: RecorderAddress, deadline: float, options: Recording
     except RecordingError as e:
         v1.abort()
         raise _ConnectFailed(f"{probe_result}; v1: {e}", "v1") from None
+    except BaseException:
+        v1.abort()
+        raise
     return v1
 
 
@@ -525,15 +529,24 @@ async def start_recording(
                 f"recording is required but no recorder accepted it ({reason})",
                 tuple(attempts))
         if options.local_dir is not None:
-            local = await LocalCastFile.create(options.local_dir, header.timestamp,
-                                               header.connection_id)
-            sink = local
-            log.warning("recording to a local file (debug fallback)",
-                        extra={"path": local.destination, "reason": reason})
-        else:
+            try:
+                local = await LocalCastFile.create(options.local_dir, header.timestamp,
+                                                   header.connection_id)
+            except RecordingFailed as e:
+                log.error("local recording fallback failed", extra={"reason": str(e)})
+            else:
+                sink = local
+                log.warning("recording to a local file (debug fallback)",
+                            extra={"path": local.destination, "reason": reason})
+        if sink is None:
             log.warning("session goes on unrecorded", extra={"reason": reason})
     recording = Recording(header, sink, tuple(attempts), options, on_failure, clock, start)
-    await recording.write_header()
+    try:
+        await recording._write_header()
+    except RecordingFailed as e:  # enforced, and the recorder failed right after accepting
+        raise RecorderUnavailable(
+            f"recording is required but the recorder failed at once ({e})",
+            tuple(attempts)) from e
     return recording
 
 
@@ -568,7 +581,7 @@ class Recording:
 
     # -- the session's side ----------------------------------------------------------------
 
-    async def write_header(self) -> None:
+    async def _write_header(self) -> None:
         await self._record(lambda now: self._encoder.header_line())
 
     async def output(self, data: bytes) -> None:

@@ -30,6 +30,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import h11
 
 from tssh.errors import RecorderProtocolError, RecordingFailed
@@ -237,6 +238,7 @@ class V2Connection:
     def initiate(self) -> None:
         """Queue the connection preface (prior knowledge: no Upgrade dance)."""
         self._h2.initiate_connection()
+        self._h2.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
 
     def start_probe(self) -> None:
         self._probe_stream = self._h2.get_next_available_stream_id()
