@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass, field
 
 import h2.config
@@ -35,6 +36,7 @@ class Behavior:
     end_after: int | None = None  # end the response (final ack) after this many bytes
     error_after: int | None = None  # send an error frame and end after this many bytes
     silent: bool = False  # accept connections, read, never answer
+    small_receive_buffer: bool = False  # so that a stall backs up to the client quickly
 
 
 @dataclass
@@ -57,6 +59,10 @@ class FakeRecorder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self.closed = asyncio.Event()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._writers)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -92,6 +98,9 @@ class FakeRecorder:
         self._tasks.add(task)
         self._writers.add(writer)
         self.connections += 1
+        if self.behavior.small_receive_buffer:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
             first = await reader.read(65536)
             if self.behavior.silent:

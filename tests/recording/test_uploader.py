@@ -331,3 +331,67 @@ async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
         stats = await rec.close()
         assert stats.state == "finished" and stats.bytes_dropped == 0
         assert output_of(bytes(recorder.uploads[0].body)) == "z" * (1024 * 1024)
+
+
+async def test_v1_recorder_that_stops_reading_fails_after_the_window() -> None:
+    behavior = Behavior(h2c=False, stall_after=1, small_receive_buffer=True)
+    async with FakeRecorder(behavior) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, ack_window=0.5,
+                                                    buffer_limit=LIMIT),
+                                    on_failure=failures.append)
+        started = time.monotonic()
+        with pytest.raises(RecordingFailed, match="stopped reading"):
+            for _ in range(4096):  # up to 16 MiB: far more than the socket buffers hold
+                await rec.output(b"v" * 4096)
+        assert time.monotonic() - started < 5
+        assert rec.stats().bytes_buffered <= LIMIT
+        assert len(failures) == 1
+        await rec.close()
+
+
+async def test_close_is_bounded_when_the_recorder_stalls_for_good() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, idle_ack=0.05)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, finish_timeout=0.3,
+                                                    ack_window=5.0),
+                                    on_failure=failures.append)
+        for _ in range(64):
+            await rec.output(b"s" * 4096)
+        started = time.monotonic()
+        stats = await rec.close()
+        assert time.monotonic() - started < 2
+        assert stats.state == "failed" and stats.error is not None
+        assert failures == []  # reported by close(), not as a failure of a live session
+        await rec.output(b"late output")  # after close: ignored, no error
+
+
+async def test_concurrent_writers_keep_events_whole_under_backpressure() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
+        h = CastHeader.for_session(ALICE, ssh_user="a", local_user="a", connection_id="c",
+                                   started_at=time.time(), includes_stderr=True)
+        rec = await start_recording([recorder.address], h,
+                                    options=options(enforce=True, buffer_limit=4096))
+
+        async def out(data: bytes, stderr: bool) -> None:
+            for _ in range(100):
+                await (rec.stderr(data) if stderr else rec.output(data))
+
+        await asyncio.gather(out(b"O" * 1500, False), out("é".encode() * 700, True))
+        stats = await rec.close()
+        assert stats.state == "finished"
+        text = output_of(bytes(recorder.uploads[0].body))  # every line parses
+        assert text.count("O") == 150_000 and text.count("é") == 70_000
+
+
+async def test_cancelled_start_leaves_no_connection_open() -> None:
+    async with FakeRecorder(Behavior(silent=True)) as silent:
+        task = asyncio.create_task(start_recording([silent.address], header(),
+                                                   options=options(enforce=True)))
+        await wait_until(lambda: silent.open_connections == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_until(lambda: silent.open_connections == 0)

@@ -47,7 +47,6 @@ inserted before the next event that fits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -571,7 +570,8 @@ class Recording:
         self._lock = asyncio.Lock()
         self._data_ready = asyncio.Event()
         self._space_ready = asyncio.Event()
-        self._closing = False
+        self._close_started = False  # failures from here on are reported by close(), not
+        self._closing = False  # on_failure; _closing: the session side is done writing
         self._finished = False
         self.failure: RecordingFailed | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -582,7 +582,14 @@ class Recording:
     # -- the session's side ----------------------------------------------------------------
 
     async def _write_header(self) -> None:
-        await self._record(lambda now: self._encoder.header_line())
+        """The header goes in whatever the limit: without it the recording is unreadable."""
+        if self._sink is None:
+            return
+        if self.failure is not None:
+            raise self.failure
+        line = self._encoder.header_line()
+        self._written += len(line)
+        self._append(line)
 
     async def output(self, data: bytes) -> None:
         """PTY output, or stdout of a non-PTY session."""
@@ -604,10 +611,18 @@ class Recording:
 
     async def close(self) -> RecordingStats:
         """Flush, end the upload and wait for the recorder to confirm (bounded)."""
-        if self._closing:
+        if self._closing or self._close_started:
             return self.stats()
-        with contextlib.suppress(RecordingError):
-            await self._record(self._encoder.finish)
+        self._close_started = True
+        try:
+            async with asyncio.timeout(self._options.finish_timeout):
+                await self._record(self._encoder.finish)
+        except RecordingError:
+            pass
+        except TimeoutError:
+            self._fail(RecordingFailed(
+                f"recorder did not take the end of the recording in "
+                f"{self._options.finish_timeout:g}s"))
         self._closing = True
         self._data_ready.set()
         if self._pump_task is not None:
@@ -659,10 +674,8 @@ class Recording:
             await self._record(encode_piece)
 
     async def _record(self, encode: Callable[[float], bytes]) -> None:
-        if self._closing:
-            raise RuntimeError("the recording is closed")
-        if self._sink is None:
-            return
+        if self._closing or self._sink is None:
+            return  # closed (late output of an ended session) or unrecorded
         now = self._clock()
         if self.failure is not None:
             if self._options.enforce:
@@ -777,7 +790,7 @@ class Recording:
         log.error("recording failed", extra={
             "destination": self._sink.destination if self._sink else None,
             "reason": str(failure), "enforced": self._options.enforce})
-        if self._on_failure is not None and not self._closing:
+        if self._on_failure is not None and not self._close_started:
             try:
                 self._on_failure(failure)
             except Exception:
