@@ -49,6 +49,12 @@ class ControlError(TsshError):
     """The running daemon cannot be reached over its control socket, or refused the request."""
 
 
+class NetmapError(IdentityError):
+    """A netmap or WireGuard inventory file is unreadable or invalid: a configuration error."""
+
+    exit_code = 2
+
+
 class RecordingError(TsshError):
     """A session recording could not be started or kept going."""
 
