@@ -17,6 +17,7 @@ from tssh.recording.asciicast import CastHeader
 from tssh.recording.uploader import (
     Recording,
     RecordingOptions,
+    check_recorder,
     start_recording,
 )
 
@@ -395,3 +396,16 @@ async def test_cancelled_start_leaves_no_connection_open() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await wait_until(lambda: silent.open_connections == 0)
+
+
+async def test_check_recorder_reports_health() -> None:
+    async with FakeRecorder() as v2, FakeRecorder(Behavior(h2c=False)) as v1:
+        healthy = await check_recorder(v2.address, source_address="127.0.0.6")
+        assert (healthy.reachable, healthy.protocol, healthy.detail) == (True, "v2", None)
+        old = await check_recorder(v1.address)
+        assert (old.reachable, old.protocol) == (True, "v1")
+        assert old.detail is not None and "HTTP/1" in old.detail
+        dead = await check_recorder(closed_port())
+        assert not dead.reachable and dead.to_json()["healthy"] is False
+        assert v2.uploads == [] and v1.uploads == []  # probing records nothing
+        await wait_until(lambda: v2.open_connections == 0 and v1.open_connections == 0)

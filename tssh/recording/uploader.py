@@ -16,6 +16,8 @@ not arrive while the session runs; and it does not wait for ``100 Continue`` eit
 
 Using it from a session (the daemon)::
 
+    recorders = recorder_targets(decision.recorders, await resolver.peers(),
+                                 config.recorder_port)          # tssh.recording.targets
     header = CastHeader.for_session(peer, ssh_user=..., local_user=..., connection_id=...,
                                     started_at=time.time(), width=80, height=24)
     try:
@@ -29,6 +31,10 @@ Using it from a session (the daemon)::
     await rec.resize(cols, rows)
     await rec.exit(status)
     stats = await rec.close()             # final ack / 200; stats.state is the outcome
+
+``rec.stats().to_json()`` is the per-recording entry for ``tssh status`` (destination,
+protocol, bytes written/sent/acked/buffered/dropped, attempts); ``check_recorder(address)``
+probes a recorder's health without recording anything.
 
 ``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
 event loop, if the upload fails or the
@@ -58,6 +64,7 @@ from typing import Any, Literal, Protocol
 from tssh.errors import RecorderUnavailable, RecordingError, RecordingFailed
 from tssh.recording.asciicast import CastEncoder, CastHeader
 from tssh.recording.local import LocalCastFile
+from tssh.recording.targets import RecorderAddress
 from tssh.recording.wire import (
     Acked,
     Continue,
@@ -79,15 +86,6 @@ State = Literal["recording", "finished", "failed", "unrecorded"]
 READ_SIZE = 64 * 1024
 CHUNK_SIZE = 64 * 1024  # bytes taken from the buffer per send
 MAX_EVENT_INPUT = 32 * 1024  # session bytes per event, so one event stays well under the limit
-
-
-@dataclass(frozen=True)
-class RecorderAddress:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -485,6 +483,45 @@ async def _connect(address: RecorderAddress, deadline: float, options: Recording
     return v1
 
 
+@dataclass(frozen=True)
+class RecorderHealth:
+    """What ``check_recorder`` found: reachable, and whether it speaks v2."""
+
+    recorder: str
+    reachable: bool
+    protocol: Literal["v2", "v1"] | None  # v1: reachable, no v2 (only an upload proves v1)
+    detail: str | None = None  # why not v2, or why unreachable
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.recorder, "healthy": self.reachable,
+                "protocol": self.protocol, "error": self.detail}
+
+
+async def check_recorder(address: RecorderAddress | tuple[str, int], *,
+                         source_address: str | None = None, time_limit: float = 5.0,
+                         clock: Clock = time.monotonic) -> RecorderHealth:
+    """Dial and probe one recorder without recording anything (for ``tssh status``)."""
+    if not isinstance(address, RecorderAddress):
+        address = RecorderAddress(*address)
+    options = RecordingOptions(source_address=source_address, dial_timeout=time_limit,
+                               connect_timeout=time_limit)
+    deadline = clock() + time_limit
+    try:
+        reader, writer = await _dial(address, deadline, options, clock, "v2")
+    except _ConnectFailed as e:
+        return RecorderHealth(str(address), False, None, str(e))
+    probe = V2Upload(address, reader, writer, clock, options.ack_window)
+    try:
+        status = await probe.probe(deadline - clock())
+    except RecordingError as e:
+        return RecorderHealth(str(address), True, "v1", f"v2 probe: {e}")
+    finally:
+        probe.abort()
+    if status == 200:
+        return RecorderHealth(str(address), True, "v2")
+    return RecorderHealth(str(address), True, "v1", f"v2 probe: status {status}")
+
+
 async def start_recording(
     recorders: Sequence[RecorderAddress | tuple[str, int]],
     header: CastHeader,
@@ -800,10 +837,12 @@ class Recording:
 __all__ = [
     "Attempt",
     "RecorderAddress",
+    "RecorderHealth",
     "Recording",
     "RecordingOptions",
     "RecordingStats",
     "Sink",
+    "check_recorder",
     "start_recording",
 ]
 
