@@ -278,3 +278,15 @@ def test_v1_non_200_at_end_and_eof() -> None:
     client, _ = v1_pair()
     with pytest.raises(RecordingFailed, match="before 100 Continue"):
         client.receive(b"")
+
+
+def test_v2_sending_on_a_reset_stream_is_a_recording_failure() -> None:
+    client, server = started_upload()
+    server.conn.reset_stream(1)
+    with pytest.raises(RecordingFailed):
+        client.receive(server.conn.data_to_send(), 1.0)
+    assert client.sendable() == 0
+    with pytest.raises(RecordingFailed, match="cannot send"):
+        client.send_body(b"x")
+    with pytest.raises(RecordingFailed, match="cannot end"):
+        client.end_body()

@@ -232,6 +232,9 @@ class _HTTPUpload:
             self._fail(e)
         except OSError as e:
             self._fail(RecordingFailed(f"connection to the recorder lost: {e}"))
+        except Exception as e:  # a bug must not leave an enforced recording silently stuck
+            log.exception("recording connection reader crashed")
+            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
 
     def _fail(self, error: RecordingError) -> None:
         if not self.failed.done():
@@ -802,6 +805,9 @@ class Recording:
             self._fail(e)
         except OSError as e:
             self._fail(RecordingFailed(f"recording destination failed: {e}"))
+        except Exception as e:  # a bug must not leave an enforced recording silently stuck
+            log.exception("recording pump crashed")
+            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
 
     def _on_sink_failed(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():

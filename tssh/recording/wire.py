@@ -231,6 +231,7 @@ class V2Connection:
         self.body_ended = False
         self.upload_ended = False
         self._received_any = False
+        self._reset = False
 
     def data_to_send(self) -> bytes:
         return self._h2.data_to_send()
@@ -257,23 +258,32 @@ class V2Connection:
 
     def sendable(self) -> int:
         """How many body bytes flow control lets out now (one DATA frame at most)."""
-        if self._upload_stream is None or self.body_ended or self.upload_ended:
+        if self._upload_stream is None or self.body_ended or self.upload_ended or self._reset:
             return 0
-        window = self._h2.local_flow_control_window(self._upload_stream)
+        try:
+            window = self._h2.local_flow_control_window(self._upload_stream)
+        except h2.exceptions.StreamClosedError:
+            return 0
         return max(0, min(window, self._h2.max_outbound_frame_size))
 
     def send_body(self, data: bytes) -> None:
         """Queue body bytes; ``len(data)`` must not exceed ``sendable()``."""
         if self._upload_stream is None:
             raise RuntimeError("upload not started")
-        self._h2.send_data(self._upload_stream, data)
+        try:
+            self._h2.send_data(self._upload_stream, data)
+        except h2.exceptions.H2Error as e:
+            raise RecordingFailed(f"cannot send to the recorder: {e!r}") from None
         self.tracker.on_sent(len(data))
 
     def end_body(self) -> None:
         if self._upload_stream is None:
             raise RuntimeError("upload not started")
         if not self.body_ended and not self.upload_ended:
-            self._h2.end_stream(self._upload_stream)
+            try:
+                self._h2.end_stream(self._upload_stream)
+            except h2.exceptions.H2Error as e:
+                raise RecordingFailed(f"cannot end the upload: {e!r}") from None
         self.body_ended = True
 
     def receive(self, data: bytes, now: float) -> list[WireEvent]:
@@ -324,6 +334,7 @@ class V2Connection:
                 return [UploadEnded()]
         elif isinstance(ev, h2.events.StreamReset):
             if ev.stream_id in (self._upload_stream, self._probe_stream):
+                self._reset = True
                 raise RecordingFailed(f"recorder reset the stream (error code {ev.error_code})")
         elif isinstance(ev, h2.events.ConnectionTerminated):
             if self._upload_stream is None or not self.upload_ended:
