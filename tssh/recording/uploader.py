@@ -43,9 +43,10 @@ the returned stats). With ``enforce`` the daemon ends the session with a message
 after a failure raise ``RecordingFailed`` too. Without ``enforce`` writes never raise: after
 a failure they are discarded and counted.
 
-Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer (plus one
-64 KiB chunk in flight and the transport's own buffer). When it is full, with ``enforce``
-writes wait (backpressure slows the session down to the recorder's pace); without, whole
+Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer, the
+chunk being sent included (plus the transport's own buffer, 64 KiB at most by default).
+When it is full, with ``enforce`` writes wait (backpressure slows the session down to the
+recorder's pace); without, whole
 events are dropped, counted, and an ``"m"`` marker event saying how many bytes were lost is
 inserted before the next event that fits.
 """
@@ -771,6 +772,7 @@ class Recording:
         self._data_ready.set()
 
     def _take(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the front; they stay counted until the sink took them."""
         parts: list[bytes] = []
         size = 0
         while self._buf and size < limit:
@@ -781,9 +783,7 @@ class Recording:
                 part = part[:cut]
             parts.append(part)
             size += len(part)
-        self._buffered -= size
-        self._space_ready.set()
-        return b"".join(parts)
+        return b"".join(parts)  # still counted in _buffered until sent
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -798,7 +798,10 @@ class Recording:
                     self._data_ready.clear()
                     await self._data_ready.wait()
                     continue
-                await sink.send(self._take(CHUNK_SIZE))
+                chunk = self._take(CHUNK_SIZE)
+                await sink.send(chunk)
+                self._buffered -= len(chunk)
+                self._space_ready.set()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
         except RecordingError as e:
