@@ -409,3 +409,18 @@ async def test_check_recorder_reports_health() -> None:
         assert not dead.reachable and dead.to_json()["healthy"] is False
         assert v2.uploads == [] and v1.uploads == []  # probing records nothing
         await wait_until(lambda: v2.open_connections == 0 and v1.open_connections == 0)
+
+
+async def test_abort_cuts_the_upload_at_once(recorder: FakeRecorder) -> None:
+    failures: list[RecordingFailed] = []
+    rec = await start_recording([recorder.address], header(), options=options(enforce=True),
+                                on_failure=failures.append)
+    await rec.output(b"partial session")
+    await wait_until(lambda: len(recorder.uploads[0].body) > 0)
+    stats = rec.abort()
+    assert stats.state == "failed" and stats.error is not None and "aborted" in stats.error
+    await wait_until(lambda: recorder.open_connections == 0)
+    assert not recorder.uploads[0].complete
+    assert failures == []
+    await rec.output(b"late")  # ignored
+    assert (await rec.close()).state == "failed"

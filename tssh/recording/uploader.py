@@ -31,6 +31,7 @@ Using it from a session (the daemon)::
     await rec.resize(cols, rows)
     await rec.exit(status)
     stats = await rec.close()             # final ack / 200; stats.state is the outcome
+    # or, when the daemon shuts down and cannot wait: rec.abort()
 
 ``rec.stats().to_json()`` is the per-recording entry for ``tssh status`` (destination,
 protocol, bytes written/sent/acked/buffered/dropped, attempts); ``check_recorder(address)``
@@ -677,6 +678,18 @@ class Recording:
         stats = self.stats()
         log.info("recording closed", extra={"recording": stats.to_json()})
         return stats
+
+    def abort(self, reason: str = "recording aborted before the session ended"
+              ) -> RecordingStats:
+        """Drop the recording at once (daemon shutdown, cancelled session): no flush, no wait.
+
+        The recorder sees the upload cut (it keeps what it acknowledged, marked incomplete).
+        ``on_failure`` is not called: the caller knows.
+        """
+        self._close_started = True
+        self._closing = True
+        self._fail(RecordingFailed(reason))
+        return self.stats()
 
     def stats(self) -> RecordingStats:
         sink = self._sink
