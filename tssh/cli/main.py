@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import policy
 from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
-COMMAND_MODULES: list[Any] = []
+COMMAND_MODULES: list[Any] = [policy]
 
 
 def build_parser() -> argparse.ArgumentParser:
