@@ -395,9 +395,10 @@ class _Builder:
                 raise self.fail((*upath, i), f"user {name!r} is not valid".replace("'", '"'))
             if name == AUTOGROUP_NONROOT:
                 out.append(NonRoot())
-            elif name.startswith("localpart:*@"):
+            elif name.startswith("localpart:*@") and name != "localpart:*@":
+                # Tailscale takes a bare "localpart:*@" as a literal name, like "localpart:x".
                 domain = name.removeprefix("localpart:*@")
-                if not domain or "*" in domain or "@" in domain:
+                if "*" in domain or "@" in domain:
                     raise self.fail((*upath, i), f"{name!r}: localpart:*@<domain> needs one "
                                     "plain domain")
                 out.append(Localpart(domain))
