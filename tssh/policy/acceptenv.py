@@ -44,3 +44,17 @@ def env_accepted(name: str, patterns: Iterable[str]) -> bool:
     if is_dangerous(name):
         return False
     return any(glob_match(p, name) for p in patterns)
+
+
+def filter_env(patterns: Iterable[str], variables: Iterable[tuple[str, str]],
+               ) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs a client sent that ``patterns`` let through, in order.
+
+    Values holding NUL are dropped too: the environment block is NUL-terminated, so one would
+    silently truncate on exec.
+    """
+    pats = tuple(patterns)
+    if not pats:
+        return []
+    return [(k, v) for k, v in variables
+            if "\x00" not in k and "\x00" not in v and env_accepted(k, pats)]
