@@ -261,6 +261,11 @@ ACCEPTED: list[tuple[str, Any, dict[str, Any]]] = [
         "OneCGNATRoute": "",
         "attrs": {},
     }),
+    ("acl-autogroups-left-to-tailscale", [], {
+        "tagOwners": {"tag:server": ["autogroup:admin", "autogroup:it-admin"]},
+        "acls": [{"action": "accept", "src": ["autogroup:owner", "autogroup:future-role"],
+                  "dst": ["autogroup:internet:*"]}],
+    }),
     ("acls-typical", [], {
         "hosts": {"office": "192.0.2.0/24"},
         "acls": [

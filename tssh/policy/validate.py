@@ -53,12 +53,6 @@ ACL_FIELDS = frozenset({"action", "src", "dst", "proto", "users", "ports", "srcP
 SSH_TEST_FIELDS = frozenset({"src", "dst", "accept", "deny", "check"})
 SSH_SRC_AUTOGROUPS = frozenset({AUTOGROUP_MEMBER, AUTOGROUP_TAGGED})
 SSH_DST_AUTOGROUPS = frozenset({AUTOGROUP_MEMBER, AUTOGROUP_TAGGED, AUTOGROUP_SELF})
-# Autogroups a tag owner list or ACL may name (anything else is a typo).
-KNOWN_AUTOGROUPS = frozenset({
-    AUTOGROUP_MEMBER, AUTOGROUP_TAGGED, AUTOGROUP_SELF, AUTOGROUP_NONROOT, "autogroup:internet",
-    "autogroup:admin", "autogroup:owner", "autogroup:it-admin", "autogroup:network-admin",
-    "autogroup:billing-admin", "autogroup:auditor", "autogroup:shared", "autogroup:danger-all",
-})
 
 
 def build_policy(doc: Document) -> Policy:
@@ -196,8 +190,6 @@ class _Builder:
                     raise self.fail((*path, i), f"group {owner!r} is not defined in groups")
                 if owner.startswith("tag:") and owner not in owners:
                     raise self.fail((*path, i), f"tag {owner!r} is not defined in tagOwners")
-                if owner.startswith("autogroup:") and owner not in KNOWN_AUTOGROUPS:
-                    raise self.fail((*path, i), f"unknown autogroup {owner!r}")
                 out.append(owner)
             self.tag_owners[tag] = tuple(out)
 
@@ -240,13 +232,12 @@ class _Builder:
                 raise self.fail((*path, "proto"), "proto must be a string or a number")
 
     def check_reference(self, path: Path, entry: str) -> None:
-        """A group or tag an ACL names must be defined."""
+        """A group or tag an ACL names must be defined. Autogroups are left to Tailscale,
+        which adds new ones over time (roles, posture groups)."""
         if entry.startswith("group:") and entry not in self.groups:
             raise self.fail(path, f"group {entry!r} is not defined in groups")
         if entry.startswith("tag:") and entry not in self.tag_owners:
             raise self.fail(path, f"tag {entry!r} is not defined in tagOwners")
-        if entry.startswith("autogroup:") and entry not in KNOWN_AUTOGROUPS:
-            raise self.fail(path, f"unknown autogroup {entry!r}")
 
     # -- ssh rules -------------------------------------------------------------------------
 
