@@ -16,6 +16,7 @@ import pytest
 from tests.policy.conftest import NODES, make_policy
 from tssh.policy import evaluate
 from tssh.policy.model import REJECT_MESSAGE, UNKNOWN_PEER_MESSAGE
+from tssh.policy.selectors import parse_selector, src_matches
 
 SELF_MEMBER = {"src": ["autogroup:member"], "dst": ["autogroup:self"]}
 MEMBER_TO_SERVER = {"src": ["autogroup:member"], "dst": ["tag:server"]}
@@ -412,3 +413,29 @@ def test_tagged_source_never_reaches_user_owned_node() -> None:
                                                  user="odin@example.com", tags=("tag:prod",))
     d = evaluate(policy, tagged_with_user, NODES["bulbasaur"], "root")
     assert d.action == "reject"
+
+
+@pytest.mark.parametrize(("text", "peer", "matches"), [
+    ("odin@example.com", "bulbasaur", True),
+    ("odin@example.com", "ivysaur", False),
+    ("group:developers", "ivysaur", True),
+    ("group:developers", "venusaur", False),
+    ("group:missing", "venusaur", False),
+    (" tag:prod", "kakuna", True),
+    ("tag:prod", "beedrill", False),
+    ("autogroup:member", "venusaur", True),
+    ("autogroup:member", "kakuna", False),
+    ("autogroup:tagged", "kakuna", True),
+    ("user:*@example.com", "venusaur", True),
+    ("*@EXAMPLE.org", "ivysaur", True),
+])
+def test_config_selectors(text: str, peer: str, matches: bool) -> None:
+    policy = make_policy([])
+    assert src_matches(parse_selector(text), NODES[peer], policy.groups) is matches
+
+
+@pytest.mark.parametrize("text", ["", "*", "tag:", "tag:1x", "group:", "autogroup:self",
+                                  "alice", "@example.com", "user:*@", "10.0.0.1"])
+def test_config_selector_refusals(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_selector(text)

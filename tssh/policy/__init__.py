@@ -10,6 +10,7 @@ from tssh.errors import PolicyError
 from tssh.policy.evaluate import evaluate
 from tssh.policy.hujson import parse
 from tssh.policy.model import Decision, Policy, SshRule, SshTest
+from tssh.policy.selectors import Selector, parse_selector, src_matches
 from tssh.policy.validate import build_policy
 
 __all__ = [
@@ -17,11 +18,14 @@ __all__ = [
     "Decision",
     "Policy",
     "PolicyError",
+    "Selector",
     "SshRule",
     "SshTest",
     "evaluate",
     "load_policy",
     "parse_policy",
+    "parse_selector",
+    "src_matches",
 ]
 
 # Real policy files are kilobytes; anything this large is a mistake or an attack.

@@ -157,3 +157,32 @@ def map_login(
 def _domain_of(login: str) -> str | None:
     local, at, domain = login.rpartition("@")
     return domain.lower() if at and local else None
+
+
+def parse_selector(text: str) -> Selector:
+    """A selector naming peers, as the daemon's config and the recorder's ``--viewer`` take
+    them: a user login, ``user:*@domain``, ``group:``, ``tag:``, ``autogroup:member`` or
+    ``autogroup:tagged``. Raises ValueError with the reason. Groups are resolved against a
+    policy at match time (:func:`src_matches`)."""
+    entry = text.strip()
+    if entry.startswith("group:") and len(entry) > len("group:"):
+        return Group(entry)
+    if entry.startswith("tag:"):
+        name = entry.removeprefix("tag:")
+        if not name or not (name[0].isascii() and name[0].isalpha()):
+            raise ValueError(f"invalid tag {entry!r}: tag names start with an ASCII letter")
+        return Tag(entry)
+    if entry in (AUTOGROUP_MEMBER, AUTOGROUP_TAGGED):
+        return Autogroup(entry)
+    for prefix in ("user:*@", "*@"):
+        if entry.startswith(prefix):
+            domain = entry.removeprefix(prefix)
+            if not domain or "*" in domain or "@" in domain:
+                raise ValueError(f"invalid domain wildcard {entry!r}")
+            return Domain(domain.lower())
+    local, at, domain = entry.rpartition("@")
+    if at and local and domain and "*" not in entry and not entry.startswith(("autogroup:",
+                                                                                "user:")):
+        return User(entry)
+    raise ValueError(f"{entry!r} is not a selector (use a login, user:*@domain, group:, tag:, "
+                     "autogroup:member or autogroup:tagged)")
