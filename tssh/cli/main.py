@@ -8,11 +8,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
-from tssh.cli import policy
+from tssh.cli import policy as policy_command
+from tssh.cli import set as set_command
+from tssh.cli import status as status_command
 from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
-COMMAND_MODULES: list[Any] = [policy]
+COMMAND_MODULES: list[Any] = [
+    policy_command,
+    set_command,
+    status_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

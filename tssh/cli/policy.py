@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from tssh.errors import PolicyError, TsshError
+from tssh.errors import NetmapError
 from tssh.identity.base import Peer
+from tssh.identity.netmap import Netmap, read_netmap
 from tssh.policy import evaluate, load_policy
-from tssh.policy.hujson import loads
 from tssh.policy.sshtests import run_ssh_tests
-
-MAX_NETMAP_BYTES = 8 * 1024 * 1024
-
-
-class NetmapError(TsshError):
-    """The netmap file given to ``tssh policy`` cannot be used."""
-
-    exit_code = 2
 
 
 def register(subparsers: Any) -> None:
@@ -63,81 +54,25 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def load_netmap(path: str) -> tuple[str | None, list[Peer]]:
-    """The ``self`` name and nodes of a netmap file (DESIGN §2)."""
-    try:
-        with Path(path).open("rb") as f:
-            data = f.read(MAX_NETMAP_BYTES + 1)
-    except OSError as e:
-        raise NetmapError(f"{path}: cannot read netmap file: {e.strerror or e}") from None
-    if len(data) > MAX_NETMAP_BYTES:
-        raise NetmapError(f"{path}: netmap file is too large")
-    try:
-        doc = loads(data, filename=path)
-    except PolicyError as e:
-        raise NetmapError(str(e)) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list):
-        raise NetmapError(f'{path}: a netmap is an object with a "nodes" list')
-    self_name = doc.get("self")
-    if self_name is not None and not isinstance(self_name, str):
-        raise NetmapError(f'{path}: "self" must be a node name')
-    peers: list[Peer] = []
-    for i, node in enumerate(doc["nodes"]):
-        peers.append(_peer(path, i, node))
-    return self_name, peers
-
-
-def _peer(path: str, i: int, node: Any) -> Peer:
-    where = f"{path}: nodes[{i}]"
-    if not isinstance(node, dict):
-        raise NetmapError(f"{where}: a node must be an object")
-    name, node_id = node.get("name"), node.get("id", node.get("name"))
-    if not isinstance(name, str) or not name or not isinstance(node_id, str):
-        raise NetmapError(f'{where}: "name" and "id" must be strings')
-    addresses = node.get("addresses", [])
-    tags = node.get("tags", [])
-    user = node.get("user")
-    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
-        raise NetmapError(f'{where}: "addresses" must be a list of strings')
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise NetmapError(f'{where}: "tags" must be a list of strings')
-    if user is not None and not isinstance(user, str):
-        raise NetmapError(f'{where}: "user" must be a login string')
-    if user is None and not tags:
-        raise NetmapError(f'{where}: a node needs a "user" or "tags"')
-    return Peer(name=name, id=node_id, addresses=tuple(addresses), user=user,
-                tags=tuple(tags))
-
-
-def find_node(nodes: list[Peer], key: str) -> Peer | None:
-    """The node named, identified or addressed by ``key``."""
-    try:
-        ip = ipaddress.ip_address(key)
-    except ValueError:
-        ip = None
-    for node in nodes:
-        if ip is not None:
-            for a in node.addresses:
-                try:
-                    if ipaddress.ip_address(a.split("/")[0]) == ip:
-                        return node
-                except ValueError:
-                    continue
-        elif key in (node.name, node.id) or node.name.split(".")[0] == key:
-            return node
-    return None
+def find_node(netmap: Netmap, key: str) -> Peer | None:
+    """The node named, identified or addressed by ``key`` (a short name matches an FQDN)."""
+    found = netmap.lookup(key)
+    if found is not None:
+        return found
+    key = key.strip()
+    return next((p for p in netmap.peers if key in (p.id, p.name.split(".")[0])), None)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
-    self_name, nodes = load_netmap(args.netmap)
-    dst_key = args.dst or self_name
+    netmap = read_netmap(Path(args.netmap), require_self=False)
+    dst_key = args.dst or netmap.self_name
     if dst_key is None:
         raise NetmapError(f'{args.netmap}: no --dst given and the netmap has no "self"')
-    dst = find_node(nodes, dst_key)
+    dst = find_node(netmap, dst_key)
     if dst is None:
         raise NetmapError(f"{args.netmap}: no node {dst_key!r}")
-    src = find_node(nodes, args.src)
+    src = find_node(netmap, args.src)
     decision = evaluate(policy, src, dst, args.user)
     if args.json:
         print(json.dumps(decision.to_json()))
@@ -160,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     policy = load_policy(args.file)
-    nodes = load_netmap(args.netmap)[1] if args.netmap else None
+    nodes = read_netmap(Path(args.netmap), require_self=False).peers if args.netmap else None
     failures = run_ssh_tests(policy, nodes)
     name = os.fspath(args.file)
     for failure in failures:
