@@ -191,3 +191,25 @@ def test_example_policy_passes_check() -> None:
         pytest.fail("policy.example.hujson is missing from the repository root")
     out = tssh("policy", "check", str(EXAMPLE))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_eval_example_policy(tmp_path: Path) -> None:
+    netmap = tmp_path / "netmap.hujson"
+    netmap.write_text("""{
+  "self": "prod1.example.ts.net",
+  "nodes": [
+    {"name": "prod1.example.ts.net", "id": "nP1", "addresses": ["127.0.0.10"],
+     "tags": ["tag:prod"]},
+    {"name": "alice-laptop", "id": "nA", "addresses": ["127.0.0.2"], "user": "alice@example.com"},
+    {"name": "carol-laptop", "id": "nC", "addresses": ["127.0.0.3"], "user": "carol@example.com"},
+  ],
+}""")
+    common = ("--dst", "prod1")
+    root = eval_json(EXAMPLE, netmap, "--src", "alice-laptop", *common, "--user", "root")
+    assert (root["action"], root["rule"], root["checkPeriod"]) == ("check", 2, "1h")
+    alice = eval_json(EXAMPLE, netmap, "--src", "127.0.0.2", *common, "--user", "alice")
+    assert (alice["action"], alice["localUser"], alice["enforceRecorder"]) == (
+        "accept", "alice", True)
+    assert alice["acceptEnv"] == ["GIT_*", "EDITOR"]
+    carol = eval_json(EXAMPLE, netmap, "--src", "nC", *common, "--user", "carol")
+    assert carol["action"] == "reject"

@@ -439,3 +439,15 @@ def test_config_selectors(text: str, peer: str, matches: bool) -> None:
 def test_config_selector_refusals(text: str) -> None:
     with pytest.raises(ValueError):
         parse_selector(text)
+
+
+def test_check_period_seconds() -> None:
+    policy = make_policy([check(["root"], checkPeriod="1h30m"), check(["a"], checkPeriod="always"),
+                          check(["b"]), accept(["c"])])
+    src, dst = NODES["bulbasaur"], NODES["beedrill"]
+    assert evaluate(policy, src, dst, "root").check_period_seconds == 5400
+    assert evaluate(policy, src, dst, "a").check_period_seconds is None
+    assert evaluate(policy, src, dst, "b").check_period_seconds == 12 * 3600
+    accepted = evaluate(policy, src, dst, "c")
+    assert accepted.check_period_seconds is None and accepted.allowed
+    assert not evaluate(policy, src, dst, "z").allowed
