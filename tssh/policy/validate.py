@@ -49,7 +49,7 @@ IGNORED_SECTIONS = frozenset({
 SSH_RULE_FIELDS = frozenset({
     "action", "src", "dst", "users", "checkPeriod", "acceptEnv", "recorder", "enforceRecorder",
 })
-ACL_FIELDS = frozenset({"action", "src", "dst", "proto", "users", "ports", "srcPosture", "ipProto"})
+ACL_FIELDS = frozenset({"action", "src", "dst", "proto", "users", "ports", "srcPosture"})
 SSH_TEST_FIELDS = frozenset({"src", "dst", "accept", "deny", "check"})
 SSH_SRC_AUTOGROUPS = frozenset({AUTOGROUP_MEMBER, AUTOGROUP_TAGGED})
 SSH_DST_AUTOGROUPS = frozenset({AUTOGROUP_MEMBER, AUTOGROUP_TAGGED, AUTOGROUP_SELF})
@@ -93,12 +93,6 @@ class _Builder:
 
     def fail(self, path: Path, message: str) -> PolicyError:
         return self.doc.error(path, f"{describe(path)}: {message}")
-
-    def get(self, path: Path) -> Any:
-        value: Any = self.doc.value
-        for part in path:
-            value = value[part]
-        return value
 
     def obj(self, path: Path, value: Any, what: str) -> dict[str, Any]:
         if not isinstance(value, dict):
