@@ -193,3 +193,17 @@ def test_asciinema_cat_plays_back_exactly_the_bytes_fed_in(tmp_path: Path) -> No
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert result.stdout == fed
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=60), cuts=st.lists(st.integers(0, 60), max_size=6))
+def test_any_bytes_any_splits_decode_as_the_whole(data: bytes, cuts: list[int]) -> None:
+    # Invalid sequences too: splitting never changes the text, nor adds replacement chars.
+    enc = CastEncoder(header(), 0.0)
+    out = b""
+    prev = 0
+    for p in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+        out += enc.output(1.0, data[prev:p])
+        prev = p
+    out += enc.finish(2.0)
+    assert output_text(out) == data.decode("utf-8", "replace")
