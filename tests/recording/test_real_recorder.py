@@ -51,12 +51,14 @@ def free_port(host: str) -> int:
 def real_recorder(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     netmap = tmp_path / "netmap.json"
     netmap.write_text(json.dumps(NETMAP))
+    policy = tmp_path / "policy.hujson"
+    policy.write_text('{"ssh": []}')
     dst = tmp_path / "dst"
     port = free_port(RECORDER_IP)
     log = (tmp_path / "recorder.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "recorder", "serve", "--dst", str(dst),
-         "--listen", f"{RECORDER_IP}:{port}", "--netmap", str(netmap),
+         "--listen", f"{RECORDER_IP}:{port}", "--netmap", str(netmap), "--policy", str(policy),
          "--state-dir", str(tmp_path / "state")],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "HOME": str(tmp_path)})
