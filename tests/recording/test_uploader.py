@@ -424,3 +424,18 @@ async def test_abort_cuts_the_upload_at_once(recorder: FakeRecorder) -> None:
     assert failures == []
     await rec.output(b"late")  # ignored
     assert (await rec.close()).state == "failed"
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="buffer_limit"):
+        RecordingOptions(buffer_limit=10)
+    with pytest.raises(ValueError, match="ack_window"):
+        RecordingOptions(ack_window=0)
+
+
+async def test_bad_recorder_address_is_an_attempt_failure(recorder: FakeRecorder) -> None:
+    # A port out of range fails inside the socket layer (OverflowError), without any lookup.
+    rec = await start_recording([("127.0.0.1", 70000), recorder.address], header(),
+                                options=options())
+    assert rec.attempts[0].error is not None and rec.attempts[1].error is None
+    assert (await rec.close()).state == "finished"

@@ -105,6 +105,10 @@ class RecordingOptions:
     def __post_init__(self) -> None:
         if self.buffer_limit < 1024:
             raise ValueError("buffer_limit must be at least 1 KiB")
+        for name in ("dial_timeout", "connect_timeout", "probe_timeout", "ack_window",
+                     "finish_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
 
 
 @dataclass(frozen=True)
@@ -556,6 +560,10 @@ async def start_recording(
             log.warning("recorder did not accept the recording",
                         extra={"recorder": str(address), "protocol": e.protocol,
                                "reason": str(e)})
+            continue
+        except Exception as e:  # a bug in one attempt must not skip the other recorders
+            log.exception("recording attempt crashed", extra={"recorder": str(address)})
+            attempts.append(Attempt(str(address), None, f"internal error: {e!r}"))
             continue
         attempts.append(Attempt(str(address), upload.protocol))
         log.info("recording started", extra={"recorder": str(address),
