@@ -439,3 +439,95 @@ async def test_bad_recorder_address_is_an_attempt_failure(recorder: FakeRecorder
                                 options=options())
     assert rec.attempts[0].error is not None and rec.attempts[1].error is None
     assert (await rec.close()).state == "finished"
+
+
+class FlowSession:
+    """A callback-style session: reads 'output' while not paused by the recording."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+        self.running = asyncio.Event()
+        self.running.set()
+        self.pauses = 0
+        self.resumes = 0
+        rec.set_flow_control(self.pause, self.resume)
+
+    def pause(self) -> None:
+        self.pauses += 1
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.resumes += 1
+        self.running.set()
+
+    async def produce(self, chunk: bytes, count: int) -> int:
+        peak = 0
+        for _ in range(count):
+            await self.running.wait()  # the session's add_reader is off while paused
+            self.rec.output_nowait(chunk)
+            peak = max(peak, self.rec.stats().bytes_buffered)
+            await asyncio.sleep(0)
+        return peak
+
+
+async def test_nowait_writes_with_flow_control_under_enforcement() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.5)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=5.0))
+        session = FlowSession(rec)
+        chunk = b"n" * 4096
+        task = asyncio.create_task(session.produce(chunk, 256))
+        await asyncio.sleep(0.3)
+        assert not rec.writable and session.pauses == 1 and not task.done()
+        peak = await asyncio.wait_for(task, 10)
+        assert peak < LIMIT + 2 * len(chunk)  # the limit plus at most the last write
+        assert session.resumes >= 1
+        rec.exit_nowait(0)
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.bytes_dropped == 0
+        body = bytes(recorder.uploads[0].body)
+        assert output_of(body) == "n" * (256 * 4096)
+        assert lines(body)[-1][1:] == ["x", "0"]  # type: ignore[index]
+
+
+async def test_nowait_writes_without_enforcement_drop_instead_of_pausing() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.5)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, ack_window=5.0))
+        session = FlowSession(rec)
+        peak = await session.produce(b"d" * 4096, 256)
+        assert session.pauses == 0 and peak <= LIMIT
+        assert rec.stats().bytes_dropped > 0
+        assert (await rec.close()).state == "finished"
+
+
+async def test_nowait_writes_after_a_failure_neither_raise_nor_stay_paused() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, die_after=None)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=0.5),
+                                    on_failure=failures.append)
+        session = FlowSession(rec)
+        for _ in range(64):
+            rec.output_nowait(b"f" * 4096)
+        assert session.pauses == 1
+        await wait_until(lambda: bool(failures))  # the stalled recorder stops acking
+        assert session.resumes == 1 and rec.writable
+        rec.output_nowait(b"after")  # discarded, no exception
+        assert (await rec.close()).state == "failed"
+
+
+async def test_mixing_await_and_nowait_is_refused() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=4096,
+                                                    ack_window=5.0))
+        blocked = asyncio.create_task(rec.output(b"a" * 300_000))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        with pytest.raises(RuntimeError, match="not both"):
+            rec.output_nowait(b"b")
+        await blocked
+        await rec.close()

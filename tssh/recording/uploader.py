@@ -37,6 +37,12 @@ Using it from a session (the daemon)::
 protocol, bytes written/sent/acked/buffered/dropped, attempts); ``check_recorder(address)``
 probes a recorder's health without recording anything.
 
+A session driven by callbacks (``loop.add_reader``) uses ``rec.output_nowait(data)``,
+``stderr_nowait``, ``resize_nowait``, ``exit_nowait`` instead: they never block nor raise,
+and with ``enforce`` flow control replaces waiting: ``rec.set_flow_control(pause, resume)``
+is told to stop reading the process's output while the buffer is full. Use one style per
+recording.
+
 ``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
 event loop, if the upload fails or the
 recorder ends it while the session runs (not after ``close()`` began: then the outcome is in
@@ -624,6 +630,9 @@ class Recording:
         self._closing = False  # on_failure; _closing: the session side is done writing
         self._finished = False
         self.failure: RecordingFailed | None = None
+        self._pause: Callable[[], None] | None = None
+        self._resume: Callable[[], None] | None = None
+        self._paused = False
         self._pump_task: asyncio.Task[None] | None = None
         if sink is not None:
             self._pump_task = asyncio.create_task(self._pump())
@@ -658,6 +667,37 @@ class Recording:
 
     async def exit(self, status: int) -> None:
         await self._record(lambda now: self._encoder.exit(now, status))
+
+    # -- the same, for callback-driven sessions (never blocks, never raises) -------------------
+
+    def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """With ``enforce``: ``pause()`` when the buffer is full, ``resume()`` when half empty.
+
+        A session that writes with the ``*_nowait`` methods stops reading its process's output
+        between the two (as with asyncio's ``pause_writing``), so the recorder's pace limits
+        the session's; the buffer exceeds ``buffer_limit`` by at most the last write.
+        """
+        self._pause, self._resume = pause, resume
+
+    def output_nowait(self, data: bytes) -> None:
+        self._record_nowait_bytes(self._encoder.output, data)
+
+    def stderr_nowait(self, data: bytes) -> None:
+        self._record_nowait_bytes(self._encoder.stderr, data)
+
+    def input_nowait(self, data: bytes) -> None:
+        self._record_nowait_bytes(self._encoder.input, data)
+
+    def resize_nowait(self, cols: int, rows: int) -> None:
+        self._record_nowait(lambda now: self._encoder.resize(now, cols, rows))
+
+    def exit_nowait(self, status: int) -> None:
+        self._record_nowait(lambda now: self._encoder.exit(now, status))
+
+    @property
+    def writable(self) -> bool:
+        """False while flow control holds the session paused."""
+        return not self._paused
 
     async def close(self) -> RecordingStats:
         """Flush, end the upload and wait for the recorder to confirm (bounded)."""
@@ -751,6 +791,46 @@ class Recording:
             self._written += len(line)
             await self._put_waiting(line)
 
+    def _record_nowait_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes
+                             ) -> None:
+        for i in range(0, len(data), MAX_EVENT_INPUT):
+            piece = data[i:i + MAX_EVENT_INPUT]
+
+            def encode_piece(now: float, piece: bytes = piece) -> bytes:
+                return encode(now, piece)
+
+            self._record_nowait(encode_piece)
+
+    def _record_nowait(self, encode: Callable[[float], bytes]) -> None:
+        if self._closing or self._sink is None or self.failure is not None:
+            return  # a failure reaches the session through on_failure
+        if self._lock.locked():
+            raise RuntimeError("a recording is written either with await or *_nowait, not both")
+        now = self._clock()
+        if not self._options.enforce:
+            self._offer(encode(now), now)
+            return
+        line = encode(now)
+        self._written += len(line)
+        if line:
+            self._append(line)
+        if not self._paused and self._buffered >= self._options.buffer_limit:
+            self._paused = True
+            self._call_flow(self._pause)
+
+    def _maybe_resume(self) -> None:
+        if self._paused and (self.failure is not None
+                             or self._buffered <= self._options.buffer_limit // 2):
+            self._paused = False
+            self._call_flow(self._resume)
+
+    def _call_flow(self, callback: Callable[[], None] | None) -> None:
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("recording flow control callback raised")
+
     def _offer(self, line: bytes, now: float) -> None:
         """Without enforce: buffer whole events that fit, drop (and later mark) the rest."""
         if not line:
@@ -823,6 +903,7 @@ class Recording:
                 await sink.send(chunk)
                 self._buffered -= len(chunk)
                 self._space_ready.set()
+                self._maybe_resume()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
         except RecordingError as e:
@@ -854,6 +935,7 @@ class Recording:
         self._buffered = 0
         self._space_ready.set()
         self._data_ready.set()
+        self._maybe_resume()
         log.error("recording failed", extra={
             "destination": self._sink.destination if self._sink else None,
             "reason": str(failure), "enforced": self._options.enforce})
