@@ -44,18 +44,18 @@ is told to stop reading the process's output while the buffer is full. Use one s
 recording.
 
 ``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
-event loop, if the upload fails or the
-recorder ends it while the session runs (not after ``close()`` began: then the outcome is in
-the returned stats). With ``enforce`` the daemon ends the session with a message; writes
-after a failure raise ``RecordingFailed`` too. Without ``enforce`` writes never raise: after
-a failure they are discarded and counted.
+event loop, if the upload fails or the recorder ends it while the session runs (not after
+``close()`` began: then the outcome is in the returned stats). With ``enforce`` the daemon
+ends the session with a message, and awaited writes after a failure raise
+``RecordingFailed``. Without ``enforce`` writes never raise: after a failure they are
+discarded and counted.
 
 Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer, the
 chunk being sent included (plus the transport's own buffer, 64 KiB at most by default).
-When it is full, with ``enforce`` writes wait (backpressure slows the session down to the
-recorder's pace); without, whole
-events are dropped, counted, and an ``"m"`` marker event saying how many bytes were lost is
-inserted before the next event that fits.
+When it is full, with ``enforce`` writes wait, or the session is paused (backpressure slows
+the session down to the recorder's pace); without, whole events are dropped, counted, and an
+``"m"`` marker event saying how many bytes were lost is inserted before the next event that
+fits.
 """
 
 from __future__ import annotations
