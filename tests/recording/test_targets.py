@@ -26,3 +26,10 @@ def test_names_literals_order_and_duplicates() -> None:
 
 def test_ipv6_only_node_is_dialed_over_ipv6() -> None:
     assert recorder_targets(["tag:v6"], PEERS, 443) == [RecorderAddress("fd7a::6", 443)]
+
+
+def test_prefixes_and_garbage_in_addresses() -> None:
+    odd = Peer(name="odd", id="o", addresses=("bogus", "fd7a::7/128", "100.64.0.7/32"),
+               tags=("tag:odd",))
+    none = Peer(name="none", id="n", addresses=("bogus",), tags=("tag:odd",))
+    assert recorder_targets(["tag:odd"], [odd, none], 80) == [RecorderAddress("100.64.0.7", 80)]

@@ -28,10 +28,16 @@ class RecorderAddress:
 
 
 def _dial_address(peer: Peer) -> str | None:
+    parsed = []
     for address in peer.addresses:
-        if ipaddress.ip_address(address).version == 4:
-            return address
-    return peer.addresses[0] if peer.addresses else None
+        try:
+            parsed.append(ipaddress.ip_address(address.split("/", 1)[0]))
+        except ValueError:
+            continue  # not an address: nothing to dial
+    for ip in parsed:
+        if ip.version == 4:
+            return str(ip)
+    return str(parsed[0]) if parsed else None
 
 
 def _literal(selector: str, port: int) -> RecorderAddress | None:
