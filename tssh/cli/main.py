@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import policy as policy_command
 from tssh.cli import set as set_command
 from tssh.cli import status as status_command
 from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
 COMMAND_MODULES: list[Any] = [
+    policy_command,
     set_command,
     status_command,
 ]
