@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +95,12 @@ class Backoff:
         return float(min(self.cap, self.first * 2 ** (failures - 1)))
 
 
+DEFAULT_BACKOFF = Backoff()  # about 35 s of retries before giving up
+
+
 async def watch_tailnet_policy(
-    socket_path: Path | str, *, backoff: Backoff = Backoff(), connect_timeout: float = 5.0,
-) -> AsyncIterator[TailnetPolicy]:
+    socket_path: Path | str, *, backoff: Backoff = DEFAULT_BACKOFF, connect_timeout: float = 5.0,
+) -> AsyncGenerator[TailnetPolicy, None]:
     """Yield tailscaled's SSH policy now, then each time it changes, until cancelled.
 
     A broken stream is reopened after a pause; after ``backoff.attempts`` failures in a row,
