@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
@@ -174,3 +175,16 @@ async def test_refused_watch_fails_at_once(fake: tuple[Tailnet, Path]) -> None:
         async with aclosing(watch_tailnet_policy(sock, backoff=FAST)) as stream:
             await next_policy(stream)
     assert len([r for r in net.requests if "watch-ipn-bus" in r]) == 1
+
+
+async def test_large_netmap(tmp_path: Path) -> None:
+    """A netmap of a few thousand nodes is one multi-megabyte line; it must still be read."""
+    nodes = [(SERVER, TAGGED_DEVICES)] + [
+        (node(1000 + i, f"nN{i}CNTRL", f"n{i}.example.ts.net.",
+              [f"100.65.{i // 250}.{i % 250 + 1}"], ALICE), ALICE) for i in range(4000)]
+    net = Tailnet(nodes=nodes, ssh_policy=policy_for("alice@example.com"))
+    sock = tmp_path / "tailscaled.sock"
+    async with serve_localapi(sock, net):
+        assert len(json.dumps(net.netmap())) > 2_000_000
+        async with aclosing(watch_tailnet_policy(sock, backoff=FAST)) as stream:
+            assert (await next_policy(stream)).ssh_policy == policy_for("alice@example.com")

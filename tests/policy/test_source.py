@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.identity.localapi import ALICE, TAGGED_DEVICES, Tailnet, node, serve_localapi
+from tssh.cli.status import render_status
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, PolicyError
 from tssh.identity.base import Peer
@@ -223,3 +224,16 @@ def test_open_policy_source(tmp_path: Path) -> None:
     assert isinstance(open_policy_source(Config(identity="tailscale")), TailnetPolicySource)
     with pytest.raises(ConfigError, match="needs a policy file"):
         open_policy_source(Config(identity="netmap", netmap=path))
+
+
+async def test_status_renders_for_tssh_status(tmp_path: Path) -> None:
+    path = tmp_path / "policy.hujson"
+    write(path, POLICY % "alice@example.com")
+    source = FilePolicySource(path, clock=lambda: 5.0)
+    await source.start()
+    write(path, "{")
+    await source.reload()
+    text = render_status({"policy": source.status().to_json()})
+    lines = text.splitlines()
+    assert lines[0] == "policy: file" and lines[2] == f"  location: {path}"
+    assert lines[1].startswith(f"  error: {path}:1:2: ")
