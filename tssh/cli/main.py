@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except TsshError as e:
-        print(f"tssh: {e}", file=sys.stderr)
+        print(e.render(), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
