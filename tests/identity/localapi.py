@@ -69,6 +69,7 @@ class Tailnet:
     has_netmap: bool = True
     legacy_netmap_notify: bool = False
     watch_status: int = 200  # answer watch-ipn-bus with this status instead of a stream
+    watch_silent: bool = False  # accept watch-ipn-bus but send nothing (a wedged tailscaled)
     watchers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
 
     def netmap(self) -> dict[str, Any] | None:
@@ -213,7 +214,7 @@ def build_app(tailnet: Tailnet) -> Starlette:
         except ValueError:
             return PlainTextResponse("bad mask\n", status_code=400)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        first = tailnet.initial_notify(mask)
+        first = None if tailnet.watch_silent else tailnet.initial_notify(mask)
         if first is not None:
             queue.put_nowait(first)
         tailnet.watchers.append(queue)

@@ -188,3 +188,12 @@ async def test_large_netmap(tmp_path: Path) -> None:
         assert len(json.dumps(net.netmap())) > 2_000_000
         async with aclosing(watch_tailnet_policy(sock, backoff=FAST)) as stream:
             assert (await next_policy(stream)).ssh_policy == policy_for("alice@example.com")
+
+
+async def test_server_errors_are_retried_then_reported(fake: tuple[Tailnet, Path]) -> None:
+    net, sock = fake
+    net.watch_status = 503
+    with pytest.raises(IdentityError, match=r"answered 503.*after 3 attempts"):
+        async with aclosing(watch_tailnet_policy(sock, backoff=FAST)) as stream:
+            await next_policy(stream)
+    assert len([r for r in net.requests if "watch-ipn-bus" in r]) == 3

@@ -237,3 +237,13 @@ async def test_status_renders_for_tssh_status(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0] == "policy: file" and lines[2] == f"  location: {path}"
     assert lines[1].startswith(f"  error: {path}:1:2: ")
+
+
+async def test_tailnet_source_times_out_without_a_netmap(tailnet: tuple[Tailnet, Path]) -> None:
+    net, sock = tailnet
+    net.watch_silent = True
+    source = TailnetPolicySource(sock, backoff=FAST, first_timeout=0.2)
+    with pytest.raises(IdentityError, match=r"sent no network map within 0\.2s"):
+        await source.start()
+    await source.close()
+    assert not may_login(source.current(), LAPTOP)
