@@ -11,6 +11,10 @@ class TsshError(Exception):
 
     exit_code: int = 1
 
+    def render(self) -> str:
+        """The one line the CLI prints."""
+        return f"tssh: {self}"
+
 
 class ConfigError(TsshError):
     """The daemon's configuration (file, flags or environment) is invalid."""
@@ -36,6 +40,10 @@ class PolicyError(TsshError):
         self.col = col
         super().__init__(self._render())
 
+    def render(self) -> str:
+        # Positioned errors read like a compiler's, so editors and tools can jump to them.
+        return str(self) if self.file else f"tssh: {self}"
+
     def _render(self) -> str:
         where = [str(p) for p in (self.file, self.line, self.col) if p is not None]
         return ":".join([*where, f" {self.message}"]) if where else self.message
@@ -53,6 +61,31 @@ class NetmapError(IdentityError):
     """A netmap or WireGuard inventory file is unreadable or invalid: a configuration error."""
 
     exit_code = 2
+
+
+class RecordingError(TsshError):
+    """A session recording could not be started or kept going."""
+
+
+class RecorderUnavailable(RecordingError):
+    """No recorder accepted a recording that the policy enforces: the session is refused.
+
+    ``attempts`` lists each recorder tried and why it failed, for the audit log.
+    """
+
+    exit_code = 254  # what tailscaled's sessions exit with when recording is refused
+
+    def __init__(self, message: str, attempts: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class RecordingFailed(RecordingError):
+    """An upload in progress failed or ended before the session (enforced: session ends)."""
+
+
+class RecorderProtocolError(RecordingFailed):
+    """The recorder answered something the recording wire protocol does not allow."""
 
 
 class RecordingsError(TsshError):

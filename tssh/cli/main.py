@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import policy as policy_command
 from tssh.cli import recordings as recordings_command
 from tssh.cli import set as set_command
 from tssh.cli import status as status_command
@@ -15,6 +16,7 @@ from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
 COMMAND_MODULES: list[Any] = [
+    policy_command,
     recordings_command,
     set_command,
     status_command,
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except TsshError as e:
-        print(f"tssh: {e}", file=sys.stderr)
+        print(e.render(), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
