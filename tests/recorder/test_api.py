@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.recorder.conftest import (
     ALICE,
@@ -169,3 +170,40 @@ def test_cli_errors_are_one_line(tmp_path: object) -> None:
     out = subprocess.run([sys.executable, "-m", "recorder", "--dst", "s3://host"],
                          cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 2 and "--bucket" in out.stderr
+
+
+def test_environment_instead_of_flags(tmp_path: Path) -> None:
+    import json as _json
+    import time
+
+    import httpx
+
+    from tests.recorder.conftest import NETMAP, POLICY, free_port
+
+    (tmp_path / "netmap.json").write_text(_json.dumps(NETMAP))
+    (tmp_path / "policy.hujson").write_text(POLICY)
+    port = free_port()
+    env = {
+        **os.environ, "PYTHONPATH": str(REPO), "TSRECORDER_DST": str(tmp_path / "store"),
+        "TSRECORDER_LISTEN": f"127.0.0.1:{port}", "TSRECORDER_STATEDIR": str(tmp_path / "st"),
+        "TSSH_NETMAP": str(tmp_path / "netmap.json"),
+        "TSSH_POLICY": str(tmp_path / "policy.hujson"),
+        "TSRECORDER_VIEWERS": "alice@example.com",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "recorder"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        transport = httpx.HTTPTransport(local_address=ALICE)
+        with httpx.Client(transport=transport) as c:
+            r = c.get(f"http://127.0.0.1:{port}/api/v1/recordings")
+            assert r.status_code == 200, r.text
+        assert (tmp_path / "st" / "seal.key").exists()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -107,18 +107,26 @@ async def test_s3_outage_and_recorder_kill_lose_nothing_acked(
         with rec.client(SERVER) as c:
             assert c.post("/record", content=iter([small])).status_code == 200
 
-        rec.kill9()  # and the recorder dies before S3 is back
+        open_one = await H2Upload.open("127.0.0.1", rec.port, local_address=SERVER)
+        partial = _body(50, 100, "ssh-conn-killed")
+        try:
+            assert await open_one.wait_headers() == 200
+            await open_one.send(partial)
+            await open_one.wait_ack(len(partial))
+            rec.kill9()  # the recorder dies mid-recording, before S3 is back
+        finally:
+            await open_one.close()
         rec.start()
         moto.start()  # S3 is back, empty (moto keeps no state): the operator recreates the bucket
         s3 = moto.client()
         s3.create_bucket(Bucket=BUCKET)
         with rec.client(ALICE) as c:
             metas = c.get("/api/v1/recordings").json()["recordings"]
-        assert sorted(m["status"] for m in metas) == ["complete", "complete"]
+        assert sorted(m["status"] for m in metas) == ["complete", "complete", "incomplete"]
         want = {m["storageKey"]: m for m in metas}
         for key, meta in want.items():
             wait_for(lambda k=key, m=meta: _objects(s3).get(f"{k}.cast") == m["size"], 30, 0.2)
-        bodies = {len(big): big, len(small): small}
+        bodies = {len(big): big, len(small): small, len(partial): partial}
         for key, meta in want.items():
             stored = s3.get_object(Bucket=BUCKET, Key=f"{key}.cast")["Body"].read()
             assert stored == bodies[meta["size"]]
