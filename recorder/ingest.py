@@ -32,7 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 log = logging.getLogger("tssh.recorder.ingest")
 
 IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
-ACK_INTERVAL = 0.02  # at most one ack per stream per interval; the group commit batches syncs
+ACK_INTERVAL = 0.0  # pause after each ack; 0: acks follow the group commit rate
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
 
@@ -191,22 +191,29 @@ class IngestApp:
         reader = asyncio.create_task(upload.receive_loop(receive))
         error: str | None = None
         acked = -1
+        loop = asyncio.get_running_loop()
+        idle_due = False
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:  # one timer per upload, not one per ack
+            nonlocal idle_due, timer
+            idle_due = True
+            upload.data.set()
+            timer = loop.call_later(self.idle_ack, tick)
+
+        timer = loop.call_later(self.idle_ack, tick)
         try:
             while not reader.done():
-                idle = False
-                try:
-                    async with asyncio.timeout(self.idle_ack):
-                        await upload.data.wait()
-                except TimeoutError:
-                    idle = True
+                await upload.data.wait()
                 upload.data.clear()
                 if reader.done():
                     break
                 durable = await upload.sync()
-                if durable != acked or idle:
+                if durable != acked or idle_due:
                     await self._ack(send, durable)
                     acked = durable
-                if not idle and self.ack_interval > 0:
+                    idle_due = False
+                if self.ack_interval > 0:
                     await asyncio.sleep(self.ack_interval)
             reader.result()
         except (CastError, StorageError) as e:
@@ -217,6 +224,8 @@ class IngestApp:
             error = "internal error in the recorder"
             self.service.metrics.errors.labels(_reason(e)).inc()
         finally:
+            if timer is not None:
+                timer.cancel()
             if not reader.done():
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

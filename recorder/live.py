@@ -18,6 +18,7 @@ Reader = Callable[[int, int], AsyncIterator[bytes]]
 class _Live:
     size: int = 0
     ended: bool = False
+    followers: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
@@ -39,9 +40,10 @@ class LiveHub:
         state = self._live.get(recording_id)
         if state is None:
             return
-        async with state.changed:
-            state.size = size
-            state.changed.notify_all()
+        state.size = size
+        if state.followers:  # the common case, nobody watching, costs no lock
+            async with state.changed:
+                state.changed.notify_all()
 
     async def end(self, recording_id: str) -> None:
         state = self._live.pop(recording_id, None)
@@ -55,9 +57,21 @@ class LiveHub:
         self, recording_id: str, read: Reader, final_size: Callable[[], Awaitable[int | None]]
     ) -> AsyncIterator[bytes]:
         """Yields whole lines: what is stored so far, then new lines until the recording ends."""
+        state = self._live.get(recording_id)
+        if state is not None:
+            state.followers += 1
+        try:
+            async for data in self._follow(state, read, final_size):
+                yield data
+        finally:
+            if state is not None:
+                state.followers -= 1
+
+    async def _follow(
+        self, state: _Live | None, read: Reader, final_size: Callable[[], Awaitable[int | None]]
+    ) -> AsyncIterator[bytes]:
         pos = 0
         tail = b""
-        state = self._live.get(recording_id)
         while True:
             if state is not None and not state.ended:
                 limit: int | None = state.size

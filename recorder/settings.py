@@ -37,7 +37,7 @@ class RecorderSettings:
     identity: Config = field(default_factory=Config)
     viewers: tuple[str, ...] = ()
     ui: bool = False
-    ack_interval: float = 0.02  # seconds between two acks of one busy v2 stream (at most)
+    ack_interval: float = 0.0  # seconds to wait after an ack (0: the group commit batches)
     idle_ack: float = 10.0  # seconds between acks of an idle v2 stream
 
     def s3(self) -> S3Target | None:

@@ -16,6 +16,7 @@ import ctypes.util
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class GroupCommit:
         self.root = root
         self._queue: list[tuple[CommitJob, asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
+        # its own thread: acks never queue behind other file work in the default executor
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
 
     async def submit(self, job: CommitJob) -> None:
         """Returns once the job's bytes are written and durable; raises its OSError."""
@@ -80,7 +83,7 @@ class GroupCommit:
             batch, self._queue = self._queue, []
             jobs = [job for job, _ in batch]
             try:
-                await loop.run_in_executor(None, self._commit, jobs)
+                await loop.run_in_executor(self._thread, self._commit, jobs)
             except OSError as e:
                 for job in jobs:
                     job.error = job.error or e

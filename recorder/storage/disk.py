@@ -133,6 +133,22 @@ class DiskWriter(RecordingWriter):
             self._written += count
 
 
+def replace_durably(path: Path, document: bytes) -> None:
+    """Writes ``path`` atomically (temporary file, fsync, rename, fsync of the directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        view = memoryview(document)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 class DiskStorage(Storage):
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -152,9 +168,13 @@ class DiskStorage(Storage):
 
     async def create(self, key: str) -> RecordingWriter:
         path = self._path(key, ".cast")
+
+        def make() -> int:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+
         try:
-            await aiofiles.os.makedirs(path.parent, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+            fd = await asyncio.get_running_loop().run_in_executor(None, make)
         except FileExistsError as e:
             raise StorageError(f"recording {key} already exists") from e
         except OSError as e:
@@ -169,15 +189,10 @@ class DiskStorage(Storage):
 
     async def put_meta(self, key: str, document: bytes) -> None:
         path = self._path(key, ".json")
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            await aiofiles.os.makedirs(path.parent, exist_ok=True)
-            async with aiofiles.open(tmp, "wb") as f:
-                await f.write(document)
-                await f.flush()
-                await asyncio.get_running_loop().run_in_executor(None, os.fsync, f.fileno())
-            await aiofiles.os.replace(tmp, path)
-            await asyncio.get_running_loop().run_in_executor(None, fsync_dir, path.parent)
+            await asyncio.get_running_loop().run_in_executor(
+                None, replace_durably, path, document
+            )
         except OSError as e:
             raise StorageError(describe_os_error(e, path)) from e
 
