@@ -5,7 +5,9 @@ commits) than the disk and the executor can take, and ack latency grows without 
 every ``sync`` joins the next batch: one worker-thread call writes each member's pending bytes
 and then makes them all durable together — with ``syncfs`` on the storage's file system when
 the batch is large (one journal commit), else with an fsync per file. Batches form by
-themselves: requests arriving while a commit runs go into the next one.
+themselves: requests arriving while commits run go into the next one; up to ``MAX_INFLIGHT``
+batches commit at once (a journal commit can take tens of milliseconds under load, and the
+next batch need not wait for it to start).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SYNCFS_BATCH = 8  # from this many files in a batch on, one syncfs beats one fsync each
+MAX_INFLIGHT = 2  # batches committing at once: the next starts while one waits for the disk
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -65,35 +68,47 @@ class GroupCommit:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._queue: list[tuple[CommitJob, asyncio.Future[None]]] = []
-        self._runner: asyncio.Task[None] | None = None
-        # its own thread: acks never queue behind other file work in the default executor
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+        # own threads: acks never queue behind other file work in the default executor
+        self._max_inflight = MAX_INFLIGHT
+        self._inflight = 0
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._thread = ThreadPoolExecutor(
+            max_workers=MAX_INFLIGHT, thread_name_prefix="group-commit"
+        )
 
     async def submit(self, job: CommitJob) -> None:
         """Returns once the job's bytes are written and durable; raises its OSError."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((job, future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.ensure_future(self._run())
+        self._maybe_start()
         await future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
+    def _maybe_start(self) -> None:
+        if self._queue and self._inflight < self._max_inflight:
             batch, self._queue = self._queue, []
-            jobs = [job for job, _ in batch]
-            try:
-                await loop.run_in_executor(self._thread, self._commit, jobs)
-            except OSError as e:
-                for job in jobs:
-                    job.error = job.error or e
-            for job, future in batch:
-                if future.done():
-                    continue
-                if job.error is not None:
-                    future.set_exception(job.error)
-                else:
-                    future.set_result(None)
+            self._inflight += 1
+            task = asyncio.ensure_future(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[CommitJob, asyncio.Future[None]]]) -> None:
+        loop = asyncio.get_running_loop()
+        jobs = [job for job, _ in batch]
+        try:
+            await loop.run_in_executor(self._thread, self._commit, jobs)
+        except OSError as e:
+            for job in jobs:
+                job.error = job.error or e
+        finally:
+            self._inflight -= 1
+        for job, future in batch:
+            if future.done():
+                continue
+            if job.error is not None:
+                future.set_exception(job.error)
+            else:
+                future.set_result(None)
+        self._maybe_start()
 
     def _commit(self, jobs: list[CommitJob]) -> None:
         for job in jobs:
