@@ -87,3 +87,12 @@ async def test_recorder_advertises_large_h2_windows(recorder: RecorderProc) -> N
         assert up._conn.max_outbound_frame_size == MAX_FRAME
     finally:
         await up.close()
+
+
+def test_data_frame_repr_does_not_hex_dump_the_payload() -> None:
+    from hyperframe.frame import DataFrame
+
+    from recorder import h2tuning
+
+    h2tuning.install()
+    assert repr(DataFrame(1, data=b"x" * 100_000)).endswith("<100000 bytes>")
