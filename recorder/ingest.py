@@ -34,6 +34,7 @@ log = logging.getLogger("tssh.recorder.ingest")
 IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
 ACK_INTERVAL = 0.0  # pause after each ack; 0: acks follow the group commit rate
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
+HEADER_TIMEOUT = 30.0  # seconds a v2 upload may stay open without a complete header
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
 
 
@@ -143,12 +144,14 @@ class IngestApp:
     def __init__(
         self, service: RecorderService, resolver: Resolver, fallback: ASGIApp,
         *, ack_interval: float = ACK_INTERVAL, idle_ack: float = IDLE_ACK,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.service = service
         self.resolver = resolver
         self.fallback = fallback
         self.ack_interval = ack_interval
         self.idle_ack = idle_ack
+        self.header_timeout = header_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v2/record":
@@ -202,12 +205,15 @@ class IngestApp:
             timer = loop.call_later(self.idle_ack, tick)
 
         timer = loop.call_later(self.idle_ack, tick)
+        opened = loop.time()
         try:
             while not reader.done():
                 await upload.data.wait()
                 upload.data.clear()
                 if reader.done():
                     break
+                if upload.recording is None and loop.time() - opened > self.header_timeout:
+                    raise CastError(f"no asciicast header within {self.header_timeout:.0f} s")
                 durable = await upload.sync()
                 if durable != acked or idle_due:
                     await self._ack(send, durable)

@@ -6,6 +6,7 @@ translate requests into calls here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -136,8 +137,13 @@ class RecorderService:
             id=rid, key=key, node=node, start=start, header=header.fields,
             recorder=self.public_key,
         )
-        await self.storage.put_meta(key, _document(meta))
-        await self.index.put(meta)
+        try:
+            await self.storage.put_meta(key, _document(meta))
+            await self.index.put(meta)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                await writer.close()
+            raise
         self.live.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)

@@ -96,3 +96,23 @@ def test_data_frame_repr_does_not_hex_dump_the_payload() -> None:
 
     h2tuning.install()
     assert repr(DataFrame(1, data=b"x" * 100_000)).endswith("<100000 bytes>")
+
+
+async def test_idle_upload_still_gets_acks_every_10_seconds(recorder: RecorderProc) -> None:
+    import asyncio
+
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER)
+    try:
+        assert await up.wait_headers() == 200
+        sent = cast_header() + event(0.1, "then nothing\n")
+        await up.send(sent)
+        await up.wait_ack(len(sent))
+        before = len(up.acks)
+        await asyncio.sleep(10.5)
+        assert len(up.acks) > before  # a keepalive ack while the uploader is idle
+        assert up.acks[-1] == len(sent)
+        await up.end()
+        await up.wait_end()
+        assert up.error is None
+    finally:
+        await up.close()
