@@ -98,6 +98,8 @@ async def serve_recorder(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
     h2tuning.install()
+    if settings.ui:
+        log.warning("--ui: the web UI is not part of this version; serving the API only")
     await service.start()
     try:
         config = hypercorn_config(settings)

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tssh-recorder",
         description="Receives, stores, seals and serves tssh/Tailscale session recordings.",
+        epilog="serve is the default command: `tssh-recorder --dst DIR ...` runs it; "
+        "see `tssh-recorder serve --help` for its flags.",
     )
     parser.add_argument("--version", action="version", version=f"tssh-recorder {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -69,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = tsub.add_parser("create", help="create a token (printed once)")
     create.add_argument("name", help="what the token is for")
     create.set_defaults(func=_token_create)
-    tsub.add_parser("list", help="list tokens (ids and names)").set_defaults(func=_token_list)
+    listing = tsub.add_parser("list", help="list tokens (ids and names)")
+    listing.set_defaults(func=_token_list)
     revoke = tsub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id")
     revoke.set_defaults(func=_token_revoke)
+    for action in (create, listing, revoke):  # also accepted after the action
+        action.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
     return parser
 
 
