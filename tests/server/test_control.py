@@ -250,3 +250,37 @@ async def test_the_daemons_own_uid_is_served(shared_dir: Path) -> None:
     finally:
         await server.close()
     assert seen.startswith("ok ") and json.loads(seen[3:])["ssh"] is True
+
+
+# --- where the socket lives -----------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770])
+async def test_state_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Anyone who can write the directory could swap the socket for a symlink between bind
+    and chmod (making the daemon chmod another file) or for their own socket."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    with pytest.raises(ControlError, match=r"writable by other users.*chmod 700"):
+        await ControlServer(state / "control.sock", FakeDaemon()).start()
+    assert not (state / "control.sock").exists()
+
+
+@needs_root
+async def test_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY, NOBODY)
+    with pytest.raises(ControlError, match=r"owned by uid 65534"):
+        await ControlServer(state / "control.sock", FakeDaemon()).start()
+    assert not (state / "control.sock").exists()
+
+
+async def test_state_dir_is_created_private(tmp_path: Path) -> None:
+    server = ControlServer(tmp_path / "new" / "state" / "control.sock", FakeDaemon())
+    await server.start()
+    try:
+        assert (tmp_path / "new" / "state").stat().st_mode & 0o777 == 0o700
+    finally:
+        await server.close()
+
