@@ -284,3 +284,14 @@ async def test_state_dir_is_created_private(tmp_path: Path) -> None:
     finally:
         await server.close()
 
+
+
+async def test_unusable_socket_path_is_a_control_error(tmp_path: Path) -> None:
+    """No OSError traceback for the daemon's user: one ControlError line naming the path."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ControlError, match="cannot open the control socket"):
+        await ControlServer(tmp_path / "file" / "control.sock", FakeDaemon()).start()
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir(mode=0o700)
+    with pytest.raises(ControlError, match="cannot open the control socket"):
+        await ControlServer(deep / "control.sock", FakeDaemon()).start()

@@ -91,16 +91,24 @@ class ControlServer:
         """Bind the socket (replacing a stale one) and start serving.
 
         Raises ControlError if another daemon answers on the socket already, if the path
-        is something other than a socket, or if the state directory is not private.
+        is something other than a socket, if the state directory is not private, or if the
+        socket cannot be made there.
         """
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_private_dir(self.path.parent)
-        self._remove_stale()
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE + 1
-        )
-        os.chmod(self.path, 0o600)
-        self._inode = os.stat(self.path).st_ino
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _check_private_dir(self.path.parent)
+            self._remove_stale()
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE + 1
+            )
+            os.chmod(self.path, 0o600)
+            self._inode = os.stat(self.path).st_ino
+        except OSError as e:  # no permission, not a directory, path too long for a socket...
+            if self._server is not None:
+                await self.close()
+            raise ControlError(
+                f"cannot open the control socket {self.path}: {e.strerror or e}"
+            ) from e
 
     def _remove_stale(self) -> None:
         try:
