@@ -138,3 +138,10 @@ def test_shipped_example_loads_and_documents_every_key() -> None:
         assert f"`{key}`" in docs, f"docs/config.md does not document {key}"
         assert env_var(key) in docs
         assert key in example.read_text(), f"deploy/tssh.toml does not show {key}"
+
+
+def test_config_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "tssh.toml"
+    path.write_bytes(b'policy = "caf\xe9.hujson"\n')
+    with pytest.raises(ConfigError, match=r"tssh\.toml: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        load_config(path, {}, {})

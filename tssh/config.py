@@ -178,6 +178,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from e
+    except UnicodeDecodeError as e:  # tomllib decodes the whole file before parsing it
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start});"
+            " TOML files are UTF-8"
+        ) from e
 
 
 def load_config(
