@@ -73,6 +73,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('identity = "headscale"', "identity: must be one of netmap, tailscale, wireguard"),
         ("netmap = 3", "netmap: must be a string, not an integer"),
         ('netmap = ""', "netmap: must be a path, not empty"),
+        ('netmap = "a\\u0000b"', "netmap: must not contain a NUL character"),
+        ('host_keys = ["k", "\\u0000"]', "host_keys: must not contain a NUL character"),
         ('listen = ["100.64.0.1", "laptop"]', "listen: 'laptop' is not an IP address"),
         ("listen = 5", "listen: must be a list, not an integer"),
         ('log_format = "yaml"', "log_format: must be one of json, text"),

@@ -81,6 +81,8 @@ def _path(value: object, base: Path) -> Path:
     text = _text(value)
     if not text:
         raise ValueError("must be a path, not empty")
+    if "\0" in text:  # TOML can spell one; the OS would refuse it later with a bare ValueError
+        raise ValueError("must not contain a NUL character")
     path = Path(text).expanduser()
     return path if path.is_absolute() else base / path
 
