@@ -159,6 +159,8 @@ async def test_malformed_requests_get_error_answers(daemon: tuple[FakeDaemon, Pa
         "ok": False, "error": "unknown op 'reboot'"}
     assert await asyncio.to_thread(raw, b'{"op": "set", "ssh": "no"}\n') == {
         "ok": False, "error": "set: ssh must be true or false"}
+    deep = await asyncio.to_thread(raw, b"[" * 30000 + b"]" * 30000 + b"\n")
+    assert deep == {"ok": False, "error": "request is not a JSON line"}
     too_long = await asyncio.to_thread(raw, b'{"op": "' + b"x" * 70000 + b'"}\n')
     assert too_long == {"ok": False, "error": "request longer than 65536 bytes"}
     with pytest.raises(ControlError, match="nothing to set"):

@@ -180,7 +180,7 @@ class ControlServer:
             return _error(f"request longer than {MAX_LINE} bytes")
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
             return _error("request is not a JSON line")
         if not isinstance(request, dict):
             return _error("request must be a JSON object")
