@@ -109,6 +109,17 @@ def test_self_must_name_a_node() -> None:
     assert parse_netmap('{"nodes": [' + node() + "]}", require_self=False).self_peer is None
 
 
+
+async def test_self_is_found_by_name_even_when_the_name_looks_like_an_address() -> None:
+    """"self" names a node; a name spelled like another node's address must not make the
+    daemon take that other node (its owner, its tags) for itself."""
+    netmap = parse_netmap("""{"self": "127.0.0.2", "nodes": [
+        {"name": "127.0.0.2", "id": "nSRV", "addresses": ["127.0.0.10"], "tags": ["tag:prod"]},
+        {"name": "laptop", "id": "nLAP", "addresses": ["127.0.0.2"], "user": "a@example.com"},
+    ]}""")
+    assert netmap.self_peer is not None and netmap.self_peer.id == "nSRV"
+    assert (await NetmapResolver(netmap).self_node()).id == "nSRV"
+
 def test_syntax_errors_carry_line_and_column() -> None:
     with pytest.raises(IdentityError, match=r"^m\.hujson:3:"):
         parse_netmap('{\n "self": "a",\n "nodes": [,]}', filename="m.hujson")

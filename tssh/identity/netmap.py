@@ -46,7 +46,8 @@ class Netmap:
 
     @property
     def self_peer(self) -> Peer | None:
-        return self.lookup(self.self_name) if self.self_name is not None else None
+        # By name only: "self" is validated as a node name, and a name may look like an address.
+        return next((p for p in self.peers if p.name == self.self_name), None)
 
     def lookup(self, name_or_address: str) -> Peer | None:
         """The node with this name, or owning this address (``--src laptop``, ``--src IP``)."""
