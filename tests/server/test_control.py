@@ -297,3 +297,22 @@ async def test_unusable_socket_path_is_a_control_error(tmp_path: Path) -> None:
     deep.mkdir(mode=0o700)
     with pytest.raises(ControlError, match="cannot open the control socket"):
         await ControlServer(deep / "control.sock", FakeDaemon()).start()
+
+
+async def test_a_status_that_is_not_json_gets_an_error_answer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A daemon bug (a Path or datetime in the status) must reach the user as the daemon's
+    error line and land in its log, not as a connection closed without a word."""
+
+    class BadStatus(FakeDaemon):
+        async def status(self) -> dict[str, object]:
+            return {"ssh": True, "stateDir": tmp_path}
+
+    server = ControlServer(tmp_path / "control.sock", BadStatus())
+    await server.start()
+    try:
+        with pytest.raises(ControlError, match="internal error in the daemon; see its log"):
+            await asyncio.to_thread(get_status, tmp_path / "control.sock")
+    finally:
+        await server.close()
+    assert "not JSON serializable" in caplog.text

@@ -151,7 +151,12 @@ class ControlServer:
         self._connections.add(task)
         try:
             response = await self._answer(reader, writer)
-            writer.write(json.dumps(response).encode() + b"\n")
+            try:
+                line = json.dumps(response)
+            except (TypeError, ValueError):  # the handler returned something JSON cannot hold
+                log.exception("control answer is not JSON")
+                line = json.dumps(_error("internal error in the daemon; see its log"))
+            writer.write(line.encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
