@@ -1,16 +1,29 @@
 """The daemon's configuration: one typed object built from TOML, then environment, then flags.
 
-Only the shape lives here for now; loading (TOML + ``TSSH_*`` + flags) is added beside it.
+Each ``Config`` field is a TOML key of the same name, a ``TSSH_<NAME>`` environment variable
+and a ``--<name-with-dashes>`` flag; later sources override earlier ones. Every value is checked
+and a bad one is reported with where it came from (``tssh.toml: port``, ``TSSH_PORT``,
+``--port``). The keys are documented in docs/config.md.
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast, get_args
+
+from tssh.errors import ConfigError
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
+LogFormat = Literal["json", "text"]
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ENV_PREFIX = "TSSH_"
 
 
 def default_state_dir() -> Path:
@@ -37,7 +50,206 @@ class Config:
     recorder_port: int = 80
     # Host key files; empty means /etc/ssh/ssh_host_*_key when root, else generated in state_dir.
     host_keys: tuple[Path, ...] = ()
-    log_format: Literal["json", "text"] = "json"
+    log_format: LogFormat = "json"
     log_level: str = "info"
     # Debug only: when no recorder is reachable, write the stream to this directory instead.
     local_recording_dir: Path | None = None
+
+
+# --- value parsers --------------------------------------------------------------------------
+# Each takes the raw value (a TOML value, an environment string, or a flag's value) and the
+# directory relative paths are taken from, and returns the typed value or raises ValueError
+# whose message completes "KEY: ...".
+
+Parser = Callable[[object, Path], object]
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {_kind(value)}")
+    return value.strip()
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _path(value: object, base: Path) -> Path:
+    if isinstance(value, Path):
+        value = str(value)
+    text = _text(value)
+    if not text:
+        raise ValueError("must be a path, not empty")
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _port(value: object, _base: Path) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
+    if not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number from 1 to 65535, not {value}")
+    return value
+
+
+def _items(value: object) -> list[object]:
+    """A TOML list, a Python sequence (flags), or a comma-separated string (environment)."""
+    if isinstance(value, str):
+        return [item for item in (part.strip() for part in value.split(",")) if item]
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise ValueError(f"must be a list, not {_kind(value)}")
+
+
+def _listen(value: object, _base: Path) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in _items(value):
+        try:
+            out.append(str(ipaddress.ip_address(_text(item))))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address") from None
+    return tuple(out)
+
+
+def _host_keys(value: object, base: Path) -> tuple[Path, ...]:
+    return tuple(_path(item, base) for item in _items(value))
+
+
+def _choice(choices: tuple[str, ...]) -> Parser:
+    def parse(value: object, _base: Path) -> str:
+        text = _text(value).lower()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
+        return text
+    return parse
+
+
+_INTERFACE = re.compile(r"[A-Za-z0-9_.=+-]{1,15}")
+
+
+def _interface(value: object, _base: Path) -> str:
+    text = _text(value)
+    if not _INTERFACE.fullmatch(text) or text in (".", ".."):
+        raise ValueError(f"{value!r} is not a network interface name (1-15 characters)")
+    return text
+
+
+PARSERS: dict[str, Parser] = {
+    "identity": _choice(get_args(IdentityBackend)),
+    "netmap": _path,
+    "tailscale_socket": _path,
+    "wireguard_interface": _interface,
+    "policy": _path,
+    "port": _port,
+    "listen": _listen,
+    "state_dir": _path,
+    "recorder_port": _port,
+    "host_keys": _host_keys,
+    "log_format": _choice(get_args(LogFormat)),
+    "log_level": _choice(LOG_LEVELS),
+    "local_recording_dir": _path,
+}
+
+
+def env_var(key: str) -> str:
+    """The environment variable for a config key: ``state_dir`` -> ``TSSH_STATE_DIR``."""
+    return ENV_PREFIX + key.upper()
+
+
+def flag(key: str) -> str:
+    """The command-line flag for a config key: ``state_dir`` -> ``--state-dir``."""
+    return "--" + key.replace("_", "-")
+
+
+def _unknown(key: str) -> str:
+    near = difflib.get_close_matches(key, PARSERS, n=1)
+    return f"unknown key {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw TOML table of ``path``; raises ConfigError with the file name."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def load_config(
+    path: Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+) -> Config:
+    """Build the Config: defaults, then the TOML file, then ``TSSH_*`` variables, then flags.
+
+    ``path`` None falls back to ``$TSSH_CONFIG``, else no file. Relative paths in the file
+    are taken from the file's directory, others from the current directory. ``overrides``
+    holds flag values by key (None means "flag not given"). Raises ConfigError naming the key
+    and where the bad value came from.
+    """
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+
+    def take(key: str, raw: object, source: str, base: Path) -> None:
+        try:
+            values[key] = PARSERS[key](raw, base)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        sources[key] = source
+
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"])
+    if path is not None:
+        path = path.expanduser().absolute()
+        for key, raw in read_config_file(path).items():
+            if key not in PARSERS:
+                raise ConfigError(f"{path}: {_unknown(key)}")
+            take(key, raw, f"{path}: {key}", path.parent)
+
+    cwd = Path.cwd()
+    for key in PARSERS:
+        name = env_var(key)
+        if name in env:
+            take(key, env[name], f"environment {name}", cwd)
+
+    for key, raw in overrides.items():
+        if key not in PARSERS:
+            raise ConfigError(f"{flag(key)}: {_unknown(key)}")
+        if raw is not None:
+            take(key, raw, flag(key), cwd)
+
+    config = Config(**cast(dict[str, Any], values))
+    _check_backend(config, sources)
+    return config
+
+
+def _check_backend(config: Config, sources: Mapping[str, str]) -> None:
+    """Settings that only make sense together (the identity backend and what it needs)."""
+
+    def where(key: str) -> str:
+        return f"set {key} in the config file, {env_var(key)} or {flag(key)}"
+
+    chosen = f"identity {config.identity!r}"
+    if "identity" in sources:
+        chosen += f" (from {sources['identity']})"
+    if config.identity == "netmap" and config.netmap is None:
+        raise ConfigError(f"{chosen} needs a netmap file: {where('netmap')}")
+    if config.identity == "wireguard":
+        if config.wireguard_interface is None:
+            raise ConfigError(
+                f"{chosen} needs the WireGuard interface: {where('wireguard_interface')}"
+            )
+        if config.netmap is None:
+            raise ConfigError(
+                f"{chosen} needs an inventory of nodes and their keys: {where('netmap')}"
+            )
+    if config.identity != "tailscale" and config.policy is None:
+        raise ConfigError(
+            f"{chosen} needs a policy file (only the tailscale backend can take the policy"
+            f" from the tailnet): {where('policy')}"
+        )

@@ -47,3 +47,9 @@ class IdentityError(TsshError):
 
 class ControlError(TsshError):
     """The running daemon cannot be reached over its control socket, or refused the request."""
+
+
+class NetmapError(IdentityError):
+    """A netmap or WireGuard inventory file is unreadable or invalid: a configuration error."""
+
+    exit_code = 2

@@ -8,10 +8,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import set as set_command
+from tssh.cli import status as status_command
 from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
-COMMAND_MODULES: list[Any] = []
+COMMAND_MODULES: list[Any] = [
+    set_command,
+    status_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ This module is pure: no I/O, so the policy engine may import ``Peer``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -44,4 +44,16 @@ class Resolver(Protocol):
         ...
 
     async def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class Reloadable(Protocol):
+    """A backend that reads a file (netmap, WireGuard inventory) the daemon may poll."""
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the file if it changed; True if what it says changed.
+
+        Raises IdentityError for an unreadable or invalid file; the old contents stay in force.
+        """
         ...

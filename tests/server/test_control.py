@@ -1,0 +1,252 @@
+"""The control socket: a real ControlServer in-process, the CLI as a subprocess, and
+peer-credential checks from a process that really runs as another uid."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tssh.errors import ControlError
+from tssh.server.control import ControlServer, control_request, get_status
+
+REPO = Path(__file__).resolve().parents[2]
+NOBODY = 65534
+
+
+class FakeDaemon:
+    """A ControlHandler that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.ssh = True
+        self.calls: list[bool] = []
+
+    async def set_ssh(self, enabled: bool) -> None:
+        self.calls.append(enabled)
+        self.ssh = enabled
+
+    async def status(self) -> dict[str, object]:
+        return {
+            "ssh": self.ssh,
+            "listening": ["100.64.0.1:22"] if self.ssh else [],
+            "identity": "netmap",
+            "policy": {"source": "/etc/tssh/policy.hujson", "error": None},
+            "recorders": [{"name": "rec", "address": "100.64.0.20:80", "healthy": True,
+                           "error": None}],
+            "sessions": [],
+            "version": "test",
+        }
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    """Run ``python -m tssh ARGS`` without blocking the loop that serves the socket."""
+    env = {k: v for k, v in os.environ.items() if k != "TSSH_STATE_DIR"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tssh", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[tuple[FakeDaemon, Path]]:
+    handler = FakeDaemon()
+    server = ControlServer(tmp_path / "control.sock", handler)
+    await server.start()
+    try:
+        yield handler, tmp_path
+    finally:
+        await server.close()
+    assert not (tmp_path / "control.sock").exists()
+
+
+async def test_status_json_and_text(daemon: tuple[FakeDaemon, Path]) -> None:
+    _, state = daemon
+    assert (state / "control.sock").stat().st_mode & 0o777 == 0o600
+    code, out, err = await cli("status", "--json", "--state-dir", str(state))
+    assert (code, err) == (0, "")
+    assert json.loads(out)["recorders"][0]["address"] == "100.64.0.20:80"
+    code, out, _ = await cli("status", "--state-dir", str(state))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "SSH: on"
+    assert "listening: 100.64.0.1:22" in lines
+    assert "policy: /etc/tssh/policy.hujson" in lines
+    assert "  rec (100.64.0.20:80): healthy" in lines
+    assert "version: test" in lines
+
+
+async def test_set_ssh_on_and_off(daemon: tuple[FakeDaemon, Path]) -> None:
+    handler, state = daemon
+    code, out, err = await cli("set", "--ssh=false", "--state-dir", str(state))
+    assert (code, out, err) == (0, "", "")
+    assert handler.calls == [False]
+    _, out, _ = await cli("status", "--state-dir", str(state))
+    assert out.splitlines()[0] == "SSH: off"
+    code, _, _ = await cli("set", "--ssh", "--state-dir", str(state))
+    assert code == 0 and handler.calls == [False, True]
+
+
+async def test_state_dir_from_environment(daemon: tuple[FakeDaemon, Path]) -> None:
+    _, state = daemon
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tssh", "status", "--json", cwd=REPO,
+        env={**os.environ, "TSSH_STATE_DIR": str(state)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0 and json.loads(out)["identity"] == "netmap"
+
+
+async def test_daemon_not_running(tmp_path: Path) -> None:
+    code, out, err = await cli("status", "--state-dir", str(tmp_path))
+    assert code == 1 and out == ""
+    assert err.startswith("tssh: tssh daemon is not running (no control socket ")
+    assert len(err.splitlines()) == 1
+    # A socket left behind by a daemon that died: connection refused.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "control.sock"))
+    stale.close()
+    code, _, err = await cli("set", "--ssh", "--state-dir", str(tmp_path))
+    assert code == 1 and "tssh daemon is not running" in err and "refuses connections" in err
+
+
+async def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    first = ControlServer(path, FakeDaemon())
+    await first.start()
+    try:
+        second = ControlServer(path, FakeDaemon())
+        with pytest.raises(ControlError, match="another tssh daemon is running"):
+            await second.start()
+        assert (await asyncio.to_thread(get_status, path))["ssh"] is True
+    finally:
+        await first.close()
+    path.write_text("not a socket")
+    with pytest.raises(ControlError, match="is not a socket"):
+        await ControlServer(path, FakeDaemon()).start()
+
+
+async def test_malformed_requests_get_error_answers(daemon: tuple[FakeDaemon, Path]) -> None:
+    handler, state = daemon
+    path = state / "control.sock"
+
+    def raw(line: bytes) -> dict[str, object]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(path))
+            s.sendall(line)
+            data = s.makefile("rb").readline()
+        answer: dict[str, object] = json.loads(data)
+        return answer
+
+    assert await asyncio.to_thread(raw, b"hello\n") == {
+        "ok": False, "error": "request is not a JSON line"}
+    assert await asyncio.to_thread(raw, b'{"op": "reboot"}\n') == {
+        "ok": False, "error": "unknown op 'reboot'"}
+    assert await asyncio.to_thread(raw, b'{"op": "set", "ssh": "no"}\n') == {
+        "ok": False, "error": "set: ssh must be true or false"}
+    too_long = await asyncio.to_thread(raw, b'{"op": "' + b"x" * 70000 + b'"}\n')
+    assert too_long == {"ok": False, "error": "request longer than 65536 bytes"}
+    with pytest.raises(ControlError, match="nothing to set"):
+        await asyncio.to_thread(control_request, path, {"op": "set"})
+    assert handler.calls == []
+
+
+# --- another uid ---------------------------------------------------------------------------
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory another uid can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="tssh-control-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def as_uid(uid: int, path: Path) -> str:
+    """Fork, become ``uid`` for real, ask for status; what the child saw, as text."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                result = "ok " + json.dumps(control_request(path, {"op": "status"}, timeout=10))
+            except ControlError as e:
+                result = f"ControlError: {e}"
+            os.write(write_end, result.encode())
+        except BaseException as e:
+            os.write(write_end, f"child failed: {e!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+
+    def read_all() -> str:
+        chunks = []
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        return b"".join(chunks).decode()
+
+    return await asyncio.wait_for(asyncio.to_thread(read_all), 30)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
+
+
+@needs_root
+async def test_other_uid_is_refused_by_file_mode(shared_dir: Path) -> None:
+    server = ControlServer(shared_dir / "control.sock", FakeDaemon())
+    await server.start()
+    try:
+        seen = await as_uid(NOBODY, shared_dir / "control.sock")
+    finally:
+        await server.close()
+    assert seen.startswith("ControlError: permission denied on ")
+
+
+@needs_root
+async def test_other_uid_is_refused_by_peer_credentials(shared_dir: Path) -> None:
+    handler = FakeDaemon()
+    server = ControlServer(shared_dir / "control.sock", handler)
+    await server.start()
+    try:
+        (shared_dir / "control.sock").chmod(0o666)  # a mistake in the file mode...
+        seen = await as_uid(NOBODY, shared_dir / "control.sock")
+    finally:
+        await server.close()
+    # ...is caught by the kernel-reported uid of the peer.
+    assert seen == ("ControlError: permission denied: uid 65534 may not control this tssh"
+                    " daemon (run as root or as the daemon's user)")
+
+
+@needs_root
+async def test_the_daemons_own_uid_is_served(shared_dir: Path) -> None:
+    server = ControlServer(shared_dir / "control.sock", FakeDaemon(), daemon_uid=NOBODY)
+    await server.start()
+    try:
+        (shared_dir / "control.sock").chmod(0o666)
+        seen = await as_uid(NOBODY, shared_dir / "control.sock")
+    finally:
+        await server.close()
+    assert seen.startswith("ok ") and json.loads(seen[3:])["ssh"] is True

@@ -1,0 +1,140 @@
+"""Config loading: TOML, then TSSH_* environment, then flags; errors name key and source."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tssh.config import PARSERS, Config, env_var, flag, load_config
+from tssh.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tssh.toml"
+    path.write_text(text)
+    return path
+
+
+def test_every_field_is_loadable() -> None:
+    assert set(PARSERS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+identity = "netmap"
+netmap = "mesh.hujson"          # relative to this file
+policy = "/etc/tssh/policy.hujson"
+port = 2222
+listen = ["100.64.0.1", "fd7a:115c:a1e0::0001"]
+host_keys = ["/etc/ssh/ssh_host_ed25519_key"]
+log_format = "text"
+log_level = "DEBUG"
+""")
+    config = load_config(path, {}, {})
+    assert config.netmap == tmp_path / "mesh.hujson"
+    assert config.policy == Path("/etc/tssh/policy.hujson")
+    assert config.port == 2222
+    assert config.listen == ("100.64.0.1", "fd7a:115c:a1e0::1")
+    assert config.host_keys == (Path("/etc/ssh/ssh_host_ed25519_key"),)
+    assert (config.log_format, config.log_level) == ("text", "debug")
+    assert config.recorder_port == 80  # default kept
+
+    env = {"TSSH_PORT": "2200", "TSSH_LISTEN": "127.0.0.10, 127.0.0.11", "TSSH_VENV": "x"}
+    config = load_config(path, env, {})
+    assert config.port == 2200 and config.listen == ("127.0.0.10", "127.0.0.11")
+
+    config = load_config(path, env, {"port": 2022, "state_dir": "st", "policy": None})
+    assert config.port == 2022
+    assert config.state_dir == Path.cwd() / "st"
+    assert config.policy == Path("/etc/tssh/policy.hujson")  # None: flag not given
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, 'identity = "tailscale"\nrecorder_port = 8080\n')
+    config = load_config(None, {"TSSH_CONFIG": str(path)}, {})
+    assert config.identity == "tailscale" and config.recorder_port == 8080
+    assert config.policy is None  # the tailscale backend may take it from the tailnet
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("prot = 22", "tssh.toml: unknown key 'prot' (did you mean 'port'?)"),
+        ("[daemon]\nport = 22", "tssh.toml: unknown key 'daemon'"),
+        ("port = 0", "tssh.toml: port: must be a port number from 1 to 65535, not 0"),
+        ("port = 65536", "port: must be a port number from 1 to 65535, not 65536"),
+        ('port = "22x"', "port: must be a port number from 1 to 65535, not '22x'"),
+        ("port = true", "port: must be a port number"),
+        ("recorder_port = 1.5", "recorder_port: must be a port number"),
+        ('identity = "headscale"', "identity: must be one of netmap, tailscale, wireguard"),
+        ("netmap = 3", "netmap: must be a string, not an integer"),
+        ('netmap = ""', "netmap: must be a path, not empty"),
+        ('listen = ["100.64.0.1", "laptop"]', "listen: 'laptop' is not an IP address"),
+        ("listen = 5", "listen: must be a list, not an integer"),
+        ('log_format = "yaml"', "log_format: must be one of json, text"),
+        ('log_level = "loud"', "log_level: must be one of debug, info, warning, error"),
+        ('wireguard_interface = "wg/0"', "'wg/0' is not a network interface name"),
+        ('wireguard_interface = "a-very-long-interface"', "is not a network interface name"),
+        ("port = ", "tssh.toml: Invalid value (at line 1, column 8)"),
+    ],
+)
+def test_bad_file_values_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
+    base = 'netmap = "m"\npolicy = "p"\n' if "netmap" not in toml else 'policy = "p"\n'
+    path = write(tmp_path, base + toml + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {}, {})
+    assert str(path) in str(info.value)
+    assert message.replace("tssh.toml", str(path)) in str(info.value).replace(
+        "line 3", "line 1").replace("line 2", "line 1")
+
+
+def test_bad_env_and_flag_values_name_their_source(tmp_path: Path) -> None:
+    path = write(tmp_path, 'netmap = "m"\npolicy = "p"\n')
+    with pytest.raises(ConfigError, match=r"^environment TSSH_PORT: must be a port number"):
+        load_config(path, {"TSSH_PORT": "ssh"}, {})
+    with pytest.raises(ConfigError, match=r"^--recorder-port: must be a port number .* 0$"):
+        load_config(path, {}, {"recorder_port": 0})
+    with pytest.raises(ConfigError, match=r"^--prot: unknown key 'prot'"):
+        load_config(path, {}, {"prot": 1})
+
+
+def test_backend_requirements(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"identity 'netmap' needs a netmap file: set netmap"
+                                          r" in the config file, TSSH_NETMAP or --netmap"):
+        load_config(None, {}, {"policy": "p"})
+    with pytest.raises(ConfigError, match=r"identity 'wireguard' \(from environment"
+                                          r" TSSH_IDENTITY\) needs the WireGuard interface"):
+        load_config(None, {"TSSH_IDENTITY": "wireguard"}, {"netmap": "inv", "policy": "p"})
+    with pytest.raises(ConfigError, match=r"'wireguard' \(from --identity\) needs an inventory"):
+        load_config(None, {}, {"identity": "wireguard", "wireguard_interface": "wg0",
+                                "policy": "p"})
+    with pytest.raises(ConfigError, match="needs a policy file"):
+        load_config(None, {}, {"netmap": "m"})
+    config = load_config(None, {}, {"identity": "wireguard", "wireguard_interface": "wg0",
+                                    "netmap": "inv", "policy": "p"})
+    assert config.wireguard_interface == "wg0"
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config .*nope\.toml: No such file"):
+        load_config(tmp_path / "nope.toml", {}, {})
+
+
+def test_names() -> None:
+    assert env_var("state_dir") == "TSSH_STATE_DIR"
+    assert flag("recorder_port") == "--recorder-port"
+
+
+def test_shipped_example_loads_and_documents_every_key() -> None:
+    example = REPO / "deploy" / "tssh.toml"
+    config = load_config(example, {}, {})
+    assert config.port == 22
+    docs = (REPO / "docs" / "config.md").read_text()
+    for key in PARSERS:
+        assert f"`{key}`" in docs, f"docs/config.md does not document {key}"
+        assert env_var(key) in docs
+        assert key in example.read_text(), f"deploy/tssh.toml does not show {key}"

@@ -1,0 +1,59 @@
+"""Command-line flags for daemon settings, named and checked exactly as ``load_config`` does.
+
+A command adds the flags it wants (``tssh daemon`` all of them, ``tssh-recorder`` a few) and
+hands ``config_overrides(args)`` to ``load_config``. Values stay strings here so that a bad one
+is reported by ``load_config`` like a bad file or environment value (``--port: ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+
+from tssh.config import PARSERS, env_var, flag
+
+LIST_KEYS = frozenset({"listen", "host_keys"})
+HELP = {
+    "identity": "identity backend: netmap, tailscale or wireguard",
+    "netmap": "netmap file (identity netmap) or WireGuard inventory (identity wireguard)",
+    "tailscale_socket": "tailscaled's LocalAPI socket",
+    "wireguard_interface": "WireGuard interface (identity wireguard)",
+    "policy": "Tailscale-format policy file (HuJSON)",
+    "port": "SSH port",
+    "listen": "address to listen on (repeatable; default: this node's tailnet addresses)",
+    "state_dir": "state directory (control socket, on/off switch)",
+    "recorder_port": "port of the recorder nodes",
+    "host_keys": "host key file (repeatable)",
+    "log_format": "log format: json or text",
+    "log_level": "log level: debug, info, warning or error",
+    "local_recording_dir": "debug: write recordings here when no recorder accepts them",
+}
+_DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, keys: Iterable[str] | None = None
+) -> None:
+    """``--config FILE`` plus one flag per config key in ``keys`` (default: all)."""
+    parser.add_argument(
+        "--config", metavar="FILE", type=Path, default=None,
+        help=f"TOML configuration file (default: ${env_var('config')}, else none)",
+    )
+    for key in keys if keys is not None else PARSERS:
+        if key not in PARSERS:
+            raise ValueError(f"no config key {key!r}")
+        parser.add_argument(
+            flag(key), dest=_DEST + key, metavar=key.split("_")[-1].upper(),
+            action="append" if key in LIST_KEYS else "store", default=None,
+            help=f"{HELP.get(key, key)} [{env_var(key)}]",
+        )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The flags given on the command line, by config key (absent ones left out)."""
+    return {
+        name[len(_DEST):]: value
+        for name, value in vars(args).items()
+        if name.startswith(_DEST) and value is not None
+    }

@@ -1,0 +1,140 @@
+"""``tssh status [--json]``: what the running daemon is doing (DESIGN §4).
+
+The daemon defines the status object; ``render_status`` (pure) presents the keys it knows
+(see ``ControlHandler.status``) and shows any other key as it is, so a new field in the
+daemon appears here without a change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tssh.cli.daemon_socket import add_state_dir_argument, control_path
+from tssh.server.control import get_status
+
+INDENT = "  "
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status", help="show the running daemon's state",
+        description="Show whether the SSH server is on, where it listens, its identity "
+        "backend, policy, recorders and live sessions.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the raw status object")
+    add_state_dir_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    status = get_status(control_path(args))
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=False))
+    else:
+        print(render_status(status), end="")
+    return 0
+
+
+def _scalar(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_scalar(v) for v in value) if value else "none"
+    return str(value)
+
+
+def _is_scalar_list(value: object) -> bool:
+    return isinstance(value, list | tuple) and not any(
+        isinstance(v, dict | list | tuple) for v in value
+    )
+
+
+def _generic(key: str, value: object, depth: int) -> list[str]:
+    pad = INDENT * depth
+    if isinstance(value, Mapping):
+        if not value:
+            return [f"{pad}{key}: none"]
+        lines = [f"{pad}{key}:"]
+        for k, v in value.items():
+            lines += _generic(str(k), v, depth + 1)
+        return lines
+    if isinstance(value, list | tuple) and not _is_scalar_list(value):
+        lines = [f"{pad}{key}:"]
+        for item in value:
+            if isinstance(item, Mapping):
+                lines.append(f"{pad}{INDENT}- " + ", ".join(
+                    f"{k}={_scalar(v)}" for k, v in item.items()
+                ))
+            else:
+                lines.append(f"{pad}{INDENT}- {_scalar(item)}")
+        return lines
+    return [f"{pad}{key}: {_scalar(value)}"]
+
+
+def _policy(value: object) -> list[str] | None:
+    if not isinstance(value, Mapping):
+        return None
+    lines = [f"policy: {_scalar(value.get('source'))}"]
+    if value.get("error"):
+        lines.append(f"{INDENT}error: {value['error']}")
+    lines += [line for k, v in value.items() if k not in ("source", "error")
+              for line in _generic(str(k), v, 1)]
+    return lines
+
+
+def _recorders(value: object) -> list[str] | None:
+    if not isinstance(value, list) or not all(isinstance(r, Mapping) for r in value):
+        return None
+    if not value:
+        return ["recorders: none"]
+    lines = ["recorders:"]
+    for rec in value:
+        name = rec.get("name") or rec.get("address") or "?"
+        where = f" ({rec['address']})" if rec.get("name") and rec.get("address") else ""
+        health = rec.get("healthy")
+        state = "healthy" if health is True else "unhealthy" if health is False else "unknown"
+        error = f": {rec['error']}" if rec.get("error") else ""
+        lines.append(f"{INDENT}{name}{where}: {state}{error}")
+    return lines
+
+
+def _sessions(value: object) -> list[str] | None:
+    if not isinstance(value, list) or not all(isinstance(s, Mapping) for s in value):
+        return None
+    if not value:
+        return ["sessions: none"]
+    lines = [f"sessions: {len(value)}"]
+    for s in value:
+        who = s.get("user") or "?"
+        local = f" as {s['localUser']}" if s.get("localUser") else ""
+        origin = f" from {s['from']}" if s.get("from") else ""
+        since = f" since {s['started']}" if s.get("started") else ""
+        ident = f"{s['id']}: " if s.get("id") else ""
+        rest = ", ".join(f"{k}={_scalar(v)}" for k, v in s.items()
+                         if k not in ("id", "user", "localUser", "from", "started"))
+        lines.append(f"{INDENT}{ident}{who}{local}{origin}{since}" + (f" ({rest})" if rest else ""))
+    return lines
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """Human-readable lines for a status object; known keys first, in a fixed order."""
+    lines: list[str] = []
+    if "ssh" in status:
+        ssh = status["ssh"]
+        lines.append(f"SSH: {'on' if ssh is True else 'off' if ssh is False else _scalar(ssh)}")
+    for key in ("listening", "identity"):
+        if key in status:
+            lines += _generic(key, status[key], 0)
+    special = {"policy": _policy, "recorders": _recorders, "sessions": _sessions}
+    for key, present in special.items():
+        if key in status:
+            lines += present(status[key]) or _generic(key, status[key], 0)
+    for key, value in status.items():
+        if key not in ("ssh", "listening", "identity", *special):
+            lines += _generic(key, value, 0)
+    return "".join(line + "\n" for line in lines)
