@@ -11,6 +11,10 @@ class TsshError(Exception):
 
     exit_code: int = 1
 
+    def render(self) -> str:
+        """The one line the CLI prints."""
+        return f"tssh: {self}"
+
 
 class ConfigError(TsshError):
     """The daemon's configuration (file, flags or environment) is invalid."""
@@ -35,6 +39,10 @@ class PolicyError(TsshError):
         self.line = line
         self.col = col
         super().__init__(self._render())
+
+    def render(self) -> str:
+        # Positioned errors read like a compiler's, so editors and tools can jump to them.
+        return str(self) if self.file else f"tssh: {self}"
 
     def _render(self) -> str:
         where = [str(p) for p in (self.file, self.line, self.col) if p is not None]

@@ -1,8 +1,14 @@
 """A stand-in tailscaled LocalAPI for tests: real HTTP over a Unix socket, real JSON shapes.
 
 Shapes follow tailscaled's ``apitype.WhoIsResponse`` / ``tailcfg.Node`` / ``ipnstate.Status``
-(trimmed to fields plus a few that tssh must ignore). Like tailscaled it refuses a Host header
-other than ``local-tailscaled.sock`` and answers 404 "no match for IP:port" for unknown peers.
+/ ``ipn.Notify`` / ``netmap.NetworkMap`` (trimmed to fields plus a few that tssh must ignore).
+Like tailscaled it refuses a Host header other than ``local-tailscaled.sock`` and answers 404
+"no match for IP:port" for unknown peers.
+
+``watch-ipn-bus`` streams one Notify per line: with the NotifyInitialNetMap bit (8) in ``mask``
+the first carries the whole NetMap (``null`` before the first one); a later netmap change sends
+the whole NetMap again when ``legacy_netmap_notify`` is set (older tailscaled, Windows), else
+only ``SelfChange`` (newer tailscaled on Linux).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TAGGED_DEVICES = {"ID": 2147455555, "LoginName": "tagged-devices", "DisplayName": "Tagged Devices",
@@ -57,6 +64,63 @@ class Tailnet:
     nodes: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
     backend_state: str = "Running"
     requests: list[str] = field(default_factory=list)
+    # The netmap's SSHPolicy (a tailcfg.SSHPolicy JSON value); None: control sent none.
+    ssh_policy: Any = None
+    has_netmap: bool = True
+    legacy_netmap_notify: bool = False
+    watch_status: int = 200  # answer watch-ipn-bus with this status instead of a stream
+    watch_silent: bool = False  # accept watch-ipn-bus but send nothing (a wedged tailscaled)
+    watchers: list[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=list)
+
+    def netmap(self) -> dict[str, Any] | None:
+        """A ``netmap.NetworkMap`` as tailscaled marshals it (no JSON tags: Go field names)."""
+        if not self.has_netmap:
+            return None
+        self_node, _ = self.nodes[0]
+        users = {str(u["ID"]): u for _, u in self.nodes}
+        return {
+            "Cached": False, "SelfNode": self_node, "AllCaps": None, "NodeKey": self_node["Key"],
+            "MachineKey": self_node["Machine"], "Peers": [n for n, _ in self.nodes[1:]],
+            "DNS": {"Resolvers": None, "Domains": ["example.ts.net"]},
+            "PacketFilter": None, "PacketFilterRules": None, "SSHPolicy": self.ssh_policy,
+            "CollectServices": False, "DERPMap": None, "DisplayMessages": None,
+            "TKAEnabled": False, "TKAHead": "", "Domain": "example.com",
+            "DomainAuditLogID": "", "UserProfiles": users,
+        }
+
+    def notify(self, **fields: Any) -> dict[str, Any]:
+        """An ``ipn.Notify``: fields without omitempty are always present, null when unset."""
+        base: dict[str, Any] = {
+            "Version": "1.90.0-t0000000", "ErrMessage": None, "LoginFinished": None,
+            "State": None, "Prefs": None, "NetMap": None, "Engine": None, "BrowseToURL": None,
+            "DriveShares": None,
+        }
+        base.update(fields)
+        return base
+
+    def initial_notify(self, mask: int) -> dict[str, Any] | None:
+        if not mask & 0b1111:  # no NotifyWatchEngineUpdates/InitialState/Prefs/NetMap bit
+            return None
+        fields: dict[str, Any] = {}
+        if mask & 8:
+            nm = self.netmap()
+            fields["NetMap"] = nm
+            if nm is not None:
+                fields["SelfChange"] = self.nodes[0][0]
+        return self.notify(**fields)
+
+    def publish_netmap(self) -> None:
+        """Tell every watcher the netmap changed, as tailscaled does after a map response."""
+        if self.legacy_netmap_notify:
+            message = self.notify(NetMap=self.netmap(), SelfChange=self.nodes[0][0])
+        else:
+            message = self.notify(SelfChange=self.nodes[0][0])
+        self.publish(message)
+
+    def publish(self, message: dict[str, Any] | None) -> None:
+        """Send ``message`` to every watcher; None ends their streams (tailscaled restarting)."""
+        for queue in self.watchers:
+            queue.put_nowait(message)
 
     def find(self, ip: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         for n, user in self.nodes:
@@ -138,8 +202,35 @@ def build_app(tailnet: Tailnet) -> Starlette:
         peers = request.query_params.get("peers", "true") != "false"
         return JSONResponse(tailnet.status(peers))
 
+    async def watch_ipn_bus(request: Request) -> Response:
+        tailnet.requests.append(str(request.url.path) + "?" + request.url.query)
+        if not host_ok(request):
+            return PlainTextResponse("invalid localapi Host header\n", status_code=403)
+        if tailnet.watch_status != 200:
+            return PlainTextResponse("watch ipn bus access denied\n",
+                                     status_code=tailnet.watch_status)
+        try:
+            mask = int(request.query_params.get("mask", "0"))
+        except ValueError:
+            return PlainTextResponse("bad mask\n", status_code=400)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        first = None if tailnet.watch_silent else tailnet.initial_notify(mask)
+        if first is not None:
+            queue.put_nowait(first)
+        tailnet.watchers.append(queue)
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                while (message := await queue.get()) is not None:
+                    yield json.dumps(message).encode() + b"\n"
+            finally:
+                tailnet.watchers.remove(queue)
+
+        return StreamingResponse(lines(), media_type="application/json")
+
     return Starlette(routes=[
         Route("/localapi/v0/whois", whois), Route("/localapi/v0/status", status),
+        Route("/localapi/v0/watch-ipn-bus", watch_ipn_bus),
     ])
 
 
@@ -162,5 +253,6 @@ async def serve_localapi(socket_path: Path, tailnet: Tailnet) -> AsyncIterator[N
         assert socket_path.exists(), "fake LocalAPI did not start"
         yield
     finally:
+        tailnet.publish(None)  # end open watch-ipn-bus streams, or shutdown waits for them
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import policy as policy_command
 from tssh.cli import set as set_command
 from tssh.cli import status as status_command
 from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
 COMMAND_MODULES: list[Any] = [
+    policy_command,
     set_command,
     status_command,
 ]
@@ -40,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except TsshError as e:
-        print(f"tssh: {e}", file=sys.stderr)
+        print(e.render(), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
