@@ -79,6 +79,18 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
+# One read buffer for every session: the event loop is single-threaded and each read is
+# copied out at once. ``os.read(fd, 256 KiB)`` would instead allocate (mmap) and free 256 KiB
+# per call, which costs ten times more than the read itself for a keystroke's echo.
+_READ_BUFFER = bytearray(READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
+
+
+def _read(fd: int) -> bytes:
+    count = os.readv(fd, [_READ_BUFFER])
+    return bytes(_READ_VIEW[:count])
+
+
 def _set_pipe_size(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -267,7 +279,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def _on_output(self, fd: int) -> None:
         try:
-            data = os.read(fd, READ_SIZE)
+            data = _read(fd)
         except BlockingIOError:
             return
         except OSError as e:
@@ -309,7 +321,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         fd = self._pty.master
         for _ in range(64):  # bounded: at most 16 MiB already in the pty
             try:
-                data = os.read(fd, READ_SIZE)
+                data = _read(fd)
             except OSError:
                 break
             if not data:
@@ -356,8 +368,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._loop.remove_writer(fd)
         if self._stdin_paused:
             self._stdin_paused = False
-            self._chan.resume_reading()
-        if self._stdin_eof:
+            self._chan.resume_reading()  # may deliver more data (and the EOF) right here
+        if self._stdin_eof and not self._stdin_buf:
             self._close_stdin()
 
     def _drop_stdin(self) -> None:
