@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import getpass
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,16 @@ import pytest
 from tests.e2e.conftest import (
     ALICE_IP,
     NETMAP,
+    POLICY,
     REPO,
     SSH_OPTIONS,
+    LocalUser,
     TsshDaemon,
     free_port,
     require_tool,
+    run_ssh,
     wait_for_port,
+    write_identity_files,
 )
 
 
@@ -101,3 +108,55 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert (tmp_path / "demo" / "policy.hujson").is_file()
+
+
+def _daemon_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tssh", "daemon", "--check-config", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_check_config(tmp_path: Path) -> None:
+    netmap, policy = write_identity_files(tmp_path)
+    good = _daemon_check("--netmap", str(netmap), "--policy", str(policy), "--port", "2222")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == "ok: node server, listening on 127.0.0.10 port 2222"
+    policy.write_text('{"ssh": [\n  {"action": "Accept"}]}')
+    bad = _daemon_check("--netmap", str(netmap), "--policy", str(policy))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and f"{policy}:2:" in bad.stderr
+    missing = _daemon_check("--policy", str(policy))
+    assert missing.returncode == 2 and "netmap" in missing.stderr
+
+
+def test_daemon_as_normal_user_serves_only_that_user(local_user: LocalUser) -> None:
+    """Non-root mode: the daemon's own account gets in, any other is refused with a reason."""
+    probe = subprocess.run(["runuser", "-u", local_user.name, "--", sys.executable, "-c",
+                            "import asyncssh, tssh"], cwd=REPO, capture_output=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    if probe.returncode != 0:
+        pytest.skip("this Python or the repository is not readable by other users")
+    work = Path(tempfile.mkdtemp(prefix="tssh-nonroot-"))
+    try:
+        os.chmod(work, 0o755)
+        policy_text = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
+                                     f'"users": ["{local_user.name}", "root"]')
+        netmap, policy = write_identity_files(work, policy_text)
+        state = work / "state"
+        state.mkdir()
+        os.chown(state, local_user.uid, local_user.gid)
+        d = TsshDaemon(work, free_port(), netmap, policy, state, user=local_user.name)
+        try:
+            d.start()
+            own = run_ssh(d, local_user.name, "id -un")
+            assert own.returncode == 0, own.stderr
+            assert own.stdout.decode() == f"{local_user.name}\n"
+            other = run_ssh(d, "root", "true")
+            assert other.returncode == 255
+            assert (f"tssh: this tssh daemon runs as '{local_user.name}', not root, and can "
+                    "only start sessions as").encode() in other.stderr
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
