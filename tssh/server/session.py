@@ -27,7 +27,7 @@ from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
 from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
-from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn
+from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn_async
 
 log = logging.getLogger("tssh.session")
 
@@ -131,8 +131,10 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._stdin_paused = False
         self._outputs: dict[int, bool] = {}  # fd -> is stderr
         self._reading = False
+        self._starting = True
         self._closed = False
         self._finished = False
+        self._start_task: asyncio.Task[None] | None = None
 
     # --- asyncssh callbacks: requests -------------------------------------------------
 
@@ -171,15 +173,19 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
+        self._start_task = self._loop.create_task(self._start_safely())
+
+    async def _start_safely(self) -> None:
         try:
-            self._start()
+            await self._start()
         except OSError as e:
             log.warning(
                 "session start failed",
                 extra={"session": self.info.id, "user": self.info.user, "error": str(e)},
             )
             self._write_error(f"tssh: cannot start the session: {e.strerror or e}\r\n")
-            self._chan.exit(1)
+            if not self._closed:
+                self._chan.exit(1)
 
     # --- process start -------------------------------------------------------------
 
@@ -191,7 +197,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return account.shell, [account.shell_name, "-c", self._command]
         return account.shell, [f"-{account.shell_name}"]
 
-    def _start(self) -> None:
+    async def _start(self) -> None:
         ctx = self._ctx
         account = ctx.account
         if self._want_pty and self._subsystem is None:
@@ -213,19 +219,32 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             with contextlib.suppress(OSError):
                 os.chown(pty.name, account.uid, -1)
             try:
-                self._pid = spawn(SpawnRequest(
+                self._pid = await spawn_async(SpawnRequest(
                     executable=executable, argv=argv, env=env, cwd=account.home,
                     account=account, stdin=pty.slave, stdout=pty.slave, stderr=pty.slave,
                     controlling_tty=True,
                 ))
+            except BaseException:
+                os.close(pty.master)
+                raise
             finally:
                 os.close(pty.slave)
             self._stdin_fd = pty.master
             self._outputs = {pty.master: False}
         else:
-            self._start_with_pipes(executable, argv, env)
+            await self._start_with_pipes(executable, argv, env)
         self._watch_exit()
+        if self._closed:  # the client went away while the process started
+            self._release_fds()
+            self._hangup()
+            return
         self._resume_output()
+        self._starting = False
+        if self._stdin_buf:  # input that arrived while the process started
+            assert self._stdin_fd is not None
+            self._loop.add_writer(self._stdin_fd, self._flush_stdin)
+        elif self._stdin_eof:
+            self._close_stdin()
         log.info(
             "session started",
             extra={"session": self.info.id, "conn": ctx.conn_id, "user": account.name,
@@ -233,14 +252,15 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                    "pid": self._pid},
         )
 
-    def _start_with_pipes(self, executable: str, argv: list[str], env: dict[str, str]) -> None:
+    async def _start_with_pipes(self, executable: str, argv: list[str],
+                                env: dict[str, str]) -> None:
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         child_ends = (in_r, out_w, err_w)
         try:
             _set_pipe_size(out_r)
-            self._pid = spawn(SpawnRequest(
+            self._pid = await spawn_async(SpawnRequest(
                 executable=executable, argv=argv, env=env, cwd=self._ctx.account.home,
                 account=self._ctx.account, stdin=in_r, stdout=out_w, stderr=err_w,
             ))
@@ -332,7 +352,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- input: channel -> process ----------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
-        if self._stdin_fd is None or self._stdin_eof:
+        if self._stdin_eof:
+            return
+        if self._stdin_fd is None:
+            if self._starting:  # kept until the process exists
+                self._buffer_stdin(data)
             return
         if not self._stdin_buf:
             try:
@@ -346,6 +370,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             if not data:
                 return
             self._loop.add_writer(self._stdin_fd, self._flush_stdin)
+        self._buffer_stdin(data)
+
+    def _buffer_stdin(self, data: bytes) -> None:
         self._stdin_buf += data
         if len(self._stdin_buf) > STDIN_HIGH_WATER and not self._stdin_paused:
             self._stdin_paused = True
@@ -392,7 +419,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def eof_received(self) -> bool:
         self._stdin_eof = True
-        if not self._stdin_buf:
+        if not self._stdin_buf and not self._starting:
             self._close_stdin()
         return True  # half-open: output keeps flowing
 
@@ -471,6 +498,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._release_fds()
+        self._hangup()
+        self._on_close(self)
+
+    def _release_fds(self) -> None:
         self._pause_output()
         if self._stdin_fd is not None and self._stdin_buf:
             self._loop.remove_writer(self._stdin_fd)
@@ -481,8 +513,6 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         for fd in list(self._outputs):
             os.close(fd)
         self._outputs.clear()
-        self._hangup()
-        self._on_close(self)
 
     def _hangup(self) -> None:
         """SIGHUP the session's process group now, SIGKILL what is left after a grace."""

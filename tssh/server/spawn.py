@@ -8,6 +8,7 @@ pipe, as ``subprocess`` does it, so the caller gets an OSError rather than a sil
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
@@ -75,20 +76,26 @@ def _child(request: SpawnRequest, error_fd: int) -> None:
         os._exit(127)
 
 
-def spawn(request: SpawnRequest) -> int:
-    """Fork and exec; return the child's pid (also its session and process group id).
-
-    Raises OSError with the child's errno if it could not exec.
-    """
+def _fork(request: SpawnRequest) -> tuple[int, int]:
+    """Fork the child; return its pid and the read end of its exec-status pipe."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child execs or exits
             os.close(read_fd)
             _child(request, write_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
         os.close(write_fd)
-        write_fd = -1
-        report = b""
+    return pid, read_fd
+
+
+def _collect(pid: int, read_fd: int, executable: str) -> int:
+    """Read the exec status (EOF: exec succeeded) and close the pipe; raise if it failed."""
+    report = b""
+    try:
         while True:  # bounded: the child writes at most one short message, then exits
             chunk = os.read(read_fd, 256)
             if not chunk:
@@ -96,14 +103,45 @@ def spawn(request: SpawnRequest) -> int:
             report += chunk
     finally:
         os.close(read_fd)
-        if write_fd >= 0:
-            os.close(write_fd)
     if report:
         os.waitpid(pid, 0)
         code_text, _, stage = report.decode(errors="replace").partition(":")
         code = int(code_text) if code_text.isdigit() else errno.EIO
-        raise OSError(code, f"{os.strerror(code)} ({stage}: {request.executable})")
+        raise OSError(code, f"{os.strerror(code)} ({stage}: {executable})")
     return pid
+
+
+def spawn(request: SpawnRequest) -> int:
+    """Fork and exec; return the child's pid (also its session and process group id).
+
+    Blocks until the child has exec'd. Raises OSError with the child's errno if it could not.
+    """
+    pid, read_fd = _fork(request)
+    return _collect(pid, read_fd, request.executable)
+
+
+async def spawn_async(request: SpawnRequest) -> int:
+    """``spawn`` without blocking the event loop while the child gets to ``execve``.
+
+    In a large daemon fork and exec take milliseconds; other sessions' echo waits otherwise.
+    """
+    pid, read_fd = _fork(request)
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(read_fd, on_readable)
+    try:
+        await ready
+    except BaseException:
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+        raise
+    loop.remove_reader(read_fd)
+    return _collect(pid, read_fd, request.executable)
 
 
 def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
