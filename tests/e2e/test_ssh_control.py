@@ -29,6 +29,7 @@ def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:
         sessions = status["sessions"]
         assert isinstance(sessions, list) and len(sessions) == 1
         assert sessions[0]["localUser"] == "root" and "laptop" in sessions[0]["from"]
+        assert sessions[0]["user"] == "alice@example.com"
 
         off = daemon.tssh("set", "--ssh=false")
         assert off.returncode == 0, off.stderr

@@ -222,7 +222,8 @@ class Daemon:
     async def status(self) -> dict[str, object]:
         """The status object ``tssh status`` renders (keys per ``ControlHandler.status``)."""
         sessions = [
-            {"id": s.info.id, "user": server.context.login if server.context else None,
+            {"id": s.info.id, "user": _tailnet_identity(server.context.peer)
+             if server.context else None,
              "localUser": s.info.user, "from": f"{s.info.peer} ({s.info.peer_ip})",
              "kind": s.info.kind,
              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started))}
@@ -241,6 +242,11 @@ class Daemon:
             "connections": len(self._connections),
             "sessions": sessions,
         }
+
+
+def _tailnet_identity(peer: Peer) -> str:
+    """Who is connecting: the node's owner, or its tags for a tagged node."""
+    return peer.user or ",".join(peer.tags) or peer.name
 
 
 def _host_port(address: str, port: int) -> str:
