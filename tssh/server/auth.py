@@ -144,7 +144,7 @@ class TsshServer(asyncssh.SSHServer):
         if self._peer_lookup is not None and not self._peer_lookup.done():
             self._peer_lookup.cancel()
         for session in list(self.sessions.values()):
-            session.terminate("tssh: connection closed")
+            session.hangup()  # normally done already by the session's own connection_lost
         self._gate.connection_closed(self)
 
     async def begin_auth(self, username: str) -> bool:

@@ -132,6 +132,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._outputs: dict[int, bool] = {}  # fd -> is stderr
         self._reading = False
         self._starting = True
+        self._hung_up = False
         self._closed = False
         self._finished = False
         self._start_task: asyncio.Task[None] | None = None
@@ -236,7 +237,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._watch_exit()
         if self._closed:  # the client went away while the process started
             self._release_fds()
-            self._hangup()
+            self.hangup()
             return
         self._resume_output()
         self._starting = False
@@ -486,20 +487,21 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _write_error(self, message: str) -> None:
         if self._closed or self._chan is None:
             return
-        if self._pty is not None:
-            self._chan.write(message.encode())
-        else:
-            self._chan.write_stderr(message.encode())
+        with contextlib.suppress(OSError, asyncssh.Error):  # the channel may be closing
+            if self._pty is not None:
+                self._chan.write(message.encode())
+            else:
+                self._chan.write_stderr(message.encode())
 
     def terminate(self, message: str) -> None:
         """End the session from the daemon's side (SSH disabled, access revoked)."""
         self._write_error(f"\r\n{message}\r\n")
-        self._hangup()
+        self.hangup()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._release_fds()
-        self._hangup()
+        self.hangup()
         self._on_close(self)
 
     def _release_fds(self) -> None:
@@ -514,10 +516,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             os.close(fd)
         self._outputs.clear()
 
-    def _hangup(self) -> None:
+    def hangup(self) -> None:
         """SIGHUP the session's process group now, SIGKILL what is left after a grace."""
-        if self._pid is None:
+        if self._pid is None or self._hung_up:
             return
+        self._hung_up = True
         self._signal_group(signal.SIGHUP)
         self._signal_group(signal.SIGCONT)
         self._loop.call_later(HANGUP_GRACE, self._signal_group, signal.SIGKILL)
