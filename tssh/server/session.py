@@ -447,11 +447,21 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self._signal_group(number)
 
-    def _signal_group(self, number: int) -> None:
+    def _signal_group(self, number: int) -> bool:
+        """Signal the session's process group; False if it has no process left.
+
+        Linux does not hand out a number still in use as a process group id, so while the
+        group has members this cannot reach anyone else.
+        """
         if self._pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+            return False
+        try:
             os.killpg(self._pid, number)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     # --- exit ------------------------------------------------------------------------
 
@@ -521,6 +531,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if self._pid is None or self._hung_up:
             return
         self._hung_up = True
-        self._signal_group(signal.SIGHUP)
+        if not self._signal_group(signal.SIGHUP):
+            return  # the group is gone: nothing to kill later (and its id may be reused)
         self._signal_group(signal.SIGCONT)
         self._loop.call_later(HANGUP_GRACE, self._signal_group, signal.SIGKILL)
