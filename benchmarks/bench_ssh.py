@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -178,22 +179,33 @@ def bench_true(targets: list[Target], user: str, runs: int) -> dict[str, list[fl
 
 def bench_throughput(targets: list[Target], user: str, size: int,
                      rounds: int) -> dict[str, dict[str, float]]:
-    out: dict[str, list[float]] = {t.name: [] for t in targets}
-    inn: dict[str, list[float]] = {t.name: [] for t in targets}
+    """Median MiB/s per direction, and the server's CPU seconds per GiB moved (steadier than
+    throughput on a busy machine)."""
+    rates: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    cpu: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    gib = size / (1 << 30)
     for _ in range(rounds):
         for t in targets:
-            start = time.perf_counter()
-            subprocess.run(t.ssh(user, f"head -c {size} /dev/zero"), check=True,
-                           stdout=subprocess.DEVNULL, timeout=600)
-            out[t.name].append(size / (time.perf_counter() - start))
-            start = time.perf_counter()
-            with subprocess.Popen(["head", "-c", str(size), "/dev/zero"],
-                                  stdout=subprocess.PIPE) as src:
+            with CpuSampler(t.pid) as sampler:
+                start = time.perf_counter()
+                subprocess.run(t.ssh(user, f"head -c {size} /dev/zero"), check=True,
+                               stdout=subprocess.DEVNULL, timeout=600)
+                rates[t.name]["out"].append(size / (time.perf_counter() - start))
+            cpu[t.name]["out"].append(sampler.seconds / gib)
+            with CpuSampler(t.pid) as sampler, subprocess.Popen(
+                ["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE
+            ) as src:
+                start = time.perf_counter()
                 subprocess.run(t.ssh(user, "cat > /dev/null"), stdin=src.stdout, check=True,
                                timeout=600)
-            inn[t.name].append(size / (time.perf_counter() - start))
-    return {name: {"out": statistics.median(out[name]), "in": statistics.median(inn[name])}
-            for name in out}
+                rates[t.name]["in"].append(size / (time.perf_counter() - start))
+            cpu[t.name]["in"].append(sampler.seconds / gib)
+    result: dict[str, dict[str, float]] = {}
+    for name in rates:
+        result[name] = {way: statistics.median(rates[name][way]) for way in ("out", "in")}
+        result[name].update({f"cpu_{way}": statistics.median(cpu[name][way])
+                             for way in ("out", "in")})
+    return result
 
 
 async def _connect(t: Target, user: str) -> asyncssh.SSHClientConnection:
@@ -246,6 +258,44 @@ def cpu_seconds(pid: int) -> float:
     with contextlib.suppress(OSError, IndexError, ValueError):
         return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
     return 0.0
+
+
+class CpuSampler:
+    """On-CPU time of a server and every descendant it has during a measurement, sampled
+    every 20 ms from schedstat: sshd's per-connection processes exit when a transfer ends,
+    so reading the tree once at the end would miss them."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in (self.pid, *descendants(self.pid)):
+            value = cpu_seconds(pid)
+            if value:
+                self.last[pid] = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self.baseline = dict(self.last)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(v - self.baseline.get(pid, 0.0) for pid, v in self.last.items())
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -345,6 +395,9 @@ def main() -> int:
                 for way in ("out", "in"):
                     rows.append((f"exec {way} {size // mb} MiB (MiB/s)", tput["tssh"][way] / mb,
                                  tput["openssh"][way] / mb, ">= 0.8x"))
+                for way in ("out", "in"):
+                    rows.append((f"server CPU per GiB {way} (s)", tput["tssh"][f"cpu_{way}"],
+                                 tput["openssh"][f"cpu_{way}"], ""))
             if "echo" in want:
                 echo = {t.name: asyncio.run(_echo(t, user, sessions, args.echo_seconds))
                         for t in targets}
