@@ -1,0 +1,422 @@
+"""tssh's SSH daemon against the stock OpenSSH sshd, measured in the same run.
+
+Both servers run on loopback on this machine, serve the same local user (a throw-away
+account made for the run), and are driven by the same clients with the same key exchange
+and cipher, alternating between the servers so drift in the machine's load hits both.
+
+    sudo python benchmarks/bench_ssh.py            # full run: 1 GiB transfers, 500 sessions
+    sudo python benchmarks/bench_ssh.py --quick    # 128 MiB, 100 sessions: about a minute
+
+Prints a table of tssh/OpenSSH ratios and each figure. Needs root (sshd, the account) and
+openssh-server installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+REPO = Path(__file__).resolve().parents[1]
+TSSH_IP = "127.0.0.10"
+SSHD_IP = "127.0.0.11"
+CLIENT_IP = "127.0.0.2"
+KEX = "curve25519-sha256"
+CIPHER = "aes128-gcm@openssh.com"
+SSH_OPTIONS = [
+    "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", f"KexAlgorithms={KEX}",
+    "-c", CIPHER, "-b", CLIENT_IP,
+]
+
+
+@dataclass
+class Target:
+    name: str
+    ip: str
+    port: int
+    pid: int
+    identity: Path | None  # client key (sshd); tssh needs none
+
+    def ssh(self, user: str, *command: str) -> list[str]:
+        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port)]
+        if self.identity is not None:
+            argv += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
+        return [*argv, f"{user}@{self.ip}", *command]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} is not listening")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def bench_user() -> Iterator[str]:
+    name = f"tb{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+    # "*": no password, but not locked ("!"), which sshd without PAM would refuse.
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def tssh_daemon(work: Path, user: str) -> Iterator[Target]:
+    netmap = {"self": "server", "nodes": [
+        {"name": "server", "id": "nS", "addresses": [TSSH_IP], "tags": ["tag:bench"]},
+        {"name": "client", "id": "nC", "addresses": [CLIENT_IP], "user": "bench@example.com"},
+    ]}
+    policy = {
+        "tagOwners": {"tag:bench": ["bench@example.com"]},
+        "ssh": [{"action": "accept", "src": ["bench@example.com"], "dst": ["tag:bench"],
+                 "users": ["autogroup:nonroot"]}],
+    }
+    (work / "netmap.json").write_text(json.dumps(netmap))
+    (work / "policy.json").write_text(json.dumps(policy))
+    port = free_port(TSSH_IP)
+    log = (work / "tssh.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tssh", "daemon", "--netmap", str(work / "netmap.json"),
+         "--policy", str(work / "policy.json"), "--port", str(port), "--state-dir",
+         str(work / "tssh-state"), "--log-level", "warning"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_port(TSSH_IP, port)
+        yield Target("tssh", TSSH_IP, port, proc.pid, None)
+    finally:
+        stop(proc)
+        log.close()
+
+
+@contextlib.contextmanager
+def stock_sshd(work: Path, user: str) -> Iterator[Target]:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    Path("/run/sshd").mkdir(exist_ok=True)
+    host_key = work / "sshd_host_ed25519"
+    client_key = work / "client_ed25519"
+    for key in (host_key, client_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
+    authorized = work / "authorized_keys"
+    authorized.write_text((work / "client_ed25519.pub").read_text())
+    port = free_port(SSHD_IP)
+    config = work / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", f"ListenAddress {SSHD_IP}", f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized}", "UsePAM no", "StrictModes no",
+        f"PidFile {work / 'sshd.pid'}", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "MaxStartups 1000", "MaxSessions 100",
+        "Subsystem sftp /usr/lib/openssh/sftp-server", "",
+    ]))
+    log = (work / "sshd.log").open("wb")
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_port(SSHD_IP, port)
+        yield Target("openssh", SSHD_IP, port, proc.pid, client_key)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def bench_true(targets: list[Target], user: str, runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    for _ in range(runs):
+        for t in targets:
+            start = time.perf_counter()
+            subprocess.run(t.ssh(user, "true"), check=True, timeout=30)
+            times[t.name].append(time.perf_counter() - start)
+    return times
+
+
+def bench_throughput(targets: list[Target], user: str, size: int,
+                     rounds: int) -> dict[str, dict[str, float]]:
+    """Median MiB/s per direction, and the server's CPU seconds per GiB moved (steadier than
+    throughput on a busy machine)."""
+    rates: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    cpu: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    gib = size / (1 << 30)
+    for _ in range(rounds):
+        for t in targets:
+            with CpuSampler(t.pid) as sampler:
+                start = time.perf_counter()
+                subprocess.run(t.ssh(user, f"head -c {size} /dev/zero"), check=True,
+                               stdout=subprocess.DEVNULL, timeout=600)
+                rates[t.name]["out"].append(size / (time.perf_counter() - start))
+            cpu[t.name]["out"].append(sampler.seconds / gib)
+            with CpuSampler(t.pid) as sampler, subprocess.Popen(
+                ["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE
+            ) as src:
+                start = time.perf_counter()
+                subprocess.run(t.ssh(user, "cat > /dev/null"), stdin=src.stdout, check=True,
+                               timeout=600)
+                rates[t.name]["in"].append(size / (time.perf_counter() - start))
+            cpu[t.name]["in"].append(sampler.seconds / gib)
+    result: dict[str, dict[str, float]] = {}
+    for name in rates:
+        result[name] = {way: statistics.median(rates[name][way]) for way in ("out", "in")}
+        result[name].update({f"cpu_{way}": statistics.median(cpu[name][way])
+                             for way in ("out", "in")})
+    return result
+
+
+async def _connect(t: Target, user: str) -> asyncssh.SSHClientConnection:
+    keys = [str(t.identity)] if t.identity else None
+    return await asyncssh.connect(
+        t.ip, t.port, local_addr=(CLIENT_IP, 0), username=user, known_hosts=None,
+        client_keys=keys, kex_algs=[KEX], encryption_algs=[CIPHER], agent_path=None,
+    )
+
+
+async def _echo(t: Target, user: str, sessions: int, seconds: float) -> list[float]:
+    sem = asyncio.Semaphore(20)
+
+    async def open_one() -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[bytes]]:
+        async with sem:
+            conn = await _connect(t, user)
+            proc = await conn.create_process("stty raw -echo; cat", term_type="xterm",
+                                             encoding=None)
+            return conn, proc
+
+    pairs = await asyncio.gather(*(open_one() for _ in range(sessions)))
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def typist(proc: asyncssh.SSHClientProcess[bytes]) -> None:
+        await asyncio.sleep(random.uniform(0, 0.1))
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            proc.stdin.write(b"x")
+            await proc.stdout.readexactly(1)  # the whole run is bounded below
+            latencies.append(time.perf_counter() - start)
+            await asyncio.sleep(random.uniform(0.05, 0.15))  # ~10 keystrokes/s
+
+    await asyncio.sleep(1.0)  # let the shells settle before measuring
+    cpu_before = tree_cpu_seconds(t.pid)
+    client_cpu = time.process_time()
+    await asyncio.wait_for(asyncio.gather(*(typist(p) for _, p in pairs)), seconds + 60)
+    client_cpu_share[t.name] = (time.process_time() - client_cpu) / seconds
+    cpu_used[t.name] = (tree_cpu_seconds(t.pid) - cpu_before) / max(1, len(latencies))
+    for conn, proc in pairs:
+        proc.close()
+        conn.close()
+    await asyncio.gather(*(c.wait_closed() for c, _ in pairs), return_exceptions=True)
+    return latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """On-CPU time from schedstat (ns), not stat's clock ticks: sshd spreads its work over
+    hundreds of processes that each use less than one tick."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    return 0.0
+
+
+class CpuSampler:
+    """On-CPU time of a server and every descendant it has during a measurement, sampled
+    every 20 ms from schedstat: sshd's per-connection processes exit when a transfer ends,
+    so reading the tree once at the end would miss them."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in (self.pid, *descendants(self.pid)):
+            value = cpu_seconds(pid)
+            if value:
+                self.last[pid] = value
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._sample()
+
+    def __enter__(self) -> CpuSampler:
+        self._sample()
+        self.baseline = dict(self.last)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(v - self.baseline.get(pid, 0.0) for pid, v in self.last.items())
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a server and its live descendants (sshd's per-connection processes)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(p) for p in descendants(pid))
+
+
+cpu_used: dict[str, float] = {}
+client_cpu_share: dict[str, float] = {}
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+async def _idle_rss(t: Target, user: str, count: int) -> float:
+    def total() -> int:
+        return rss_kib(t.pid) + sum(rss_kib(p) for p in descendants(t.pid)
+                                    if Path(f"/proc/{p}").exists())
+
+    before = total()
+    sem = asyncio.Semaphore(20)
+
+    async def one() -> asyncssh.SSHClientConnection:
+        async with sem:
+            return await _connect(t, user)
+
+    conns = await asyncio.gather(*(one() for _ in range(count)))
+    await asyncio.sleep(1.0)
+    after = total()
+    for c in conns:
+        c.close()
+    await asyncio.gather(*(c.wait_closed() for c in conns), return_exceptions=True)
+    return (after - before) / count
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for a fast run")
+    parser.add_argument("--size-mib", type=int, help="transfer size (default 1024, quick 128)")
+    parser.add_argument("--sessions", type=int, help="PTY sessions (default 500, quick 100)")
+    parser.add_argument("--runs", type=int, default=30, help="`ssh true` runs per server")
+    parser.add_argument("--rounds", type=int, default=3, help="transfers per direction")
+    parser.add_argument("--echo-seconds", type=float, default=5.0)
+    parser.add_argument("--only", choices=("rss", "true", "throughput", "echo"),
+                        help="run one measure")
+    parser.add_argument("--idle", type=int, default=200, help="idle connections for RSS")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench_ssh: needs root (runs sshd and makes a throw-away user)", file=sys.stderr)
+        return 2
+    size = (args.size_mib or (128 if args.quick else 1024)) * 1024 * 1024
+    sessions = args.sessions or (100 if args.quick else 500)
+    ms = 1000.0
+    mb = 1024 * 1024
+    rows: list[tuple[str, float, float, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp, bench_user() as user:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        with tssh_daemon(work, user) as tssh, stock_sshd(work, user) as sshd:
+            targets = [tssh, sshd]
+            subprocess.run(tssh.ssh(user, "true"), check=True, timeout=30)  # warm up
+            subprocess.run(sshd.ssh(user, "true"), check=True, timeout=30)
+            print(f"user {user} (uid {pwd.getpwnam(user).pw_uid}), kex {KEX}, cipher {CIPHER}",
+                  flush=True)
+            want = {args.only} if args.only else {"rss", "true", "throughput", "echo"}
+            # Memory first, while the daemon has not yet grown for the other measures.
+            if "rss" in want:
+                rss = {t.name: asyncio.run(_idle_rss(t, user, args.idle)) for t in targets}
+                rows.append(("RSS per idle connection (KiB)", rss["tssh"], rss["openssh"],
+                             "tssh <= 256"))
+            if "true" in want:
+                lat = bench_true(targets, user, args.runs)
+                for p in (50, 99):
+                    rows.append((f"ssh host true p{p} (ms)", percentile(lat["tssh"], p) * ms,
+                                 percentile(lat["openssh"], p) * ms, "<= 0.5x"))
+            if "throughput" in want:
+                tput = bench_throughput(targets, user, size, args.rounds)
+                for way in ("out", "in"):
+                    rows.append((f"exec {way} {size // mb} MiB (MiB/s)", tput["tssh"][way] / mb,
+                                 tput["openssh"][way] / mb, ">= 0.8x"))
+                for way in ("out", "in"):
+                    rows.append((f"server CPU per GiB {way} (s)", tput["tssh"][f"cpu_{way}"],
+                                 tput["openssh"][f"cpu_{way}"], ""))
+            if "echo" in want:
+                echo = {t.name: asyncio.run(_echo(t, user, sessions, args.echo_seconds))
+                        for t in targets}
+                for p in (50, 99):
+                    rows.append((f"echo p{p}, {sessions} PTY sessions (ms)",
+                                 percentile(echo["tssh"], p) * ms,
+                                 percentile(echo["openssh"], p) * ms,
+                                 "tssh <= 20 ms" if p == 99 else ""))
+                rows.append(("server CPU per keystroke echo (us)", cpu_used["tssh"] * 1e6,
+                             cpu_used["openssh"] * 1e6, ""))
+                rows.append(("load client's CPU during echo (cores)",
+                             client_cpu_share["tssh"], client_cpu_share["openssh"], ""))
+    print("\n| measure | tssh | OpenSSH | tssh/OpenSSH | goal |\n|---|---:|---:|---:|---|")
+    for name, ours, theirs, goal in rows:
+        ratio = ours / theirs if theirs else float("nan")
+        print(f"| {name} | {ours:.2f} | {theirs:.2f} | {ratio:.2f}x | {goal} |")
+    print("\n(OpenSSH's RSS counts every per-connection process, shared pages included)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

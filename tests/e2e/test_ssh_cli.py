@@ -1,0 +1,162 @@
+"""`tssh ssh` (host keys from the mesh) and `tssh demo` (a daemon that lets you in)."""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    ALICE_IP,
+    NETMAP,
+    POLICY,
+    REPO,
+    SSH_OPTIONS,
+    LocalUser,
+    TsshDaemon,
+    free_port,
+    require_tool,
+    run_ssh,
+    wait_for_port,
+    write_identity_files,
+)
+
+
+def _server_key(daemon: TsshDaemon) -> str:
+    require_tool("ssh-keyscan")
+    scan = subprocess.run(
+        ["ssh-keyscan", "-t", "ed25519", "-p", str(daemon.port), "127.0.0.10"],
+        capture_output=True, text=True, timeout=20,
+    )
+    line = scan.stdout.strip().splitlines()[0]
+    return " ".join(line.split()[1:3])
+
+
+def _client_netmap(tmp_path: Path, key: str) -> Path:
+    netmap = copy.deepcopy(NETMAP)
+    netmap["nodes"][0]["hostKeys"] = [key]  # type: ignore[index]
+    path = tmp_path / "client-netmap.json"
+    path.write_text(json.dumps(netmap))
+    return path
+
+
+def _tssh_ssh(netmap: Path, daemon: TsshDaemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "--netmap", str(netmap), "--port",
+         str(daemon.port), "root@server", "-F", "/dev/null", "-o", "BatchMode=yes",
+         "-b", ALICE_IP, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_tssh_ssh_verifies_host_key_from_netmap(daemon: TsshDaemon, tmp_path: Path) -> None:
+    key = _server_key(daemon)
+    good = _tssh_ssh(_client_netmap(tmp_path, key), daemon, "id", "-un")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout == "root\n"
+    wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBh+7EyiNvG9s03QdVqUXCicEn7gElSzsGAxNNdH8E4X"
+    if wrong == key:
+        pytest.skip("improbable key collision")
+    bad = _tssh_ssh(_client_netmap(tmp_path, wrong), daemon, "true")
+    assert bad.returncode == 255
+    assert "Host key verification failed" in bad.stderr
+
+
+def test_tssh_ssh_unknown_machine(tmp_path: Path) -> None:
+    netmap = _client_netmap(tmp_path, "ssh-ed25519 AAAA")
+    missing = subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "--netmap", str(netmap), "nosuchnode"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert missing.returncode != 0
+    assert missing.stderr.strip() == "tssh: no node called 'nosuchnode' in the tailnet"
+
+
+def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
+    port = free_port("127.0.0.2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tssh", "demo", "--dir", str(tmp_path / "demo"), "--ssh-port",
+         str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port("127.0.0.2", port, None)
+        assert proc.stdout is not None
+        banner = proc.stdout.readline() + proc.stdout.readline()
+        user = getpass.getuser()
+        assert f"ssh -p {port} {user}@127.0.0.2" in banner
+        # No -b: this machine's own source address is the demo's laptop node.
+        result = subprocess.run(
+            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{user}@127.0.0.2", "id -un"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{user}\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (tmp_path / "demo" / "policy.hujson").is_file()
+
+
+def _daemon_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tssh", "daemon", "--check-config", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_check_config(tmp_path: Path) -> None:
+    netmap, policy = write_identity_files(tmp_path)
+    good = _daemon_check("--netmap", str(netmap), "--policy", str(policy), "--port", "2222")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == "ok: node server, listening on 127.0.0.10 port 2222"
+    policy.write_text('{"ssh": [\n  {"action": "Accept"}]}')
+    bad = _daemon_check("--netmap", str(netmap), "--policy", str(policy))
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and f"{policy}:2:" in bad.stderr
+    missing = _daemon_check("--policy", str(policy))
+    assert missing.returncode == 2 and "netmap" in missing.stderr
+
+
+def test_daemon_as_normal_user_serves_only_that_user(local_user: LocalUser) -> None:
+    """Non-root mode: the daemon's own account gets in, any other is refused with a reason."""
+    probe = subprocess.run(["runuser", "-u", local_user.name, "--", sys.executable, "-c",
+                            "import asyncssh, tssh"], cwd=REPO, capture_output=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    if probe.returncode != 0:
+        pytest.skip("this Python or the repository is not readable by other users")
+    work = Path(tempfile.mkdtemp(prefix="tssh-nonroot-"))
+    try:
+        os.chmod(work, 0o755)
+        policy_text = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
+                                     f'"users": ["{local_user.name}", "root"]')
+        netmap, policy = write_identity_files(work, policy_text)
+        state = work / "state"
+        state.mkdir()
+        os.chown(state, local_user.uid, local_user.gid)
+        d = TsshDaemon(work, free_port(), netmap, policy, state, user=local_user.name)
+        try:
+            d.start()
+            own = run_ssh(d, local_user.name, "id -un")
+            assert own.returncode == 0, own.stderr
+            assert own.stdout.decode() == f"{local_user.name}\n"
+            other = run_ssh(d, "root", "true")
+            assert other.returncode == 255
+            assert (f"tssh: this tssh daemon runs as '{local_user.name}', not root, and can "
+                    "only start sessions as").encode() in other.stderr
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""Who gets in: the policy decides per connection, the stock client sees why it was refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import asyncssh
+import pytest
+
+from tests.e2e.conftest import (
+    ALICE_IP,
+    BOB_IP,
+    CAROL_IP,
+    SERVER_IP,
+    UNKNOWN_IP,
+    TsshDaemon,
+    run_ssh,
+)
+
+
+def test_exec_exit_status_and_separate_stderr(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", "echo out; echo err >&2; exit 3")
+    assert result.returncode == 3
+    assert result.stdout == b"out\n"
+    assert b"err\n" in result.stderr and b"out" not in result.stderr
+
+
+def test_stdin_reaches_command_and_eof_ends_it(daemon: TsshDaemon) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    result = run_ssh(daemon, "root", "sha256sum", input=data)
+    assert result.returncode == 0
+    assert result.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+def test_unknown_peer_refused_with_banner(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", "true", source=UNKNOWN_IP)
+    assert result.returncode == 255
+    assert f"tssh: unknown peer {UNKNOWN_IP}".encode() in result.stderr
+    entries = [e for e in daemon.log_entries() if e.get("msg") == "login refused"]
+    assert entries and entries[-1]["peer_ip"] == UNKNOWN_IP
+    assert not [e for e in daemon.log_entries() if e.get("msg") == "session started"]
+
+
+def test_peer_without_rule_refused(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", "true", source=CAROL_IP)
+    assert result.returncode == 255
+    assert b"tssh: tailnet policy does not permit you to SSH to this node" in result.stderr
+
+
+def test_user_not_in_rule_refused(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", "true", source=BOB_IP)
+    assert result.returncode == 255
+    assert b'tssh: tailnet policy does not permit you to SSH as user "root"' in result.stderr
+    # ... while the user the rule names gets in (and meets its nologin shell, as with sshd).
+    allowed = run_ssh(daemon, "nobody", "id -un", source=BOB_IP)
+    assert allowed.returncode == 1
+    assert b"not available" in allowed.stdout + allowed.stderr
+
+
+def test_check_rule_refused_until_check_mode_exists(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "sys", "true", source=BOB_IP)
+    assert result.returncode == 255
+    assert b"tssh: check mode not available yet" in result.stderr
+
+
+def test_unknown_local_user_refused(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "no-such-user-xyz", "true")
+    assert result.returncode == 255
+    assert b"tssh: no local user 'no-such-user-xyz' on this node" in result.stderr
+
+
+def test_sha1_key_exchange_refused(daemon: TsshDaemon) -> None:
+    result = run_ssh(
+        daemon, "root", "true",
+        options=("-o", "KexAlgorithms=diffie-hellman-group14-sha1", "-o", "LogLevel=INFO"),
+    )
+    assert result.returncode == 255
+    assert b"key exchange" in result.stderr.lower()
+
+
+def test_cbc_cipher_refused(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", "true",
+                     options=("-o", "Ciphers=aes128-cbc", "-o", "LogLevel=INFO"))
+    assert result.returncode == 255
+    assert b"no matching cipher" in result.stderr
+
+
+@pytest.mark.parametrize("method", ["password", "publickey"])
+async def test_insisting_client_accepted_by_policy_not_credentials(
+    daemon: TsshDaemon, method: str
+) -> None:
+    """A client that skips `none` and sends a password or key: the credential is ignored."""
+    kwargs: dict[str, object]
+    if method == "password":
+        kwargs = {"password": "anything", "preferred_auth": "password"}
+    else:
+        kwargs = {"client_keys": [asyncssh.generate_private_key("ssh-ed25519")],
+                  "preferred_auth": "publickey"}
+    async with asyncssh.connect(
+        SERVER_IP, daemon.port, local_addr=(ALICE_IP, 0), username="root", known_hosts=None,
+        **kwargs,
+    ) as conn:
+        result = await conn.run("id -u", check=True)
+        assert result.stdout == "0\n"
+    with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+        async with asyncssh.connect(
+            SERVER_IP, daemon.port, local_addr=(CAROL_IP, 0), username="root",
+            known_hosts=None, **kwargs,
+        ) as conn:
+            await asyncio.wait_for(conn.run("true"), 10)

@@ -1,0 +1,61 @@
+"""The daemon follows its policy file: a good edit applies (live connections re-checked),
+a broken one is refused with its position and the last good policy stays in force."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from tests.e2e.conftest import POLICY, TsshDaemon, run_ssh, ssh_command
+
+ONLY_NONROOT = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
+                              '"users": ["autogroup:nonroot"]')
+
+
+def _wait(predicate: object, timeout: float = 8.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _policy_error(daemon: TsshDaemon) -> object:
+    policy = daemon.status()["policy"]
+    assert isinstance(policy, dict)
+    return policy["error"]
+
+
+def test_broken_edit_keeps_last_good_policy(daemon: TsshDaemon) -> None:
+    daemon.policy.write_text('{\n  "ssh": [\n    {"action": "accept",,}\n  ]\n}\n')
+    assert _wait(lambda: _policy_error(daemon) is not None)
+    error = str(_policy_error(daemon))
+    assert error.startswith(f"{daemon.policy}:3:")
+    assert run_ssh(daemon, "root", "echo still").stdout == b"still\n"
+    logged = [e for e in daemon.log_entries() if e.get("level") == "error"]
+    assert logged and error in str(logged[-1]["msg"])
+
+    daemon.policy.write_text(POLICY)  # fixed: the error clears
+    assert _wait(lambda: _policy_error(daemon) is None)
+
+
+def test_edit_revokes_live_connection_and_refuses_new_ones(daemon: TsshDaemon) -> None:
+    session = subprocess.Popen(
+        ssh_command(daemon, "root", "echo started; sleep 60; echo not-reached"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline() == b"started\n"
+        time.sleep(0.05)
+        daemon.policy.write_text(ONLY_NONROOT)
+        out, err = session.communicate(timeout=15)
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+    assert b"not-reached" not in out
+    assert b"tssh: access revoked by a policy change" in out + err
+    refused = run_ssh(daemon, "root", "true")
+    assert refused.returncode == 255 and b"tssh: " in refused.stderr

@@ -1,0 +1,153 @@
+"""Sessions as the local user: pty, credentials, environment, signals, clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import asyncssh
+import pexpect
+import pytest
+
+from tests.e2e.conftest import (
+    ALICE_IP,
+    SERVER_IP,
+    LocalUser,
+    TsshDaemon,
+    run_ssh,
+    ssh_command,
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_exec_runs_with_uid_gid_groups_home(daemon: TsshDaemon, local_user: LocalUser) -> None:
+    result = run_ssh(daemon, local_user.name, "id -u; id -g; id -G; pwd; echo $USER $HOME")
+    assert result.returncode == 0, result.stderr
+    uid, gid, groups, cwd, names = result.stdout.decode().splitlines()
+    assert (int(uid), int(gid)) == (local_user.uid, local_user.gid)
+    expected = sorted(os.getgrouplist(local_user.name, local_user.gid))
+    assert sorted(int(g) for g in groups.split()) == expected
+    assert len(expected) >= 2  # the extra group from the fixture is there
+    assert cwd == str(local_user.home)
+    assert names == f"{local_user.name} {local_user.home}"
+
+
+def test_interactive_pty_login_shell(daemon: TsshDaemon, local_user: LocalUser) -> None:
+    argv = ssh_command(daemon, local_user.name, options=("-t",))
+    child = pexpect.spawn(argv[0], argv[1:], timeout=10, dimensions=(30, 100))
+    try:
+        child.sendline('echo "A$((40+2))B $0"; tty; stty size; id -u; echo "T=$TERM"')
+        child.expect(r"A42B -bash")
+        child.expect(r"/dev/pts/\d+")
+        child.expect(r"30 100")
+        child.expect(str(local_user.uid))
+        child.expect(r"T=\S+")
+        assert child.after != b"T="
+        child.setwinsize(40, 120)
+        time.sleep(0.3)
+        child.sendline("stty size")
+        child.expect("40 120")
+        # Ctrl-C reaches the foreground job through the terminal, not the shell.
+        child.sendline("sleep 30")
+        time.sleep(0.5)
+        child.sendcontrol("c")
+        child.sendline("echo after=$?")
+        child.expect("after=130")
+        child.sendline("exit 7")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 7
+
+
+def test_ctrl_c_on_forced_tty_command(daemon: TsshDaemon) -> None:
+    argv = ssh_command(daemon, "root", "echo ready; sleep 30; echo not-reached",
+                       options=("-t",))
+    child = pexpect.spawn(argv[0], argv[1:], timeout=10)
+    try:
+        child.expect("ready")
+        start = time.monotonic()
+        child.sendcontrol("c")
+        child.expect(pexpect.EOF)
+        assert time.monotonic() - start < 5
+        assert b"not-reached" not in (child.before or b"")
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130 or child.signalstatus is not None or child.exitstatus == 255
+
+
+def test_environment_filtering(daemon: TsshDaemon) -> None:
+    env = {**os.environ, "FOO_BAR": "yes", "LD_PRELOAD": "/nonexistent/evil.so",
+           "BASH_ENV": "/tmp/evil", "OTHER_VAR": "no", "LANG": "C.UTF-8"}
+    argv = ssh_command(
+        daemon, "root",
+        'echo "${FOO_BAR-unset} ${LD_PRELOAD-unset} ${BASH_ENV-unset} ${OTHER_VAR-unset} '
+        '${LANG-unset}"',
+        options=("-o", "SendEnv=FOO_BAR LD_PRELOAD BASH_ENV OTHER_VAR LANG"),
+    )
+    import subprocess
+
+    result = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == "yes unset unset unset C.UTF-8"
+
+
+async def _connect(daemon: TsshDaemon, user: str = "root") -> asyncssh.SSHClientConnection:
+    return await asyncssh.connect(
+        SERVER_IP, daemon.port, local_addr=(ALICE_IP, 0), username=user, known_hosts=None,
+    )
+
+
+async def test_exit_signal_reported(daemon: TsshDaemon) -> None:
+    async with await _connect(daemon) as conn:
+        result = await conn.run("kill -TERM $$")
+        assert result.exit_signal is not None and result.exit_signal[0] == "TERM"
+    stock = run_ssh(daemon, "root", "kill -KILL $$")
+    assert stock.returncode == 255
+
+
+async def test_signal_request_reaches_process_group(daemon: TsshDaemon) -> None:
+    async with await _connect(daemon) as conn:
+        proc = await conn.create_process("sleep 300 & echo $!; wait")
+        pid = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert _pid_alive(pid)
+        proc.send_signal("TERM")  # reaches the shell *and* its background child
+        await asyncio.wait_for(proc.wait_closed(), 10)
+        for _ in range(50):
+            if not _pid_alive(pid):
+                break
+            await asyncio.sleep(0.1)
+        assert not _pid_alive(pid)
+
+
+async def test_channel_close_hangs_up_process_group(daemon: TsshDaemon) -> None:
+    async with await _connect(daemon) as conn:
+        proc = await conn.create_process("trap '' HUP; sleep 300 & echo $!; sleep 300")
+        pid = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert _pid_alive(pid)
+    # SIGHUP first; the shell ignores it, so SIGKILL follows after the grace period.
+    for _ in range(60):
+        if not _pid_alive(pid):
+            break
+        await asyncio.sleep(0.1)
+    assert not _pid_alive(pid)
+
+
+def test_many_exec_sessions_on_one_connection(daemon: TsshDaemon) -> None:
+    if not os.path.exists("/usr/bin/ssh"):
+        pytest.skip("no ssh")
+
+    async def run() -> list[str]:
+        async with await _connect(daemon) as conn:
+            results = await asyncio.gather(*(conn.run(f"echo {i}") for i in range(8)))
+            return [str(r.stdout).strip() for r in results]
+
+    assert asyncio.run(run()) == [str(i) for i in range(8)]

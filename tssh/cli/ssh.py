@@ -1,0 +1,99 @@
+"""`tssh ssh [user@]machine [ssh args]`: the system ssh, aimed by the mesh's own identity data.
+
+The machine name is resolved through the identity backend (node name, its first label, or
+an address), and the host keys the mesh publishes for that node become a one-off
+known_hosts file, so the first connection is verified instead of trusted blindly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tssh.config import Config
+from tssh.errors import IdentityError, TsshError
+from tssh.identity import open_resolver
+from tssh.identity.base import Peer
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ssh", help="ssh to a tailnet node by name, with its host keys from the mesh",
+        description="Run the system ssh against a node resolved through the identity "
+        "backend, checking its host key against the keys the mesh publishes.",
+    )
+    p.add_argument("--netmap", type=Path, metavar="FILE", help="netmap file (identity netmap)")
+    p.add_argument("--port", type=int, help="SSH port on the node (ssh's default otherwise)")
+    p.add_argument("destination", metavar="[user@]machine")
+    p.add_argument("ssh_args", nargs=argparse.REMAINDER, help="passed to ssh")
+    p.set_defaults(func=run)
+
+
+def find_node(peers: list[Peer], machine: str) -> Peer:
+    """The node called ``machine``: exact name, first DNS label, or one of its addresses."""
+    for match in (
+        lambda p: p.name == machine,
+        lambda p: p.name.split(".")[0] == machine,
+        lambda p: machine in p.addresses,
+    ):
+        found = [p for p in peers if match(p)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(sorted(p.name for p in found))
+            raise IdentityError(f"{machine!r} is ambiguous: {names}")
+    raise IdentityError(f"no node called {machine!r} in the tailnet")
+
+
+def known_hosts_lines(node: Peer) -> list[str]:
+    """known_hosts entries for every address and name of ``node``."""
+    hosts = ",".join([*node.addresses, node.name])
+    return [f"{hosts} {key.strip()}" for key in node.host_keys if key.strip()]
+
+
+def ssh_argv(node: Peer, user: str | None, port: int | None, known_hosts: Path | None,
+             extra: list[str]) -> list[str]:
+    argv = ["ssh"]
+    if known_hosts is not None:
+        argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                 "-o", f"HostKeyAlias={node.addresses[0]}"]
+    if port is not None:
+        argv += ["-p", str(port)]
+    target = node.addresses[0]
+    argv.append(f"{user}@{target}" if user else target)
+    return argv + extra
+
+
+async def _peers(config: Config) -> list[Peer]:
+    resolver = open_resolver(config)
+    try:
+        return await resolver.peers()
+    finally:
+        await resolver.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which("ssh") is None:
+        raise TsshError("the ssh client is not installed")
+    config = Config()
+    if args.netmap is not None:
+        config = replace(config, identity="netmap", netmap=args.netmap)
+    user, _, machine = args.destination.rpartition("@")
+    node = find_node(asyncio.run(_peers(config)), machine)
+    if not node.addresses:
+        raise IdentityError(f"node {node.name!r} has no addresses")
+    lines = known_hosts_lines(node)
+    extra = [a for a in args.ssh_args if a != "--"]
+    with tempfile.TemporaryDirectory(prefix="tssh-ssh-") as tmp:
+        known_hosts: Path | None = None
+        if lines:
+            known_hosts = Path(tmp) / "known_hosts"
+            known_hosts.write_text("\n".join(lines) + "\n")
+        argv = ssh_argv(node, user or None, args.port, known_hosts, extra)
+        return subprocess.run(argv, check=False).returncode

@@ -1,0 +1,232 @@
+"""Who may log in: one decision per connection, from the peer's tailnet identity and the policy.
+
+There are no keys or passwords. The client's first authentication request, whatever its
+method (``none`` from OpenSSH; ``password`` or ``publickey`` from clients that insist), starts
+the decision: resolve the source address, evaluate the policy for (peer, this node, login),
+map to a local account. Accept ends authentication at once; anything else sends a banner
+that says why and disconnects. The credential a client offers is never looked at, as in
+Tailscale SSH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncssh
+
+from tssh.identity.base import Peer
+from tssh.policy import Decision
+from tssh.policy.decider import Decider
+from tssh.server.account import (
+    Account,
+    AccountError,
+    daemon_user,
+    is_root_account,
+    lookup_account,
+)
+from tssh.server.session import ConnectionContext, ProcessSession
+
+log = logging.getLogger("tssh.auth")
+
+CHECK_UNAVAILABLE = (
+    "check mode not available yet: the policy holds this login for a check, which this "
+    "tssh version cannot perform"
+)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of one login attempt: an account to run as, or the reason for refusal."""
+
+    account: Account | None
+    message: str | None  # shown to the client as "tssh: <message>" when refused
+    decision: Decision | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.account is not None
+
+
+def decide(
+    decider: Decider | None,
+    peer: Peer | None,
+    peer_ip: str,
+    self_node: Peer,
+    login: str,
+    *,
+    lookup: Callable[[str], Account] = lookup_account,
+    daemon_uid: int | None = None,
+    daemon_name: str | None = None,
+) -> Admission:
+    """Apply the policy and the local account rules to one login; no network I/O."""
+    if peer is None:
+        return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
+    if decider is None:
+        return Admission(None, "no valid policy is loaded on this node")
+    decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root_account)
+    if decision.action == "check":
+        return Admission(None, CHECK_UNAVAILABLE, decision)
+    if decision.action != "accept" or decision.local_user is None:
+        message = decision.message or "tailnet policy does not permit you to SSH to this node"
+        return Admission(None, message, decision)
+    try:
+        account = lookup(decision.local_user)
+    except AccountError as e:
+        return Admission(None, str(e), decision)
+    uid = os.geteuid() if daemon_uid is None else daemon_uid
+    if uid != 0 and account.uid != uid:
+        name = daemon_name or daemon_user()
+        return Admission(
+            None,
+            f"this tssh daemon runs as {name!r}, not root, and can only start sessions as "
+            f"{name!r}, not as {account.name!r}",
+            decision,
+        )
+    return Admission(account, None, decision)
+
+
+class Gatekeeper(Protocol):
+    """What a connection needs from the daemon."""
+
+    async def whois(self, address: str) -> Peer | None: ...
+
+    async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
+
+    def connection_opened(self, server: TsshServer) -> None: ...
+
+    def connection_closed(self, server: TsshServer) -> None: ...
+
+
+def new_connection_id() -> str:
+    """Tailscale's shape: ``ssh-conn-<UTC time>-<10 hex>``."""
+    return f"ssh-conn-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(5)}"
+
+
+def _addr(info: Any) -> tuple[str, int]:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return "", 0
+
+
+class TsshServer(asyncssh.SSHServer):
+    """asyncssh's per-connection server object: the decision, then session channels."""
+
+    def __init__(self, gate: Gatekeeper) -> None:
+        self._gate = gate
+        self.conn_id = new_connection_id()
+        self.conn: Any = None
+        self.peer_ip = ""
+        self.peer_port = 0
+        self.local_ip = ""
+        self.local_port = 0
+        self.context: ConnectionContext | None = None
+        self.sessions: dict[str, ProcessSession] = {}
+        self._peer_lookup: asyncio.Task[Peer | None] | None = None
+        self._session_count = 0
+
+    def connection_made(self, conn: Any) -> None:
+        self.conn = conn
+        self.peer_ip, self.peer_port = _addr(conn.get_extra_info("peername"))
+        self.local_ip, self.local_port = _addr(conn.get_extra_info("sockname"))
+        # Resolve while key exchange runs; the answer is needed at the first auth request.
+        self._peer_lookup = asyncio.ensure_future(self._gate.whois(self.peer_ip))
+        self._gate.connection_opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._peer_lookup is not None and not self._peer_lookup.done():
+            self._peer_lookup.cancel()
+        for session in list(self.sessions.values()):
+            session.hangup()  # normally done already by the session's own connection_lost
+        self._gate.connection_closed(self)
+
+    async def begin_auth(self, username: str) -> bool:
+        """Return False (no further authentication) when admitted; disconnect otherwise."""
+        assert self._peer_lookup is not None
+        if self.context is not None:
+            # A second user name on the same connection: decide again from scratch.
+            self.context = None
+        try:
+            peer = await self._peer_lookup
+        except Exception as e:
+            log.warning("identity lookup failed", extra={"peer_ip": self.peer_ip,
+                                                          "error": str(e)})
+            peer = None
+        admission = await self._gate.admit(peer, self.peer_ip, username)
+        decision = admission.decision
+        log.info(
+            "login accepted" if admission.accepted else "login refused",
+            extra={
+                "conn": self.conn_id, "peer_ip": self.peer_ip,
+                "peer": peer.name if peer else None, "login": username,
+                "local_user": admission.account.name if admission.account else None,
+                "rule": decision.rule if decision else None, "reason": admission.message,
+            },
+        )
+        if admission.account is None or peer is None:
+            self._refuse(admission.message or "not permitted")
+            return True
+        self.context = ConnectionContext(
+            conn_id=self.conn_id, login=username, account=admission.account, peer=peer,
+            peer_ip=self.peer_ip, peer_port=self.peer_port, local_ip=self.local_ip,
+            local_port=self.local_port,
+            accept_env=tuple(decision.accept_env) if decision else (),
+        )
+        return False
+
+    def _refuse(self, message: str) -> None:
+        conn = self.conn
+        text = f"tssh: {message}"
+        with contextlib.suppress(OSError):
+            conn.send_auth_banner(text + "\r\n")
+        conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, text)
+
+    # Credentials are a formality: begin_auth decided already (see the module docstring).
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def session_requested(self) -> ProcessSession | bool:
+        if self.context is None:
+            return False
+        self._session_count += 1
+        session_id = f"{self.conn_id}-{self._session_count}"
+        session = ProcessSession(self.context, session_id, self._session_closed)
+        self.sessions[session_id] = session
+        return session
+
+    def _session_closed(self, session: ProcessSession) -> None:
+        self.sessions.pop(session.info.id, None)
+
+    # Forwarding is off until the daemon's config can allow it per rule (DESIGN §4).
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> bool:
+        return False
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
+    def end(self, message: str) -> None:
+        """End every session of this connection with ``message``, then the connection."""
+        for session in list(self.sessions.values()):
+            session.terminate(message)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)

@@ -1,0 +1,57 @@
+"""The SSH transport tssh serves: asyncssh's server connection, its algorithms, one change.
+
+Algorithms (DESIGN §4): modern only. Key exchange curve25519 and the ML-KEM hybrid
+(asyncssh has no sntrup761); ed25519 and rsa-sha2-* host key signatures; AEAD ciphers, then
+AES-CTR with encrypt-then-MAC SHA-2 MACs. No SHA-1, no NIST-curve key exchange, no CBC.
+
+The one change: asyncssh sends an encrypted empty ``SSH_MSG_IGNORE`` before *every* packet
+once encryption is on. That is the old counter-measure against chosen-plaintext attacks on
+CBC-mode IVs; with only AEAD and CTR ciphers negotiable it protects nothing and costs a
+packet (encryption, framing, a ``send``) per packet. ``TsshServerConnection`` drops exactly
+those packets. ``tests/server/test_connection.py`` checks that upstream still inserts them
+the way this override expects, so an asyncssh upgrade that changes it is noticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncssh
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import String
+
+KEX_ALGS = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org")
+ENCRYPTION_ALGS = (
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
+MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
+SIGNATURE_ALGS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+COMPRESSION_ALGS = ("none",)
+
+# The exact arguments asyncssh's send_packet uses for its inserted ignore packet.
+_INSERTED_IGNORE_ARGS = (String(b""),)
+
+
+def algorithm_options() -> dict[str, Any]:
+    """Keyword arguments for ``SSHServerConnectionOptions`` that fix the algorithm lists."""
+    return {
+        "kex_algs": list(KEX_ALGS),
+        "encryption_algs": list(ENCRYPTION_ALGS),
+        "mac_algs": list(MAC_ALGS),
+        "signature_algs": list(SIGNATURE_ALGS),
+        "compression_algs": list(COMPRESSION_ALGS),
+    }
+
+
+class TsshServerConnection(asyncssh.SSHServerConnection):
+    """asyncssh's server connection without the per-packet ``SSH_MSG_IGNORE``."""
+
+    def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        if pkttype == MSG_IGNORE and args == _INSERTED_IGNORE_ARGS:
+            return
+        super().send_packet(pkttype, *args, handler=handler)

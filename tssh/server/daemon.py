@@ -1,0 +1,253 @@
+"""The daemon: listeners on this node's tailnet addresses, the live policy, the SSH switch.
+
+One ``Daemon`` owns everything long-lived: the identity resolver, the policy (reloaded when
+its file changes; a broken edit keeps the last good policy), the host keys, the listeners
+(open only while SSH is enabled) and the live connections. It answers the connections'
+questions (``Gatekeeper``) and the control socket's (``set_ssh``, ``status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from tssh.config import Config
+from tssh.errors import ConfigError, TsshError
+from tssh.identity.base import Peer, Resolver
+from tssh.policy.decider import Decider
+from tssh.policy.source import PolicySource, open_policy_source
+from tssh.server.auth import Admission, TsshServer, decide
+from tssh.server.connection import TsshServerConnection, algorithm_options
+from tssh.server.hostkeys import load_host_keys
+
+log = logging.getLogger("tssh.daemon")
+
+STATE_FILE = "ssh.json"
+DISABLED_MESSAGE = "tssh: SSH disabled on this node"
+REVOKED_MESSAGE = "tssh: access revoked by a policy change"
+SHUTDOWN_MESSAGE = "tssh: the SSH daemon on this node is shutting down"
+POLICY_POLL_SECONDS = 1.0
+
+
+def read_ssh_enabled(state_dir: Path) -> bool:
+    """The persisted switch; SSH is on when nothing was ever set (running the daemon asks
+    for it)."""
+    try:
+        data = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return True
+    return bool(data.get("ssh", True)) if isinstance(data, dict) else True
+
+
+def write_ssh_enabled(state_dir: Path, enabled: bool) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps({"ssh": enabled}) + "\n")
+    os.replace(tmp, state_dir / STATE_FILE)
+
+
+class Daemon:
+    """Lifecycle: ``await start()``, serve until stopped, ``await close()``."""
+
+    def __init__(self, config: Config, resolver: Resolver) -> None:
+        self.config = config
+        self._resolver = resolver
+        self._policy: PolicySource = open_policy_source(config, poll_interval=POLICY_POLL_SECONDS)
+        self._decider: Decider | None = None
+        self._self_node: Peer | None = None
+        self._addresses: tuple[str, ...] = ()
+        self._options: Any = None
+        self._listeners: list[asyncio.Server] = []
+        self._connections: set[TsshServer] = set()
+        self._enabled = True
+        self._watch_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        await self._policy.start()
+        self._decider = self._policy.current()
+        self._self_node = await self._resolver.self_node()
+        self._addresses = config.listen or self._self_node.addresses
+        if not self._addresses:
+            raise ConfigError(
+                f"node {self._self_node.name!r} has no addresses to listen on; "
+                "set listen in the config"
+            )
+        keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
+        self._options = await asyncssh.SSHServerConnectionOptions.construct(
+            server_factory=lambda: TsshServer(self),
+            server_host_keys=keys,
+            server_version="tssh",
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=True,
+            login_timeout=60,
+            keepalive_interval=60,
+            keepalive_count_max=3,
+            **algorithm_options(),
+        )
+        self._enabled = read_ssh_enabled(config.state_dir)
+        if self._enabled:
+            await self._open_listeners()
+        self._watch_task = asyncio.create_task(self._follow_policy())
+        log.info(
+            "daemon started",
+            extra={"node": self._self_node.name, "addresses": list(self._addresses),
+                   "port": config.port, "ssh": self._enabled, "identity": config.identity},
+        )
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self._close_listeners()
+        await self._end_connections(SHUTDOWN_MESSAGE)
+        await self._policy.close()
+        await self._resolver.close()
+
+    async def _open_listeners(self) -> None:
+        loop = asyncio.get_running_loop()
+        options = self._options
+
+        def factory() -> TsshServerConnection:
+            return TsshServerConnection(loop, options, None, None)
+
+        try:
+            for address in self._addresses:
+                server = await loop.create_server(
+                    factory, address, self.config.port, reuse_address=True, backlog=512
+                )
+                self._listeners.append(server)
+        except OSError as e:
+            await self._close_listeners()
+            raise TsshError(f"cannot listen on {address} port {self.config.port}: "
+                            f"{e.strerror or e}") from None
+        log.info("listening", extra={"addresses": list(self._addresses),
+                                     "port": self.config.port})
+
+    async def _close_listeners(self) -> None:
+        listeners, self._listeners = self._listeners, []
+        for server in listeners:
+            server.close()
+        for server in listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def _end_connections(self, message: str) -> None:
+        for server in list(self._connections):
+            server.end(message)
+        # Give the disconnect messages a moment to leave; bounded.
+        for _ in range(20):
+            if not self._connections:
+                break
+            await asyncio.sleep(0.05)
+
+    # --- Gatekeeper (asked by each connection) ---------------------------------------
+
+    async def whois(self, address: str) -> Peer | None:
+        return await self._resolver.whois(address)
+
+    async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+        assert self._self_node is not None
+        return decide(self._decider, peer, peer_ip, self._self_node, login)
+
+    def connection_opened(self, server: TsshServer) -> None:
+        self._connections.add(server)
+
+    def connection_closed(self, server: TsshServer) -> None:
+        self._connections.discard(server)
+
+    # --- policy reload -------------------------------------------------------------------
+
+    async def _follow_policy(self) -> None:
+        """Apply each new policy; the source keeps the last good one when an update is bad."""
+        try:
+            await self._policy.run(self._policy_changed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("policy source failed; the last policy stays in force",
+                      extra={"error": str(e)})
+
+    def _policy_changed(self, decider: Decider) -> None:
+        self._decider = decider
+        log.info("policy updated", extra={"rules": decider.rule_count})
+        task = asyncio.get_running_loop().create_task(self._revalidate())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _revalidate(self) -> None:
+        """End connections the new policy no longer admits as the same local user."""
+        for server in list(self._connections):
+            ctx = server.context
+            if ctx is None:
+                continue
+            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login)
+            if admission.account is None or admission.account.name != ctx.account.name:
+                log.info("connection revoked", extra={"conn": ctx.conn_id,
+                                                      "reason": admission.message})
+                server.end(REVOKED_MESSAGE)
+
+    # --- control socket (ControlHandler) -------------------------------------------------
+
+    async def set_ssh(self, enabled: bool) -> None:
+        async with self._lock:
+            write_ssh_enabled(self.config.state_dir, enabled)
+            if enabled == self._enabled:
+                return
+            self._enabled = enabled
+            if enabled:
+                await self._open_listeners()
+            else:
+                await self._close_listeners()
+                await self._end_connections(DISABLED_MESSAGE)
+            log.info("ssh switched", extra={"ssh": enabled})
+
+    async def status(self) -> dict[str, object]:
+        """The status object ``tssh status`` renders (keys per ``ControlHandler.status``)."""
+        sessions = [
+            {"id": s.info.id, "user": _tailnet_identity(server.context.peer)
+             if server.context else None,
+             "localUser": s.info.user, "from": f"{s.info.peer} ({s.info.peer_ip})",
+             "kind": s.info.kind,
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started))}
+            for server in self._connections for s in server.sessions.values()
+        ]
+        return {
+            "ssh": self._enabled,
+            "node": self._self_node.name if self._self_node else None,
+            "listening": [_host_port(a, self.config.port) for a in self._addresses]
+            if self._listeners else [],
+            "addresses": list(self._addresses),
+            "port": self.config.port,
+            "identity": self.config.identity,
+            "policy": self._policy.status().to_json(),
+            "recorders": [],
+            "connections": len(self._connections),
+            "sessions": sessions,
+        }
+
+
+def _tailnet_identity(peer: Peer) -> str:
+    """Who is connecting: the node's owner, or its tags for a tagged node."""
+    return peer.user or ",".join(peer.tags) or peer.name
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

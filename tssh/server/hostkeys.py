@@ -1,0 +1,63 @@
+"""Host keys: configured files, else the system's sshd keys (root), else our own, made once.
+
+Reusing ``/etc/ssh`` keys keeps clients' known_hosts valid when tssh replaces sshd on a node.
+Generated keys (ed25519 and RSA 3072) live in the state dir, mode 0600, and are reused on
+every start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from tssh.errors import ConfigError
+
+log = logging.getLogger("tssh.hostkeys")
+
+SYSTEM_DIR = Path("/etc/ssh")
+KEY_TYPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("ed25519", "ssh-ed25519", {}),
+    ("rsa", "ssh-rsa", {"key_size": 3072}),
+)
+
+
+def _load(path: Path) -> Any:
+    try:
+        return asyncssh.read_private_key(str(path))
+    except (OSError, asyncssh.KeyImportError) as e:
+        raise ConfigError(f"cannot read host key {path}: {e}") from None
+
+
+def _generate(path: Path, alg: str, options: dict[str, Any]) -> Any:
+    key = asyncssh.generate_private_key(alg, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key("openssh"))
+    os.replace(tmp, path)
+    log.info("generated host key", extra={"path": str(path), "type": alg})
+    return key
+
+
+def load_host_keys(configured: Sequence[Path], state_dir: Path) -> list[Any]:
+    """The host keys to serve, in preference order (ed25519 first)."""
+    if configured:
+        return [_load(p) for p in configured]
+    keys: list[Any] = []
+    if os.geteuid() == 0:
+        for name, _alg, _opts in KEY_TYPES:
+            path = SYSTEM_DIR / f"ssh_host_{name}_key"
+            if path.is_file():
+                keys.append(_load(path))
+        if keys:
+            return keys
+    for name, alg, opts in KEY_TYPES:
+        path = state_dir / f"ssh_host_{name}_key"
+        keys.append(_load(path) if path.is_file() else _generate(path, alg, opts))
+    return keys

@@ -1,0 +1,537 @@
+"""One SSH session channel running one process as the session's user.
+
+Shell, exec and the ``sftp`` subsystem, with or without a pty. The data path is an own loop
+on raw file descriptors rather than asyncssh's stream API (which reads 8 KiB at a time):
+large non-blocking ``os.read`` calls from the process, written to the channel, with reading
+paused while the channel's send buffer is above its high-water mark; input from the client
+written to the process with the channel paused while the pipe is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from tssh.identity.base import Peer
+from tssh.server.account import Account
+from tssh.server.env import SessionEnvInput, build_env
+from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
+from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn_async
+
+log = logging.getLogger("tssh.session")
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+READ_SIZE = 256 * 1024
+PIPE_SIZE = 1024 * 1024
+CHANNEL_HIGH_WATER = 1024 * 1024
+STDIN_HIGH_WATER = 256 * 1024
+HANGUP_GRACE = 2.0  # seconds between SIGHUP and SIGKILL of a closed session's processes
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+@dataclass(frozen=True)
+class ConnectionContext:
+    """What every session of one authorized connection shares."""
+
+    conn_id: str
+    login: str  # the user name the client asked for
+    account: Account
+    peer: Peer
+    peer_ip: str
+    peer_port: int
+    local_ip: str
+    local_port: int
+    accept_env: tuple[str, ...] = ()
+
+
+@dataclass
+class SessionInfo:
+    """A live session, as ``tssh status`` shows it."""
+
+    id: str
+    user: str
+    peer: str
+    peer_ip: str
+    kind: str  # shell | exec | subsystem
+    started: float = field(default_factory=time.time)
+
+
+def _signal_number(name: str) -> int | None:
+    value = getattr(signal, f"SIG{name}", None)
+    return int(value) if isinstance(value, signal.Signals) else None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
+
+
+# One read buffer for every session: the event loop is single-threaded and each read is
+# copied out at once. ``os.read(fd, 256 KiB)`` would instead allocate (mmap) and free 256 KiB
+# per call, which costs ten times more than the read itself for a keystroke's echo.
+_READ_BUFFER = bytearray(READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
+
+
+def _read(fd: int) -> bytes:
+    count = os.readv(fd, [_READ_BUFFER])
+    return bytes(_READ_VIEW[:count])
+
+
+def _set_pipe_size(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+
+
+class ProcessSession(asyncssh.SSHServerSession[bytes]):
+    """The asyncssh session handler: requests in, one child process, exit status out."""
+
+    def __init__(
+        self,
+        ctx: ConnectionContext,
+        session_id: str,
+        on_close: Callable[[ProcessSession], None],
+        sftp_server: str = SFTP_SERVER,
+    ) -> None:
+        self._ctx = ctx
+        self._on_close = on_close
+        self._sftp_server = sftp_server
+        self._loop = asyncio.get_running_loop()
+        self._chan: Any = None
+        self.info = SessionInfo(
+            id=session_id, user=ctx.account.name, peer=ctx.peer.name, peer_ip=ctx.peer_ip,
+            kind="shell",
+        )
+        self._term: str | None = None
+        self._size = WindowSize(80, 24)
+        self._modes: dict[int, int] = {}
+        self._want_pty = False
+        self._command: str | None = None
+        self._subsystem: str | None = None
+        self._pty: Pty | None = None
+        self._pid: int | None = None
+        self._pidfd: int | None = None
+        self._exit: tuple[int | None, int | None, bool] | None = None
+        self._stdin_fd: int | None = None
+        self._stdin_buf = bytearray()
+        self._stdin_eof = False
+        self._stdin_paused = False
+        self._outputs: dict[int, bool] = {}  # fd -> is stderr
+        self._reading = False
+        self._starting = True
+        self._hung_up = False
+        self._closed = False
+        self._finished = False
+        self._start_task: asyncio.Task[None] | None = None
+
+    # --- asyncssh callbacks: requests -------------------------------------------------
+
+    def connection_made(self, chan: Any) -> None:
+        self._chan = chan
+        chan.set_write_buffer_limits(high=CHANNEL_HIGH_WATER)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Any
+    ) -> bool:
+        self._want_pty = True
+        self._term = term_type or None
+        cols, rows, wpx, hpx = term_size
+        self._size = WindowSize(cols or 80, rows or 24, wpx, hpx)
+        self._modes = dict(term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.info.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.info.kind = "exec"
+        self._command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp" or not os.access(self._sftp_server, os.X_OK):
+            log.info("subsystem refused", extra={"subsystem": subsystem})
+            return False
+        self.info.kind = "subsystem"
+        self._subsystem = subsystem
+        return True
+
+    def break_received(self, msec: int) -> bool:
+        return False
+
+    def session_started(self) -> None:
+        self._start_task = self._loop.create_task(self._start_safely())
+
+    async def _start_safely(self) -> None:
+        try:
+            await self._start()
+        except OSError as e:
+            log.warning(
+                "session start failed",
+                extra={"session": self.info.id, "user": self.info.user, "error": str(e)},
+            )
+            self._write_error(f"tssh: cannot start the session: {e.strerror or e}\r\n")
+            if not self._closed:
+                self._chan.exit(1)
+
+    # --- process start -------------------------------------------------------------
+
+    def _argv(self) -> tuple[str, list[str]]:
+        account = self._ctx.account
+        if self._subsystem == "sftp":
+            return self._sftp_server, [os.path.basename(self._sftp_server)]
+        if self._command is not None:
+            return account.shell, [account.shell_name, "-c", self._command]
+        return account.shell, [f"-{account.shell_name}"]
+
+    async def _start(self) -> None:
+        ctx = self._ctx
+        account = ctx.account
+        if self._want_pty and self._subsystem is None:
+            self._pty = open_pty(self._modes, self._size)
+        env = build_env(
+            SessionEnvInput(
+                user=account.name, home=account.home, shell=account.shell, uid=account.uid,
+                peer_ip=ctx.peer_ip, peer_port=ctx.peer_port, local_ip=ctx.local_ip,
+                local_port=ctx.local_port,
+                term=self._term if self._pty else None,
+                tty=self._pty.name if self._pty else None,
+            ),
+            self._chan.get_environment(),
+            ctx.accept_env,
+        )
+        executable, argv = self._argv()
+        if self._pty is not None:
+            pty = self._pty
+            with contextlib.suppress(OSError):
+                os.chown(pty.name, account.uid, -1)
+            try:
+                self._pid = await spawn_async(SpawnRequest(
+                    executable=executable, argv=argv, env=env, cwd=account.home,
+                    account=account, stdin=pty.slave, stdout=pty.slave, stderr=pty.slave,
+                    controlling_tty=True,
+                ))
+            except BaseException:
+                os.close(pty.master)
+                raise
+            finally:
+                os.close(pty.slave)
+            self._stdin_fd = pty.master
+            self._outputs = {pty.master: False}
+        else:
+            await self._start_with_pipes(executable, argv, env)
+        self._watch_exit()
+        if self._closed:  # the client went away while the process started
+            self._release_fds()
+            self.hangup()
+            return
+        self._resume_output()
+        self._starting = False
+        if self._stdin_buf:  # input that arrived while the process started
+            assert self._stdin_fd is not None
+            self._loop.add_writer(self._stdin_fd, self._flush_stdin)
+        elif self._stdin_eof:
+            self._close_stdin()
+        log.info(
+            "session started",
+            extra={"session": self.info.id, "conn": ctx.conn_id, "user": account.name,
+                   "peer": ctx.peer.name, "kind": self.info.kind, "pty": self._pty is not None,
+                   "pid": self._pid},
+        )
+
+    async def _start_with_pipes(self, executable: str, argv: list[str],
+                                env: dict[str, str]) -> None:
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        child_ends = (in_r, out_w, err_w)
+        try:
+            _set_pipe_size(out_r)
+            self._pid = await spawn_async(SpawnRequest(
+                executable=executable, argv=argv, env=env, cwd=self._ctx.account.home,
+                account=self._ctx.account, stdin=in_r, stdout=out_w, stderr=err_w,
+            ))
+        except BaseException:
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        for fd in (in_w, out_r, err_r):
+            os.set_blocking(fd, False)
+        self._stdin_fd = in_w
+        self._outputs = {out_r: False, err_r: True}
+
+    def _watch_exit(self) -> None:
+        assert self._pid is not None
+        self._pidfd = os.pidfd_open(self._pid)
+        self._loop.add_reader(self._pidfd, self._on_process_exit)
+
+    # --- output: process -> channel ---------------------------------------------------
+
+    def _resume_output(self) -> None:
+        if self._reading or self._closed:
+            return
+        self._reading = True
+        for fd in self._outputs:
+            self._loop.add_reader(fd, self._on_output, fd)
+
+    def _pause_output(self) -> None:
+        if not self._reading:
+            return
+        self._reading = False
+        for fd in self._outputs:
+            self._loop.remove_reader(fd)
+
+    def _on_output(self, fd: int) -> None:
+        try:
+            data = _read(fd)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:  # EIO: a pty whose last slave closed
+                log.warning("session read failed", extra={"session": self.info.id,
+                                                          "error": str(e)})
+            data = b""
+        if data:
+            self._send(fd, data)
+            return
+        self._close_output(fd)
+
+    def _send(self, fd: int, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._outputs.get(fd):
+            self._chan.write_stderr(data)
+        else:
+            self._chan.write(data)
+
+    def _close_output(self, fd: int) -> None:
+        if fd not in self._outputs:
+            return
+        if self._reading:
+            self._loop.remove_reader(fd)
+        del self._outputs[fd]
+        if self._pty is not None and fd == self._pty.master:
+            if self._stdin_buf:
+                self._loop.remove_writer(fd)
+            self._stdin_fd = None  # the same fd; closed below
+            self._stdin_buf.clear()
+        os.close(fd)
+        self._maybe_finish()
+
+    def _drain_pty(self) -> None:
+        """After the shell exits: forward what it wrote, without waiting on its children."""
+        if self._pty is None or self._pty.master not in self._outputs:
+            return
+        fd = self._pty.master
+        for _ in range(64):  # bounded: at most 16 MiB already in the pty
+            try:
+                data = _read(fd)
+            except OSError:
+                break
+            if not data:
+                break
+            self._send(fd, data)
+        self._close_output(fd)
+
+    # --- input: channel -> process ----------------------------------------------------
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self._stdin_eof:
+            return
+        if self._stdin_fd is None:
+            if self._starting:  # kept until the process exists
+                self._buffer_stdin(data)
+            return
+        if not self._stdin_buf:
+            try:
+                written = os.write(self._stdin_fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self._drop_stdin()
+                return
+            data = data[written:]
+            if not data:
+                return
+            self._loop.add_writer(self._stdin_fd, self._flush_stdin)
+        self._buffer_stdin(data)
+
+    def _buffer_stdin(self, data: bytes) -> None:
+        self._stdin_buf += data
+        if len(self._stdin_buf) > STDIN_HIGH_WATER and not self._stdin_paused:
+            self._stdin_paused = True
+            self._chan.pause_reading()
+
+    def _flush_stdin(self) -> None:
+        fd = self._stdin_fd
+        if fd is None:
+            return
+        try:
+            written = os.write(fd, self._stdin_buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._drop_stdin()
+            return
+        del self._stdin_buf[:written]
+        if self._stdin_buf:
+            return
+        self._loop.remove_writer(fd)
+        if self._stdin_paused:
+            self._stdin_paused = False
+            self._chan.resume_reading()  # may deliver more data (and the EOF) right here
+        if self._stdin_eof and not self._stdin_buf:
+            self._close_stdin()
+
+    def _drop_stdin(self) -> None:
+        """The process stopped reading (EPIPE): discard input, as sshd does."""
+        if self._stdin_fd is not None and self._stdin_buf:
+            self._loop.remove_writer(self._stdin_fd)
+        self._stdin_buf.clear()
+        if self._stdin_paused:
+            self._stdin_paused = False
+            self._chan.resume_reading()
+        self._stdin_eof = True
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
+        fd = self._stdin_fd
+        if fd is None or self._pty is not None:
+            return  # a pty's master is also its output; it closes with the output
+        self._stdin_fd = None
+        os.close(fd)
+
+    def eof_received(self) -> bool:
+        self._stdin_eof = True
+        if not self._stdin_buf and not self._starting:
+            self._close_stdin()
+        return True  # half-open: output keeps flowing
+
+    # --- flow control, window, signals ---------------------------------------------
+
+    def pause_writing(self) -> None:
+        self._pause_output()
+
+    def resume_writing(self) -> None:
+        self._resume_output()
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int,
+                              pixheight: int) -> None:
+        self._size = WindowSize(width, height, pixwidth, pixheight)
+        if self._pty is not None and self._pty.master in self._outputs:
+            with contextlib.suppress(OSError):
+                set_window_size(self._pty.master, self._size)
+
+    def signal_received(self, signal_name: str) -> None:
+        number = _signal_number(signal_name)
+        if number is None:
+            log.info("unknown signal ignored", extra={"session": self.info.id,
+                                                      "signal": signal_name})
+            return
+        self._signal_group(number)
+
+    def _signal_group(self, number: int) -> bool:
+        """Signal the session's process group; False if it has no process left.
+
+        Linux does not hand out a number still in use as a process group id, so while the
+        group has members this cannot reach anyone else.
+        """
+        if self._pid is None:
+            return False
+        try:
+            os.killpg(self._pid, number)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    # --- exit ------------------------------------------------------------------------
+
+    def _on_process_exit(self) -> None:
+        assert self._pid is not None and self._pidfd is not None
+        try:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._pid, 0
+        if pid == 0:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._exit = decode_wait_status(status)
+        self._drain_pty()
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._finished or self._exit is None or self._outputs:
+            return
+        self._finished = True
+        status, signum, core = self._exit
+        log.info("session ended", extra={"session": self.info.id, "user": self.info.user,
+                                         "exit_status": status, "signal": signum})
+        if self._closed:
+            return
+        if signum is not None:
+            self._chan.exit_with_signal(_signal_name(signum), core, "")
+        else:
+            self._chan.exit(status if status is not None else 255)
+
+    def _write_error(self, message: str) -> None:
+        if self._closed or self._chan is None:
+            return
+        with contextlib.suppress(OSError, asyncssh.Error):  # the channel may be closing
+            if self._pty is not None:
+                self._chan.write(message.encode())
+            else:
+                self._chan.write_stderr(message.encode())
+
+    def terminate(self, message: str) -> None:
+        """End the session from the daemon's side (SSH disabled, access revoked)."""
+        self._write_error(f"\r\n{message}\r\n")
+        self.hangup()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._release_fds()
+        self.hangup()
+        self._on_close(self)
+
+    def _release_fds(self) -> None:
+        self._pause_output()
+        if self._stdin_fd is not None and self._stdin_buf:
+            self._loop.remove_writer(self._stdin_fd)
+        self._stdin_buf.clear()
+        if self._stdin_fd is not None and self._stdin_fd not in self._outputs:
+            os.close(self._stdin_fd)
+        self._stdin_fd = None
+        for fd in list(self._outputs):
+            os.close(fd)
+        self._outputs.clear()
+
+    def hangup(self) -> None:
+        """SIGHUP the session's process group now, SIGKILL what is left after a grace."""
+        if self._pid is None or self._hung_up:
+            return
+        self._hung_up = True
+        if not self._signal_group(signal.SIGHUP):
+            return  # the group is gone: nothing to kill later (and its id may be reused)
+        self._signal_group(signal.SIGCONT)
+        self._loop.call_later(HANGUP_GRACE, self._signal_group, signal.SIGKILL)
