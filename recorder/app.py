@@ -40,11 +40,13 @@ def open_storage(settings: RecorderSettings) -> Storage:
 
 
 def open_service(settings: RecorderSettings) -> RecorderService:
-    return RecorderService(
+    service = RecorderService(
         open_storage(settings),
         SqliteIndex(settings.state_dir / "index.sqlite3"),
         load_or_create_key(settings.state_dir / "seal.key"),
     )
+    service.trusted_keys = service.trusted_keys | frozenset(settings.trusted_keys)
+    return service
 
 
 @dataclass

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(serve, IDENTITY_KEYS)
     serve.add_argument("--viewer", action="append", dest="viewers", metavar="SELECTOR",
                        help="who may read recordings: a login, group:x or tag:x (repeatable)")
+    serve.add_argument("--trust-key", action="append", dest="trusted_keys", metavar="KEY",
+                       help="another recorder's public key (GET /api/v1/key) whose seals "
+                       "verify here, for recorders sharing a bucket (repeatable)")
     serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
                        help="serve the web UI at / [TSRECORDER_UI]")
     serve.add_argument("--log-level", default="info")
@@ -87,6 +90,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
     if not args.dst:
         raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
     RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
+    trusted = tuple(_check_key(k) for k in getattr(args, "trusted_keys", None) or ())
     env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
     return RecorderSettings(
         dst=args.dst, bucket=args.bucket, state_dir=args.state_dir,
@@ -97,7 +101,22 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         ),
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
         ui=getattr(args, "ui", False),
+        trusted_keys=trusted,
     )
+
+
+def _check_key(text: str) -> str:
+    import base64
+    import binascii
+
+    from recorder.errors import SettingsError
+
+    try:
+        if len(base64.b64decode(text, validate=True)) == 32:
+            return text
+    except (binascii.Error, ValueError):
+        pass
+    raise SettingsError(f"--trust-key {text[:60]!r}: expected a base64 Ed25519 public key")
 
 
 def _serve(args: argparse.Namespace) -> int:

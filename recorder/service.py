@@ -101,6 +101,8 @@ class RecorderService:
         self.index = index
         self.key = key
         self.public_key = seal.public_key_text(key)
+        # keys whose seals verify: this recorder's, and its peers' when they share a bucket
+        self.trusted_keys = frozenset({self.public_key})
         self.metrics = metrics or Metrics()
         self.live = LiveHub()
 
@@ -241,7 +243,7 @@ class RecorderService:
                 False, ("metadata document is unreadable",), "", 0, None, False
             )
         size, digest = await self.hash_stored(meta.key)
-        result = seal.verify(stored, digest, size, frozenset({self.public_key}))
+        result = seal.verify(stored, digest, size, self.trusted_keys)
         if stored.id != meta.id:
             return seal.Verification(
                 False, (*result.problems, "metadata document belongs to another recording"),

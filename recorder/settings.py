@@ -37,6 +37,7 @@ class RecorderSettings:
     identity: Config = field(default_factory=Config)
     viewers: tuple[str, ...] = ()
     ui: bool = False
+    trusted_keys: tuple[str, ...] = ()  # other recorders' public keys (a shared bucket)
     ack_interval: float = 0.0  # seconds to wait after an ack (0: the group commit batches)
     idle_ack: float = 10.0  # seconds between acks of an idle v2 stream
 

@@ -207,3 +207,35 @@ def test_environment_instead_of_flags(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_recorders_sharing_storage_verify_each_other_with_trust_key(
+    recorder: RecorderProc, tmp_path: Path
+) -> None:
+    _upload(recorder, SERVER, cast_header() + event(0.1, "shared\n"))
+    with recorder.client(ALICE) as c:
+        key_a = c.get("/api/v1/key").json()["publicKey"]
+        rid = c.get("/api/v1/recordings").json()["recordings"][0]["id"]
+    other_dir = tmp_path / "b"
+    other_dir.mkdir()
+    for trust, expected in (([], False), (["--trust-key", key_a], True)):
+        b = RecorderProc(other_dir, recorder.dst, extra=trust)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run(
+            [sys.executable, "-m", "recorder", "reindex", "--dst", b.dst,
+             "--state-dir", str(b.state_dir)], cwd=REPO, env=env, check=True,
+            capture_output=True,
+        )
+        b.start()
+        try:
+            with b.client(ALICE) as c:
+                v = c.get(f"/api/v1/recordings/{rid}/verify").json()
+                assert v["ok"] is expected and v["trustedKey"] is expected, v
+                assert v["signedBy"] == key_a
+        finally:
+            b.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "recorder", "--dst", recorder.dst, "--trust-key", "nope"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+    )
+    assert bad.returncode == 2 and "--trust-key" in bad.stderr
