@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
@@ -17,6 +18,7 @@ from recorder.api import build_api
 from recorder.groups import load_groups
 from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
+from recorder.metrics import Metrics
 from recorder.seal import load_or_create_key
 from recorder.service import RecorderService
 from recorder.settings import RecorderSettings
@@ -28,22 +30,25 @@ from tssh.identity import Resolver, open_resolver
 log = logging.getLogger("tssh.recorder")
 
 
-def open_storage(settings: RecorderSettings) -> Storage:
+def open_storage(settings: RecorderSettings, metrics: Metrics) -> Storage:
     target = settings.s3()
     if target is None:
-        from pathlib import Path
-
-        return DiskStorage(Path(settings.dst))
+        return DiskStorage(Path(settings.dst), metrics.observe_commit)
     from recorder.storage.s3 import S3Storage
 
-    return S3Storage(target.endpoint_url, target.bucket, settings.state_dir / "spool")
+    return S3Storage(
+        target.endpoint_url, target.bucket, settings.state_dir / "spool",
+        observe_commit=metrics.observe_commit,
+    )
 
 
 def open_service(settings: RecorderSettings) -> RecorderService:
+    metrics = Metrics()
     service = RecorderService(
-        open_storage(settings),
+        open_storage(settings, metrics),
         SqliteIndex(settings.state_dir / "index.sqlite3"),
         load_or_create_key(settings.state_dir / "seal.key"),
+        metrics,
     )
     service.trusted_keys = service.trusted_keys | frozenset(settings.trusted_keys)
     return service

@@ -64,9 +64,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+CommitObserver = Callable[[int, float], None]  # (files in the batch, seconds)
+
+
 class GroupCommit:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, observe: CommitObserver | None = None) -> None:
         self.root = root
+        self._observe = observe
         self._queue: list[tuple[CommitJob, asyncio.Future[None]]] = []
         # own threads: acks never queue behind other file work in the default executor
         self._max_inflight = MAX_INFLIGHT
@@ -94,8 +98,11 @@ class GroupCommit:
     async def _run(self, batch: list[tuple[CommitJob, asyncio.Future[None]]]) -> None:
         loop = asyncio.get_running_loop()
         jobs = [job for job, _ in batch]
+        started = loop.time()
         try:
             await loop.run_in_executor(self._thread, self._commit, jobs)
+            if self._observe is not None:
+                self._observe(len(jobs), loop.time() - started)
         except OSError as e:
             for job in jobs:
                 job.error = job.error or e

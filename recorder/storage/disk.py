@@ -22,7 +22,13 @@ import aiofiles.os
 from recorder.errors import StorageError
 from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
-from recorder.storage.commit import CommitJob, GroupCommit, fsync_dir, write_chunks
+from recorder.storage.commit import (
+    CommitJob,
+    CommitObserver,
+    GroupCommit,
+    fsync_dir,
+    write_chunks,
+)
 
 READ_CHUNK = 256 * 1024
 _WRITE_BUFFER = 1024 * 1024  # hand to the kernel in the background past this, without fsync
@@ -150,9 +156,9 @@ def replace_durably(path: Path, document: bytes) -> None:
 
 
 class DiskStorage(Storage):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, observe_commit: CommitObserver | None = None) -> None:
         self.root = root
-        self._commit = GroupCommit(root)
+        self._commit = GroupCommit(root, observe_commit)
 
     def describe(self) -> str:
         return f"disk:{self.root}"

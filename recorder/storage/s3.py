@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from recorder.errors import StorageError
 from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
-from recorder.storage.commit import fsync_dir
+from recorder.storage.commit import CommitObserver, fsync_dir
 from recorder.storage.disk import DiskStorage, DiskWriter
 
 if TYPE_CHECKING:
@@ -63,14 +63,15 @@ def _is_missing(e: ClientError) -> bool:
 
 class S3Storage(Storage):
     def __init__(
-        self, endpoint_url: str, bucket: str, spool: Path, *, part_size: int = PART_SIZE
+        self, endpoint_url: str, bucket: str, spool: Path, *, part_size: int = PART_SIZE,
+        observe_commit: CommitObserver | None = None,
     ) -> None:
         if part_size < MIN_PART:
             raise StorageError(f"S3 part size must be at least {MIN_PART} bytes")
         self.endpoint_url = endpoint_url
         self.bucket = bucket
         self.part_size = part_size
-        self.spool = DiskStorage(spool)
+        self.spool = DiskStorage(spool, observe_commit)
         self._client: S3Client = boto3.client(
             "s3", endpoint_url=endpoint_url,
             config=BotoConfig(

@@ -62,6 +62,14 @@ async def test_acks_arrive_while_body_streams(recorder: RecorderProc) -> None:
         assert (recorder.tmp / "store" / f"{meta['storageKey']}.json").exists()
         v = c.get(f"/api/v1/recordings/{meta['id']}/verify").json()
         assert v["ok"] is True, v
+        metrics = c.get("/metrics").text
+        assert f"tsrecorder_ingested_bytes_total {float(len(sent))}" in metrics
+        assert 'tsrecorder_recordings_total{status="complete"} 1.0' in metrics
+        assert "tsrecorder_recordings_active 0.0" in metrics
+        assert "tsrecorder_commit_seconds_count" in metrics
+        [acks_line] = [m for m in metrics.splitlines() if m.startswith("tsrecorder_acks_total ")]
+        acks_sent = float(acks_line.split()[1])
+        assert acks_sent >= len(up.acks)
 
 
 async def test_unknown_uploader_is_refused(recorder: RecorderProc) -> None:
