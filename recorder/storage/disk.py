@@ -173,6 +173,12 @@ class DiskStorage(Storage):
             raise StorageError(f"cannot create storage directory {self.root}: {e}") from e
 
     async def create(self, key: str) -> RecordingWriter:
+        return await self.create_writer(key)
+
+    async def create_writer(
+        self, key: str, on_sync: Callable[[int], None] | None = None
+    ) -> DiskWriter:
+        """``create``, with a callback told each new durable size (the S3 spool uses it)."""
         path = self._path(key, ".cast")
 
         def make() -> int:
@@ -185,7 +191,7 @@ class DiskStorage(Storage):
             raise StorageError(f"recording {key} already exists") from e
         except OSError as e:
             raise StorageError(describe_os_error(e, path)) from e
-        return DiskWriter(path, fd, self._commit)
+        return DiskWriter(path, fd, self._commit, on_sync)
 
     async def reopen(self, key: str) -> int | None:
         return await self.size(key)

@@ -30,7 +30,7 @@ from recorder.errors import StorageError
 from recorder.keys import check_key
 from recorder.storage.base import RecordingWriter, Storage
 from recorder.storage.commit import CommitObserver, fsync_dir
-from recorder.storage.disk import DiskStorage, DiskWriter
+from recorder.storage.disk import DiskStorage
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -166,19 +166,17 @@ class S3Storage(Storage):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def create(self, key: str) -> RecordingWriter:
-        writer = await self.spool.create(key)
-        assert isinstance(writer, DiskWriter)
-        await asyncio.to_thread(self._save_state, key, UploadState())
         part = self.part_size
-        uploaded = 0
+        kicked = 0
 
-        def on_sync(durable: int) -> None:
-            nonlocal uploaded
-            if durable - uploaded >= part:
-                uploaded += part * ((durable - uploaded) // part)
+        def on_sync(durable: int) -> None:  # a full part more is durable: upload it
+            nonlocal kicked
+            if durable - kicked >= part:
+                kicked += part * ((durable - kicked) // part)
                 self.kick(key)
 
-        writer._on_sync = on_sync
+        writer = await self.spool.create_writer(key, on_sync)
+        await asyncio.to_thread(self._save_state, key, UploadState())
         return writer
 
     async def reopen(self, key: str) -> int | None:
