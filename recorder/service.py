@@ -77,6 +77,8 @@ class Recording:
             error = error or str(e)
         if self.failed:
             status = "incomplete"
+            with contextlib.suppress(StorageError):  # releases the file even so
+                await self.writer.close()
         try:
             if self.failed:
                 size, digest = await svc.hash_stored(self.meta.key)
