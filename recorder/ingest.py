@@ -21,6 +21,7 @@ from recorder.metrics import Metrics
 from recorder.model import Status
 from recorder.service import RecorderService, Recording
 from recorder.stream import CastScanner, check_uploader
+from tssh.errors import IdentityError
 from tssh.identity.base import Peer, Resolver
 
 Scope = MutableMapping[str, Any]
@@ -161,13 +162,22 @@ class IngestApp:
         else:
             await self.fallback(scope, receive, send)
 
-    async def _uploader(self, scope: Scope) -> tuple[Peer, str] | None:
+    async def _uploader(self, scope: Scope, send: Send) -> tuple[Peer, str] | None:
+        """The uploading node, or None after answering 403 (unknown) or 503 (no backend)."""
         client = scope.get("client")
-        if not client:
+        address = str(client[0]) if client else ""
+        try:
+            peer = await self.resolver.whois(address) if address else None
+        except IdentityError as e:
+            log.warning("identity backend failed for %s: %s", address, e)
+            self.service.metrics.errors.labels("identity").inc()
+            await _simple(send, 503, f"identity backend unavailable: {e}")
             return None
-        address = str(client[0])
-        peer = await self.resolver.whois(address)
-        return None if peer is None else (peer, address)
+        if peer is None:
+            self.service.metrics.errors.labels("unknown_peer").inc()
+            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
+            return None
+        return peer, address
 
     async def _v2(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -181,10 +191,8 @@ class IngestApp:
         if not http2:
             await _simple(send, 505, "/v2/record needs HTTP/2 (h2c); use /record over HTTP/1.1")
             return
-        who = await self._uploader(scope)
+        who = await self._uploader(scope, send)
         if who is None:
-            self.service.metrics.errors.labels("unknown_peer").inc()
-            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
         upload = Upload(self.service, who[0], who[1], sync_every=None)
         await send({
@@ -259,10 +267,8 @@ class IngestApp:
         if scope["method"] != "POST":
             await _simple(send, 405, "use POST")
             return
-        who = await self._uploader(scope)
+        who = await self._uploader(scope, send)
         if who is None:
-            self.service.metrics.errors.labels("unknown_peer").inc()
-            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
         upload = Upload(self.service, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
         error: str | None = None
