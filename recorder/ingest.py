@@ -16,11 +16,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from recorder.errors import CastError, HeaderMismatchError, StorageError
+from recorder.errors import CastError, StorageError
 from recorder.metrics import Metrics
 from recorder.model import Status
 from recorder.service import RecorderService, Recording
-from recorder.stream import CastScanner, check_uploader
+from recorder.stream import CastScanner, header_discrepancies
 from tssh.errors import IdentityError
 from tssh.identity.base import Peer, Resolver
 
@@ -55,9 +55,11 @@ class Upload:
     """One upload's state: scanner, recording, and the receive loop feeding them."""
 
     def __init__(
-        self, service: RecorderService, peer: Peer, address: str, *, sync_every: float | None
+        self, service: RecorderService, resolver: Resolver, peer: Peer, address: str, *,
+        sync_every: float | None,
     ) -> None:
         self.service = service
+        self.resolver = resolver
         self.metrics: Metrics = service.metrics
         self.peer = peer
         self.address = address
@@ -92,9 +94,14 @@ class Upload:
         self.metrics.bytes.inc(len(body))
         out = self.scanner.feed(body)
         if self.recording is None and self.scanner.header is not None:
-            check_uploader(self.scanner.header, self.peer.id)
+            header = self.scanner.header
+            try:
+                known = await self._known(header.src_node_id)
+                warnings = header_discrepancies(header, known)
+            except IdentityError as e:
+                warnings = [f"could not check the header's node against the tailnet: {e}"]
             self.recording = await self.service.begin(
-                self.peer, self.address, self.scanner.header
+                self.peer, self.address, header, tuple(warnings)
             )
         if out and self.recording is not None:
             await self.recording.append(out)
@@ -108,6 +115,12 @@ class Upload:
     async def sync(self) -> int:
         return 0 if self.recording is None else await self.recording.sync()
 
+    async def _known(self, node_id: str | None) -> Peer | None:
+        """The tailnet's record of the node the header names (the SSH client's)."""
+        if node_id is None:
+            return None
+        return next((p for p in await self.resolver.peers() if p.id == node_id), None)
+
     async def finish(self, error: str | None) -> int:
         """Finishes the recording (complete only when the body ended cleanly); its size."""
         if self.recording is None:
@@ -120,8 +133,6 @@ class Upload:
 
 
 def _reason(e: Exception) -> str:
-    if isinstance(e, HeaderMismatchError):
-        return "header_mismatch"
     if isinstance(e, CastError):
         return "bad_cast"
     if isinstance(e, StorageError):
@@ -194,7 +205,7 @@ class IngestApp:
         who = await self._uploader(scope, send)
         if who is None:
             return
-        upload = Upload(self.service, who[0], who[1], sync_every=None)
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
         await send({
             "type": "http.response.start", "status": 200,
             "headers": [(b"content-type", b"application/json")],
@@ -270,7 +281,7 @@ class IngestApp:
         who = await self._uploader(scope, send)
         if who is None:
             return
-        upload = Upload(self.service, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
         error: str | None = None
         status = 200
         try:

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorder.errors import CastError, HeaderMismatchError
+from recorder.errors import CastError
+from tssh.identity.base import Peer
 
 HEADER_LIMIT = 64 * 1024  # bytes, first line included its newline
 LINE_LIMIT = 1024 * 1024  # bytes per event line; a terminal never writes one event this big
@@ -80,17 +81,37 @@ def parse_header(line: bytes) -> CastHeader:
     return CastHeader(fields=fields, raw=line)
 
 
-def check_uploader(header: CastHeader, uploader_id: str) -> None:
-    """Refuses a header whose ``srcNodeID`` names another node than the uploader's address.
+def header_discrepancies(header: CastHeader, known: Peer | None) -> list[str]:
+    """Where the header's claims about the SSH client's node contradict the tailnet.
 
-    A node could otherwise file recordings under another node's name. A header without
-    ``srcNodeID`` is accepted: the uploader's identity is recorded from its address anyway.
+    ``srcNode*`` name the node the SSH connection came from (not the uploading server), so the
+    recorder cannot check them against the upload's source address; it checks them against
+    what the identity backend says about ``srcNodeID`` (``known``; None when no node has that
+    id). An empty list means nothing contradicts the tailnet.
     """
     claimed = header.src_node_id
-    if claimed is not None and claimed != uploader_id:
-        raise HeaderMismatchError(
-            f"asciicast header names node {claimed!r} but the upload comes from {uploader_id!r}"
-        )
+    if claimed is None:
+        return ["header names no source node (srcNodeID)"]
+    if known is None:
+        return [f"header names node {claimed!r}, which the tailnet does not know"]
+    problems: list[str] = []
+    name = header.text("srcNode")
+    if name is not None and name.split(".")[0] != known.name.split(".")[0]:
+        problems.append(f"header calls node {claimed!r} {name!r}; the tailnet calls it "
+                        f"{known.name!r}")
+    user = header.text("srcNodeUser")
+    if user is not None and user != known.user:
+        problems.append(f"header says node {claimed!r} belongs to {user!r}; the tailnet says "
+                        f"{known.user or 'it is tagged'!r}")
+    user_id = header.text("srcNodeUserID")
+    if user_id is not None and known.user_id is not None and user_id != known.user_id:
+        problems.append(f"header gives user id {user_id!r} for node {claimed!r}; the tailnet "
+                        f"says {known.user_id!r}")
+    tags = header.fields.get("srcNodeTags")
+    if isinstance(tags, list) and sorted(tags) != sorted(known.tags):
+        problems.append(f"header gives node {claimed!r} tags {sorted(tags)}; the tailnet says "
+                        f"{sorted(known.tags)}")
+    return problems
 
 
 @dataclass

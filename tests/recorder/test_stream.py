@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from recorder.errors import CastError, HeaderMismatchError
-from recorder.stream import CastScanner, check_uploader, parse_header
+from recorder.errors import CastError
+from recorder.stream import CastScanner, header_discrepancies, parse_header
 from tests.recorder.conftest import cast_header, event
+from tssh.identity.base import Peer
 
 
 def feed_in_pieces(data: bytes, size: int, scanner: CastScanner | None = None) -> CastScanner:
@@ -86,13 +87,21 @@ def test_header_validation(line: bytes, message: str) -> None:
         parse_header(line)
 
 
-def test_uploader_check() -> None:
-    header = parse_header(cast_header(node_id="nSRV1").strip())
-    check_uploader(header, "nSRV1")
-    with pytest.raises(HeaderMismatchError):
-        check_uploader(header, "nOTHER")
+LAPTOP = Peer(name="laptop", id="nLAP1", addresses=("127.0.0.2",), user="alice@example.com",
+              user_id="u1")
+
+
+def test_header_claims_checked_against_the_tailnet() -> None:
+    header = parse_header(cast_header().strip())
+    assert header_discrepancies(header, LAPTOP) == []
+    assert "does not know" in header_discrepancies(header, None)[0]
+    bob = parse_header(cast_header(srcNodeUser="bob@example.com", srcNodeUserID="u2").strip())
+    problems = header_discrepancies(bob, LAPTOP)
+    assert len(problems) == 2 and "bob@example.com" in problems[0] and "'u2'" in problems[1]
+    tagged = parse_header(cast_header(srcNodeTags=["tag:x"]).strip())
+    assert any("tags" in p for p in header_discrepancies(tagged, LAPTOP))
     anonymous = parse_header(json.dumps({"version": 2, "width": 1, "height": 1}).encode())
-    check_uploader(anonymous, "nOTHER")  # no claim, nothing to contradict
+    assert header_discrepancies(anonymous, None) == ["header names no source node (srcNodeID)"]
 
 
 def test_unsafe_connection_id_is_not_used_for_keys() -> None:
