@@ -52,6 +52,8 @@ def test_listing_filters_and_cursor(recorder: RecorderProc) -> None:
         assert {r["node"]["id"] for r in by_node} == {"nSRV2"} and len(by_node) == 2
         by_user = c.get("/api/v1/recordings", params={"user": "bob"}).json()["recordings"]
         assert len(by_user) == 2
+        by_login = c.get("/api/v1/recordings", params={"user": "alice@example.com"}).json()
+        assert len(by_login["recordings"]) == 5  # the connecting user, from the header
         by_q = c.get("/api/v1/recordings", params={"q": "CMD-3-MARK"}).json()["recordings"]
         assert [r["header"]["command"] for r in by_q] == ["cmd-3-marker"]
         assert c.get("/api/v1/recordings", params={"live": "true"}).json()["recordings"] == []
