@@ -84,34 +84,37 @@ def parse_header(line: bytes) -> CastHeader:
 def header_discrepancies(header: CastHeader, known: Peer | None) -> list[str]:
     """Where the header's claims about the SSH client's node contradict the tailnet.
 
-    ``srcNode*`` name the node the SSH connection came from (not the uploading server), so the
-    recorder cannot check them against the upload's source address; it checks them against
-    what the identity backend says about ``srcNodeID`` (``known``; None when no node has that
-    id). An empty list means nothing contradicts the tailnet.
+    ``srcNode*`` name the node the SSH connection came *from* (tailscaled fills them from its
+    peer), not the uploading server, so the recorder cannot check them against the upload's
+    source address. It checks them against what the identity backend says about
+    ``srcNodeID`` (``known``). A header without ``srcNodeID``, or naming a node the recorder
+    cannot see (tailnet ACLs may hide it), has nothing to contradict. An empty list means
+    nothing contradicts the tailnet.
     """
     claimed = header.src_node_id
-    if claimed is None:
-        return ["header names no source node (srcNodeID)"]
-    if known is None:
-        return [f"header names node {claimed!r}, which the tailnet does not know"]
+    if claimed is None or known is None:
+        return []
     problems: list[str] = []
     name = header.text("srcNode")
-    if name is not None and name.split(".")[0] != known.name.split(".")[0]:
-        problems.append(f"header calls node {claimed!r} {name!r}; the tailnet calls it "
-                        f"{known.name!r}")
+    if name is not None and _short(name) != _short(known.name):
+        problems.append(f"srcNode {name!r} (the tailnet calls node {claimed!r} "
+                        f"{known.name!r})")
     user = header.text("srcNodeUser")
     if user is not None and user != known.user:
-        problems.append(f"header says node {claimed!r} belongs to {user!r}; the tailnet says "
-                        f"{known.user or 'it is tagged'!r}")
+        problems.append(f"srcNodeUser {user!r} (node {claimed!r} belongs to "
+                        f"{known.user or 'nobody: it is tagged'!r})")
     user_id = header.text("srcNodeUserID")
     if user_id is not None and known.user_id is not None and user_id != known.user_id:
-        problems.append(f"header gives user id {user_id!r} for node {claimed!r}; the tailnet "
-                        f"says {known.user_id!r}")
+        problems.append(f"srcNodeUserID {user_id!r} (the tailnet says {known.user_id!r})")
     tags = header.fields.get("srcNodeTags")
     if isinstance(tags, list) and sorted(tags) != sorted(known.tags):
-        problems.append(f"header gives node {claimed!r} tags {sorted(tags)}; the tailnet says "
-                        f"{sorted(known.tags)}")
+        problems.append(f"srcNodeTags {sorted(tags)} (node {claimed!r} has "
+                        f"{sorted(known.tags)})")
     return problems
+
+
+def _short(name: str) -> str:
+    return name.rstrip(".").split(".", 1)[0].lower()
 
 
 @dataclass

@@ -88,10 +88,9 @@ async def test_non_utf8_event_ends_the_recording(recorder: RecorderProc) -> None
 
 
 @pytest.mark.parametrize(("extra", "warning"), [
-    ({"srcNodeUser": "bob@example.com"}, "belongs to 'bob@example.com'"),
-    ({"srcNodeID": "nNOSUCH"}, "does not know"),
-    ({"srcNode": "bobbook.example.ts.net"}, "calls it 'laptop'"),
-    ({"srcNodeTags": ["tag:prod"]}, "tags"),
+    ({"srcNodeUser": "mallory@example.com"}, "srcNodeUser 'mallory@example.com'"),
+    ({"srcNode": "bobbook.example.ts.net"}, "calls node 'nLAP1' 'laptop'"),
+    ({"srcNodeTags": ["tag:prod"]}, "srcNodeTags"),
 ])
 async def test_header_lying_about_the_client_node_is_flagged(
     recorder: RecorderProc, extra: dict[str, object], warning: str
@@ -115,6 +114,20 @@ async def test_consistent_header_is_not_flagged(recorder: RecorderProc) -> None:
     [meta] = _listing(recorder)
     assert meta["warnings"] == []
     assert meta["node"]["id"] == "nSRV2"  # the uploader, from its address
+
+
+async def test_recording_is_filed_under_the_uploader_not_the_header(
+    recorder: RecorderProc,
+) -> None:
+    # server2 uploads a session whose client was server (nSRV1): consistent claims, so not
+    # flagged, and stored under the uploader's own id, known from its address
+    header = cast_header(node_id="nSRV1", srcNode="server", srcNodeTags=["tag:prod"])
+    header = header.replace(b', "srcNodeUser": "alice@example.com"', b"")
+    up = await _upload(recorder, [header + event(0.1, "x\n")], SERVER2)
+    assert up.error is None, up.frames
+    [meta] = _listing(recorder)
+    assert str(meta["storageKey"]).startswith("nSRV2/")
+    assert meta["warnings"] == []
 
 
 async def test_hostile_connection_id_does_not_escape_the_store(recorder: RecorderProc) -> None:
