@@ -25,8 +25,8 @@ from tssh.identity.base import Peer, Resolver
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
-from tssh.server.connection import TsshServerConnection, algorithm_options
-from tssh.server.hostkeys import load_host_keys
+from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
+from tssh.server.hostkeys import host_keypairs, load_host_keys
 
 log = logging.getLogger("tssh.daemon")
 
@@ -89,7 +89,7 @@ class Daemon:
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: TsshServer(self),
-            server_host_keys=keys,
+            server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
             encoding=None,
             line_editor=False,
