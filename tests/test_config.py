@@ -73,6 +73,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('identity = "headscale"', "identity: must be one of netmap, tailscale, wireguard"),
         ("netmap = 3", "netmap: must be a string, not an integer"),
         ('netmap = ""', "netmap: must be a path, not empty"),
+        ('netmap = "a\\u0000b"', "netmap: must not contain a NUL character"),
+        ('host_keys = ["k", "\\u0000"]', "host_keys: must not contain a NUL character"),
         ('listen = ["100.64.0.1", "laptop"]', "listen: 'laptop' is not an IP address"),
         ("listen = 5", "listen: must be a list, not an integer"),
         ('log_format = "yaml"', "log_format: must be one of json, text"),
@@ -138,3 +140,10 @@ def test_shipped_example_loads_and_documents_every_key() -> None:
         assert f"`{key}`" in docs, f"docs/config.md does not document {key}"
         assert env_var(key) in docs
         assert key in example.read_text(), f"deploy/tssh.toml does not show {key}"
+
+
+def test_config_file_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "tssh.toml"
+    path.write_bytes(b'policy = "caf\xe9.hujson"\n')
+    with pytest.raises(ConfigError, match=r"tssh\.toml: not UTF-8 text \(byte 0xe9 at offset 13\)"):
+        load_config(path, {}, {})

@@ -27,11 +27,32 @@ ENV_PREFIX = "TSSH_"
 
 
 def default_state_dir() -> Path:
-    """``/var/lib/tssh`` for root, else ``$XDG_STATE_HOME/tssh`` (DESIGN §4)."""
+    """``/var/lib/tssh`` for root, else ``$XDG_STATE_HOME/tssh`` (DESIGN §4).
+
+    Raises ConfigError when there is no home directory to put it in (a uid with no passwd
+    entry and no ``$HOME``, as in containers): the state directory must then be named.
+    """
     if os.geteuid() == 0:
         return Path("/var/lib/tssh")
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "tssh"
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg) / "tssh"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        raise ConfigError(
+            f"no home directory for uid {os.geteuid()} to keep tssh's state in: set"
+            f" {env_var('state_dir')} or pass {flag('state_dir')}"
+        ) from None
+    return home / ".local" / "state" / "tssh"
+
+
+def expand_user(path: Path) -> Path:
+    """``path`` with a leading ``~`` expanded; ValueError (not RuntimeError) with no home."""
+    try:
+        return path.expanduser()
+    except (RuntimeError, KeyError):
+        raise ValueError(f"cannot expand {str(path)!r}: no home directory") from None
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,9 @@ def _path(value: object, base: Path) -> Path:
     text = _text(value)
     if not text:
         raise ValueError("must be a path, not empty")
-    path = Path(text).expanduser()
+    if "\0" in text:  # TOML can spell one; the OS would refuse it later with a bare ValueError
+        raise ValueError("must not contain a NUL character")
+    path = expand_user(Path(text))
     return path if path.is_absolute() else base / path
 
 
@@ -178,6 +201,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from e
+    except UnicodeDecodeError as e:  # tomllib decodes the whole file before parsing it
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start});"
+            " TOML files are UTF-8"
+        ) from e
 
 
 def load_config(
@@ -205,7 +233,10 @@ def load_config(
     if path is None and env.get(ENV_PREFIX + "CONFIG"):
         path = Path(env[ENV_PREFIX + "CONFIG"])
     if path is not None:
-        path = path.expanduser().absolute()
+        try:
+            path = expand_user(path).absolute()
+        except ValueError as e:
+            raise ConfigError(f"config file: {e}") from None
         for key, raw in read_config_file(path).items():
             if key not in PARSERS:
                 raise ConfigError(f"{path}: {_unknown(key)}")

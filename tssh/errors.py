@@ -61,3 +61,28 @@ class NetmapError(IdentityError):
     """A netmap or WireGuard inventory file is unreadable or invalid: a configuration error."""
 
     exit_code = 2
+
+
+class RecordingError(TsshError):
+    """A session recording could not be started or kept going."""
+
+
+class RecorderUnavailable(RecordingError):
+    """No recorder accepted a recording that the policy enforces: the session is refused.
+
+    ``attempts`` lists each recorder tried and why it failed, for the audit log.
+    """
+
+    exit_code = 254  # what tailscaled's sessions exit with when recording is refused
+
+    def __init__(self, message: str, attempts: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class RecordingFailed(RecordingError):
+    """An upload in progress failed or ended before the session (enforced: session ends)."""
+
+
+class RecorderProtocolError(RecordingFailed):
+    """The recorder answered something the recording wire protocol does not allow."""

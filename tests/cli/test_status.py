@@ -57,3 +57,22 @@ def test_unexpected_shapes_fall_back_to_plain_display() -> None:
         "policy: /etc/p.hujson\nrecorders: a, b\nsessions: 3\npeers:\n  - name=x\n  - y\n"
     )
     assert render_status({}) == ""
+
+
+def test_control_characters_are_shown_escaped() -> None:
+    """Names in the status come from the tailnet (node names, logins, a peer's requested
+    login); a terminal escape sequence among them must not reach the terminal."""
+    text = render_status({
+        "sessions": [{"user": "eve@example.com", "localUser": "eve\x1b]0;owned\x07",
+                      "from": "lap\rtop"}],
+        "policy": {"source": "tailnet", "error": "bad\x9b2J"},
+        "note\x1b[2J": "multi\nline",
+    })
+    assert text == (
+        "policy: tailnet\n"
+        "  error: bad\\x9b2J\n"
+        "sessions: 1\n"
+        "  eve@example.com as eve\\x1b]0;owned\\x07 from lap\\rtop\n"
+        "note\\x1b[2J: multi\\nline\n"
+    )
+    assert all(ch == "\n" or ch.isprintable() for ch in text)

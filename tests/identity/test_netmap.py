@@ -11,7 +11,7 @@ from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, NetmapError
 from tssh.identity import open_resolver
 from tssh.identity.base import Peer, Reloadable
-from tssh.identity.netmap import NetmapResolver, parse_netmap
+from tssh.identity.netmap import MAX_NETMAP_BYTES, NetmapResolver, parse_netmap
 
 DEMO = """{
   "self": "server",                 // the node this daemon runs on
@@ -109,6 +109,18 @@ def test_self_must_name_a_node() -> None:
     assert parse_netmap('{"nodes": [' + node() + "]}", require_self=False).self_peer is None
 
 
+
+async def test_self_is_found_by_name_even_when_the_name_looks_like_an_address() -> None:
+    """"self" names a node; a name spelled like another node's address must not make the
+    daemon take that other node (its owner, its tags) for itself."""
+    netmap = parse_netmap("""{"self": "127.0.0.2", "nodes": [
+        {"name": "127.0.0.2", "id": "nSRV", "addresses": ["127.0.0.10"], "tags": ["tag:prod"]},
+        {"name": "laptop", "id": "nLAP", "addresses": ["127.0.0.2"], "user": "a@example.com"},
+    ]}""")
+    assert netmap.self_peer is not None and netmap.self_peer.id == "nSRV"
+    assert (await NetmapResolver(netmap).self_node()).id == "nSRV"
+
+
 def test_syntax_errors_carry_line_and_column() -> None:
     with pytest.raises(IdentityError, match=r"^m\.hujson:3:"):
         parse_netmap('{\n "self": "a",\n "nodes": [,]}', filename="m.hujson")
@@ -117,6 +129,16 @@ def test_syntax_errors_carry_line_and_column() -> None:
 def test_unknown_top_level_field() -> None:
     with pytest.raises(IdentityError, match="unknown field 'peers'"):
         parse_netmap('{"self": "a", "nodes": [' + node() + '], "peers": []}')
+
+
+def test_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    """A netmap path pointing at a huge file (a log, a disk image) is refused after reading
+    just past the cap, like a policy file."""
+    path = tmp_path / "huge.hujson"
+    with path.open("wb") as f:
+        f.truncate(MAX_NETMAP_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(NetmapError, match=r"huge\.hujson: larger than 16 MiB"):
+        NetmapResolver.from_file(path)
 
 
 def test_missing_file_is_an_identity_error(tmp_path: Path) -> None:

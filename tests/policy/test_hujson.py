@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import tracemalloc
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tssh.errors import PolicyError
-from tssh.policy.hujson import MAX_DEPTH, loads, parse
+from tssh.policy.hujson import MAX_DEPTH, Position, loads, parse
 
 
 def error_of(text: str | bytes) -> PolicyError:
@@ -105,16 +106,34 @@ def test_large_file_parses_in_bounded_time() -> None:
     assert time.monotonic() - start < 20
 
 
+
+def test_memory_stays_proportional_to_the_values() -> None:
+    """A policy or netmap up to the size cap must not take gigabytes to parse: nothing may be
+    kept per value beyond the value itself (a position and a path per value cost ~1 KB at
+    depth 100, i.e. 4 GB for an 8 MiB file of nested arrays)."""
+    text = "[" * 100 + "0," * 50_000 + "0" + "]" * 100
+    tracemalloc.start()
+    try:
+        doc = parse(text, filename="big.hujson")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB for a {len(text) / 1e3:.0f} KB text"
+    inner = doc.value
+    for _ in range(99):
+        inner = inner[0]
+    assert len(inner) == 50_001
+    # Positions are still there for errors, found when asked for.
+    assert doc.position((0,) * 99 + (7,)) == Position(1, 115)
+
 def test_huge_number_is_refused() -> None:
     assert "too long" in error_of("1" * 5000).message
 
 
 def test_positions_point_at_each_value() -> None:
     doc = parse('{\n  "ssh": [\n    {"users": ["root"]},\n  ],\n}', filename="f")
-    assert doc.positions[("ssh",)].line == 2
-    assert (doc.positions[("ssh", 0, "users")].line, doc.positions[("ssh", 0, "users")].col) == (
-        3, 15,
-    )
+    assert doc.position(("ssh",)) == Position(2, 10)
+    assert doc.position(("ssh", 0, "users")) == Position(3, 15)
     err = doc.error(("ssh", 0, "users", 0), "bad user")
     assert str(err) == "f:3:16: bad user"
     assert str(doc.error(("ssh", 7), "no such rule")) == "f:2:10: no such rule"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,8 @@ from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, PolicyError
 from tssh.identity.base import Peer
 from tssh.identity.tailnet_policy import Backoff
+from tssh.policy import Policy, load_policy
+from tssh.policy import source as policy_source
 from tssh.policy.compiled import parse_compiled_policy
 from tssh.policy.decider import CompiledDecider, Decider
 from tssh.policy.source import (
@@ -135,6 +138,40 @@ async def test_file_source_run_notifies_changes(tmp_path: Path) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+
+
+async def test_file_source_concurrent_reloads_end_with_the_newest_policy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload that read an older version must not install it after a later reload installed
+    the newer one (the file's signature would then say "up to date" and the stale policy
+    would stay in force)."""
+    path = tmp_path / "policy.hujson"
+    write(path, POLICY % "alice@example.com")
+    source = FilePolicySource(path)
+    await source.start()
+    first_read, release_first = threading.Event(), threading.Event()
+    loads = 0
+
+    def slow_first_load(p: Path) -> Policy:
+        nonlocal loads
+        loads += 1
+        policy = load_policy(p)
+        if loads == 1:
+            first_read.set()
+            release_first.wait(10)
+        return policy
+
+    monkeypatch.setattr(policy_source, "load_policy", slow_first_load)
+    write(path, POLICY % "bob@example.com")
+    first = asyncio.create_task(source.reload())
+    assert await asyncio.to_thread(first_read.wait, 10)
+    write(path, POLICY % "carol@example.com")  # the newest version: neither alice nor bob
+    second = asyncio.create_task(source.reload())
+    await asyncio.sleep(0.05)
+    release_first.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert not may_login(source.current(), PHONE) and not may_login(source.current(), LAPTOP)
+    assert await source.reload() is False
 
 # --- tailnet source -------------------------------------------------------------------------
 

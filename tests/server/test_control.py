@@ -159,6 +159,8 @@ async def test_malformed_requests_get_error_answers(daemon: tuple[FakeDaemon, Pa
         "ok": False, "error": "unknown op 'reboot'"}
     assert await asyncio.to_thread(raw, b'{"op": "set", "ssh": "no"}\n') == {
         "ok": False, "error": "set: ssh must be true or false"}
+    deep = await asyncio.to_thread(raw, b"[" * 30000 + b"]" * 30000 + b"\n")
+    assert deep == {"ok": False, "error": "request is not a JSON line"}
     too_long = await asyncio.to_thread(raw, b'{"op": "' + b"x" * 70000 + b'"}\n')
     assert too_long == {"ok": False, "error": "request longer than 65536 bytes"}
     with pytest.raises(ControlError, match="nothing to set"):
@@ -250,3 +252,67 @@ async def test_the_daemons_own_uid_is_served(shared_dir: Path) -> None:
     finally:
         await server.close()
     assert seen.startswith("ok ") and json.loads(seen[3:])["ssh"] is True
+
+
+# --- where the socket lives -----------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770])
+async def test_state_dir_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """Anyone who can write the directory could swap the socket for a symlink between bind
+    and chmod (making the daemon chmod another file) or for their own socket."""
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(mode)
+    with pytest.raises(ControlError, match=r"writable by other users.*chmod 700"):
+        await ControlServer(state / "control.sock", FakeDaemon()).start()
+    assert not (state / "control.sock").exists()
+
+
+@needs_root
+async def test_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, NOBODY, NOBODY)
+    with pytest.raises(ControlError, match=r"owned by uid 65534"):
+        await ControlServer(state / "control.sock", FakeDaemon()).start()
+    assert not (state / "control.sock").exists()
+
+
+async def test_state_dir_is_created_private(tmp_path: Path) -> None:
+    server = ControlServer(tmp_path / "new" / "state" / "control.sock", FakeDaemon())
+    await server.start()
+    try:
+        assert (tmp_path / "new" / "state").stat().st_mode & 0o777 == 0o700
+    finally:
+        await server.close()
+
+
+
+async def test_unusable_socket_path_is_a_control_error(tmp_path: Path) -> None:
+    """No OSError traceback for the daemon's user: one ControlError line naming the path."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ControlError, match="cannot open the control socket"):
+        await ControlServer(tmp_path / "file" / "control.sock", FakeDaemon()).start()
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir(mode=0o700)
+    with pytest.raises(ControlError, match="cannot open the control socket"):
+        await ControlServer(deep / "control.sock", FakeDaemon()).start()
+
+
+async def test_a_status_that_is_not_json_gets_an_error_answer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A daemon bug (a Path or datetime in the status) must reach the user as the daemon's
+    error line and land in its log, not as a connection closed without a word."""
+
+    class BadStatus(FakeDaemon):
+        async def status(self) -> dict[str, object]:
+            return {"ssh": True, "stateDir": tmp_path}
+
+    server = ControlServer(tmp_path / "control.sock", BadStatus())
+    await server.start()
+    try:
+        with pytest.raises(ControlError, match="internal error in the daemon; see its log"):
+            await asyncio.to_thread(get_status, tmp_path / "control.sock")
+    finally:
+        await server.close()
+    assert "not JSON serializable" in caplog.text

@@ -2,7 +2,7 @@
 
 The daemon defines the status object; ``render_status`` (pure) presents the keys it knows
 (see ``ControlHandler.status``) and shows any other key as it is, so a new field in the
-daemon appears here without a change.
+daemon appears here without a change. Control characters are printed escaped.
 """
 
 from __future__ import annotations
@@ -137,4 +137,13 @@ def render_status(status: Mapping[str, Any]) -> str:
     for key, value in status.items():
         if key not in ("ssh", "listening", "identity", *special):
             lines += _generic(key, value, 0)
-    return "".join(line + "\n" for line in lines)
+    return "".join(_printable(line) + "\n" for line in lines)
+
+
+def _printable(line: str) -> str:
+    """``line`` with every non-printable character escaped (``\\x1b``, ``\\n``): names in the
+    status come from the tailnet and from peers, and must not drive the terminal."""
+    if line.isprintable():
+        return line
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in line)

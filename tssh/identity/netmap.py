@@ -31,6 +31,8 @@ from tssh.policy.hujson import Document, parse
 from tssh.policy.hujson import Path as JSONPath
 
 _TOP_KEYS = frozenset({"self", "nodes"})
+# Some 80,000 nodes; anything larger is the wrong file, and reading it all would be costly.
+MAX_NETMAP_BYTES = 16 * 1024 * 1024
 _NODE_KEYS = frozenset({"name", "id", "addresses", "user", "tags", "hostKeys", "wireguardKey"})
 
 
@@ -46,7 +48,8 @@ class Netmap:
 
     @property
     def self_peer(self) -> Peer | None:
-        return self.lookup(self.self_name) if self.self_name is not None else None
+        # By name only: "self" is validated as a node name, and a name may look like an address.
+        return next((p for p in self.peers if p.name == self.self_name), None)
 
     def lookup(self, name_or_address: str) -> Peer | None:
         """The node with this name, or owning this address (``--src laptop``, ``--src IP``)."""
@@ -245,9 +248,13 @@ def read_netmap(
 ) -> Netmap:
     """Read and validate the netmap file at ``path``; raises NetmapError."""
     try:
-        text = path.read_bytes()
+        with path.open("rb") as f:
+            text = f.read(MAX_NETMAP_BYTES + 1)
     except OSError as e:
         raise NetmapError(f"cannot read netmap {path}: {e.strerror or e}") from e
+    if len(text) > MAX_NETMAP_BYTES:
+        raise NetmapError(f"{path}: larger than {MAX_NETMAP_BYTES // (1024 * 1024)} MiB;"
+                          " is this the netmap file?")
     return parse_netmap(
         text, filename=str(path), require_self=require_self,
         require_wireguard_keys=require_wireguard_keys,

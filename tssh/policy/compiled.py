@@ -106,8 +106,12 @@ def parse_compiled_policy(value: Any, *, source: str = "SSHPolicy") -> CompiledP
 def evaluate_compiled(
     policy: CompiledPolicy, src: Peer | None, src_ip: str, login: str, *, now: datetime,
     is_root_account: Callable[[str], bool] = lambda u: u == "root",
+    account_exists: Callable[[str], bool] = lambda _user: True,
 ) -> Decision:
-    """Decide a connection from ``src`` (seen at ``src_ip``) asking for ``login``."""
+    """Decide a connection from ``src`` (seen at ``src_ip``) asking for ``login``.
+
+    ``account_exists`` lets ``=`` fall through to later rules for a login with no local
+    account, as tailscaled does; the default looks nothing up."""
     if src is None:
         return Decision(action="reject", message=UNKNOWN_PEER_MESSAGE)
     failed_on_user = False
@@ -120,7 +124,7 @@ def evaluate_compiled(
         if action.reject:
             return Decision(action="reject", rule=rule.index,
                             message=action.message or REJECT_MESSAGE)
-        local = _map_local_user(rule.ssh_users, login, is_root_account)
+        local = _map_local_user(rule.ssh_users, login, is_root_account, account_exists)
         if local is None:
             failed_on_user = True
             continue
@@ -155,14 +159,18 @@ def _principal_matches(p: Principal, src: Peer, src_ip: str) -> bool:
     return bool(p.user_login) and user is not None and p.user_login == user
 
 
-def _map_local_user(users: Mapping[str, str], login: str,
-                    is_root_account: Callable[[str], bool]) -> str | None:
-    """tailscaled's mapLocalUser: exact entry, else ``*``; ``=`` keeps the login unless root."""
+def _map_local_user(users: Mapping[str, str], login: str, is_root_account: Callable[[str], bool],
+                    account_exists: Callable[[str], bool]) -> str | None:
+    """tailscaled's mapLocalUser: exact entry, else ``*``. ``=`` keeps the login unless it
+    has no local account or is root (tailscaled looks the account up and treats either as no
+    match); any other value is taken as written, existing or not."""
     if not login:
         return None
     value = users.get(login, users.get("*", ""))
     if value == "=":
-        return None if login == "root" or is_root_account(login) else login
+        if login == "root" or not account_exists(login) or is_root_account(login):
+            return None
+        return login
     return value or None
 
 

@@ -26,6 +26,10 @@ def _is_root_name(user: str) -> bool:
     return user == "root"
 
 
+def _any_account_exists(user: str) -> bool:
+    return True
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -47,9 +51,14 @@ class Decider(Protocol):
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,
         is_root_account: Callable[[str], bool] = _is_root_name,
+        account_exists: Callable[[str], bool] = _any_account_exists,
     ) -> Decision:
         """The decision for ``src`` (None: unknown), connecting from ``src_address`` to
-        ``dst`` (this node), asking to log in as ``login``."""
+        ``dst`` (this node), asking to log in as ``login``.
+
+        ``is_root_account`` (root or uid 0) and ``account_exists`` let "the same name"
+        mappings (``autogroup:nonroot``, ``=``) skip root and logins with no local account,
+        so that later rules are tried; the defaults look nothing up."""
         ...
 
 
@@ -70,9 +79,11 @@ class FileDecider:
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,
         is_root_account: Callable[[str], bool] = _is_root_name,
+        account_exists: Callable[[str], bool] = _any_account_exists,
     ) -> Decision:
         # The file's selectors name nodes and users; the address adds nothing to them.
-        return evaluate(self.policy, src, dst, login, is_root_account=is_root_account)
+        return evaluate(self.policy, src, dst, login, is_root_account=is_root_account,
+                        account_exists=account_exists)
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,12 @@ class CompiledDecider:
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,
         is_root_account: Callable[[str], bool] = _is_root_name,
+        account_exists: Callable[[str], bool] = _any_account_exists,
     ) -> Decision:
         try:  # tailscaled compares parsed addresses, IPv4-mapped ones unmapped
             address = canonical_address(src_address)
         except ValueError:
             address = src_address
         return evaluate_compiled(self.policy, src, address, login, now=self.clock(),
-                                 is_root_account=is_root_account)
+                                 is_root_account=is_root_account,
+                                 account_exists=account_exists)

@@ -25,6 +25,10 @@ def _is_root_name(user: str) -> bool:
     return user == "root"
 
 
+def _any_account_exists(user: str) -> bool:
+    return True
+
+
 def evaluate(
     policy: Policy,
     src: Peer | None,
@@ -32,12 +36,16 @@ def evaluate(
     login: str,
     *,
     is_root_account: Callable[[str], bool] = _is_root_name,
+    account_exists: Callable[[str], bool] = _any_account_exists,
 ) -> Decision:
     """The decision for ``src`` (None: an address no identity backend knows) logging in to
     ``dst`` (this node) as ``login``.
 
     ``is_root_account`` says whether a local account is root or has uid 0; it keeps
-    ``autogroup:nonroot`` from ever yielding such an account. Never raises for a valid policy.
+    ``autogroup:nonroot`` from ever yielding such an account. ``account_exists`` says whether
+    a local account exists: ``autogroup:nonroot`` does not match a login with no account, so
+    evaluation goes on to later rules, as tailscaled does. The defaults look nothing up.
+    Never raises for a valid policy.
     """
     if src is None:
         return Decision(action="reject", message=UNKNOWN_PEER_MESSAGE)
@@ -45,7 +53,7 @@ def evaluate(
     for rule in policy.ordered_rules():
         if not applies(rule, src, dst, policy):
             continue
-        local_user = map_login(rule.users, src, login, is_root_account)
+        local_user = map_login(rule.users, src, login, is_root_account, account_exists)
         if local_user is None:
             failed_on_user = True
             continue

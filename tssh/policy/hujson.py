@@ -2,8 +2,10 @@
 
 Nothing more: no single quotes, no unquoted keys, no NaN or Infinity, no hex numbers. Unlike the
 standard library's json module this parser also refuses duplicate object keys (a policy with two
-``"ssh"`` sections is a mistake, never intended), bounds nesting depth, and remembers where each
-value starts so that a validator can point at ``file:line:col``.
+``"ssh"`` sections is a mistake, never intended), bounds nesting depth, and can say where each
+value starts so that a validator can point at ``file:line:col``. Positions are found when an
+error asks for one, by reading the text again: keeping one per value would cost far more than
+the values themselves.
 
 Errors are :class:`tssh.errors.PolicyError` with the position and what was expected.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from tssh.errors import PolicyError
@@ -31,17 +34,19 @@ class Position:
 
 @dataclass(frozen=True)
 class Document:
-    """A parsed document and where each of its values starts."""
+    """A parsed document, and its text to find where its values start."""
 
     value: Any
-    positions: dict[Path, Position]
+    text: str = field(repr=False)
     filename: str
 
     def position(self, path: Path) -> Position | None:
         """The position of ``path``, or of its nearest enclosing value that has one."""
+        parser = _Parser(self.text, self.filename, locate=path)
+        parser.document()
         while True:
-            if path in self.positions:
-                return self.positions[path]
+            if path in parser.positions:
+                return parser.positions[path]
             if not path:
                 return None
             path = path[:-1]
@@ -71,7 +76,7 @@ def parse(text: str | bytes, *, filename: str = "<string>") -> Document:
     if isinstance(text, bytes):
         text = _decode(text, filename)
     parser = _Parser(text, filename)
-    return Document(parser.document(), parser.positions, filename)
+    return Document(parser.document(), text, filename)
 
 
 def _decode(data: bytes, filename: str) -> str:
@@ -88,15 +93,20 @@ def _decode(data: bytes, filename: str) -> str:
 
 
 class _Parser:
-    def __init__(self, text: str, filename: str) -> None:
+    def __init__(self, text: str, filename: str, *, locate: Path | None = None) -> None:
         self.text = text
         self.filename = filename
         self.pos = 0
+        # With ``locate``, the positions of that value and of the values enclosing it.
         self.positions: dict[Path, Position] = {}
-        # Offsets of line starts, for turning an offset into line:col only when needed.
-        self._line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
+        self._locate = locate
 
     # -- positions and errors ------------------------------------------------------------
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        """Offsets of line starts, for turning an offset into line:col only when needed."""
+        return [0, *(m.end() for m in re.finditer("\n", self.text))]
 
     def where(self, offset: int) -> Position:
         line = bisect.bisect_right(self._line_starts, offset) - 1
@@ -136,7 +146,9 @@ class _Parser:
     def value(self, path: Path, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise self.fail(f"nesting deeper than {MAX_DEPTH} levels")
-        self.positions[path] = self.where(self.pos)
+        locate = self._locate
+        if locate is not None and path == locate[: len(path)]:
+            self.positions[path] = self.where(self.pos)
         text, pos = self.text, self.pos
         ch = text[pos] if pos < len(text) else ""
         if ch == "{":

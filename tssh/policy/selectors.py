@@ -127,12 +127,15 @@ def dst_matches(sel: Selector, dst: Peer, src: Peer) -> bool:
 
 def map_login(
     entries: tuple[UserEntry, ...], src: Peer, login: str, is_root_account: Callable[[str], bool],
+    account_exists: Callable[[str], bool] = lambda _user: True,
 ) -> str | None:
     """The local account ``login`` maps to under ``entries`` for ``src``, or None.
 
     A listed name maps to itself (``root`` only when listed). ``localpart:*@d`` maps the
     source user ``x@d``'s login ``x`` to ``x``. ``autogroup:nonroot`` maps any other login to
-    itself unless it is root or a uid 0 account.
+    itself unless it is root, a uid 0 account, or no local account at all: Tailscale compiles
+    it to ``"*": "="``, which tailscaled treats as no match when the account does not exist,
+    so a later rule may still map the login (to ``ubuntu``, say).
     """
     if not login:
         return None
@@ -148,7 +151,7 @@ def map_login(
                     and login != "root" and not is_root_account(login)):
                 return login
     if any(isinstance(e, NonRoot) for e in entries):
-        if login == "root" or is_root_account(login):
+        if login == "root" or not account_exists(login) or is_root_account(login):
             return None
         return login
     return None

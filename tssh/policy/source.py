@@ -100,6 +100,9 @@ class FilePolicySource:
         self._loaded_at: float | None = None
         self._error: str | None = None
         self._signature: tuple[int, int, int, int] | None = None
+        # One load at a time: a slow load of an older version finishing after a newer one
+        # would otherwise put the older policy back, with the newer signature recorded.
+        self._loading = asyncio.Lock()
 
     def current(self) -> Decider:
         return self._decider
@@ -109,27 +112,30 @@ class FilePolicySource:
                             self._error)
 
     async def start(self) -> None:
-        self._signature = _file_signature(self._path)
-        policy = await asyncio.to_thread(load_policy, self._path)
-        self._install(FileDecider(policy))
+        async with self._loading:
+            self._signature = _file_signature(self._path)
+            policy = await asyncio.to_thread(load_policy, self._path)
+            self._install(FileDecider(policy))
 
     async def reload(self) -> bool:
         """Re-read the file if it changed since last read; True if a new policy is in force.
 
         A broken file leaves the previous policy in force and its error in :meth:`status`.
+        Safe to call while :meth:`run` polls (on a signal, say): loads take turns.
         """
-        signature = _file_signature(self._path)
-        if signature == self._signature:
-            return False
-        self._signature = signature
-        try:
-            policy = await asyncio.to_thread(load_policy, self._path)
-        except PolicyError as e:
-            self._error = str(e)
-            log.error("policy not reloaded, the previous one stays in force: %s", e)
-            return False
-        self._install(FileDecider(policy))
-        return True
+        async with self._loading:
+            signature = _file_signature(self._path)
+            if signature == self._signature:
+                return False
+            self._signature = signature
+            try:
+                policy = await asyncio.to_thread(load_policy, self._path)
+            except PolicyError as e:
+                self._error = str(e)
+                log.error("policy not reloaded, the previous one stays in force: %s", e)
+                return False
+            self._install(FileDecider(policy))
+            return True
 
     async def run(self, on_change: OnChange) -> None:
         while True:

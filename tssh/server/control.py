@@ -4,7 +4,9 @@ Socket: ``<state_dir>/control.sock``, a Unix stream socket, mode 0600.
 
 Access: the server reads each connecting process's credentials from the kernel (SO_PEERCRED)
 and serves only root and the daemon's own uid; anyone else gets an error answer and the
-connection is closed. The file mode is a second fence, not the check.
+connection is closed. The file mode is a second fence, not the check. The state directory
+must belong to the daemon's user and be writable by nobody else: whoever can write it could
+replace the socket (with their own, or with a symlink the daemon's chmod would follow).
 
 Protocol: the client sends one request, a JSON object on one line (UTF-8, at most 64 KiB,
 ending in ``\\n``); the server sends one response line and closes the connection.
@@ -88,16 +90,25 @@ class ControlServer:
     async def start(self) -> None:
         """Bind the socket (replacing a stale one) and start serving.
 
-        Raises ControlError if another daemon answers on the socket already, or if the path
-        is something other than a socket.
+        Raises ControlError if another daemon answers on the socket already, if the path
+        is something other than a socket, if the state directory is not private, or if the
+        socket cannot be made there.
         """
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._remove_stale()
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(self.path), limit=MAX_LINE + 1
-        )
-        os.chmod(self.path, 0o600)
-        self._inode = os.stat(self.path).st_ino
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _check_private_dir(self.path.parent)
+            self._remove_stale()
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_LINE + 1
+            )
+            os.chmod(self.path, 0o600)
+            self._inode = os.stat(self.path).st_ino
+        except OSError as e:  # no permission, not a directory, path too long for a socket...
+            if self._server is not None:
+                await self.close()
+            raise ControlError(
+                f"cannot open the control socket {self.path}: {e.strerror or e}"
+            ) from e
 
     def _remove_stale(self) -> None:
         try:
@@ -140,7 +151,12 @@ class ControlServer:
         self._connections.add(task)
         try:
             response = await self._answer(reader, writer)
-            writer.write(json.dumps(response).encode() + b"\n")
+            try:
+                line = json.dumps(response)
+            except (TypeError, ValueError):  # the handler returned something JSON cannot hold
+                log.exception("control answer is not JSON")
+                line = json.dumps(_error("internal error in the daemon; see its log"))
+            writer.write(line.encode() + b"\n")
             await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -169,7 +185,7 @@ class ControlServer:
             return _error(f"request longer than {MAX_LINE} bytes")
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than json allows
             return _error("request is not a JSON line")
         if not isinstance(request, dict):
             return _error("request must be a JSON object")
@@ -194,6 +210,23 @@ class ControlServer:
             await self._handler.set_ssh(enabled)
             return {"ok": True, "result": {"ssh": enabled}}
         return _error(f"unknown op {op!r}")
+
+
+def _check_private_dir(directory: Path) -> None:
+    """Refuse a directory that another user owns or may write (see the module docstring)."""
+    st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{directory} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise ControlError(
+            f"{directory} is owned by uid {st.st_uid}, not by this daemon's user"
+            f" (uid {os.geteuid()}); use a state directory of its own"
+        )
+    if st.st_mode & 0o022:
+        raise ControlError(
+            f"{directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o});"
+            f" chmod 700 {directory}, or use another state directory"
+        )
 
 
 def _error(message: str) -> dict[str, Any]:

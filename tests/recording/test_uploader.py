@@ -1,0 +1,533 @@
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.recording.fake_recorder import Behavior, FakeRecorder
+from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.identity.base import Peer
+from tssh.recording.asciicast import CastHeader
+from tssh.recording.uploader import (
+    Recording,
+    RecordingOptions,
+    check_recorder,
+    start_recording,
+)
+
+ALICE = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("127.0.0.2",),
+             user="alice@example.com", user_id="7")
+FAST = dict(dial_timeout=1.0, connect_timeout=3.0, probe_timeout=1.0, ack_window=1.0,
+            finish_timeout=2.0)
+
+
+def header() -> CastHeader:
+    return CastHeader.for_session(ALICE, ssh_user="alice", local_user="alice",
+                                  connection_id="ssh-conn-20260101T000000-0123456789",
+                                  started_at=time.time(), width=80, height=24)
+
+
+def options(**kw: object) -> RecordingOptions:
+    return RecordingOptions(**{**FAST, **kw})  # type: ignore[arg-type]
+
+
+def closed_port() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return ("127.0.0.1", s.getsockname()[1])
+
+
+def lines(body: bytes) -> list[object]:
+    text = body.decode()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def output_of(body: bytes) -> str:
+    return "".join(str(e[2]) for e in lines(body)[1:] if isinstance(e, list) and e[1] == "o")
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[FakeRecorder]:
+    async with FakeRecorder() as rec:
+        yield rec
+
+
+async def wait_until(cond: object, within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def run_session(rec: Recording) -> None:
+    await rec.output("héllo\r\n".encode()[:2])
+    await rec.output("héllo\r\n".encode()[2:])
+    await rec.resize(100, 30)
+    await rec.output(b"bye\r\n")
+    await rec.exit(0)
+
+
+async def test_v2_full_duplex_upload_with_acks(recorder: FakeRecorder) -> None:
+    rec = await start_recording([recorder.address], header(), options=options())
+    assert rec.attempts[0].protocol == "v2" and rec.attempts[0].error is None
+    await run_session(rec)
+    # Acks arrive while the body is still open: the upload is really full duplex.
+    await wait_until(lambda: (rec.stats().bytes_acked or 0) == rec.stats().bytes_sent > 0)
+    assert not recorder.uploads[0].complete
+    stats = await rec.close()
+    assert stats.state == "finished" and stats.protocol == "v2"
+    upload = recorder.uploads[0]
+    assert upload.complete and upload.protocol == "v2"
+    assert stats.bytes_sent == stats.bytes_acked == stats.bytes_written == len(upload.body)
+    events = lines(bytes(upload.body))
+    assert isinstance(events[0], dict) and events[0]["srcNodeUser"] == "alice@example.com"
+    assert [e[1:] for e in events[1:]] == [  # type: ignore[index]
+        ["o", "h"], ["o", "éllo\r\n"], ["r", "100x30"], ["o", "bye\r\n"], ["x", "0"]]
+    assert stats.to_json()["protocol"] == "v2"
+
+
+@pytest.mark.parametrize("separator,split", [(b"", False), (b"", True), (b"\r\n", True)])
+async def test_v2_acks_concatenated_or_split(separator: bytes, split: bool) -> None:
+    async with FakeRecorder(Behavior(ack_separator=separator, split_acks=split)) as recorder:
+        rec = await start_recording([recorder.address], header(), options=options())
+        await run_session(rec)
+        stats = await rec.close()
+        assert stats.state == "finished"
+        assert stats.bytes_acked == len(recorder.uploads[0].body)
+
+
+@pytest.mark.parametrize("behavior", [Behavior(h2c=False), Behavior(v2=False)],
+                         ids=["http1-only", "no-v2-endpoint"])
+async def test_v1_fallback_on_the_same_recorder(behavior: Behavior) -> None:
+    async with FakeRecorder(behavior) as recorder:
+        rec = await start_recording([recorder.address], header(), options=options())
+        assert rec.attempts[0].protocol == "v1" and rec.attempts[0].error is None
+        await run_session(rec)
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.protocol == "v1"
+        assert stats.bytes_acked is None  # v1 has no acks
+        upload = recorder.uploads[0]
+        assert upload.protocol == "v1" and upload.complete
+        assert output_of(bytes(upload.body)) == "héllo\r\nbye\r\n"
+        assert stats.bytes_sent == len(upload.body)
+
+
+async def test_failover_to_the_second_recorder(recorder: FakeRecorder) -> None:
+    async with FakeRecorder(Behavior(h2c=False, continue_status=403)) as refusing:
+        dead = closed_port()
+        rec = await start_recording([dead, refusing.address, recorder.address], header(),
+                                    options=options(enforce=True))
+        a = rec.attempts
+        assert len(a) == 3
+        assert a[0].error is not None and "dial failed" in a[0].error
+        assert a[1].error is not None and "403 before 100 Continue" in a[1].error
+        assert a[1].protocol == "v1"
+        assert a[2].error is None and a[2].recorder == f"127.0.0.1:{recorder.port}"
+        await run_session(rec)
+        assert (await rec.close()).state == "finished"
+        assert refusing.uploads == [] and recorder.uploads[0].complete
+
+
+async def test_enforced_and_no_recorder_accepts(tmp_path: Path) -> None:
+    async with FakeRecorder(Behavior(status=503)) as failing:
+        with pytest.raises(RecorderUnavailable) as info:
+            await start_recording([closed_port(), failing.address], header(),
+                                  options=options(enforce=True, local_dir=tmp_path))
+    err = info.value
+    assert err.exit_code == 254
+    assert len(err.attempts) == 2
+    assert "503" in str(err) and "dial failed" in str(err)
+    assert list(tmp_path.iterdir()) == []  # a local file never satisfies enforcement
+
+
+async def test_not_enforced_and_no_recorder_goes_on_unrecorded() -> None:
+    rec = await start_recording([closed_port()], header(), options=options())
+    await run_session(rec)
+    stats = await rec.close()
+    assert stats.state == "unrecorded" and stats.destination is None
+    assert stats.attempts[0].error is not None
+
+
+async def test_local_fallback_file(tmp_path: Path) -> None:
+    rec = await start_recording([closed_port()], header(), options=options(local_dir=tmp_path))
+    await run_session(rec)
+    stats = await rec.close()
+    assert stats.state == "finished" and stats.protocol == "local"
+    [path] = list(tmp_path.glob("*.cast"))
+    assert str(path) == stats.destination and path.suffix == ".cast"
+    assert path.name.endswith("-ssh-conn-20260101T000000-0123456789.cast")
+    assert path.stat().st_mode & 0o777 == 0o600
+    body = path.read_bytes()
+    assert stats.bytes_sent == len(body)
+    assert output_of(body) == "héllo\r\nbye\r\n"
+    cat = Path(sys.executable).parent / "asciinema"
+    if cat.exists():
+        played = subprocess.run([str(cat), "cat", str(path)], capture_output=True, timeout=30,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONIOENCODING": "utf-8",
+                                     "HOME": str(tmp_path / "home")})
+        assert played.stdout == "héllo\r\nbye\r\n".encode(), played.stderr
+    # a second session on the same connection gets its own file
+    rec2 = await start_recording([], header(), options=options(local_dir=tmp_path))
+    await rec2.close()
+    assert len(list(tmp_path.glob("*.cast"))) == 2
+
+
+@pytest.mark.parametrize("h2c", [True, False], ids=["v2", "v1"])
+@pytest.mark.parametrize("enforce", [True, False], ids=["enforced", "fail-open"])
+async def test_recorder_killed_mid_upload(enforce: bool, h2c: bool) -> None:
+    async with FakeRecorder(Behavior(die_after=2000, h2c=h2c)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=enforce),
+                                    on_failure=failures.append)
+        for _ in range(20):
+            if rec.failure:
+                break
+            try:
+                await rec.output(b"x" * 500)
+            except RecordingFailed:
+                assert enforce
+                break
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: bool(failures))
+        assert len(failures) == 1
+        assert "connection" in str(failures[0])
+        if enforce:
+            with pytest.raises(RecordingFailed):
+                await rec.output(b"more")
+        else:
+            await rec.output(b"more")  # never raises without enforcement
+        stats = await rec.close()
+        assert stats.state == "failed" and stats.error == str(failures[0])
+        assert len(failures) == 1
+
+
+@pytest.mark.parametrize("h2c", [True, False], ids=["v2", "v1"])
+async def test_recorder_ending_the_upload_early(h2c: bool) -> None:
+    async with FakeRecorder(Behavior(end_after=10, h2c=h2c)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True), on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        assert "before the session ended" in str(failures[0])
+        assert rec.stats().protocol == ("v2" if h2c else "v1")
+        assert (await rec.close()).state == "failed"
+
+
+async def test_error_frame_fails_the_upload() -> None:
+    async with FakeRecorder(Behavior(error_after=10)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(), options=options(),
+                                    on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        assert "storage failed" in str(failures[0])
+        await rec.close()
+
+
+async def test_no_acks_within_the_window_fails() -> None:
+    async with FakeRecorder(Behavior(acks=False)) as recorder:
+        failures: list[RecordingFailed] = []
+        started = time.monotonic()
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(ack_window=0.4), on_failure=failures.append)
+        await wait_until(lambda: bool(failures))
+        elapsed = time.monotonic() - started
+        assert 0.35 < elapsed < 2.0
+        assert "no ack frame from the recorder in 0.4s" in str(failures[0])
+        await rec.close()
+
+
+async def test_idle_acks_keep_an_idle_upload_alive() -> None:
+    async with FakeRecorder(Behavior(idle_ack=0.1)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(ack_window=0.4), on_failure=failures.append)
+        await asyncio.sleep(1.0)  # idle for more than twice the window
+        assert failures == []
+        await rec.output(b"still here")
+        assert (await rec.close()).state == "finished"
+
+
+async def test_silent_recorder_exhausts_the_connect_budget() -> None:
+    async with FakeRecorder(Behavior(silent=True)) as silent:
+        started = time.monotonic()
+        with pytest.raises(RecorderUnavailable) as info:
+            await start_recording([silent.address, silent.address], header(),
+                                  options=options(enforce=True, connect_timeout=0.6,
+                                                  probe_timeout=0.3))
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.5
+        attempts = info.value.attempts
+        assert len(attempts) == 2
+        assert "no answer from the recorder" in str(attempts[0])  # probe, then 100 Continue
+        assert "no time left" in str(attempts[1]) or "no answer" in str(attempts[1])
+
+
+async def test_source_address_is_bound(recorder: FakeRecorder) -> None:
+    rec = await start_recording([recorder.address], header(),
+                                options=options(source_address="127.0.0.5"))
+    await rec.close()
+    assert recorder.uploads[0].peer == "127.0.0.5"
+
+
+LIMIT = 64 * 1024
+
+
+async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.6)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, ack_window=5.0))
+        peak = 0
+        chunk = b"0123456789abcdef" * 256  # 4 KiB
+        for _ in range(512):  # 2 MiB while the recorder does not read
+            await rec.output(chunk)
+            peak = max(peak, rec.stats().bytes_buffered)
+        assert peak <= LIMIT
+        dropped = rec.stats().bytes_dropped
+        assert dropped > 0 and rec.stats().events_dropped > 0
+        await asyncio.sleep(0.8)  # the recorder reads again
+        await rec.output(b"after the stall")
+        stats = await rec.close()
+        assert stats.state == "finished"
+        body = bytes(recorder.uploads[0].body)
+        events = lines(body)
+        markers = [e for e in events[1:] if isinstance(e, list) and e[1] == "m"]
+        assert len(markers) == 1 and f"{dropped} bytes" in str(markers[0][2])
+        assert output_of(body).endswith("after the stall")
+        assert stats.bytes_written == len(body) - len(json.dumps(markers[0],
+                                        ensure_ascii=False, separators=(",", ":"))) - 1 + dropped
+
+
+async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=1.0)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=5.0))
+        peak = 0
+        written = 0
+        chunk = b"z" * 4096
+
+        async def writer() -> None:
+            nonlocal peak, written
+            for _ in range(256):  # 1 MiB
+                await rec.output(chunk)
+                written += len(chunk)
+                peak = max(peak, rec.stats().bytes_buffered)
+
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(0.5)
+        assert not task.done()  # the session waits for the recorder
+        assert written < 1024 * 1024
+        assert rec.stats().bytes_buffered <= LIMIT
+        await asyncio.wait_for(task, 10)  # the recorder resumed: everything goes through
+        assert peak <= LIMIT
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.bytes_dropped == 0
+        assert output_of(bytes(recorder.uploads[0].body)) == "z" * (1024 * 1024)
+
+
+async def test_v1_recorder_that_stops_reading_fails_after_the_window() -> None:
+    behavior = Behavior(h2c=False, stall_after=1, small_receive_buffer=True)
+    async with FakeRecorder(behavior) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, ack_window=0.5,
+                                                    buffer_limit=LIMIT),
+                                    on_failure=failures.append)
+        started = time.monotonic()
+        with pytest.raises(RecordingFailed, match="stopped reading"):
+            for _ in range(4096):  # up to 16 MiB: far more than the socket buffers hold
+                await rec.output(b"v" * 4096)
+        assert time.monotonic() - started < 5
+        assert rec.stats().bytes_buffered <= LIMIT
+        assert len(failures) == 1
+        await rec.close()
+
+
+async def test_close_is_bounded_when_the_recorder_stalls_for_good() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, idle_ack=0.05)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, finish_timeout=0.3,
+                                                    ack_window=5.0),
+                                    on_failure=failures.append)
+        for _ in range(64):
+            await rec.output(b"s" * 4096)
+        started = time.monotonic()
+        stats = await rec.close()
+        assert time.monotonic() - started < 2
+        assert stats.state == "failed" and stats.error is not None
+        assert failures == []  # reported by close(), not as a failure of a live session
+        await rec.output(b"late output")  # after close: ignored, no error
+
+
+async def test_concurrent_writers_keep_events_whole_under_backpressure() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
+        h = CastHeader.for_session(ALICE, ssh_user="a", local_user="a", connection_id="c",
+                                   started_at=time.time(), includes_stderr=True)
+        rec = await start_recording([recorder.address], h,
+                                    options=options(enforce=True, buffer_limit=4096))
+
+        async def out(data: bytes, stderr: bool) -> None:
+            for _ in range(100):
+                await (rec.stderr(data) if stderr else rec.output(data))
+
+        await asyncio.gather(out(b"O" * 1500, False), out("é".encode() * 700, True))
+        stats = await rec.close()
+        assert stats.state == "finished"
+        text = output_of(bytes(recorder.uploads[0].body))  # every line parses
+        assert text.count("O") == 150_000 and text.count("é") == 70_000
+
+
+async def test_cancelled_start_leaves_no_connection_open() -> None:
+    async with FakeRecorder(Behavior(silent=True)) as silent:
+        task = asyncio.create_task(start_recording([silent.address], header(),
+                                                   options=options(enforce=True)))
+        await wait_until(lambda: silent.open_connections == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_until(lambda: silent.open_connections == 0)
+
+
+async def test_check_recorder_reports_health() -> None:
+    async with FakeRecorder() as v2, FakeRecorder(Behavior(h2c=False)) as v1:
+        healthy = await check_recorder(v2.address, source_address="127.0.0.6")
+        assert (healthy.reachable, healthy.protocol, healthy.detail) == (True, "v2", None)
+        old = await check_recorder(v1.address)
+        assert (old.reachable, old.protocol) == (True, "v1")
+        assert old.detail is not None and "HTTP/1" in old.detail
+        dead = await check_recorder(closed_port())
+        assert not dead.reachable and dead.to_json()["healthy"] is False
+        assert v2.uploads == [] and v1.uploads == []  # probing records nothing
+        await wait_until(lambda: v2.open_connections == 0 and v1.open_connections == 0)
+
+
+async def test_abort_cuts_the_upload_at_once(recorder: FakeRecorder) -> None:
+    failures: list[RecordingFailed] = []
+    rec = await start_recording([recorder.address], header(), options=options(enforce=True),
+                                on_failure=failures.append)
+    await rec.output(b"partial session")
+    await wait_until(lambda: len(recorder.uploads[0].body) > 0)
+    stats = rec.abort()
+    assert stats.state == "failed" and stats.error is not None and "aborted" in stats.error
+    await wait_until(lambda: recorder.open_connections == 0)
+    assert not recorder.uploads[0].complete
+    assert failures == []
+    await rec.output(b"late")  # ignored
+    assert (await rec.close()).state == "failed"
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="buffer_limit"):
+        RecordingOptions(buffer_limit=10)
+    with pytest.raises(ValueError, match="ack_window"):
+        RecordingOptions(ack_window=0)
+
+
+async def test_bad_recorder_address_is_an_attempt_failure(recorder: FakeRecorder) -> None:
+    # A port out of range fails inside the socket layer (OverflowError), without any lookup.
+    rec = await start_recording([("127.0.0.1", 70000), recorder.address], header(),
+                                options=options())
+    assert rec.attempts[0].error is not None and rec.attempts[1].error is None
+    assert (await rec.close()).state == "finished"
+
+
+class FlowSession:
+    """A callback-style session: reads 'output' while not paused by the recording."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+        self.running = asyncio.Event()
+        self.running.set()
+        self.pauses = 0
+        self.resumes = 0
+        rec.set_flow_control(self.pause, self.resume)
+
+    def pause(self) -> None:
+        self.pauses += 1
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.resumes += 1
+        self.running.set()
+
+    async def produce(self, chunk: bytes, count: int) -> int:
+        peak = 0
+        for _ in range(count):
+            await self.running.wait()  # the session's add_reader is off while paused
+            self.rec.output_nowait(chunk)
+            peak = max(peak, self.rec.stats().bytes_buffered)
+            await asyncio.sleep(0)
+        return peak
+
+
+async def test_nowait_writes_with_flow_control_under_enforcement() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.5)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=5.0))
+        session = FlowSession(rec)
+        chunk = b"n" * 4096
+        task = asyncio.create_task(session.produce(chunk, 256))
+        await asyncio.sleep(0.3)
+        assert not rec.writable and session.pauses == 1 and not task.done()
+        peak = await asyncio.wait_for(task, 10)
+        assert peak < LIMIT + 2 * len(chunk)  # the limit plus at most the last write
+        assert session.resumes >= 1
+        rec.exit_nowait(0)
+        stats = await rec.close()
+        assert stats.state == "finished" and stats.bytes_dropped == 0
+        body = bytes(recorder.uploads[0].body)
+        assert output_of(body) == "n" * (256 * 4096)
+        assert lines(body)[-1][1:] == ["x", "0"]  # type: ignore[index]
+
+
+async def test_nowait_writes_without_enforcement_drop_instead_of_pausing() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.5)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(buffer_limit=LIMIT, ack_window=5.0))
+        session = FlowSession(rec)
+        peak = await session.produce(b"d" * 4096, 256)
+        assert session.pauses == 0 and peak <= LIMIT
+        assert rec.stats().bytes_dropped > 0
+        assert (await rec.close()).state == "finished"
+
+
+async def test_nowait_writes_after_a_failure_neither_raise_nor_stay_paused() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, die_after=None)) as recorder:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=LIMIT,
+                                                    ack_window=0.5),
+                                    on_failure=failures.append)
+        session = FlowSession(rec)
+        for _ in range(64):
+            rec.output_nowait(b"f" * 4096)
+        assert session.pauses == 1
+        await wait_until(lambda: bool(failures))  # the stalled recorder stops acking
+        assert session.resumes == 1 and rec.writable
+        rec.output_nowait(b"after")  # discarded, no exception
+        assert (await rec.close()).state == "failed"
+
+
+async def test_mixing_await_and_nowait_is_refused() -> None:
+    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True, buffer_limit=4096,
+                                                    ack_window=5.0))
+        blocked = asyncio.create_task(rec.output(b"a" * 300_000))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        with pytest.raises(RuntimeError, match="not both"):
+            rec.output_nowait(b"b")
+        await blocked
+        await rec.close()
