@@ -136,3 +136,17 @@ def test_explicit_listen_address(daemon_factory: DaemonFactory) -> None:
     assert port_closed(SERVER_IP, port, timeout=0.5)
     d.wait_for_control()
     assert d.status()["listening"] == [f"127.0.0.11:{port}"]
+
+
+def test_large_output_keeps_order_under_flow_control(daemon: TsshDaemon) -> None:
+    """More than the channel window and the daemon's buffers: reading pauses and resumes."""
+    size = 40 * 1024 * 1024
+    result = run_ssh(daemon, "root", f"seq 1 100000000 | head -c {size}; "
+                     f"seq 1 100 | head -c 200 >&2", timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    expected = subprocess.run(f"seq 1 100000000 | head -c {size}", shell=True,
+                              capture_output=True, check=True).stdout
+    assert len(result.stdout) == size
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(expected).digest()
+    assert result.stderr == subprocess.run("seq 1 100 | head -c 200", shell=True,
+                                           capture_output=True, check=True).stdout
