@@ -208,16 +208,15 @@ class Daemon:
 
     async def set_ssh(self, enabled: bool) -> None:
         async with self._lock:
+            if enabled != self._enabled:
+                if enabled:
+                    await self._open_listeners()  # raises (and nothing changes) if it cannot
+                else:
+                    await self._close_listeners()
+                    await self._end_connections(DISABLED_MESSAGE)
+                self._enabled = enabled
+                log.info("ssh switched", extra={"ssh": enabled})
             write_ssh_enabled(self.config.state_dir, enabled)
-            if enabled == self._enabled:
-                return
-            self._enabled = enabled
-            if enabled:
-                await self._open_listeners()
-            else:
-                await self._close_listeners()
-                await self._end_connections(DISABLED_MESSAGE)
-            log.info("ssh switched", extra={"ssh": enabled})
 
     async def status(self) -> dict[str, object]:
         """The status object ``tssh status`` renders (keys per ``ControlHandler.status``)."""
