@@ -151,3 +151,12 @@ def test_many_exec_sessions_on_one_connection(daemon: TsshDaemon) -> None:
             return [str(r.stdout).strip() for r in results]
 
     assert asyncio.run(run()) == [str(i) for i in range(8)]
+
+
+def test_session_that_cannot_start_says_why(daemon: TsshDaemon, local_user: LocalUser) -> None:
+    import subprocess
+
+    subprocess.run(["usermod", "-s", "/nonexistent/shell", local_user.name], check=True)
+    result = run_ssh(daemon, local_user.name, "true")
+    assert result.returncode == 1
+    assert b"tssh: cannot start the session: No such file or directory" in result.stderr

@@ -189,6 +189,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         try:
             await self._start()
         except OSError as e:
+            self._starting = False
             log.warning(
                 "session start failed",
                 extra={"session": self.info.id, "user": self.info.user, "error": str(e)},
@@ -443,9 +444,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,
                               pixheight: int) -> None:
         self._size = WindowSize(width, height, pixwidth, pixheight)
-        if self._pty is not None and self._pty.master in self._outputs:
+        pty = self._pty
+        # The master is open from the pty request until the output closes (or start fails).
+        if pty is not None and (self._starting or pty.master in self._outputs):
             with contextlib.suppress(OSError):
-                set_window_size(self._pty.master, self._size)
+                set_window_size(pty.master, self._size)
 
     def signal_received(self, signal_name: str) -> None:
         number = _signal_number(signal_name)
