@@ -160,3 +160,18 @@ def test_session_that_cannot_start_says_why(daemon: TsshDaemon, local_user: Loca
     result = run_ssh(daemon, local_user.name, "true")
     assert result.returncode == 1
     assert b"tssh: cannot start the session: No such file or directory" in result.stderr
+
+
+def test_client_terminal_modes_reach_the_pty(daemon: TsshDaemon) -> None:
+    import shlex
+
+    argv = ssh_command(daemon, "root", "stty -a", options=("-t",))
+    # The local terminal's modes travel in the pty request: make two of them unusual.
+    script = f"stty erase ^H intr ^B; exec {shlex.join(argv)}"
+    child = pexpect.spawn("/bin/sh", ["-c", script], timeout=10)
+    try:
+        child.expect(pexpect.EOF)
+        output = (child.before or b"").decode(errors="replace")
+    finally:
+        child.close(force=True)
+    assert "erase = ^H" in output and "intr = ^B" in output
