@@ -175,3 +175,19 @@ def test_client_terminal_modes_reach_the_pty(daemon: TsshDaemon) -> None:
     finally:
         child.close(force=True)
     assert "erase = ^H" in output and "intr = ^B" in output
+
+
+async def test_daemon_stop_leaves_no_session_process_behind(daemon: TsshDaemon) -> None:
+    conn = await _connect(daemon)
+    try:
+        proc = await conn.create_process("trap '' HUP; sleep 300 & echo $!; sleep 300")
+        pid = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert _pid_alive(pid)
+        await asyncio.to_thread(daemon.stop)  # SIGTERM: sessions end, SIGHUP is ignored here
+    finally:
+        conn.close()
+    for _ in range(20):  # the daemon kills what ignored SIGHUP before it exits
+        if not _pid_alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _pid_alive(pid)

@@ -32,7 +32,7 @@ from tssh.server.account import (
     is_root_account,
     lookup_account,
 )
-from tssh.server.session import ConnectionContext, ProcessSession
+from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
 
@@ -103,6 +103,9 @@ class Gatekeeper(Protocol):
     def connection_opened(self, server: TsshServer) -> None: ...
 
     def connection_closed(self, server: TsshServer) -> None: ...
+
+    @property
+    def hung_up_groups(self) -> HungUpGroups: ...
 
 
 def new_connection_id() -> str:
@@ -203,7 +206,8 @@ class TsshServer(asyncssh.SSHServer):
             return False
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
-        session = ProcessSession(self.context, session_id, self._session_closed)
+        session = ProcessSession(self.context, session_id, self._session_closed,
+                                 self._gate.hung_up_groups)
         self.sessions[session_id] = session
         return session
 

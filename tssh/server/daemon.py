@@ -27,6 +27,7 @@ from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
 from tssh.server.hostkeys import load_host_keys
+from tssh.server.session import HungUpGroups
 
 log = logging.getLogger("tssh.daemon")
 
@@ -71,6 +72,7 @@ class Daemon:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._hung_up = HungUpGroups()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class Daemon:
                 await self._watch_task
         await self._close_listeners()
         await self._end_connections(SHUTDOWN_MESSAGE)
+        await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
 
@@ -172,6 +175,10 @@ class Daemon:
 
     def connection_closed(self, server: TsshServer) -> None:
         self._connections.discard(server)
+
+    @property
+    def hung_up_groups(self) -> HungUpGroups:
+        return self._hung_up
 
     # --- policy reload -------------------------------------------------------------------
 

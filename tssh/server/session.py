@@ -105,6 +105,43 @@ def _set_pipe_size(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
+class HungUpGroups:
+    """Process groups of ended sessions that got SIGHUP and may not have exited yet.
+
+    Each gets SIGKILL after ``HANGUP_GRACE``; a daemon that stops sooner calls ``finish`` so
+    that nothing it started outlives it merely because it ignored SIGHUP.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[int] = set()
+
+    def add(self, pgid: int) -> None:
+        self._pending.add(pgid)
+        asyncio.get_running_loop().call_later(HANGUP_GRACE, self._kill, pgid)
+
+    def _kill(self, pgid: int) -> None:
+        if pgid in self._pending:
+            self._pending.discard(pgid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    async def finish(self, grace: float = HANGUP_GRACE) -> None:
+        """Wait up to ``grace`` seconds for the groups to exit, then SIGKILL the rest."""
+        deadline = time.monotonic() + grace
+        while self._pending and time.monotonic() < deadline:
+            for pgid in list(self._pending):
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    self._pending.discard(pgid)
+                except PermissionError:
+                    pass
+            if self._pending:
+                await asyncio.sleep(0.05)
+        for pgid in list(self._pending):
+            self._kill(pgid)
+
+
 class ProcessSession(asyncssh.SSHServerSession[bytes]):
     """The asyncssh session handler: requests in, one child process, exit status out."""
 
@@ -113,9 +150,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         ctx: ConnectionContext,
         session_id: str,
         on_close: Callable[[ProcessSession], None],
+        hung_up: HungUpGroups,
         sftp_server: str = SFTP_SERVER,
     ) -> None:
         self._ctx = ctx
+        self._hung_up_groups = hung_up
         self._on_close = on_close
         self._sftp_server = sftp_server
         self._loop = asyncio.get_running_loop()
@@ -545,4 +584,4 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if not self._signal_group(signal.SIGHUP):
             return  # the group is gone: nothing to kill later (and its id may be reused)
         self._signal_group(signal.SIGCONT)
-        self._loop.call_later(HANGUP_GRACE, self._signal_group, signal.SIGKILL)
+        self._hung_up_groups.add(self._pid)
