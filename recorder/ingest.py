@@ -20,7 +20,7 @@ from recorder.errors import CastError, HeaderMismatchError, StorageError
 from recorder.metrics import Metrics
 from recorder.model import Status
 from recorder.service import RecorderService, Recording
-from recorder.stream import CastScanner, check_uploader
+from recorder.stream import CastHeader, CastScanner, check_source_claims
 from tssh.identity.base import Peer, Resolver
 
 Scope = MutableMapping[str, Any]
@@ -54,9 +54,11 @@ class Upload:
     """One upload's state: scanner, recording, and the receive loop feeding them."""
 
     def __init__(
-        self, service: RecorderService, peer: Peer, address: str, *, sync_every: float | None
+        self, service: RecorderService, resolver: Resolver, peer: Peer, address: str,
+        *, sync_every: float | None,
     ) -> None:
         self.service = service
+        self.resolver = resolver
         self.metrics: Metrics = service.metrics
         self.peer = peer
         self.address = address
@@ -91,7 +93,7 @@ class Upload:
         self.metrics.bytes.inc(len(body))
         out = self.scanner.feed(body)
         if self.recording is None and self.scanner.header is not None:
-            check_uploader(self.scanner.header, self.peer.id)
+            await self._check_claims(self.scanner.header)
             self.recording = await self.service.begin(
                 self.peer, self.address, self.scanner.header
             )
@@ -103,6 +105,13 @@ class Upload:
                 if now - self._last_sync >= self._sync_every:
                     self._last_sync = now
                     await self.recording.sync()
+
+    async def _check_claims(self, header: CastHeader) -> None:
+        claimed = header.src_node_id
+        if claimed is None:
+            return
+        known = next((p for p in await self.resolver.peers() if p.id == claimed), None)
+        check_source_claims(header, known)
 
     async def sync(self) -> int:
         return 0 if self.recording is None else await self.recording.sync()
@@ -186,7 +195,7 @@ class IngestApp:
             self.service.metrics.errors.labels("unknown_peer").inc()
             await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
-        upload = Upload(self.service, who[0], who[1], sync_every=None)
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
         await send({
             "type": "http.response.start", "status": 200,
             "headers": [(b"content-type", b"application/json")],
@@ -264,7 +273,7 @@ class IngestApp:
             self.service.metrics.errors.labels("unknown_peer").inc()
             await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
-        upload = Upload(self.service, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
         error: str | None = None
         status = 200
         try:

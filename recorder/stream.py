@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recorder.errors import CastError, HeaderMismatchError
+from tssh.identity.base import Peer
 
 HEADER_LIMIT = 64 * 1024  # bytes, first line included its newline
 LINE_LIMIT = 1024 * 1024  # bytes per event line; a terminal never writes one event this big
@@ -80,17 +81,37 @@ def parse_header(line: bytes) -> CastHeader:
     return CastHeader(fields=fields, raw=line)
 
 
-def check_uploader(header: CastHeader, uploader_id: str) -> None:
-    """Refuses a header whose ``srcNodeID`` names another node than the uploader's address.
+def check_source_claims(header: CastHeader, known: Peer | None) -> None:
+    """Refuses a header whose SSH-client claims contradict what the tailnet says of that node.
 
-    A node could otherwise file recordings under another node's name. A header without
-    ``srcNodeID`` is accepted: the uploader's identity is recorded from its address anyway.
+    ``srcNode*`` name the node the SSH connection came *from* (tailscaled fills them from its
+    peer), not the uploader: the uploader is known from its address and files the recording
+    under its own id whatever the header says. When the recorder knows the claimed
+    ``srcNodeID`` (``known``), the name, user and tags must agree with it; a node the recorder
+    cannot see (tailnet ACLs may hide it) is taken as claimed.
     """
-    claimed = header.src_node_id
-    if claimed is not None and claimed != uploader_id:
+    if known is None:
+        return
+    claims = header.fields
+    wrong: list[str] = []
+    name = header.text("srcNode")
+    if name is not None and _short(name) != _short(known.name):
+        wrong.append(f"srcNode {name!r} (the node is {known.name!r})")
+    user = header.text("srcNodeUser")
+    if user is not None and user != known.user:
+        wrong.append(f"srcNodeUser {user!r} (the node's user is {known.user!r})")
+    tags = claims.get("srcNodeTags")
+    if isinstance(tags, list) and sorted(tags) != sorted(known.tags):
+        wrong.append(f"srcNodeTags {tags!r} (the node's tags are {list(known.tags)!r})")
+    if wrong:
         raise HeaderMismatchError(
-            f"asciicast header names node {claimed!r} but the upload comes from {uploader_id!r}"
+            f"asciicast header about node {known.id!r} contradicts the tailnet: "
+            + "; ".join(wrong)
         )
+
+
+def _short(name: str) -> str:
+    return name.rstrip(".").split(".", 1)[0].lower()
 
 
 @dataclass

@@ -56,7 +56,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cast_header(node_id: str = "nSRV1", conn: str = "ssh-conn-20261125T090000-0123456789",
+def cast_header(node_id: str = "nLAP1", conn: str = "ssh-conn-20261125T090000-0123456789",
                 **extra: Any) -> bytes:
     header: dict[str, Any] = {
         "version": 2, "width": 80, "height": 24, "timestamp": 1764061200,

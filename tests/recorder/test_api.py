@@ -29,9 +29,9 @@ def _upload(rec: RecorderProc, source: str, body: bytes) -> None:
 
 def test_listing_filters_and_cursor(recorder: RecorderProc) -> None:
     for i in range(5):
-        src, node = (SERVER, "nSRV1") if i % 2 == 0 else (SERVER2, "nSRV2")
+        src = SERVER if i % 2 == 0 else SERVER2  # the uploader: filed under its own id
         user = "alice" if i < 3 else "bob"
-        _upload(recorder, src, cast_header(node_id=node, conn=f"ssh-conn-{i}", sshUser=user,
+        _upload(recorder, src, cast_header(conn=f"ssh-conn-{i}", sshUser=user,
                                            command=f"cmd-{i}-marker") + event(0.1, f"{i}\n"))
     with recorder.client(ALICE) as c:
         every = c.get("/api/v1/recordings").json()["recordings"]

@@ -87,13 +87,27 @@ async def test_non_utf8_event_ends_the_recording(recorder: RecorderProc) -> None
         assert c.get(f"/api/v1/recordings/{meta['id']}/cast").content.startswith(head)
 
 
-async def test_header_lying_about_its_node_is_refused(recorder: RecorderProc) -> None:
-    # server2 uploads a header claiming to be server (nSRV1)
-    up = await _upload(recorder, [cast_header(node_id="nSRV1") + event(0.1, "x\n")], SERVER2)
-    assert up.error is not None and "nSRV1" in up.error and "nSRV2" in up.error
+async def test_header_lying_about_its_client_node_is_refused(recorder: RecorderProc) -> None:
+    # the header says the SSH client was alice's laptop (nLAP1) but names another user
+    lie = cast_header(srcNodeUser="mallory@example.com") + event(0.1, "x\n")
+    up = await _upload(recorder, [lie], SERVER2)
+    assert up.error is not None and "nLAP1" in up.error and "mallory" in up.error
     assert _listing(recorder) == []
     with recorder.client(ALICE) as c:
         assert 'reason="header_mismatch"' in c.get("/metrics").text
+
+
+async def test_recording_is_filed_under_the_uploader_not_the_header(
+    recorder: RecorderProc,
+) -> None:
+    # server2 uploads a session whose client was server (nSRV1): consistent claims, so kept,
+    # but stored under the uploader's own id, known from its address
+    header = cast_header(node_id="nSRV1", srcNode="server", srcNodeTags=["tag:prod"])
+    header = header.replace(b', "srcNodeUser": "alice@example.com", "srcNodeUserID": "u1"', b"")
+    up = await _upload(recorder, [header + event(0.1, "x\n")], SERVER2)
+    assert up.error is None, up.frames
+    [meta] = _listing(recorder)
+    assert str(meta["storageKey"]).startswith("nSRV2/")
 
 
 async def test_hostile_connection_id_does_not_escape_the_store(recorder: RecorderProc) -> None:

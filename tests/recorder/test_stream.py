@@ -3,13 +3,12 @@ enforces limits and UTF-8, and notes the last event time and exit status."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from recorder.errors import CastError, HeaderMismatchError
-from recorder.stream import CastScanner, check_uploader, parse_header
+from recorder.stream import CastScanner, check_source_claims, parse_header
 from tests.recorder.conftest import cast_header, event
+from tssh.identity.base import Peer
 
 
 def feed_in_pieces(data: bytes, size: int, scanner: CastScanner | None = None) -> CastScanner:
@@ -86,13 +85,25 @@ def test_header_validation(line: bytes, message: str) -> None:
         parse_header(line)
 
 
-def test_uploader_check() -> None:
-    header = parse_header(cast_header(node_id="nSRV1").strip())
-    check_uploader(header, "nSRV1")
-    with pytest.raises(HeaderMismatchError):
-        check_uploader(header, "nOTHER")
-    anonymous = parse_header(json.dumps({"version": 2, "width": 1, "height": 1}).encode())
-    check_uploader(anonymous, "nOTHER")  # no claim, nothing to contradict
+LAPTOP = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("127.0.0.2",),
+              user="alice@example.com")
+
+
+def test_source_claims_must_agree_with_the_tailnet() -> None:
+    header = parse_header(cast_header(node_id="nLAP1").strip())
+    check_source_claims(header, LAPTOP)
+    check_source_claims(header, None)  # a node the recorder cannot see is taken as claimed
+    short = parse_header(cast_header(node_id="nLAP1", srcNode="laptop").strip())
+    check_source_claims(short, LAPTOP)  # short name or FQDN
+    with pytest.raises(HeaderMismatchError, match=r"srcNodeUser 'alice@example\.com'"):
+        check_source_claims(header, Peer(name="laptop", id="nLAP1", addresses=(),
+                                         user="mallory@example.com"))
+    with pytest.raises(HeaderMismatchError, match=r"srcNode 'laptop\.example\.ts\.net'"):
+        check_source_claims(header, Peer(name="server", id="nLAP1", addresses=(),
+                                         user="alice@example.com"))
+    tagged = parse_header(cast_header(node_id="nLAP1", srcNodeTags=["tag:ci"]).strip())
+    with pytest.raises(HeaderMismatchError, match="srcNodeTags"):
+        check_source_claims(tagged, LAPTOP)
 
 
 def test_unsafe_connection_id_is_not_used_for_keys() -> None:
