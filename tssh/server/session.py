@@ -82,10 +82,10 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-# One read buffer for every session: the event loop is single-threaded and the channel
-# copies what it is given before the next read. ``os.read(fd, 256 KiB)`` would instead
-# allocate (mmap) and free 256 KiB per call, which costs ten times more than the read itself
-# for a keystroke's echo.
+# One read buffer for every session (the event loop is single-threaded); each read is copied
+# out once, to exactly its size, so whoever keeps the data (the channel, a recording) holds
+# an immutable ``bytes``. ``os.read(fd, 256 KiB)`` would instead allocate (mmap) and free
+# 256 KiB per call, which costs ten times more than the read itself for a keystroke's echo.
 _READ_BUFFER = bytearray(READ_SIZE)
 _READ_VIEW = memoryview(_READ_BUFFER)
 # Data goes to the channel in packet-sized pieces: asyncssh cuts a larger write into packets
@@ -94,10 +94,9 @@ _READ_VIEW = memoryview(_READ_BUFFER)
 CHANNEL_CHUNK = 32 * 1024
 
 
-def _read(fd: int) -> memoryview:
-    """The next bytes from ``fd``, valid until the next read (copy or use them at once)."""
+def _read(fd: int) -> bytes:
     count = os.readv(fd, [_READ_BUFFER])
-    return _READ_VIEW[:count]
+    return bytes(_READ_VIEW[:count])
 
 
 def _set_pipe_size(fd: int) -> None:
@@ -356,18 +355,22 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             if e.errno != errno.EIO:  # EIO: a pty whose last slave closed
                 log.warning("session read failed", extra={"session": self.info.id,
                                                           "error": str(e)})
-            data = _READ_VIEW[:0]
+            data = b""
         if data:
             self._send(fd, data)
             return
         self._close_output(fd)
 
-    def _send(self, fd: int, data: memoryview) -> None:
+    def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
         write = self._chan.write_stderr if self._outputs.get(fd) else self._chan.write
+        if len(data) <= CHANNEL_CHUNK:
+            write(data)
+            return
+        view = memoryview(data)
         for start in range(0, len(data), CHANNEL_CHUNK):
-            write(data[start:start + CHANNEL_CHUNK])
+            write(view[start:start + CHANNEL_CHUNK])
 
     def _close_output(self, fd: int) -> None:
         if fd not in self._outputs:
