@@ -187,7 +187,7 @@ class TsshServer(asyncssh.SSHServer):
             conn_id=self.conn_id, login=username, account=admission.account, peer=peer,
             peer_ip=self.peer_ip, peer_port=self.peer_port, local_ip=self.local_ip,
             local_port=self.local_port,
-            accept_env=tuple(decision.accept_env) if decision else (), decision=decision,
+            accept_env=tuple(decision.accept_env) if decision else (),
         )
         return False
 

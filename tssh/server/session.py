@@ -24,7 +24,6 @@ from typing import Any
 import asyncssh
 
 from tssh.identity.base import Peer
-from tssh.policy import Decision
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
 from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
@@ -54,8 +53,6 @@ class ConnectionContext:
     local_ip: str
     local_port: int
     accept_env: tuple[str, ...] = ()
-    # The policy decision that admitted the connection (recorders, enforceRecorder, ...).
-    decision: Decision | None = None
 
 
 @dataclass
