@@ -79,6 +79,20 @@ def test_tssh_ssh_unknown_machine(tmp_path: Path) -> None:
     )
     assert missing.returncode != 0
     assert missing.stderr.strip() == "tssh: no node called 'nosuchnode' in the tailnet"
+    # The identity settings can also come from the daemon's TOML file (relative to it).
+    config = tmp_path / "tssh.toml"
+    config.write_text(f'identity = "netmap"\nnetmap = "{netmap.name}"\nport = 2222\n')
+    from_file = subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "--config", str(config), "nosuchnode"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert from_file.stderr.strip() == "tssh: no node called 'nosuchnode' in the tailnet"
+    unconfigured = subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "nosuchnode"], cwd=REPO, capture_output=True,
+        text=True, timeout=30, env={k: v for k, v in os.environ.items()
+                                    if not k.startswith("TSSH_")},
+    )
+    assert unconfigured.returncode == 2 and "needs a netmap file" in unconfigured.stderr
 
 
 def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
