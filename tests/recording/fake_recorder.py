@@ -48,10 +48,11 @@ class Upload:
 
 
 class FakeRecorder:
-    def __init__(self, behavior: Behavior | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, behavior: Behavior | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.behavior = behavior or Behavior()
         self.host = host
-        self.port = 0
+        self.port = port
         self.uploads: list[Upload] = []
         self.probes = 0
         self.connections = 0
@@ -69,7 +70,8 @@ class FakeRecorder:
         return (self.host, self.port)
 
     async def start(self) -> FakeRecorder:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -694,6 +694,10 @@ class Recording:
     def exit_nowait(self, status: int) -> None:
         self._record_nowait(lambda now: self._encoder.exit(now, status))
 
+    def marker_nowait(self, label: str) -> None:
+        """An ``"m"`` event, e.g. saying what kind of session this is."""
+        self._record_nowait(lambda now: self._encoder.marker(now, label))
+
     @property
     def writable(self) -> bool:
         """False while flow control holds the session paused."""
