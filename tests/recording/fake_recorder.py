@@ -37,6 +37,7 @@ class Behavior:
     error_after: int | None = None  # send an error frame and end after this many bytes
     silent: bool = False  # accept connections, read, never answer
     small_receive_buffer: bool = False  # so that a stall backs up to the client quickly
+    keep_body: bool = True  # False: count the bytes only (benchmarks)
 
 
 @dataclass
@@ -45,6 +46,13 @@ class Upload:
     peer: str  # source address of the uploader
     body: bytearray = field(default_factory=bytearray)
     complete: bool = False
+    size: int = 0  # bytes received (all of them in body unless keep_body is False)
+
+    def add(self, data: bytes, keep: bool) -> int:
+        self.size += len(data)
+        if keep:
+            self.body += data
+        return self.size
 
 
 class FakeRecorder:
@@ -161,7 +169,7 @@ class _H2Session:
         while sid not in self.ended:
             await asyncio.sleep(self.b.idle_ack)
             if sid not in self.ended:
-                self.frame(sid, {"ack": len(self.uploads[sid].body)})
+                self.frame(sid, {"ack": self.uploads[sid].size})
 
     async def run(self, first: bytes) -> None:
         self.conn.initiate_connection()
@@ -206,8 +214,7 @@ class _H2Session:
             upload = self.uploads.get(ev.stream_id)
             if upload is None or ev.stream_id in self.ended:
                 return None
-            upload.body += ev.data
-            n = len(upload.body)
+            n = upload.add(ev.data, b.keep_body)
             if b.die_after is not None and n >= b.die_after:
                 self.writer.transport.abort()
                 return "stop"
@@ -229,7 +236,7 @@ class _H2Session:
             upload = self.uploads.get(ev.stream_id)
             if upload is not None and ev.stream_id not in self.ended:
                 upload.complete = True
-                self.frame(ev.stream_id, {"ack": len(upload.body)}, end=True)
+                self.frame(ev.stream_id, {"ack": upload.size}, end=True)
         return None
 
 
@@ -275,8 +282,7 @@ class _H1Session:
                 self.send(h11.InformationalResponse(status_code=100, headers=[]))
             elif isinstance(ev, h11.Data):
                 assert upload is not None
-                upload.body += ev.data
-                n = len(upload.body)
+                n = upload.add(ev.data, b.keep_body)
                 if b.die_after is not None and n >= b.die_after:
                     self.writer.transport.abort()
                     return
