@@ -38,6 +38,7 @@ class Behavior:
     silent: bool = False  # accept connections, read, never answer
     small_receive_buffer: bool = False  # so that a stall backs up to the client quickly
     keep_body: bool = True  # False: count the bytes only (benchmarks)
+    ack_per_read: bool = False  # one ack per socket read, not per DATA frame (less chatty)
 
 
 @dataclass
@@ -150,6 +151,7 @@ class _H2Session:
             h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.uploads: dict[int, Upload] = {}
         self.ended: set[int] = set()
+        self.unacked: set[int] = set()  # ack_per_read: streams with data since the last ack
 
     def flush(self) -> None:
         self.writer.write(self.conn.data_to_send())
@@ -177,9 +179,12 @@ class _H2Session:
         idle: list[asyncio.Task[None]] = []
         try:
             while data:
+                self.unacked.clear()
                 for ev in self.conn.receive_data(data):
                     if await self.handle(ev, idle) == "stop":
                         return
+                for sid in self.unacked - self.ended:
+                    self.frame(sid, {"ack": self.uploads[sid].size})
                 self.flush()
                 await self.writer.drain()
                 data = await self.reader.read(65536)
@@ -224,7 +229,9 @@ class _H2Session:
             if b.end_after is not None and n >= b.end_after:
                 self.frame(ev.stream_id, {"ack": n}, end=True)
                 return None
-            if b.acks:
+            if b.acks and b.ack_per_read:
+                self.unacked.add(ev.stream_id)
+            elif b.acks:
                 self.frame(ev.stream_id, {"ack": n})
             if b.stall_after is not None and n >= b.stall_after:
                 b.stall_after = None

@@ -360,16 +360,19 @@ class V2Upload(_HTTPUpload):
             if (error := self._error()) is not None:
                 raise error
             self._progress.clear()
-            n = min(self.conn.sendable(), len(view))
-            if n == 0:
-                if self.conn.upload_ended:
-                    raise RecordingFailed("recorder ended the upload before the session ended")
-                await self._progress.wait()
+            queued = 0
+            # As many frames as the window allows, then one write (one syscall).
+            while view and (n := min(self.conn.sendable(), len(view))) > 0:
+                self.conn.send_body(bytes(view[:n]))
+                view = view[n:]
+                queued += n
+            if queued:
+                self._flush()
+                await self._drain()
                 continue
-            self.conn.send_body(bytes(view[:n]))
-            self._flush()
-            view = view[n:]
-            await self._drain()
+            if self.conn.upload_ended:
+                raise RecordingFailed("recorder ended the upload before the session ended")
+            await self._progress.wait()
 
     async def finish(self, time_limit: float) -> None:
         if (error := self._error()) is not None:
