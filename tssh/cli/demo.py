@@ -24,6 +24,8 @@ from tssh.logformat import configure_logging
 
 SERVER_ADDRESS = "127.0.0.2"
 LAPTOP_ADDRESS = "127.0.0.1"
+RECORDER_ADDRESS = "127.0.0.3"  # the demo recorder node, when the demo runs one
+RECORDER_TAG = "tag:recorder"
 
 
 def register(subparsers: Any) -> None:
@@ -40,24 +42,31 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def demo_files(directory: Path, user: str) -> tuple[Path, Path]:
-    """Write the demo netmap and policy (overwritten on each start)."""
+def demo_files(directory: Path, user: str, *, recorder_address: str | None = None,
+               enforce_recorder: bool = False) -> tuple[Path, Path]:
+    """Write the demo netmap and policy (overwritten on each start).
+
+    With ``recorder_address``, the netmap has a ``demo-recorder`` node (tagged
+    ``tag:recorder``) at that address, and the policy's rule records every session to it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     login = f"{user}@demo.local"
-    netmap = {
-        "self": "demo-server",
-        "nodes": [
-            {"name": "demo-server", "id": "nDEMO1", "addresses": [SERVER_ADDRESS],
-             "tags": ["tag:demo"]},
-            {"name": "demo-laptop", "id": "nDEMO2", "addresses": [LAPTOP_ADDRESS],
-             "user": login},
-        ],
-    }
+    nodes: list[dict[str, object]] = [
+        {"name": "demo-server", "id": "nDEMO1", "addresses": [SERVER_ADDRESS],
+         "tags": ["tag:demo"]},
+        {"name": "demo-laptop", "id": "nDEMO2", "addresses": [LAPTOP_ADDRESS], "user": login},
+    ]
     users = ["root"] if user == "root" else ["autogroup:nonroot"]
-    policy = {
-        "tagOwners": {"tag:demo": [login]},
-        "ssh": [{"action": "accept", "src": [login], "dst": ["tag:demo"], "users": users}],
-    }
+    rule: dict[str, object] = {"action": "accept", "src": [login], "dst": ["tag:demo"],
+                               "users": users}
+    tag_owners = {"tag:demo": [login]}
+    if recorder_address is not None:
+        nodes.append({"name": "demo-recorder", "id": "nDEMO3", "addresses": [recorder_address],
+                      "tags": [RECORDER_TAG]})
+        rule.update({"recorder": [RECORDER_TAG], "enforceRecorder": enforce_recorder})
+        tag_owners[RECORDER_TAG] = [login]
+    netmap = {"self": "demo-server", "nodes": nodes}
+    policy = {"tagOwners": tag_owners, "ssh": [rule]}
     netmap_path = directory / "netmap.hujson"
     netmap_path.write_text("// tssh demo netmap (generated)\n" + json.dumps(netmap, indent=2))
     policy_path = directory / "policy.hujson"
