@@ -39,13 +39,16 @@ RECORDING_NETMAP = {
 
 
 def recording_policy(enforce: bool, recorders: tuple[str, ...] = ("tag:recorder",)) -> str:
-    """alice may log in as any non-root user; every session recorded to ``recorders``."""
+    """alice may log in as any non-root user; every session recorded to ``recorders``
+    (none: not recorded)."""
+    rule: dict[str, object] = {"action": "accept", "src": ["alice@example.com"],
+                               "dst": ["tag:prod"], "users": ["autogroup:nonroot"]}
+    if recorders:
+        rule.update({"recorder": list(recorders), "enforceRecorder": enforce})
     return json.dumps({
         "tagOwners": {"tag:prod": ["alice@example.com"],
                       "tag:recorder": ["alice@example.com"]},
-        "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
-                 "users": ["autogroup:nonroot"], "recorder": list(recorders),
-                 "enforceRecorder": enforce}],
+        "ssh": [rule],
     }, indent=2)
 
 

@@ -29,6 +29,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     RecordingSetup,
     recorder_loop_fixture,
     recording_fixture,
+    recording_policy,
 )
 
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
@@ -212,3 +213,36 @@ def test_local_fallback_when_no_recorder_is_reachable(
     assert start["outcome"] == "local"
     assert len(start["attempts"]) == 2  # both recorders tried first
 
+
+
+def test_policy_change_records_new_sessions_on_a_live_connection(
+        recording: RecordingSetup, local_user: LocalUser, tmp_path: Path) -> None:
+    rec = recording.recorder()
+    daemon = recording.daemon(enforce=True, recorders=())  # nothing recorded at first
+    sock = tmp_path / "mux.sock"
+    mux = ("-S", str(sock))
+    master = subprocess.Popen(
+        ssh_command(daemon, local_user.name, options=("-M", *mux, "-N")),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            assert master.poll() is None, master.stderr
+            time.sleep(0.05)
+        before = run_ssh(daemon, local_user.name, "echo before", options=mux)
+        assert before.stdout == b"before\n", before.stderr
+        daemon.policy.write_text(recording_policy(enforce=True))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+                e.get("msg") == "policy updated" for e in daemon.log_entries()):
+            time.sleep(0.1)
+        time.sleep(0.3)  # the live connections are revalidated right after
+        after = run_ssh(daemon, local_user.name, "echo after", options=mux)
+        assert after.stdout == b"after\n", after.stderr
+        [upload] = recording.loop.wait_upload(rec)
+        assert "after" in upload.output() and "before" not in upload.output()
+        [conn] = {e["conn"] for e in daemon.log_entries() if e.get("msg") == "login accepted"}
+        assert upload.cast()[0]["connectionID"] == conn  # the same, multiplexed connection
+    finally:
+        master.terminate()
+        master.wait(10)

@@ -200,7 +200,8 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def _revalidate(self) -> None:
-        """End connections the new policy no longer admits as the same local user."""
+        """End connections the new policy no longer admits as the same local user; give
+        the others the new rule's recording settings."""
         for server in list(self._connections):
             ctx = server.context
             if ctx is None:
@@ -210,6 +211,9 @@ class Daemon:
                 log.info("connection revoked", extra={"conn": ctx.conn_id,
                                                       "reason": admission.message})
                 server.end(REVOKED_MESSAGE)
+            elif admission.recording != ctx.recording:
+                # Sessions opened from now on are recorded as the new rule says.
+                server.context = replace(ctx, recording=admission.recording)
 
     # --- control socket (ControlHandler) -------------------------------------------------
 

@@ -230,6 +230,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                 self._chan.exit(REFUSED_EXIT_STATUS)
             return False
         self.recording.set_flow_control(self._pause_output, self._resume_output)
+        if desc.pty and (self._size.cols, self._size.rows) != (desc.width, desc.height):
+            self.recording.resize(self._size.cols, self._size.rows)  # resized meanwhile
         return True
 
     def _recording_failed(self, error: RecordingFailed) -> None:
