@@ -86,3 +86,7 @@ class RecordingFailed(RecordingError):
 
 class RecorderProtocolError(RecordingFailed):
     """The recorder answered something the recording wire protocol does not allow."""
+
+
+class RecordingsError(TsshError):
+    """A recorder's API could not be reached, refused the request, or answered nonsense."""

@@ -11,6 +11,7 @@ from tssh import __version__
 from tssh.cli import daemon as daemon_command
 from tssh.cli import demo as demo_command
 from tssh.cli import policy as policy_command
+from tssh.cli import recordings as recordings_command
 from tssh.cli import set as set_command
 from tssh.cli import ssh as ssh_command
 from tssh.cli import status as status_command
@@ -21,6 +22,7 @@ COMMAND_MODULES: list[Any] = [
     daemon_command,
     demo_command,
     policy_command,
+    recordings_command,
     ssh_command,
     set_command,
     status_command,

@@ -1,0 +1,156 @@
+"""The read API (DESIGN §6): list, metadata, cast (with Range), live follow, verify; health,
+metrics and the public key. Every recording route goes through ``access``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from recorder.access import Access, Denied, Reader
+from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError, TokenError
+from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
+from recorder.index.base import Query as IndexQuery
+from recorder.model import RecordingMeta, parse_time
+from recorder.service import RecorderService
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as [start, end); None when unsatisfiable (416)."""
+    m = _RANGE.match(header.strip())
+    if m is None or (not m.group(1) and not m.group(2)):
+        raise HTTPException(416, "only one 'bytes=START-END' range is supported")
+    if not m.group(1):
+        suffix = int(m.group(2))
+        return (max(0, size - suffix), size) if suffix > 0 and size > 0 else None
+    start = int(m.group(1))
+    end = size if not m.group(2) else min(size, int(m.group(2)) + 1)
+    return (start, end) if start < size and start < end else None
+
+
+def build_api(service: RecorderService, access: Access) -> FastAPI:
+    app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def reader(request: Request) -> Reader:
+        address = request.client.host if request.client else None
+        try:
+            result = await access.check(request.headers.get("authorization"), address)
+        except TokenError as e:
+            raise HTTPException(500, str(e)) from e
+        if isinstance(result, Denied):
+            headers = {"WWW-Authenticate": "Bearer"} if result.status == 401 else None
+            raise HTTPException(result.status, result.message, headers=headers)
+        return result
+
+    guarded = APIRouter(dependencies=[Depends(reader)])
+
+    async def recording(recording_id: str) -> RecordingMeta:
+        try:
+            return await service.get(recording_id)
+        except InvalidRecordingIdError as e:
+            raise HTTPException(400, str(e)) from e
+        except RecordingNotFoundError as e:
+            raise HTTPException(404, str(e)) from e
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "storage": service.storage.describe()}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    @app.get("/api/v1/key")
+    async def key() -> dict[str, str]:
+        return {"algorithm": "ed25519", "publicKey": service.public_key}
+
+    @guarded.get("/api/v1/recordings")
+    async def list_recordings(
+        node: str | None = None,
+        user: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        live: bool | None = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        try:
+            query = IndexQuery(
+                node=node, user=user,
+                since=parse_time(since) if since else None,
+                until=parse_time(until) if until else None,
+                live=live, q=q, limit=limit,
+                cursor=Cursor.decode(cursor) if cursor else None,
+            )
+        except ValueError as e:
+            raise HTTPException(400, f"bad query: {e}") from e
+        page = await service.index.query(query)
+        return {
+            "recordings": [service.with_live_size(m).to_json() for m in page.recordings],
+            "next": page.next.encode() if page.next else None,
+        }
+
+    @guarded.get("/api/v1/recordings/{recording_id}")
+    async def show(recording_id: str) -> dict[str, Any]:
+        return (await recording(recording_id)).to_json()
+
+    @guarded.get("/api/v1/recordings/{recording_id}/cast")
+    async def cast(recording_id: str, request: Request) -> Response:
+        meta = await recording(recording_id)
+        size = meta.size
+        headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
+        start, end, status = 0, size, 200
+        rng = request.headers.get("range")
+        if rng:
+            span = _parse_range(rng, size)
+            if span is None:
+                return Response(
+                    status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"}
+                )
+            start, end = span
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        headers["Content-Disposition"] = f'attachment; filename="{meta.id}.cast"'
+
+        async def body() -> AsyncIterator[bytes]:
+            if end > start:
+                async for chunk in service.storage.read(meta.key, start, end):
+                    yield chunk
+
+        return StreamingResponse(
+            body(), status_code=status, headers=headers, media_type="application/x-asciicast"
+        )
+
+    @guarded.get("/api/v1/recordings/{recording_id}/live")
+    async def live(recording_id: str) -> Response:
+        meta = await recording(recording_id)
+
+        def read(start: int, end: int) -> AsyncIterator[bytes]:
+            return service.storage.read(meta.key, start, end)
+
+        async def final_size() -> int | None:
+            done = await service.index.get(meta.id)
+            return None if done is None else done.size
+
+        return StreamingResponse(
+            service.live.follow(meta.id, read, final_size),
+            media_type="application/x-ndjson", headers={"Cache-Control": "no-store"},
+        )
+
+    @guarded.get("/api/v1/recordings/{recording_id}/verify")
+    async def verify(recording_id: str) -> JSONResponse:
+        meta = await recording(recording_id)
+        if meta.status == "live":
+            raise HTTPException(409, "recording is still live; it is sealed when it ends")
+        result = await service.verify(recording_id)
+        return JSONResponse({"id": recording_id, **result.to_json()})
+
+    app.include_router(guarded)
+    return app

@@ -1,0 +1,118 @@
+"""Wires the recorder: storage, index, key, identity, access, ingest and API into one ASGI
+app, and serves it with hypercorn (HTTP/1.1 and h2c on one port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+
+from recorder import h2tuning
+from recorder.access import Access
+from recorder.api import build_api
+from recorder.groups import load_groups
+from recorder.index.sqlite import SqliteIndex
+from recorder.ingest import ASGIApp, IngestApp
+from recorder.metrics import Metrics
+from recorder.seal import load_or_create_key
+from recorder.service import RecorderService
+from recorder.settings import RecorderSettings
+from recorder.storage.base import Storage
+from recorder.storage.disk import DiskStorage
+from recorder.tokens import TokenStore
+from tssh.identity import Resolver, open_resolver
+
+log = logging.getLogger("tssh.recorder")
+
+
+def open_storage(settings: RecorderSettings, metrics: Metrics) -> Storage:
+    target = settings.s3()
+    if target is None:
+        return DiskStorage(Path(settings.dst), metrics.observe_commit)
+    from recorder.storage.s3 import S3Storage
+
+    return S3Storage(
+        target.endpoint_url, target.bucket, settings.state_dir / "spool",
+        observe_commit=metrics.observe_commit,
+    )
+
+
+def open_service(settings: RecorderSettings) -> RecorderService:
+    metrics = Metrics()
+    service = RecorderService(
+        open_storage(settings, metrics),
+        SqliteIndex(settings.state_dir / "index.sqlite3"),
+        load_or_create_key(settings.state_dir / "seal.key"),
+        metrics,
+    )
+    service.trusted_keys = service.trusted_keys | frozenset(settings.trusted_keys)
+    return service
+
+
+@dataclass
+class RecorderApp:
+    service: RecorderService
+    resolver: Resolver
+    asgi: ASGIApp
+
+
+def build_app(
+    settings: RecorderSettings, service: RecorderService, resolver: Resolver
+) -> RecorderApp:
+    policy = settings.identity.policy
+    groups = load_groups(policy) if policy is not None else {}
+    tokens = TokenStore(settings.state_dir / "tokens.json")
+    access = Access(resolver, settings.viewers, groups, tokens)
+    api = build_api(service, access)
+    ingest = IngestApp(
+        service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack
+    )
+    return RecorderApp(service, resolver, ingest)
+
+
+def hypercorn_config(settings: RecorderSettings) -> HypercornConfig:
+    host, port = settings.listen_address()
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.backlog = 4096
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 5
+    return config
+
+
+async def serve_recorder(
+    settings: RecorderSettings,
+    *,
+    shutdown: asyncio.Event | None = None,
+) -> None:
+    """Runs a recorder until ``shutdown`` is set (or SIGINT/SIGTERM when none is given).
+
+    The demo starts it in-process with its own event; ``tssh-recorder`` runs it as ``main``.
+    """
+    service = open_service(settings)
+    resolver = open_resolver(settings.identity)
+    app = build_app(settings, service, resolver)
+    stop = shutdown or asyncio.Event()
+    if shutdown is None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    h2tuning.install()
+    if settings.ui:
+        log.warning("--ui: the web UI is not part of this version; serving the API only")
+    await service.start()
+    try:
+        config = hypercorn_config(settings)
+        log.info("recorder listening on %s, storing to %s", config.bind[0],
+                 service.storage.describe())
+        await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    finally:
+        await service.close()
+        await resolver.close()

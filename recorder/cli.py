@@ -1,0 +1,184 @@
+"""``tssh-recorder``: serve (default), ``reindex``, ``token create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from recorder import __version__
+from recorder.settings import DEFAULT_LISTEN, RecorderSettings, default_state_dir
+from recorder.tokens import TokenStore
+from tssh.cli.config_flags import add_config_arguments, config_overrides
+from tssh.config import Config, load_config
+from tssh.errors import TsshError
+
+COMMANDS = ("serve", "reindex", "token")
+# identity and policy come as for the daemon: --config FILE, or these flags, or TSSH_* variables
+IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface", "policy")
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _storage_flags(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument("--dst", default=env("TSRECORDER_DST"),
+                   help="DIR, s3://ENDPOINT or s3+http://HOST:PORT [TSRECORDER_DST]")
+    p.add_argument("--bucket", default=env("TSRECORDER_BUCKET"),
+                   help="S3 bucket with an s3 --dst [TSRECORDER_BUCKET]")
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()),
+                   help="index, signing key, tokens, S3 spool [TSRECORDER_STATEDIR]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="tssh-recorder",
+        description="Receives, stores, seals and serves tssh/Tailscale session recordings.",
+        epilog="serve is the default command: `tssh-recorder --dst DIR ...` runs it; "
+        "see `tssh-recorder serve --help` for its flags.",
+    )
+    parser.add_argument("--version", action="version", version=f"tssh-recorder {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the recorder (the default command)")
+    _storage_flags(serve)
+    serve.add_argument("--listen", default=env("TSRECORDER_LISTEN", DEFAULT_LISTEN),
+                       help=f"ADDR:PORT (default {DEFAULT_LISTEN}) [TSRECORDER_LISTEN]")
+    add_config_arguments(serve, IDENTITY_KEYS)
+    serve.add_argument("--viewer", action="append", dest="viewers", metavar="SELECTOR",
+                       help="who may read recordings: a login, group:x or tag:x (repeatable)")
+    serve.add_argument("--trust-key", action="append", dest="trusted_keys", metavar="KEY",
+                       help="another recorder's public key (GET /api/v1/key) whose seals "
+                       "verify here, for recorders sharing a bucket (repeatable)")
+    serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
+                       help="serve the web UI at / [TSRECORDER_UI]")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    reindex = sub.add_parser("reindex", help="rebuild the index from stored recordings")
+    _storage_flags(reindex)
+    reindex.set_defaults(func=_reindex)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    token.add_argument("--state-dir", type=Path,
+                       default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()))
+    tsub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = tsub.add_parser("create", help="create a token (printed once)")
+    create.add_argument("name", help="what the token is for")
+    create.set_defaults(func=_token_create)
+    listing = tsub.add_parser("list", help="list tokens (ids and names)")
+    listing.set_defaults(func=_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    revoke.set_defaults(func=_token_revoke)
+    for action in (create, listing, revoke):  # also accepted after the action
+        action.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> RecorderSettings:
+    from recorder.errors import SettingsError
+
+    if not args.dst:
+        raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
+    RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
+    trusted = tuple(_check_key(k) for k in getattr(args, "trusted_keys", None) or ())
+    env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
+    return RecorderSettings(
+        dst=args.dst, bucket=args.bucket, state_dir=args.state_dir,
+        listen=getattr(args, "listen", DEFAULT_LISTEN),
+        identity=(
+            load_config(args.config, os.environ, config_overrides(args))
+            if hasattr(args, "config") else Config()
+        ),
+        viewers=tuple(getattr(args, "viewers", None) or env_viewers),
+        ui=getattr(args, "ui", False),
+        trusted_keys=trusted,
+    )
+
+
+def _check_key(text: str) -> str:
+    import base64
+    import binascii
+
+    from recorder.errors import SettingsError
+
+    try:
+        if len(base64.b64decode(text, validate=True)) == 32:
+            return text
+    except (binascii.Error, ValueError):
+        pass
+    raise SettingsError(f"--trust-key {text[:60]!r}: expected a base64 Ed25519 public key")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from recorder.app import serve_recorder
+
+    logging.basicConfig(
+        level=str(args.log_level).upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import uvloop
+
+    uvloop.run(serve_recorder(_settings(args)))
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from recorder.app import open_service
+
+    async def run() -> int:
+        service = open_service(_settings(args))
+        await service.storage.start()
+        await service.index.open()
+        try:
+            return await service.reindex()
+        finally:
+            await service.close()
+
+    count = asyncio.run(run())
+    print(f"indexed {count} recordings")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    record, token = TokenStore(args.state_dir / "tokens.json").create(args.name)
+    print(token)
+    print(f"token {record.id} ({record.name}) created; it is shown only once", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for r in TokenStore(args.state_dir / "tokens.json").records():
+        print(f"{r.id}\t{r.created}\t{r.name}")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    TokenStore(args.state_dir / "tokens.json").revoke(args.id)
+    print(f"token {args.id} revoked", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in
+                         ("-h", "--help", "--version")):
+        args_list.insert(0, "serve")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except TsshError as e:
+        print(f"tssh-recorder: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

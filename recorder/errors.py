@@ -1,0 +1,44 @@
+"""The recorder's exception classes: each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+from tssh.errors import TsshError
+
+
+class RecorderError(TsshError):
+    """Base class of every error the recorder reports."""
+
+
+class SettingsError(RecorderError):
+    """Flags, environment or files given to ``tssh-recorder`` are invalid."""
+
+    exit_code = 2
+
+
+class CastError(RecorderError):
+    """An uploaded asciicast stream is malformed (header, line length, encoding)."""
+
+
+class HeaderMismatchError(CastError):
+    """The asciicast header names a node other than the one uploading it."""
+
+
+class StorageError(RecorderError):
+    """The storage backend could not store or read a recording (disk full, S3 down, ...)."""
+
+
+class RecordingNotFoundError(RecorderError):
+    """No recording with this id exists in the index."""
+
+
+class InvalidRecordingIdError(RecorderError):
+    """A recording id does not match the strict id syntax."""
+
+
+class SealError(RecorderError):
+    """The recorder's signing key cannot be created or read."""
+
+
+class TokenError(RecorderError):
+    """An API token operation failed (unknown token id, unreadable token file)."""
+

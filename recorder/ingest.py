@@ -1,0 +1,304 @@
+"""Recording upload endpoints, as raw ASGI: ``/v2/record`` (h2c, acks) and ``/record`` (v1).
+
+Why raw ASGI: ``/v2/record`` is full duplex (ack frames go out while the body still arrives).
+Starlette's ``StreamingResponse`` also listens for ``http.disconnect`` on the same ``receive``
+channel, which under hypercorn swallows request-body messages; so these two paths read
+``http.request`` messages themselves, and everything else goes to the FastAPI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from recorder.errors import CastError, HeaderMismatchError, StorageError
+from recorder.metrics import Metrics
+from recorder.model import Status
+from recorder.service import RecorderService, Recording
+from recorder.stream import CastHeader, CastScanner, check_source_claims
+from tssh.identity.base import Peer, Resolver
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger("tssh.recorder.ingest")
+
+IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
+ACK_INTERVAL = 0.0  # pause after each ack; 0: acks follow the group commit rate
+V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
+HEADER_TIMEOUT = 30.0  # seconds a v2 upload may stay open without a complete header
+DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
+
+
+async def _drain(receive: Receive, limit: float) -> None:
+    """Discards the rest of a request body. hypercorn 0.18 fails the whole HTTP/2 connection
+    (other streams included) when DATA arrives for a stream whose response has ended, so the
+    response stays open until the uploader ends or resets its half (or ``limit`` passes)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body"):
+                    return
+
+
+class Upload:
+    """One upload's state: scanner, recording, and the receive loop feeding them."""
+
+    def __init__(
+        self, service: RecorderService, resolver: Resolver, peer: Peer, address: str,
+        *, sync_every: float | None,
+    ) -> None:
+        self.service = service
+        self.resolver = resolver
+        self.metrics: Metrics = service.metrics
+        self.peer = peer
+        self.address = address
+        self.scanner = CastScanner()
+        self.recording: Recording | None = None
+        self.data = asyncio.Event()
+        self.ended = False  # the client ended its body
+        self.disconnected = False
+        self.body_done = False  # no more request messages will come
+        self._sync_every = sync_every
+        self._last_sync = time.monotonic()
+
+    async def receive_loop(self, receive: Receive) -> None:
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = self.body_done = True
+                    return
+                body = message.get("body", b"")
+                if body:
+                    await self._accept(bytes(body))
+                if not message.get("more_body", False):
+                    self.body_done = True
+                    self.scanner.end()
+                    self.ended = True
+                    return
+        finally:
+            self.data.set()
+
+    async def _accept(self, body: bytes) -> None:
+        self.metrics.bytes.inc(len(body))
+        out = self.scanner.feed(body)
+        if self.recording is None and self.scanner.header is not None:
+            await self._check_claims(self.scanner.header)
+            self.recording = await self.service.begin(
+                self.peer, self.address, self.scanner.header
+            )
+        if out and self.recording is not None:
+            await self.recording.append(out)
+            self.data.set()
+            if self._sync_every is not None:
+                now = time.monotonic()
+                if now - self._last_sync >= self._sync_every:
+                    self._last_sync = now
+                    await self.recording.sync()
+
+    async def _check_claims(self, header: CastHeader) -> None:
+        claimed = header.src_node_id
+        if claimed is None:
+            return
+        known = next((p for p in await self.resolver.peers() if p.id == claimed), None)
+        check_source_claims(header, known)
+
+    async def sync(self) -> int:
+        return 0 if self.recording is None else await self.recording.sync()
+
+    async def finish(self, error: str | None) -> int:
+        """Finishes the recording (complete only when the body ended cleanly); its size."""
+        if self.recording is None:
+            return 0
+        status: Status = "complete" if self.ended and error is None else "incomplete"
+        if error is None and not self.ended:
+            error = "the uploader went away before ending the recording"
+        await self.recording.finish(status, self.scanner, error)
+        return self.recording.writer.size if not self.recording.failed else self.recording.durable
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, HeaderMismatchError):
+        return "header_mismatch"
+    if isinstance(e, CastError):
+        return "bad_cast"
+    if isinstance(e, StorageError):
+        return "storage"
+    return "internal"
+
+
+async def _simple(send: Send, status: int, text: str, *, head: bool = False) -> None:
+    body = b"" if head else (json.dumps({"error": text}) + "\n").encode()
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class IngestApp:
+    """Serves the upload paths itself and hands every other request to ``fallback``."""
+
+    def __init__(
+        self, service: RecorderService, resolver: Resolver, fallback: ASGIApp,
+        *, ack_interval: float = ACK_INTERVAL, idle_ack: float = IDLE_ACK,
+        header_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
+        self.service = service
+        self.resolver = resolver
+        self.fallback = fallback
+        self.ack_interval = ack_interval
+        self.idle_ack = idle_ack
+        self.header_timeout = header_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v2/record":
+            await self._v2(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/record":
+            await self._v1(scope, receive, send)
+        else:
+            await self.fallback(scope, receive, send)
+
+    async def _uploader(self, scope: Scope) -> tuple[Peer, str] | None:
+        client = scope.get("client")
+        if not client:
+            return None
+        address = str(client[0])
+        peer = await self.resolver.whois(address)
+        return None if peer is None else (peer, address)
+
+    async def _v2(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        http2 = scope.get("http_version") == "2"
+        if method == "HEAD":
+            await _simple(send, 200 if http2 else 505, "", head=True)
+            return
+        if method != "POST":
+            await _simple(send, 405, "use POST")
+            return
+        if not http2:
+            await _simple(send, 505, "/v2/record needs HTTP/2 (h2c); use /record over HTTP/1.1")
+            return
+        who = await self._uploader(scope)
+        if who is None:
+            self.service.metrics.errors.labels("unknown_peer").inc()
+            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
+            return
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
+        await send({
+            "type": "http.response.start", "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        })
+        reader = asyncio.create_task(upload.receive_loop(receive))
+        error: str | None = None
+        acked = -1
+        loop = asyncio.get_running_loop()
+        idle_due = False
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:  # one timer per upload, not one per ack
+            nonlocal idle_due, timer
+            idle_due = True
+            upload.data.set()
+            timer = loop.call_later(self.idle_ack, tick)
+
+        timer = loop.call_later(self.idle_ack, tick)
+        opened = loop.time()
+        try:
+            while not reader.done():
+                await upload.data.wait()
+                upload.data.clear()
+                if reader.done():
+                    break
+                if upload.recording is None and loop.time() - opened > self.header_timeout:
+                    raise CastError(f"no asciicast header within {self.header_timeout:.0f} s")
+                durable = await upload.sync()
+                if durable != acked or idle_due:
+                    await self._ack(send, durable)
+                    acked = durable
+                    idle_due = False
+                if self.ack_interval > 0:
+                    await asyncio.sleep(self.ack_interval)
+            reader.result()
+        except (CastError, StorageError) as e:
+            error = str(e)
+            self.service.metrics.errors.labels(_reason(e)).inc()
+        except Exception as e:
+            log.exception("upload from %s failed", who[0].name)
+            error = "internal error in the recorder"
+            self.service.metrics.errors.labels(_reason(e)).inc()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+        size = await upload.finish(error)
+        if upload.disconnected:
+            return
+        with contextlib.suppress(Exception):  # the client may be gone already
+            if error is None:
+                await self._ack(send, size)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                frame = (json.dumps({"error": error}) + "\n").encode()
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                if not upload.body_done:
+                    await _drain(receive, DRAIN_LIMIT)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _ack(self, send: Send, n: int) -> None:
+        frame = (json.dumps({"ack": n}) + "\n").encode()
+        await send({"type": "http.response.body", "body": frame, "more_body": True})
+        self.service.metrics.acks.inc()
+
+    async def _v1(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _simple(send, 405, "use POST")
+            return
+        who = await self._uploader(scope)
+        if who is None:
+            self.service.metrics.errors.labels("unknown_peer").inc()
+            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
+            return
+        upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
+        error: str | None = None
+        status = 200
+        try:
+            await upload.receive_loop(receive)
+        except (CastError, StorageError) as e:
+            error = str(e)
+            status = 400 if isinstance(e, CastError) else 507
+            self.service.metrics.errors.labels(_reason(e)).inc()
+        except Exception as e:
+            log.exception("upload from %s failed", who[0].name)
+            error, status = "internal error in the recorder", 500
+            self.service.metrics.errors.labels(_reason(e)).inc()
+        size = await upload.finish(error)
+        if upload.disconnected:
+            return
+        if error is None and upload.recording is not None and upload.recording.failed:
+            error, status = "the recording could not be stored completely", 507
+        with contextlib.suppress(Exception):
+            if error is None:
+                body = (json.dumps({"size": size}) + "\n").encode()
+                await send({
+                    "type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())],
+                })
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+            else:
+                await _simple(send, status, error)

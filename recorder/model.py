@@ -1,0 +1,124 @@
+"""The metadata document of one recording: what the index holds, the ``.json`` beside the
+cast, and the API's answer for ``GET /api/v1/recordings/{id}`` are all this one shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Status = Literal["live", "complete", "incomplete"]
+STATUSES: tuple[Status, ...] = ("live", "complete", "incomplete")
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def parse_time(value: str) -> float:
+    """RFC 3339 (``Z`` or offset) or unix seconds; ValueError otherwise."""
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """The uploading node as the identity backend named it (not as the header claims)."""
+
+    id: str
+    name: str
+    user: str | None = None
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "user": self.user, "userId": self.user_id,
+            "tags": list(self.tags), "address": self.address,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> NodeInfo:
+        return cls(
+            id=str(doc["id"]), name=str(doc.get("name") or doc["id"]),
+            user=doc.get("user"), user_id=doc.get("userId"),
+            tags=tuple(str(t) for t in doc.get("tags") or ()), address=doc.get("address"),
+        )
+
+
+@dataclass(frozen=True)
+class RecordingMeta:
+    id: str
+    key: str
+    node: NodeInfo
+    start: float
+    header: dict[str, Any]
+    recorder: str  # public key (base64) of the recorder that received it
+    status: Status = "live"
+    end: float | None = None
+    size: int = 0
+    exit_status: int | None = None
+    last_event_time: float | None = None
+    error: str | None = None
+    seal: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def duration(self) -> float | None:
+        if self.last_event_time is not None:
+            return self.last_event_time
+        return None if self.end is None else max(0.0, self.end - self.start)
+
+    def with_(self, **changes: Any) -> RecordingMeta:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "storageKey": self.key,
+            "status": self.status,
+            "node": self.node.to_json(),
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "duration": self.duration,
+            "lastEventTime": self.last_event_time,
+            "size": self.size,
+            "exitStatus": self.exit_status,
+            "error": self.error,
+            "recorder": self.recorder,
+            "header": self.header,
+            "seal": self.seal,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RecordingMeta:
+        status = doc.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        end = doc.get("end")
+        return cls(
+            id=str(doc["id"]),
+            key=str(doc["storageKey"]),
+            node=NodeInfo.from_json(doc["node"]),
+            start=parse_time(str(doc["start"])),
+            end=None if end is None else parse_time(str(end)),
+            header=dict(doc.get("header") or {}),
+            recorder=str(doc.get("recorder") or ""),
+            status=status,
+            size=int(doc.get("size") or 0),
+            exit_status=doc.get("exitStatus"),
+            last_event_time=doc.get("lastEventTime"),
+            error=doc.get("error"),
+            seal=doc.get("seal"),
+        )

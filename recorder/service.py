@@ -1,0 +1,258 @@
+"""The recorder's core: starts, appends to, finishes, recovers and reindexes recordings.
+
+It wires storage, index, seal and live followers; the HTTP layers (``ingest``, ``api``) only
+translate requests into calls here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+from recorder import seal
+from recorder.errors import CastError, RecordingNotFoundError, StorageError
+from recorder.index.base import Index
+from recorder.keys import check_recording_id, new_recording_id, storage_key
+from recorder.live import LiveHub
+from recorder.metrics import Metrics
+from recorder.model import NodeInfo, RecordingMeta, Status
+from recorder.storage.base import RecordingWriter, Storage
+from recorder.stream import CastHeader, CastScanner
+from tssh.identity.base import Peer
+
+log = logging.getLogger("tssh.recorder")
+_KEY_ATTEMPTS = 8
+
+
+def _connection_fallback(start: float) -> str:
+    return f"rec-{int(start)}"
+
+
+@dataclass
+class Recording:
+    """One recording being uploaded: appends, syncs (the ack point) and finishes it."""
+
+    service: RecorderService
+    meta: RecordingMeta
+    writer: RecordingWriter
+    durable: int = 0
+    failed: bool = False
+    finished: bool = False
+
+    async def append(self, data: bytes) -> None:
+        try:
+            await self.writer.write(data)
+        except StorageError:
+            self.failed = True
+            raise
+
+    async def sync(self) -> int:
+        try:
+            self.durable = await self.writer.sync()
+        except StorageError:
+            self.failed = True
+            raise
+        await self.service.live.publish(self.meta.id, self.durable)
+        return self.durable
+
+    async def finish(self, status: Status, scanner: CastScanner, error: str | None) -> None:
+        """Closes the writer, seals and indexes the recording. Never raises StorageError:
+        a recording that cannot be closed cleanly is finished as ``incomplete``."""
+        if self.finished:
+            return
+        self.finished = True
+        svc = self.service
+        try:
+            if not self.failed:
+                await self.writer.close()
+                self.durable = self.writer.size
+        except StorageError as e:
+            self.failed = True
+            error = error or str(e)
+        if self.failed:
+            status = "incomplete"
+            with contextlib.suppress(StorageError):  # releases the file even so
+                await self.writer.close()
+        try:
+            if self.failed:
+                size, digest = await svc.hash_stored(self.meta.key)
+            else:
+                size, digest = self.writer.size, self.writer.sha256()
+            meta = self.meta.with_(
+                status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
+                last_event_time=scanner.last_time, error=error,
+            )
+            await svc.seal_and_store(meta, digest)
+        finally:
+            await svc.live.end(self.meta.id)
+            svc.metrics.active.dec()
+            svc.metrics.recordings.labels(status).inc()
+
+
+class RecorderService:
+    def __init__(
+        self, storage: Storage, index: Index, key: SigningKey, metrics: Metrics | None = None
+    ) -> None:
+        self.storage = storage
+        self.index = index
+        self.key = key
+        self.public_key = seal.public_key_text(key)
+        # keys whose seals verify: this recorder's, and its peers' when they share a bucket
+        self.trusted_keys = frozenset({self.public_key})
+        self.metrics = metrics or Metrics()
+        self.live = LiveHub()
+
+    async def start(self) -> None:
+        await self.storage.start()
+        await self.index.open()
+        await self.recover()
+
+    async def close(self) -> None:
+        await self.storage.close()
+        await self.index.close()
+
+    async def begin(self, peer: Peer, address: str, header: CastHeader) -> Recording:
+        start = time.time()
+        rid = new_recording_id(start)
+        conn = header.connection_id or _connection_fallback(start)
+        writer: RecordingWriter | None = None
+        key = ""
+        for attempt in range(_KEY_ATTEMPTS):
+            key = storage_key(peer.id, start, conn, attempt)
+            try:
+                writer = await self.storage.create(key)
+                break
+            except StorageError:
+                if await self.storage.size(key) is None:
+                    raise
+        if writer is None:
+            raise StorageError(f"too many recordings named {key}")
+        node = NodeInfo(
+            id=peer.id, name=peer.name, user=peer.user, user_id=peer.user_id,
+            tags=peer.tags, address=address,
+        )
+        meta = RecordingMeta(
+            id=rid, key=key, node=node, start=start, header=header.fields,
+            recorder=self.public_key,
+        )
+        try:
+            await self.storage.put_meta(key, _document(meta))
+            await self.index.put(meta)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                await writer.close()
+            raise
+        self.live.begin(rid)
+        self.metrics.active.inc()
+        log.info("recording %s started: node %s key %s", rid, peer.name, key)
+        return Recording(self, meta, writer)
+
+    async def seal_and_store(self, meta: RecordingMeta, digest: str) -> RecordingMeta:
+        sealed = meta.with_(seal=seal.seal(meta, digest, self.key))
+        try:
+            await self.storage.put_meta(meta.key, _document(sealed))
+        except StorageError as e:
+            log.error("recording %s: cannot store its metadata: %s", meta.id, e)
+        await self.index.put(sealed)
+        try:
+            await self.storage.finish(meta.key)
+        except StorageError as e:
+            log.error("recording %s: cannot hand it to storage: %s", meta.id, e)
+        log.info("recording %s %s: %d bytes", meta.id, meta.status, meta.size)
+        return sealed
+
+    async def hash_stored(self, key: str) -> tuple[int, str]:
+        hasher = hashlib.sha256()
+        size = 0
+        if await self.storage.size(key) is not None:
+            async for chunk in self.storage.read(key):
+                hasher.update(chunk)
+                size += len(chunk)
+        return size, hasher.hexdigest()
+
+    async def recover(self) -> int:
+        """Finishes every recording this recorder left open (crash, kill): kept, sealed and
+        marked ``incomplete``."""
+        count = 0
+        for meta in await self.index.open_recordings(self.public_key):
+            await self.storage.reopen(meta.key)
+            hasher = hashlib.sha256()
+            scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
+            size = 0
+            if await self.storage.size(meta.key) is not None:
+                async for chunk in self.storage.read(meta.key):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    if scanner is not None:
+                        try:
+                            scanner.feed(chunk)
+                        except CastError:  # a torn recording still gets sealed as it is
+                            scanner = None
+            done = meta.with_(
+                status="incomplete", end=time.time(), size=size,
+                exit_status=scanner.exit_status if scanner else None,
+                last_event_time=scanner.last_time if scanner else None,
+                error="the recorder stopped during the upload",
+            )
+            await self.seal_and_store(done, hasher.hexdigest())
+            count += 1
+        return count
+
+    async def reindex(self) -> int:
+        count = 0
+        async for key in self.storage.keys():
+            doc = await self.storage.get_meta(key)
+            if doc is None:
+                continue
+            try:
+                meta = RecordingMeta.from_json(json.loads(doc))
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("skipping %s: unreadable metadata: %s", key, e)
+                continue
+            if meta.key != key:
+                log.warning("skipping %s: its metadata names key %s", key, meta.key)
+                continue
+            await self.index.put(meta)
+            count += 1
+        return count
+
+    async def get(self, recording_id: str) -> RecordingMeta:
+        check_recording_id(recording_id)
+        meta = await self.index.get(recording_id)
+        if meta is None:
+            raise RecordingNotFoundError(f"no recording {recording_id}")
+        return self.with_live_size(meta)
+
+    def with_live_size(self, meta: RecordingMeta) -> RecordingMeta:
+        size = self.live.size(meta.id)
+        return meta if size is None else meta.with_(size=size)
+
+    async def verify(self, recording_id: str) -> seal.Verification:
+        meta = await self.get(recording_id)
+        doc = await self.storage.get_meta(meta.key)
+        if doc is None:
+            return seal.Verification(False, ("metadata document missing",), "", 0, None, False)
+        try:
+            stored = RecordingMeta.from_json(json.loads(doc))
+        except (ValueError, KeyError, TypeError):
+            return seal.Verification(
+                False, ("metadata document is unreadable",), "", 0, None, False
+            )
+        size, digest = await self.hash_stored(meta.key)
+        result = seal.verify(stored, digest, size, self.trusted_keys)
+        if stored.id != meta.id:
+            return seal.Verification(
+                False, (*result.problems, "metadata document belongs to another recording"),
+                digest, size, result.signed_by, result.trusted,
+            )
+        return result
+
+
+def _document(meta: RecordingMeta) -> bytes:
+    return json.dumps(meta.to_json(), ensure_ascii=False, indent=1).encode() + b"\n"

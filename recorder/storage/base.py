@@ -1,0 +1,82 @@
+"""The storage interface: where recording bytes and their metadata documents live.
+
+A recording is addressed by its *key*, ``<uploading node id>/<UTC start>-<connection id>``;
+the backend stores ``KEY.cast`` (the asciicast bytes, verbatim) and ``KEY.json`` (the metadata
+document, seal included) beside it. Keys are built by the recorder from validated parts only
+(see ``recorder.keys``), never from a request path.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+
+class RecordingWriter(abc.ABC):
+    """Appends to one recording. ``sync`` is the durability point an ack stands for."""
+
+    size: int  # bytes handed to ``write`` so far
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Appends ``data``; readers of the recording may see it before ``sync``."""
+
+    @abc.abstractmethod
+    async def sync(self) -> int:
+        """Makes every written byte durable; returns how many bytes that is."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Syncs and releases the recording; the backend may finish its upload afterwards."""
+
+    @abc.abstractmethod
+    def sha256(self) -> str:
+        """Hex SHA-256 of every byte written so far (complete after ``close``)."""
+
+
+class Storage(abc.ABC):
+    """A store of recordings: local disk, or S3 behind a local spool."""
+
+    @abc.abstractmethod
+    async def create(self, key: str) -> RecordingWriter:
+        """Starts a new recording; StorageError if the key exists or cannot be created."""
+
+    @abc.abstractmethod
+    async def reopen(self, key: str) -> int | None:
+        """After a crash: the size of what this recorder holds of ``key`` (None if nothing)."""
+
+    @abc.abstractmethod
+    async def finish(self, key: str) -> None:
+        """Hands a closed recording (cast and metadata) over for long-term storage."""
+
+    @abc.abstractmethod
+    async def put_meta(self, key: str, document: bytes) -> None:
+        """Stores the metadata document durably and atomically (replacing any older one)."""
+
+    @abc.abstractmethod
+    async def get_meta(self, key: str) -> bytes | None:
+        """The metadata document, or None if there is none."""
+
+    @abc.abstractmethod
+    async def size(self, key: str) -> int | None:
+        """The number of stored cast bytes, or None if the recording does not exist."""
+
+    @abc.abstractmethod
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Streams cast bytes ``[start, end)`` (``end`` None: to the current end)."""
+
+    @abc.abstractmethod
+    def keys(self) -> AsyncIterator[str]:
+        """Every key that has a metadata document (for ``tssh-recorder reindex``)."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A one-line description for logs, e.g. ``disk:/srv/rec``."""
+
+    async def start(self) -> None:
+        """Starts background work (uploads); called once the event loop runs."""
+        return None
+
+    async def close(self) -> None:
+        """Stops background work; nothing acknowledged may depend on it having run."""
+        return None

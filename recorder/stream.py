@@ -1,0 +1,228 @@
+"""Sans-I/O reader of an uploaded asciicast stream.
+
+The ingest driver feeds it the request body as it arrives; it finds and validates the header
+line, then watches the event lines go by without parsing them as JSON (events are stored
+verbatim, and parsing every line would cost more CPU than everything else in ingest). It only
+enforces what keeps the store safe and readable: bounded header and line lengths, UTF-8, and it
+notes the last event time and an ``"x"`` (exit status) event for the index.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from recorder.errors import CastError, HeaderMismatchError
+from tssh.identity.base import Peer
+
+HEADER_LIMIT = 64 * 1024  # bytes, first line included its newline
+LINE_LIMIT = 1024 * 1024  # bytes per event line; a terminal never writes one event this big
+_PREFIX = 96  # bytes of each line kept to read its time, type and exit status
+_EXIT_WINDOW = 1024  # bytes before a chunk's last newline searched for an "x" event
+
+# `[12.5, "x", "0"]` or `[12.5, "x", 0]`: time, event code, and (for "x") the status
+_EVENT_PREFIX = re.compile(rb'^\s*\[\s*(-?[0-9][0-9.eE+-]*)\s*,\s*"([A-Za-z])"\s*,\s*"?(-?[0-9]+)?')
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class CastHeader:
+    """The validated first line of a recording; ``fields`` is the whole object as sent."""
+
+    fields: dict[str, Any]
+    raw: bytes
+
+    def text(self, name: str) -> str | None:
+        value = self.fields.get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def src_node_id(self) -> str | None:
+        return self.text("srcNodeID")
+
+    @property
+    def connection_id(self) -> str | None:
+        """The header's connection id when it is safe to use in a storage key."""
+        value = self.text("connectionID")
+        return value if value is not None and _SAFE_ID.match(value) else None
+
+
+def parse_header(line: bytes) -> CastHeader:
+    """Validates an asciicast v2 header line (without its newline)."""
+    try:
+        fields = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CastError("asciicast header is not UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise CastError(f"asciicast header is not JSON: {e.msg} at column {e.colno}") from e
+    if not isinstance(fields, dict):
+        raise CastError("asciicast header must be a JSON object")
+    if fields.get("version") != 2:
+        raise CastError("asciicast header: only version 2 is accepted")
+    for name in ("width", "height"):
+        value = fields.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100_000:
+            raise CastError(f"asciicast header: {name!r} must be a non-negative integer")
+    ts = fields.get("timestamp")
+    if ts is not None and (not isinstance(ts, int | float) or isinstance(ts, bool)):
+        raise CastError("asciicast header: 'timestamp' must be a number")
+    for name in ("srcNodeID", "srcNode", "connectionID", "sshUser", "localUser", "srcNodeUser"):
+        if name in fields and not isinstance(fields[name], str):
+            raise CastError(f"asciicast header: {name!r} must be a string")
+    tags = fields.get("srcNodeTags")
+    if tags is not None and (
+        not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
+    ):
+        raise CastError("asciicast header: 'srcNodeTags' must be a list of strings")
+    return CastHeader(fields=fields, raw=line)
+
+
+def check_source_claims(header: CastHeader, known: Peer | None) -> None:
+    """Refuses a header whose SSH-client claims contradict what the tailnet says of that node.
+
+    ``srcNode*`` name the node the SSH connection came *from* (tailscaled fills them from its
+    peer), not the uploader: the uploader is known from its address and files the recording
+    under its own id whatever the header says. When the recorder knows the claimed
+    ``srcNodeID`` (``known``), the name, user and tags must agree with it; a node the recorder
+    cannot see (tailnet ACLs may hide it) is taken as claimed.
+    """
+    if known is None:
+        return
+    claims = header.fields
+    wrong: list[str] = []
+    name = header.text("srcNode")
+    if name is not None and _short(name) != _short(known.name):
+        wrong.append(f"srcNode {name!r} (the node is {known.name!r})")
+    user = header.text("srcNodeUser")
+    if user is not None and user != known.user:
+        wrong.append(f"srcNodeUser {user!r} (the node's user is {known.user!r})")
+    tags = claims.get("srcNodeTags")
+    if isinstance(tags, list) and sorted(tags) != sorted(known.tags):
+        wrong.append(f"srcNodeTags {tags!r} (the node's tags are {list(known.tags)!r})")
+    if wrong:
+        raise HeaderMismatchError(
+            f"asciicast header about node {known.id!r} contradicts the tailnet: "
+            + "; ".join(wrong)
+        )
+
+
+def _short(name: str) -> str:
+    return name.rstrip(".").split(".", 1)[0].lower()
+
+
+@dataclass
+class CastScanner:
+    """Consumes body bytes; returns the bytes to store once the header is known.
+
+    ``feed`` raises CastError on the first violation; bytes returned earlier are good to keep.
+    """
+
+    header_limit: int = HEADER_LIMIT
+    line_limit: int = LINE_LIMIT
+    header: CastHeader | None = None
+    last_time: float | None = None
+    exit_status: int | None = None
+    received: int = 0
+    _pending: bytearray = field(default_factory=bytearray)
+    _line_len: int = 0
+    _prefix: bytearray = field(default_factory=bytearray)
+    _utf8: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("strict")
+    )
+
+    def feed(self, data: bytes) -> bytes:
+        self.received += len(data)
+        if self.header is None:
+            return self._feed_header(data)
+        self._scan(data)
+        return data
+
+    def end(self) -> None:
+        """The body ended: a stream without a complete header is refused."""
+        if self.header is None:
+            if self._pending:
+                raise CastError("stream ended before the asciicast header line was complete")
+            raise CastError("empty recording: no asciicast header")
+        try:
+            self._utf8.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise CastError("recording ends inside a UTF-8 sequence") from e
+
+    def _feed_header(self, data: bytes) -> bytes:
+        start = len(self._pending)
+        self._pending += data
+        nl = self._pending.find(b"\n", max(0, start - 1))
+        if nl < 0:
+            if len(self._pending) >= self.header_limit:
+                raise CastError(f"asciicast header line longer than {self.header_limit} bytes")
+            return b""
+        if nl + 1 > self.header_limit:
+            raise CastError(f"asciicast header line longer than {self.header_limit} bytes")
+        line = bytes(self._pending[:nl]).rstrip(b"\r")
+        self.header = parse_header(line)
+        out = bytes(self._pending)
+        self._pending = bytearray()
+        self._scan(out[nl + 1 :])
+        return out
+
+    def _scan(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self._utf8.decode(data)
+        except UnicodeDecodeError as e:
+            raise CastError("recording is not UTF-8") from e
+        first = data.find(b"\n")
+        if first < 0:
+            self._extend_line(data)
+            return
+        if len(data) > self.line_limit:
+            segments = data.split(b"\n")
+            self._extend_line(segments[0])
+            self._end_line()
+            for seg in segments[1:-1]:
+                self._extend_line(seg)
+                self._end_line()
+            self._extend_line(segments[-1])
+            return
+        # A middle line cannot exceed the limit when the whole chunk does not; of the middle
+        # lines only the last ones are read (time, and an exit event, which ends a session).
+        self._extend_line(data[:first])
+        self._end_line()
+        last = data.rfind(b"\n")
+        if last > first:
+            lo = max(first + 1, last - _EXIT_WINDOW)
+            window = data[lo:last]
+            if b'"x"' in window:
+                lines = window.split(b"\n")
+                if data[lo - 1 : lo] != b"\n":
+                    lines = lines[1:]  # starts inside a line that was not read
+                for line in lines:
+                    self._extend_line(line)
+                    self._end_line()
+            else:
+                prev = data.rfind(b"\n", first, last)
+                self._extend_line(data[prev + 1 : last])
+                self._end_line()
+        self._extend_line(data[last + 1 :])
+
+    def _extend_line(self, seg: bytes) -> None:
+        self._line_len += len(seg)
+        if self._line_len > self.line_limit:
+            raise CastError(f"event line longer than {self.line_limit} bytes")
+        if len(self._prefix) < _PREFIX:
+            self._prefix += seg[: _PREFIX - len(self._prefix)]
+
+    def _end_line(self) -> None:
+        m = _EVENT_PREFIX.match(self._prefix)
+        if m is not None:
+            with contextlib.suppress(ValueError):
+                self.last_time = float(m.group(1))
+            if m.group(2) == b"x" and m.group(3) is not None:
+                self.exit_status = int(m.group(3))
+        self._line_len = 0
+        self._prefix = bytearray()

@@ -1,0 +1,247 @@
+"""Fixtures: a netmap of loopback nodes, a policy with groups, and the recorder as a real
+subprocess (``python -m recorder``) on a free loopback port, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SERVER = "127.0.0.10"  # tag:prod node that uploads
+SERVER2 = "127.0.0.11"  # another uploading node
+ALICE = "127.0.0.2"  # viewer by login
+BOB = "127.0.0.3"  # viewer through group:auditors
+MONITOR = "127.0.0.4"  # viewer through tag:monitor
+CAROL = "127.0.0.5"  # known user, not a viewer
+STRANGER = "127.0.0.99"  # not in the netmap
+
+NETMAP = {
+    "self": "recorder",
+    "nodes": [
+        {"name": "server", "id": "nSRV1", "addresses": [SERVER], "tags": ["tag:prod"]},
+        {"name": "server2", "id": "nSRV2", "addresses": [SERVER2], "tags": ["tag:prod"]},
+        {"name": "laptop", "id": "nLAP1", "addresses": [ALICE], "user": "alice@example.com"},
+        {"name": "bobbook", "id": "nBOB1", "addresses": [BOB], "user": "bob@example.com"},
+        {"name": "monitor", "id": "nMON1", "addresses": [MONITOR], "tags": ["tag:monitor"]},
+        {"name": "carolpc", "id": "nCAR1", "addresses": [CAROL], "user": "carol@example.com"},
+        {"name": "recorder", "id": "nREC1", "addresses": ["127.0.0.1"], "tags": ["tag:rec"]},
+    ],
+}
+
+POLICY = """{
+  // only the groups matter to the recorder
+  "groups": {"group:auditors": ["bob@example.com"],},
+  "ssh": [],
+}"""
+
+VIEWERS = ("alice@example.com", "group:auditors", "tag:monitor")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cast_header(node_id: str = "nLAP1", conn: str = "ssh-conn-20261125T090000-0123456789",
+                **extra: Any) -> bytes:
+    header: dict[str, Any] = {
+        "version": 2, "width": 80, "height": 24, "timestamp": 1764061200,
+        "command": "/bin/bash", "srcNode": "laptop.example.ts.net", "srcNodeID": node_id,
+        "srcNodeUser": "alice@example.com", "srcNodeUserID": "u1", "env": {"TERM": "xterm"},
+        "sshUser": "alice", "localUser": "alice", "connectionID": conn,
+    }
+    header.update(extra)
+    return json.dumps(header).encode() + b"\n"
+
+
+def event(t: float, data: str, code: str = "o") -> bytes:
+    return json.dumps([t, code, data]).encode() + b"\n"
+
+
+@dataclass
+class RecorderProc:
+    """One ``tssh-recorder`` subprocess and the directories it uses."""
+
+    tmp: Path
+    dst: str
+    extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    preexec: Any = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.tmp / "state"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "recorder.log"
+
+    def args(self) -> list[str]:
+        netmap = self.tmp / "netmap.hujson"
+        policy = self.tmp / "policy.hujson"
+        if not netmap.exists():
+            netmap.write_text(json.dumps(NETMAP, indent=1))
+            policy.write_text(POLICY)
+        args = [
+            sys.executable, "-m", "recorder", "--dst", self.dst,
+            "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
+            "--netmap", str(netmap), "--policy", str(policy), *self.extra,
+        ]
+        for v in VIEWERS:
+            args += ["--viewer", v]
+        return args
+
+    def start(self, timeout: float = 15.0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+        log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self.args(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"recorder exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"recorder did not start: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+    def client(self, source: str = ALICE, **kw: Any) -> httpx.Client:
+        transport = httpx.HTTPTransport(local_address=source)
+        return httpx.Client(base_url=self.url, transport=transport, timeout=10, **kw)
+
+    def aclient(self, source: str = ALICE, **kw: Any) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(local_address=source, **kw)
+        return httpx.AsyncClient(base_url=self.url, transport=transport, timeout=10)
+
+    def token(self, name: str = "ci") -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "recorder", "token", "--state-dir", str(self.state_dir),
+             "create", name],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+            text=True, check=True,
+        )
+        return out.stdout.strip()
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[RecorderProc]:
+    rec = RecorderProc(tmp_path, str(tmp_path / "store"))
+    rec.start()
+    try:
+        yield rec
+    finally:
+        rec.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class MotoServer:
+    """moto's standalone S3 server on a loopback port; stop() simulates an outage."""
+
+    tmp: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "moto_server"
+        log = open(self.tmp / "moto.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV},
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise AssertionError("moto_server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture
+def moto(tmp_path: Path) -> Iterator[MotoServer]:
+    exe = Path(sys.executable).parent / "moto_server"
+    if not exe.exists():
+        pytest.skip("moto_server is not installed beside the Python interpreter")
+    server = MotoServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
