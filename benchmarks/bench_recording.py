@@ -3,8 +3,9 @@
 One ``tssh daemon`` serves two throw-away accounts: the policy records every session of the
 first to a recorder node (``enforceRecorder``, so backpressure, not dropping, keeps up) and
 does not record the second. Runs alternate between the two so that drift in the machine's
-load hits both. The recorder is the tests' fake recorder (v2, acks every chunk, keeps no
-data) in a thread of this process: the figures are the daemon's cost, not a recorder's.
+load hits both. The recorder is the tests' fake recorder (v2, one ack per read, keeps no
+data) in a thread of this process, so that the figures are the daemon's cost, or with
+``--recorder real`` the recorder node (``python -m recorder``) storing to disk.
 
     sudo python benchmarks/bench_recording.py           # 256 MiB of PTY output, 100 logins
     sudo python benchmarks/bench_recording.py --quick   # 32 MiB, 30 logins: ~half a minute
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,9 +51,58 @@ RECORDER_IP = "127.0.0.20"
 LINE = "drwxr-xr-x  2 alice alice  4096 Jan  1 00:00 some-file-name.txt"
 
 
+NODES = [
+    {"name": "server", "id": "nS", "addresses": [TSSH_IP], "tags": ["tag:bench"]},
+    {"name": "client", "id": "nC", "addresses": [CLIENT_IP], "user": "bench@example.com"},
+    {"name": "recorder", "id": "nR", "addresses": [RECORDER_IP], "tags": ["tag:recorder"]},
+]
+
+
+class Recorder(Protocol):
+    port: int
+
+    def recordings(self) -> tuple[int, int]:
+        """How many recordings it received, and their bytes."""
+        ...
+
+    def cpu(self) -> float:
+        """CPU seconds it used so far."""
+        ...
+
+
+class FakeNode:
+    """The tests' fake recorder: v2, one ack per read, keeps nothing; a thread of ours."""
+
+    def __init__(self, rec: FakeRecorder) -> None:
+        self.rec = rec
+        self.port = rec.port
+
+    def recordings(self) -> tuple[int, int]:
+        return len(self.rec.uploads), sum(u.size for u in self.rec.uploads)
+
+    def cpu(self) -> float:
+        return time.process_time()  # this process does nothing else meanwhile
+
+
+class RealNode:
+    """The recorder node (``python -m recorder serve``) storing to a directory."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, dst: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.dst = dst
+
+    def recordings(self) -> tuple[int, int]:
+        casts = list(self.dst.rglob("*.cast"))
+        return len(casts), sum(c.stat().st_size for c in casts)
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # all threads
+
+
 @contextlib.contextmanager
-def recorder() -> Iterator[FakeRecorder]:
-    """A v2 recorder that acks everything and keeps nothing, on its own event loop thread."""
+def fake_recorder() -> Iterator[Recorder]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -59,7 +110,7 @@ def recorder() -> Iterator[FakeRecorder]:
                        port=free_port(RECORDER_IP))
     asyncio.run_coroutine_threadsafe(rec.start(), loop).result(10)
     try:
-        yield rec
+        yield FakeNode(rec)
     finally:
         asyncio.run_coroutine_threadsafe(rec.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -68,15 +119,32 @@ def recorder() -> Iterator[FakeRecorder]:
 
 
 @contextlib.contextmanager
+def real_recorder(work: Path) -> Iterator[Recorder]:
+    (work / "recorder-netmap.json").write_text(json.dumps({"self": "recorder",
+                                                           "nodes": NODES}))
+    (work / "recorder-policy.json").write_text('{"ssh": []}')
+    port = free_port(RECORDER_IP)
+    log = (work / "recorder.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "serve", "--dst", str(work / "recordings"),
+         "--listen", f"{RECORDER_IP}:{port}", "--netmap", str(work / "recorder-netmap.json"),
+         "--policy", str(work / "recorder-policy.json"), "--state-dir",
+         str(work / "recorder-state")],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(work)},
+    )
+    try:
+        wait_port(RECORDER_IP, port)
+        yield RealNode(proc, port, work / "recordings")
+    finally:
+        stop(proc)
+        log.close()
+
+
+@contextlib.contextmanager
 def daemon(work: Path, recorded: str, unrecorded: str, recorder_port: int
            ) -> Iterator[tuple[int, int]]:
     """The daemon's (port, pid)."""
-    netmap = {"self": "server", "nodes": [
-        {"name": "server", "id": "nS", "addresses": [TSSH_IP], "tags": ["tag:bench"]},
-        {"name": "client", "id": "nC", "addresses": [CLIENT_IP], "user": "bench@example.com"},
-        {"name": "recorder", "id": "nR", "addresses": [RECORDER_IP],
-         "tags": ["tag:recorder"]},
-    ]}
+    netmap = {"self": "server", "nodes": NODES}
     rule = {"action": "accept", "src": ["bench@example.com"], "dst": ["tag:bench"]}
     policy = {
         "tagOwners": {"tag:bench": ["bench@example.com"],
@@ -129,6 +197,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, help="bytes of PTY output per run")
     parser.add_argument("--rounds", type=int, default=5, help="throughput runs per side")
     parser.add_argument("--logins", type=int, help="logins per side")
+    parser.add_argument("--recorder", choices=("fake", "real"), default="fake",
+                        help="the tests' fake recorder (default: the daemon's cost alone) or "
+                        "the recorder node storing to disk")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_recording: needs root (it creates throw-away accounts)", file=sys.stderr)
@@ -139,7 +210,8 @@ def main() -> int:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tssh-bench-")))
         recorded = stack.enter_context(bench_user())
         unrecorded = stack.enter_context(bench_user())
-        rec = stack.enter_context(recorder())
+        rec = stack.enter_context(fake_recorder() if args.recorder == "fake"
+                                  else real_recorder(work))
         port, pid = stack.enter_context(daemon(work, recorded, unrecorded, rec.port))
         users = {"recorded": recorded, "unrecorded": unrecorded}
         for user in users.values():  # warm up: first logins create homes' caches etc.
@@ -150,17 +222,17 @@ def main() -> int:
         gib = size / (1 << 30)
         for _ in range(args.rounds):
             for kind, user in users.items():
-                before, before_self = cpu_seconds(pid), time.process_time()
+                before, before_rec = cpu_seconds(pid), rec.cpu()
                 rates[kind].append(pty_throughput(port, user, size))
                 cpu[kind].append((cpu_seconds(pid) - before) / gib)
-                if kind == "recorded":  # this process does nothing else meanwhile
-                    recorder_cpu.append((time.process_time() - before_self) / gib)
+                if kind == "recorded":
+                    recorder_cpu.append((rec.cpu() - before_rec) / gib)
         times: dict[str, list[float]] = {k: [] for k in users}
         for _ in range(logins):
             for kind, user in users.items():
                 times[kind].append(login_time(port, user))
-        uploads = len(rec.uploads)
-        recorded_bytes = sum(u.size for u in rec.uploads)
+        time.sleep(0.5)  # the last recording's end is acknowledged after the client exits
+        uploads, recorded_bytes = rec.recordings()
     expected = args.rounds + logins + 1
     if uploads != expected:
         print(f"bench_recording: {uploads} recordings, expected {expected}", file=sys.stderr)
@@ -176,7 +248,8 @@ def main() -> int:
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"{'daemon CPU s per GiB of output':32} {cpu_med['recorded']:10.1f} "
           f"{cpu_med['unrecorded']:11.1f} {cpu_med['recorded'] / cpu_med['unrecorded']:6.2f}")
-    print(f"{'recorder CPU s per GiB (fake)':32} {statistics.median(recorder_cpu):10.1f}")
+    label = f"recorder CPU s per GiB ({args.recorder})"
+    print(f"{label:32} {statistics.median(recorder_cpu):10.1f}")
     print(f"{'login time, median (ms)':32} {med['recorded']:10.1f} {med['unrecorded']:11.1f} "
           f"{med['recorded'] / med['unrecorded']:6.2f}")
     print(f"{'login time, p90 (ms)':32} {p90['recorded']:10.1f} {p90['unrecorded']:11.1f} "
