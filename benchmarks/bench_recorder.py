@@ -231,6 +231,21 @@ async def bulk(port: int, streams: int, mib_each: int) -> float:
     return time.monotonic() - t0
 
 
+def commit_stats(port: int) -> str:
+    """Mean group-commit time and batch size, from the recorder's own metrics."""
+    values: dict[str, float] = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("tsrecorder_commit_seconds_sum", "tsrecorder_commit_seconds_count",
+                    "tsrecorder_commit_files_sum"):
+            values[name] = float(value)
+    count = values.get("tsrecorder_commit_seconds_count", 0.0)
+    if not count:
+        return "-"
+    mean_ms = values["tsrecorder_commit_seconds_sum"] / count * 1000
+    return f"{mean_ms:.0f} ms / {values['tsrecorder_commit_files_sum'] / count:.0f}"
+
+
 def dd_seconds(directory: Path, mib: int) -> float:
     target = directory / "dd.bin"
     t0 = time.monotonic()
@@ -275,6 +290,7 @@ def main() -> int:
             many = run(many_streams(rec, args.streams, args.rate, args.duration))
             assert isinstance(many, dict)
             per_chunk = (rec.cpu_seconds() - cpu0) / max(1, many["chunks"]) * 1e6
+            commits = commit_stats(rec.port)
             rows.append((
                 f"{args.streams} v2 streams x {args.rate // 1000} KB/s: ack latency p50 / p99 "
                 "(steady: 3 s after the last stream opened)",
@@ -287,6 +303,7 @@ def main() -> int:
             rows.append((
                 "recorder CPU per chunk (4 KB chunk + its ack)", f"{per_chunk:.0f} µs", "-",
             ))
+            rows.append(("group commit: mean time / files per batch", commits, "-"))
             for streams in (1, 10):
                 mib = args.bulk_mib
                 secs = run(bulk(rec.port, streams, max(1, mib // streams)))

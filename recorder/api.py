@@ -16,6 +16,7 @@ from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from recorder.index.base import Query as IndexQuery
 from recorder.model import RecordingMeta, parse_time
 from recorder.service import RecorderService
+from tssh.errors import IdentityError
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -42,6 +43,8 @@ def build_api(service: RecorderService, access: Access) -> FastAPI:
             result = await access.check(request.headers.get("authorization"), address)
         except TokenError as e:
             raise HTTPException(500, str(e)) from e
+        except IdentityError as e:
+            raise HTTPException(503, f"identity backend unavailable: {e}") from e
         if isinstance(result, Denied):
             headers = {"WWW-Authenticate": "Bearer"} if result.status == 401 else None
             raise HTTPException(result.status, result.message, headers=headers)

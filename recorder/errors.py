@@ -19,10 +19,6 @@ class CastError(RecorderError):
     """An uploaded asciicast stream is malformed (header, line length, encoding)."""
 
 
-class HeaderMismatchError(CastError):
-    """The asciicast header names a node other than the one uploading it."""
-
-
 class StorageError(RecorderError):
     """The storage backend could not store or read a recording (disk full, S3 down, ...)."""
 

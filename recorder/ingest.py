@@ -16,11 +16,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from recorder.errors import CastError, HeaderMismatchError, StorageError
+from recorder.errors import CastError, StorageError
 from recorder.metrics import Metrics
 from recorder.model import Status
 from recorder.service import RecorderService, Recording
-from recorder.stream import CastHeader, CastScanner, check_source_claims
+from recorder.stream import CastScanner, header_discrepancies
+from tssh.errors import IdentityError
 from tssh.identity.base import Peer, Resolver
 
 Scope = MutableMapping[str, Any]
@@ -54,8 +55,8 @@ class Upload:
     """One upload's state: scanner, recording, and the receive loop feeding them."""
 
     def __init__(
-        self, service: RecorderService, resolver: Resolver, peer: Peer, address: str,
-        *, sync_every: float | None,
+        self, service: RecorderService, resolver: Resolver, peer: Peer, address: str, *,
+        sync_every: float | None,
     ) -> None:
         self.service = service
         self.resolver = resolver
@@ -93,9 +94,14 @@ class Upload:
         self.metrics.bytes.inc(len(body))
         out = self.scanner.feed(body)
         if self.recording is None and self.scanner.header is not None:
-            await self._check_claims(self.scanner.header)
+            header = self.scanner.header
+            try:
+                known = await self._known(header.src_node_id)
+                warnings = header_discrepancies(header, known)
+            except IdentityError as e:
+                warnings = [f"could not check the header's node against the tailnet: {e}"]
             self.recording = await self.service.begin(
-                self.peer, self.address, self.scanner.header
+                self.peer, self.address, header, tuple(warnings)
             )
         if out and self.recording is not None:
             await self.recording.append(out)
@@ -106,15 +112,14 @@ class Upload:
                     self._last_sync = now
                     await self.recording.sync()
 
-    async def _check_claims(self, header: CastHeader) -> None:
-        claimed = header.src_node_id
-        if claimed is None:
-            return
-        known = next((p for p in await self.resolver.peers() if p.id == claimed), None)
-        check_source_claims(header, known)
-
     async def sync(self) -> int:
         return 0 if self.recording is None else await self.recording.sync()
+
+    async def _known(self, node_id: str | None) -> Peer | None:
+        """The tailnet's record of the node the header names (the SSH client's)."""
+        if node_id is None:
+            return None
+        return next((p for p in await self.resolver.peers() if p.id == node_id), None)
 
     async def finish(self, error: str | None) -> int:
         """Finishes the recording (complete only when the body ended cleanly); its size."""
@@ -128,8 +133,6 @@ class Upload:
 
 
 def _reason(e: Exception) -> str:
-    if isinstance(e, HeaderMismatchError):
-        return "header_mismatch"
     if isinstance(e, CastError):
         return "bad_cast"
     if isinstance(e, StorageError):
@@ -170,13 +173,22 @@ class IngestApp:
         else:
             await self.fallback(scope, receive, send)
 
-    async def _uploader(self, scope: Scope) -> tuple[Peer, str] | None:
+    async def _uploader(self, scope: Scope, send: Send) -> tuple[Peer, str] | None:
+        """The uploading node, or None after answering 403 (unknown) or 503 (no backend)."""
         client = scope.get("client")
-        if not client:
+        address = str(client[0]) if client else ""
+        try:
+            peer = await self.resolver.whois(address) if address else None
+        except IdentityError as e:
+            log.warning("identity backend failed for %s: %s", address, e)
+            self.service.metrics.errors.labels("identity").inc()
+            await _simple(send, 503, f"identity backend unavailable: {e}")
             return None
-        address = str(client[0])
-        peer = await self.resolver.whois(address)
-        return None if peer is None else (peer, address)
+        if peer is None:
+            self.service.metrics.errors.labels("unknown_peer").inc()
+            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
+            return None
+        return peer, address
 
     async def _v2(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -190,10 +202,8 @@ class IngestApp:
         if not http2:
             await _simple(send, 505, "/v2/record needs HTTP/2 (h2c); use /record over HTTP/1.1")
             return
-        who = await self._uploader(scope)
+        who = await self._uploader(scope, send)
         if who is None:
-            self.service.metrics.errors.labels("unknown_peer").inc()
-            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
         await send({
@@ -268,10 +278,8 @@ class IngestApp:
         if scope["method"] != "POST":
             await _simple(send, 405, "use POST")
             return
-        who = await self._uploader(scope)
+        who = await self._uploader(scope, send)
         if who is None:
-            self.service.metrics.errors.labels("unknown_peer").inc()
-            await _simple(send, 403, "unknown node: uploads are accepted from tailnet nodes only")
             return
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
         error: str | None = None

@@ -26,6 +26,11 @@ class Metrics:
         self.acks = Counter(
             "tsrecorder_acks", "Ack frames sent to v2 uploaders", registry=self.registry
         )
+        self.flagged = Counter(
+            "tsrecorder_flagged_recordings",
+            "Recordings whose header contradicts the tailnet about the SSH client's node",
+            registry=self.registry,
+        )
         self.errors = Counter(
             "tsrecorder_errors", "Uploads refused or failed, by reason",
             ["reason"], registry=self.registry,

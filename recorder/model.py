@@ -72,6 +72,8 @@ class RecordingMeta:
     exit_status: int | None = None
     last_event_time: float | None = None
     error: str | None = None
+    # where the header's claims about the SSH client's node contradict the tailnet
+    warnings: tuple[str, ...] = ()
     seal: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
@@ -96,6 +98,7 @@ class RecordingMeta:
             "size": self.size,
             "exitStatus": self.exit_status,
             "error": self.error,
+            "warnings": list(self.warnings),
             "recorder": self.recorder,
             "header": self.header,
             "seal": self.seal,
@@ -120,5 +123,6 @@ class RecordingMeta:
             exit_status=doc.get("exitStatus"),
             last_event_time=doc.get("lastEventTime"),
             error=doc.get("error"),
+            warnings=tuple(str(w) for w in doc.get("warnings") or ()),
             seal=doc.get("seal"),
         )

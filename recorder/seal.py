@@ -48,6 +48,7 @@ def manifest(meta: RecordingMeta, sha256: str) -> dict[str, Any]:
         "exitStatus": meta.exit_status,
         "node": meta.node.to_json(),
         "header": meta.header,
+        "warnings": list(meta.warnings),
         "recorder": meta.recorder,
     }
 

@@ -117,7 +117,9 @@ class RecorderService:
         await self.storage.close()
         await self.index.close()
 
-    async def begin(self, peer: Peer, address: str, header: CastHeader) -> Recording:
+    async def begin(
+        self, peer: Peer, address: str, header: CastHeader, warnings: tuple[str, ...] = ()
+    ) -> Recording:
         start = time.time()
         rid = new_recording_id(start)
         conn = header.connection_id or _connection_fallback(start)
@@ -139,8 +141,11 @@ class RecorderService:
         )
         meta = RecordingMeta(
             id=rid, key=key, node=node, start=start, header=header.fields,
-            recorder=self.public_key,
+            recorder=self.public_key, warnings=warnings,
         )
+        if warnings:
+            self.metrics.flagged.inc()
+            log.warning("recording %s from %s flagged: %s", rid, peer.name, "; ".join(warnings))
         try:
             await self.storage.put_meta(key, _document(meta))
             await self.index.put(meta)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from recorder.errors import CastError, HeaderMismatchError
+from recorder.errors import CastError
 from tssh.identity.base import Peer
 
 HEADER_LIMIT = 64 * 1024  # bytes, first line included its newline
@@ -81,33 +81,36 @@ def parse_header(line: bytes) -> CastHeader:
     return CastHeader(fields=fields, raw=line)
 
 
-def check_source_claims(header: CastHeader, known: Peer | None) -> None:
-    """Refuses a header whose SSH-client claims contradict what the tailnet says of that node.
+def header_discrepancies(header: CastHeader, known: Peer | None) -> list[str]:
+    """Where the header's claims about the SSH client's node contradict the tailnet.
 
     ``srcNode*`` name the node the SSH connection came *from* (tailscaled fills them from its
-    peer), not the uploader: the uploader is known from its address and files the recording
-    under its own id whatever the header says. When the recorder knows the claimed
-    ``srcNodeID`` (``known``), the name, user and tags must agree with it; a node the recorder
-    cannot see (tailnet ACLs may hide it) is taken as claimed.
+    peer), not the uploading server, so the recorder cannot check them against the upload's
+    source address. It checks them against what the identity backend says about
+    ``srcNodeID`` (``known``). A header without ``srcNodeID``, or naming a node the recorder
+    cannot see (tailnet ACLs may hide it), has nothing to contradict. An empty list means
+    nothing contradicts the tailnet.
     """
-    if known is None:
-        return
-    claims = header.fields
-    wrong: list[str] = []
+    claimed = header.src_node_id
+    if claimed is None or known is None:
+        return []
+    problems: list[str] = []
     name = header.text("srcNode")
     if name is not None and _short(name) != _short(known.name):
-        wrong.append(f"srcNode {name!r} (the node is {known.name!r})")
+        problems.append(f"srcNode {name!r} (the tailnet calls node {claimed!r} "
+                        f"{known.name!r})")
     user = header.text("srcNodeUser")
     if user is not None and user != known.user:
-        wrong.append(f"srcNodeUser {user!r} (the node's user is {known.user!r})")
-    tags = claims.get("srcNodeTags")
+        problems.append(f"srcNodeUser {user!r} (node {claimed!r} belongs to "
+                        f"{known.user or 'nobody: it is tagged'!r})")
+    user_id = header.text("srcNodeUserID")
+    if user_id is not None and known.user_id is not None and user_id != known.user_id:
+        problems.append(f"srcNodeUserID {user_id!r} (the tailnet says {known.user_id!r})")
+    tags = header.fields.get("srcNodeTags")
     if isinstance(tags, list) and sorted(tags) != sorted(known.tags):
-        wrong.append(f"srcNodeTags {tags!r} (the node's tags are {list(known.tags)!r})")
-    if wrong:
-        raise HeaderMismatchError(
-            f"asciicast header about node {known.id!r} contradicts the tailnet: "
-            + "; ".join(wrong)
-        )
+        problems.append(f"srcNodeTags {sorted(tags)} (node {claimed!r} has "
+                        f"{sorted(known.tags)})")
+    return problems
 
 
 def _short(name: str) -> str:

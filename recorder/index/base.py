@@ -39,7 +39,7 @@ class Cursor:
 @dataclass(frozen=True)
 class Query:
     node: str | None = None  # node name or id
-    user: str | None = None  # uploader's login, sshUser or localUser
+    user: str | None = None  # the client's login (srcNodeUser), sshUser, localUser, uploader's
     since: float | None = None  # start >= since
     until: float | None = None  # start < until
     live: bool | None = None

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS recordings (
     node_id TEXT NOT NULL,
     node_name TEXT NOT NULL,
     node_user TEXT,
+    src_user TEXT,
     ssh_user TEXT,
     local_user TEXT,
     status TEXT NOT NULL,
@@ -83,10 +84,13 @@ class SqliteIndex(Index):
     async def put(self, meta: RecordingMeta) -> None:
         doc = meta.to_json()
         h = meta.header
+        def text(name: str) -> str | None:
+            value = h.get(name)
+            return value if isinstance(value, str) else None
+
         row = (
             meta.id, meta.key, meta.node.id, meta.node.name, meta.node.user,
-            h.get("sshUser") if isinstance(h.get("sshUser"), str) else None,
-            h.get("localUser") if isinstance(h.get("localUser"), str) else None,
+            text("srcNodeUser"), text("sshUser"), text("localUser"),
             meta.status, meta.start, meta.recorder,
             json.dumps({"node": doc["node"], "header": h}, ensure_ascii=False).lower(),
             json.dumps(doc, ensure_ascii=False),
@@ -94,7 +98,7 @@ class SqliteIndex(Index):
 
         def do() -> None:
             self._conn().execute(
-                "INSERT OR REPLACE INTO recordings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row
+                "INSERT OR REPLACE INTO recordings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row
             )
 
         await self._run(do)
@@ -116,8 +120,8 @@ class SqliteIndex(Index):
             where.append("(node_id = ? OR node_name = ? OR node_name LIKE ? ESCAPE '\\')")
             args += [query.node, query.node, _like_escape(query.node) + ".%"]
         if query.user:
-            where.append("(node_user = ? OR ssh_user = ? OR local_user = ?)")
-            args += [query.user] * 3
+            where.append("(src_user = ? OR ssh_user = ? OR local_user = ? OR node_user = ?)")
+            args += [query.user] * 4
         if query.since is not None:
             where.append("start >= ?")
             args.append(query.since)

@@ -58,10 +58,12 @@ def free_port() -> int:
 
 def cast_header(node_id: str = "nLAP1", conn: str = "ssh-conn-20261125T090000-0123456789",
                 **extra: Any) -> bytes:
+    """A header as the server's daemon writes it: ``srcNode*`` name the SSH client's node
+    (alice's laptop by default), not the uploading server."""
     header: dict[str, Any] = {
         "version": 2, "width": 80, "height": 24, "timestamp": 1764061200,
         "command": "/bin/bash", "srcNode": "laptop.example.ts.net", "srcNodeID": node_id,
-        "srcNodeUser": "alice@example.com", "srcNodeUserID": "u1", "env": {"TERM": "xterm"},
+        "srcNodeUser": "alice@example.com", "env": {"TERM": "xterm"},
         "sshUser": "alice", "localUser": "alice", "connectionID": conn,
     }
     header.update(extra)

@@ -29,7 +29,7 @@ def _upload(rec: RecorderProc, source: str, body: bytes) -> None:
 
 def test_listing_filters_and_cursor(recorder: RecorderProc) -> None:
     for i in range(5):
-        src = SERVER if i % 2 == 0 else SERVER2  # the uploader: filed under its own id
+        src = SERVER if i % 2 == 0 else SERVER2
         user = "alice" if i < 3 else "bob"
         _upload(recorder, src, cast_header(conn=f"ssh-conn-{i}", sshUser=user,
                                            command=f"cmd-{i}-marker") + event(0.1, f"{i}\n"))
@@ -52,6 +52,8 @@ def test_listing_filters_and_cursor(recorder: RecorderProc) -> None:
         assert {r["node"]["id"] for r in by_node} == {"nSRV2"} and len(by_node) == 2
         by_user = c.get("/api/v1/recordings", params={"user": "bob"}).json()["recordings"]
         assert len(by_user) == 2
+        by_login = c.get("/api/v1/recordings", params={"user": "alice@example.com"}).json()
+        assert len(by_login["recordings"]) == 5  # the connecting user, from the header
         by_q = c.get("/api/v1/recordings", params={"q": "CMD-3-MARK"}).json()["recordings"]
         assert [r["header"]["command"] for r in by_q] == ["cmd-3-marker"]
         assert c.get("/api/v1/recordings", params={"live": "true"}).json()["recordings"] == []

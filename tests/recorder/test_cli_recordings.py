@@ -66,5 +66,7 @@ def test_refusals_are_one_clear_line(recorder: RecorderProc) -> None:
     assert "401" in r.stderr
     r = tssh("show", "../../etc/passwd", "--recorder", recorder.url, "--token", recorder.token())
     assert r.returncode == 1 and ("400" in r.stderr or "404" in r.stderr)
+    r = tssh("get", "20261125T090000Z-0123456789abcdef", "--recorder", recorder.url, "-o", "-")
+    assert r.returncode == 1 and "403" in r.stderr and "Traceback" not in r.stderr
     r = tssh("list", "--recorder", "http://127.0.0.1:1")
     assert r.returncode == 1 and "cannot reach" in r.stderr

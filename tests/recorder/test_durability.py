@@ -77,3 +77,50 @@ async def test_write_error_ends_the_upload_with_an_error_frame(tmp_path: object)
             assert 'reason="storage"' in c.get("/metrics").text
     finally:
         rec.stop()
+
+
+def test_v1_uploader_vanishing_mid_body_leaves_an_incomplete_recording(
+    recorder: RecorderProc,
+) -> None:
+    import socket
+    import time
+
+    head = cast_header(conn="ssh-conn-v1-cut") + event(0.1, "partial\n")
+    with socket.create_connection(("127.0.0.1", recorder.port),
+                                  source_address=(SERVER, 0)) as s:
+        s.sendall(b"POST /record HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        time.sleep(1.5)  # v1 syncs about every second
+    with recorder.client(ALICE) as c:
+        for _ in range(100):
+            metas = c.get("/api/v1/recordings").json()["recordings"]
+            if metas and metas[0]["status"] != "live":
+                break
+            time.sleep(0.05)
+        [meta] = metas
+        assert meta["status"] == "incomplete" and "went away" in meta["error"]
+        assert c.get(f"/api/v1/recordings/{meta['id']}/cast").content == head
+
+
+async def test_v2_stream_reset_mid_recording_is_incomplete(recorder: RecorderProc) -> None:
+    import asyncio
+
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER)
+    sent = cast_header() + event(0.1, "before the reset\n")
+    try:
+        assert await up.wait_headers() == 200
+        await up.send(sent)
+        await up.wait_ack(len(sent))
+        up._conn.reset_stream(up._sid)
+        await up._flush()
+    finally:
+        await up.close()
+    with recorder.client(ALICE) as c:
+        for _ in range(100):
+            [meta] = c.get("/api/v1/recordings").json()["recordings"]
+            if meta["status"] != "live":
+                break
+            await asyncio.sleep(0.05)
+        assert meta["status"] == "incomplete"
+        assert c.get(f"/api/v1/recordings/{meta['id']}/cast").content == sent
+        assert c.get(f"/api/v1/recordings/{meta['id']}/verify").json()["ok"] is True

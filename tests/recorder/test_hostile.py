@@ -87,27 +87,47 @@ async def test_non_utf8_event_ends_the_recording(recorder: RecorderProc) -> None
         assert c.get(f"/api/v1/recordings/{meta['id']}/cast").content.startswith(head)
 
 
-async def test_header_lying_about_its_client_node_is_refused(recorder: RecorderProc) -> None:
-    # the header says the SSH client was alice's laptop (nLAP1) but names another user
-    lie = cast_header(srcNodeUser="mallory@example.com") + event(0.1, "x\n")
-    up = await _upload(recorder, [lie], SERVER2)
-    assert up.error is not None and "nLAP1" in up.error and "mallory" in up.error
-    assert _listing(recorder) == []
+@pytest.mark.parametrize(("extra", "warning"), [
+    ({"srcNodeUser": "mallory@example.com"}, "srcNodeUser 'mallory@example.com'"),
+    ({"srcNode": "bobbook.example.ts.net"}, "calls node 'nLAP1' 'laptop'"),
+    ({"srcNodeTags": ["tag:prod"]}, "srcNodeTags"),
+])
+async def test_header_lying_about_the_client_node_is_flagged(
+    recorder: RecorderProc, extra: dict[str, object], warning: str
+) -> None:
+    """``srcNode*`` name the SSH client's node; claims the tailnet contradicts are kept
+    (evidence is not thrown away) but flagged, sealed with the recording, and counted."""
+    body = cast_header(**extra) + event(0.1, "x\n")
+    up = await _upload(recorder, [body], SERVER2)
+    assert up.error is None, up.frames
+    [meta] = _listing(recorder)
+    assert meta["status"] == "complete"
+    assert any(warning in w for w in meta["warnings"]), meta["warnings"]
     with recorder.client(ALICE) as c:
-        assert 'reason="header_mismatch"' in c.get("/metrics").text
+        assert "tsrecorder_flagged_recordings_total 1.0" in c.get("/metrics").text
+        assert c.get(f"/api/v1/recordings/{meta['id']}/verify").json()["ok"] is True
+
+
+async def test_consistent_header_is_not_flagged(recorder: RecorderProc) -> None:
+    up = await _upload(recorder, [cast_header() + event(0.1, "x\n")], SERVER2)
+    assert up.error is None
+    [meta] = _listing(recorder)
+    assert meta["warnings"] == []
+    assert meta["node"]["id"] == "nSRV2"  # the uploader, from its address
 
 
 async def test_recording_is_filed_under_the_uploader_not_the_header(
     recorder: RecorderProc,
 ) -> None:
-    # server2 uploads a session whose client was server (nSRV1): consistent claims, so kept,
-    # but stored under the uploader's own id, known from its address
+    # server2 uploads a session whose client was server (nSRV1): consistent claims, so not
+    # flagged, and stored under the uploader's own id, known from its address
     header = cast_header(node_id="nSRV1", srcNode="server", srcNodeTags=["tag:prod"])
-    header = header.replace(b', "srcNodeUser": "alice@example.com", "srcNodeUserID": "u1"', b"")
+    header = header.replace(b', "srcNodeUser": "alice@example.com"', b"")
     up = await _upload(recorder, [header + event(0.1, "x\n")], SERVER2)
     assert up.error is None, up.frames
     [meta] = _listing(recorder)
     assert str(meta["storageKey"]).startswith("nSRV2/")
+    assert meta["warnings"] == []
 
 
 async def test_hostile_connection_id_does_not_escape_the_store(recorder: RecorderProc) -> None:

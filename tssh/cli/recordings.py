@@ -112,9 +112,9 @@ class _Api:
         size = 0
         try:
             with self.client.stream("GET", f"/api/v1/recordings/{quote(rid, safe='')}/cast") as r:
-                self._check(r)
                 if r.status_code >= 400:
-                    r.read()
+                    r.read()  # the error's JSON body, for the message
+                self._check(r)
                 for chunk in r.iter_bytes():
                     out.write(chunk)
                     size += len(chunk)
