@@ -28,7 +28,7 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tssh.config import Config
@@ -181,17 +181,10 @@ class SessionRecorders:
             log.error("cannot resolve the session's recorders",
                       extra={"session": desc.session_id, "error": str(e)})
             targets, names = [], {}
-        options = RecordingOptions(
-            enforce=rule.enforce, source_address=desc.source_address or None,
-            local_dir=self._options.local_dir, buffer_limit=self._options.buffer_limit,
-            dial_timeout=self._options.dial_timeout,
-            connect_timeout=self._options.connect_timeout,
-            probe_timeout=self._options.probe_timeout, ack_window=self._options.ack_window,
-            finish_timeout=self._options.finish_timeout,
-        )
+        options = replace(self._options, enforce=rule.enforce,
+                          source_address=desc.source_address or None)
         header = header_for(desc, time.time())
         session: SessionRecording | None = None
-
         base = self._audit_fields(desc, rule)
 
         def failed(error: RecordingFailed) -> None:
