@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
@@ -81,3 +82,20 @@ def test_status_reports_listener_identity_and_policy(daemon: TsshDaemon) -> None
     assert policy["error"] is None and policy["rules"] == 3
     human = daemon.tssh("status")
     assert human.returncode == 0 and str(daemon.port) in human.stdout
+
+
+def test_enable_fails_cleanly_when_the_port_is_taken(daemon: TsshDaemon) -> None:
+    assert daemon.tssh("set", "--ssh=false").returncode == 0
+    assert port_closed(SERVER_IP, daemon.port)
+    blocker = socket.socket()
+    try:
+        blocker.bind((SERVER_IP, daemon.port))
+        blocker.listen()
+        on = daemon.tssh("set", "--ssh")
+        assert on.returncode != 0
+        assert f"cannot listen on {SERVER_IP} port {daemon.port}" in on.stderr
+        assert daemon.status()["ssh"] is False
+    finally:
+        blocker.close()
+    assert daemon.tssh("set", "--ssh").returncode == 0
+    assert run_ssh(daemon, "root", "echo up").stdout == b"up\n"

@@ -33,7 +33,7 @@ from tssh.server.account import (
     lookup_account,
 )
 from tssh.server.recording import RecordingRequest
-from tssh.server.session import ConnectionContext, ProcessSession
+from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
 
@@ -106,6 +106,9 @@ class Gatekeeper(Protocol):
 
     def connection_closed(self, server: TsshServer) -> None: ...
 
+    @property
+    def hung_up_groups(self) -> HungUpGroups: ...
+
 
 def new_connection_id() -> str:
     """Tailscale's shape: ``ssh-conn-<UTC time>-<10 hex>``."""
@@ -143,8 +146,12 @@ class TsshServer(asyncssh.SSHServer):
         self._gate.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._peer_lookup is not None and not self._peer_lookup.done():
-            self._peer_lookup.cancel()
+        lookup = self._peer_lookup
+        if lookup is not None:
+            if not lookup.done():
+                lookup.cancel()
+            elif not lookup.cancelled():
+                lookup.exception()  # retrieved: a failure before any auth request is no news
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
         self._gate.connection_closed(self)
@@ -158,9 +165,12 @@ class TsshServer(asyncssh.SSHServer):
         try:
             peer = await self._peer_lookup
         except Exception as e:
-            log.warning("identity lookup failed", extra={"peer_ip": self.peer_ip,
+            log.warning("identity lookup failed", extra={"conn": self.conn_id,
+                                                          "peer_ip": self.peer_ip,
                                                           "error": str(e)})
-            peer = None
+            self._refuse("cannot tell who you are right now: this node's identity source "
+                         "is not answering; try again later")
+            return True
         admission = await self._gate.admit(peer, self.peer_ip, username)
         decision = admission.decision
         log.info(
@@ -206,7 +216,8 @@ class TsshServer(asyncssh.SSHServer):
             return False
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
-        session = ProcessSession(self.context, session_id, self._session_closed)
+        session = ProcessSession(self.context, session_id, self._session_closed,
+                                 self._gate.hung_up_groups)
         self.sessions[session_id] = session
         return session
 

@@ -29,6 +29,7 @@ from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
 from tssh.server.hostkeys import load_host_keys
 from tssh.server.recording import SessionRecorders
+from tssh.server.session import HungUpGroups
 
 log = logging.getLogger("tssh.daemon")
 
@@ -74,6 +75,7 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
+        self._hung_up = HungUpGroups()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Daemon:
         await self._close_listeners()
         await self._end_connections(SHUTDOWN_MESSAGE)
         await self._recorders.close()
+        await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
 
@@ -180,6 +183,10 @@ class Daemon:
     def connection_closed(self, server: TsshServer) -> None:
         self._connections.discard(server)
 
+    @property
+    def hung_up_groups(self) -> HungUpGroups:
+        return self._hung_up
+
     # --- policy reload -------------------------------------------------------------------
 
     async def _follow_policy(self) -> None:
@@ -219,16 +226,15 @@ class Daemon:
 
     async def set_ssh(self, enabled: bool) -> None:
         async with self._lock:
+            if enabled != self._enabled:
+                if enabled:
+                    await self._open_listeners()  # raises (and nothing changes) if it cannot
+                else:
+                    await self._close_listeners()
+                    await self._end_connections(DISABLED_MESSAGE)
+                self._enabled = enabled
+                log.info("ssh switched", extra={"ssh": enabled})
             write_ssh_enabled(self.config.state_dir, enabled)
-            if enabled == self._enabled:
-                return
-            self._enabled = enabled
-            if enabled:
-                await self._open_listeners()
-            else:
-                await self._close_listeners()
-                await self._end_connections(DISABLED_MESSAGE)
-            log.info("ssh switched", extra={"ssh": enabled})
 
     async def status(self) -> dict[str, object]:
         """The status object ``tssh status`` renders (keys per ``ControlHandler.status``)."""
