@@ -307,8 +307,6 @@ def test_recordings_api_over_the_mesh_reads_only_for_viewers(tailnet: Tailnet) -
     assert tailnet.http_get("rogue", "/api/v1/recordings")[0] == 401
 
 
-@pytest.mark.skip(reason="waits for the recording client wired into the daemon's sessions "
-                  "(tssh/recording uploader started by tssh/server), landing on main")
 def test_session_over_the_mesh_is_recorded_and_readable_by_a_viewer(tailnet: Tailnet) -> None:
     marker = f"recorded-{uuid.uuid4().hex[:12]}"
     result = tailnet.ssh("laptop", tailnet.user, f"echo {marker}; exit 3")
