@@ -329,8 +329,10 @@ def test_session_over_the_mesh_is_recorded_and_readable_by_a_viewer(tailnet: Tai
     assert header["srcNode"].split(".")[0] == "laptop" and header["srcNodeID"] == "nLAP1"
     assert header["srcNodeUser"] == ALICE
     assert header["localUser"] == tailnet.user
+    # The recorder identified the uploader by WireGuard key: the server, from its tailnet address.
     node = found["node"]
-    assert isinstance(node, dict) and (node["id"], node["name"]) == ("nSRV1", "server")
+    assert isinstance(node, dict)
+    assert (node["id"], node["name"], node["address"]) == ("nSRV1", "server", tailnet.server)
     assert found["exitStatus"] == 3
 
     status, cast = tailnet.http_get("laptop", f"/api/v1/recordings/{found['id']}/cast")
@@ -339,5 +341,10 @@ def test_session_over_the_mesh_is_recorded_and_readable_by_a_viewer(tailnet: Tai
     assert json.loads(first)["version"] == 2
     output = "".join(e[2] for e in map(json.loads, events) if e[1] == "o")
     assert marker in output
+    status, body = tailnet.http_get("laptop", f"/api/v1/recordings/{found['id']}/verify")
+    assert status == 200 and json.loads(body)["ok"] is True, body
+    started = [e for e in tailnet.log_entries() if e.get("msg") == "recording started"]
+    assert {(e["recorder"], e["protocol"]) for e in started} == {
+        (f"{tailnet.lab.nodes['recorder'].address}:{RECORDER_PORT}", "v2")}
     # The uploader itself cannot read what it uploaded.
     assert tailnet.http_get("server", f"/api/v1/recordings/{found['id']}/cast")[0] == 403
