@@ -1,10 +1,12 @@
 """tssh on a real tailnet, run the way a user runs it.
 
 A WireGuard mesh (wireguard-go in network namespaces, 100.64.0.0/10): "server" runs
-`tssh daemon` with the ``wireguard`` identity backend, bound to its tailnet address only;
+`tssh daemon` with the ``wireguard`` identity backend, listening on its tailnet address and
+bound to its WireGuard interface (the kernel refuses anything arriving over the underlay);
 "laptop" (alice) uses the stock OpenSSH client, scp and sftp; "recorder" runs the recorder
-node (`python -m recorder`, same backend) on its tailnet address, and alice reads recordings
-through its API as a viewer; "rogue" is a WireGuard peer whose key the inventory does not know.
+node (`python -m recorder`, same backend, same binding) on its tailnet address, and alice
+reads recordings through its API as a viewer; "rogue" is a WireGuard peer whose key the
+inventory does not know.
 """
 
 from __future__ import annotations
@@ -59,9 +61,17 @@ def write_inventory(lab: Lab, path: Path) -> None:
 
 
 def listening(lab: Lab, node: str) -> set[str]:
-    """Local address:port of every listening TCP socket in ``node``'s namespace."""
+    """Local address:port of every listening TCP socket in ``node``'s namespace, as ``ss``
+    shows it: ``address%interface:port`` for a socket bound to an interface."""
     out = run(*lab.exec_argv(node, "ss", "-ltnH"))
     return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+
+def bound_address(lab: Lab, node: str, port: int) -> str:
+    """How ``ss`` shows a listener on ``node``'s tailnet address bound to its WireGuard
+    interface."""
+    n = lab.nodes[node]
+    return f"{n.address}%{n.interface}:{port}"
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -204,9 +214,10 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
                     "--wireguard-interface", server.interface, "--port", str(SSH_PORT),
                     "--recorder-port", str(RECORDER_PORT), "--state-dir", str(workdir / "state"),
                 ], daemon_log))
-                wait_until_listening(lab, "recorder", f"{recorder.address}:{RECORDER_PORT}",
+                wait_until_listening(lab, "recorder",
+                                     bound_address(lab, "recorder", RECORDER_PORT),
                                      processes[0], recorder_log)
-                wait_until_listening(lab, "server", f"{server.address}:{SSH_PORT}",
+                wait_until_listening(lab, "server", bound_address(lab, "server", SSH_PORT),
                                      processes[1], daemon_log)
                 yield Tailnet(lab, workdir, user, home, daemon_log, recorder_log)
             finally:
@@ -217,9 +228,10 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
 
 
 def test_daemon_and_recorder_listen_on_their_tailnet_addresses_only(tailnet: Tailnet) -> None:
-    assert listening(tailnet.lab, "server") == {f"{tailnet.server}:{SSH_PORT}"}
-    recorder = tailnet.lab.nodes["recorder"].address
-    assert listening(tailnet.lab, "recorder") == {f"{recorder}:{RECORDER_PORT}"}
+    """...and only on their WireGuard interfaces (SO_BINDTODEVICE)."""
+    lab = tailnet.lab
+    assert listening(lab, "server") == {bound_address(lab, "server", SSH_PORT)}
+    assert listening(lab, "recorder") == {bound_address(lab, "recorder", RECORDER_PORT)}
 
 
 def test_keyless_login_runs_a_command_and_returns_its_status(tailnet: Tailnet) -> None:
@@ -252,24 +264,66 @@ def test_wireguard_peer_missing_from_the_inventory_is_refused(tailnet: Tailnet) 
     assert tailnet.refusal(rogue)["peer"] is None
 
 
-def test_packet_from_outside_the_mesh_is_refused(tailnet: Tailnet) -> None:
-    """Reach the tailnet address over the underlay, bypassing WireGuard: the source address
-    is then no mesh peer's, and the daemon refuses it (a daemon bound to the WireGuard device
-    would not even accept the TCP connection; either way no session exists)."""
-    lab = tailnet.lab
-    server, rogue = lab.nodes["server"], lab.nodes["rogue"]
-    route = [f"{server.address}/32", "via", server.underlay, "dev", "veth0"]
-    run("ip", "-n", rogue.netns, "route", "add", *route)
+@contextlib.contextmanager
+def underlay_route(lab: Lab, src: str, dst: str) -> Iterator[None]:
+    """Route ``src``'s packets for ``dst``'s tailnet address over the underlay (veth),
+    bypassing WireGuard: they arrive with ``src``'s underlay source address, on ``dst``'s
+    veth, at its tailnet address."""
+    route = [f"{lab.nodes[dst].address}/32", "via", lab.nodes[dst].underlay, "dev", "veth0"]
+    run("ip", "-n", lab.nodes[src].netns, "route", "add", *route)
     try:
-        result = tailnet.ssh("rogue", tailnet.user, "true")
+        yield
     finally:
-        run("ip", "-n", rogue.netns, "route", "del", *route)
+        run("ip", "-n", lab.nodes[src].netns, "route", "del", *route)
+
+
+def tcp_connect(lab: Lab, node: str, address: str, port: int) -> str:
+    """Open a TCP connection from ``node``: "connected", "refused" or "timeout"."""
+    out = subprocess.run(
+        lab.exec_argv(node, sys.executable, "-c", TCP_CONNECT, address, str(port)),
+        capture_output=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.decode().strip()
+
+
+TCP_CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("timeout")
+"""
+
+
+def test_packet_from_outside_the_mesh_never_reaches_the_daemon(tailnet: Tailnet) -> None:
+    """Reach the tailnet address over the underlay, bypassing WireGuard: the daemon's
+    listener is bound to the WireGuard interface, so the kernel refuses the TCP connection
+    and the daemon never hears of it."""
+    lab = tailnet.lab
+    rogue = lab.nodes["rogue"]
+    with underlay_route(lab, "rogue", "server"):
+        probe = tcp_connect(lab, "rogue", tailnet.server, SSH_PORT)
+        result = tailnet.ssh("rogue", tailnet.user, "true")
+    assert probe in ("refused", "timeout")
     assert result.returncode == 255
-    if b"Connection refused" in result.stderr:
-        assert not [e for e in tailnet.log_entries() if e.get("peer_ip") == rogue.underlay]
-    else:
-        assert f"tssh: unknown peer {rogue.underlay}".encode() in result.stderr
-        tailnet.refusal(rogue.underlay)
+    assert b"Connection refused" in result.stderr or b"timed out" in result.stderr, result.stderr
+    assert rogue.underlay not in tailnet.daemon_log.read_text(errors="replace")
+    # The same route through WireGuard still works: the refusal is about the interface.
+    assert tcp_connect(lab, "laptop", tailnet.server, SSH_PORT) == "connected"
+
+
+def test_packet_from_outside_the_mesh_never_reaches_the_recorder(tailnet: Tailnet) -> None:
+    lab = tailnet.lab
+    recorder, rogue = lab.nodes["recorder"], lab.nodes["rogue"]
+    with underlay_route(lab, "rogue", "recorder"):
+        probe = tcp_connect(lab, "rogue", recorder.address, RECORDER_PORT)
+    assert probe in ("refused", "timeout")
+    assert rogue.underlay not in tailnet.recorder_log.read_text(errors="replace")
+    assert tcp_connect(lab, "laptop", recorder.address, RECORDER_PORT) == "connected"
 
 
 def test_scp_and_sftp_over_the_mesh(tailnet: Tailnet) -> None:

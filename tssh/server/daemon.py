@@ -23,6 +23,7 @@ import asyncssh
 from tssh.config import Config
 from tssh.errors import ConfigError, TsshError
 from tssh.identity.base import Peer, Resolver
+from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
@@ -135,18 +136,28 @@ class Daemon:
         def factory() -> TsshServerConnection:
             return TsshServerConnection(loop, options, None, None)
 
+        # With the wireguard backend the sockets take only packets that came through the
+        # WireGuard interface (the kernel refuses the rest); refusing to start beats silently
+        # losing that boundary, so a failed device binding is an error.
+        device = listen_device(self.config)
         try:
             for address in self._addresses:
-                server = await loop.create_server(
-                    factory, address, self.config.port, reuse_address=True, backlog=512
-                )
+                sock = open_listening_socket(address, self.config.port, device=device)
+                try:
+                    server = await loop.create_server(factory, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
                 self._listeners.append(server)
         except OSError as e:
             await self._close_listeners()
             raise TsshError(f"cannot listen on {address} port {self.config.port}: "
                             f"{e.strerror or e}") from None
+        except BaseException:
+            await self._close_listeners()
+            raise
         log.info("listening", extra={"addresses": list(self._addresses),
-                                     "port": self.config.port})
+                                     "port": self.config.port, "device": device})
 
     async def _close_listeners(self) -> None:
         listeners, self._listeners = self._listeners, []
