@@ -87,6 +87,14 @@ def test_cbc_cipher_refused(daemon: TsshDaemon) -> None:
     assert b"no matching cipher" in result.stderr
 
 
+def test_sha1_host_key_signature_refused(daemon: TsshDaemon) -> None:
+    """The RSA host key signs with SHA-2 only (rsa-sha2-*), never SHA-1 ``ssh-rsa``."""
+    result = run_ssh(daemon, "root", "true",
+                     options=("-o", "HostKeyAlgorithms=ssh-rsa", "-o", "LogLevel=INFO"))
+    assert result.returncode == 255
+    assert b"no matching host key type" in result.stderr
+
+
 @pytest.mark.parametrize("method", ["password", "publickey"])
 async def test_insisting_client_accepted_by_policy_not_credentials(
     daemon: TsshDaemon, method: str

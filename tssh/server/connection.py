@@ -3,8 +3,11 @@
 Algorithms (DESIGN §4): modern only. Key exchange curve25519 and the ML-KEM hybrid
 (asyncssh has no sntrup761); ed25519 and rsa-sha2-* host key signatures; AEAD ciphers, then
 AES-CTR with encrypt-then-MAC SHA-2 MACs. No SHA-1, no NIST-curve key exchange, no CBC.
+``signature_algs`` does not cover host keys: asyncssh offers every signature a host key can
+make (for RSA also SHA-1 ``ssh-rsa`` and the ``ssh-rsa-sha*@ssh.com`` family), so
+``TsshServerConnection`` narrows its host key algorithms to ``SIGNATURE_ALGS``.
 
-The one change: asyncssh sends an encrypted empty ``SSH_MSG_IGNORE`` before *every* packet
+The other change: asyncssh sends an encrypted empty ``SSH_MSG_IGNORE`` before *every* packet
 once encryption is on. That is the old counter-measure against chosen-plaintext attacks on
 CBC-mode IVs; with only AEAD and CTR ciphers negotiable it protects nothing and costs a
 packet (encryption, framing, a ``send``) per packet. ``TsshServerConnection`` drops exactly
@@ -14,6 +17,8 @@ the way this override expects, so an asyncssh upgrade that changes it is noticed
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import asyncssh
@@ -32,6 +37,7 @@ ENCRYPTION_ALGS = (
 MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
 SIGNATURE_ALGS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
 COMPRESSION_ALGS = ("none",)
+_HOST_KEY_ALGS = frozenset(alg.encode() for alg in SIGNATURE_ALGS)
 
 # The exact arguments asyncssh's send_packet uses for its inserted ignore packet.
 _INSERTED_IGNORE_ARGS = (String(b""),)
@@ -49,7 +55,20 @@ def algorithm_options() -> dict[str, Any]:
 
 
 class TsshServerConnection(asyncssh.SSHServerConnection):
-    """asyncssh's server connection without the per-packet ``SSH_MSG_IGNORE``."""
+    """asyncssh's server connection: SHA-2 host key signatures, no per-packet ignores."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: Any, acceptor: Any = None,
+                 error_handler: Any = None, wait: str | None = None) -> None:
+        super().__init__(loop, options, acceptor, error_handler, wait)
+        # What KEXINIT offers; asyncssh fills it from every algorithm the keys can sign with.
+        self._server_host_key_algs = [
+            alg for alg in options.server_host_keys if alg in _HOST_KEY_ALGS
+        ]
+
+    def choose_server_host_key(self, peer_host_key_algs: Sequence[bytes]) -> bool:
+        """asyncssh picks from the client's list alone, offered or not: filter it first."""
+        allowed = [alg for alg in peer_host_key_algs if alg in _HOST_KEY_ALGS]
+        return bool(super().choose_server_host_key(allowed))
 
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == _INSERTED_IGNORE_ARGS:
