@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import threading
 from pathlib import Path
 
 import asyncssh
@@ -45,3 +46,48 @@ def test_configured_key_files(tmp_path: Path) -> None:
     assert len(hostkeys.load_host_keys((path,), tmp_path / "state")) == 1
     with pytest.raises(ConfigError, match="cannot read host key"):
         hostkeys.load_host_keys((tmp_path / "missing",), tmp_path / "state")
+
+
+def test_leftover_readable_temp_file_does_not_leak_the_key(tmp_path: Path) -> None:
+    """A temp file from an earlier crash (any mode) must not become the key file."""
+    state = tmp_path / "state"
+    state.mkdir()
+    for name in ("ssh_host_ed25519_key", "ssh_host_rsa_key"):
+        leftover = state / f"{name}.tmp"
+        leftover.write_text("")
+        leftover.chmod(0o644)
+    hostkeys.load_host_keys((), state)
+    for name in ("ssh_host_ed25519_key", "ssh_host_rsa_key"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
+
+
+def test_racing_generators_end_up_serving_the_key_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two daemons starting at once on one state dir: both must serve the file's key."""
+    state = tmp_path / "state"
+    barrier = threading.Barrier(2, timeout=30)
+    real_generate = asyncssh.generate_private_key
+
+    def generate_in_step(alg: str, **options: object) -> object:
+        key = real_generate(alg, **options)
+        barrier.wait()  # both have made a key before either writes one
+        return key
+
+    monkeypatch.setattr(asyncssh, "generate_private_key", generate_in_step)
+    results: list[list[object]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(hostkeys.load_host_keys((), state)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2
+    on_disk = [asyncssh.read_private_key(str(state / f"ssh_host_{n}_key")).public_data
+               for n in ("ed25519", "rsa")]
+    for keys in results:
+        assert [k.public_data for k in keys] == on_disk  # type: ignore[attr-defined]
+    assert sorted(p.name for p in state.iterdir()) == ["ssh_host_ed25519_key",
+                                                       "ssh_host_rsa_key"]
