@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 
 import asyncssh
 import pytest
@@ -118,3 +119,37 @@ async def test_insisting_client_accepted_by_policy_not_credentials(
             known_hosts=None, **kwargs,
         ) as conn:
             await asyncio.wait_for(conn.run("true"), 10)
+
+
+def test_unauthenticated_connections_per_source_are_bounded(daemon: TsshDaemon) -> None:
+    """A node holding many connections open without authenticating (each lives until the
+    login timeout) gets only PER_SOURCE_STARTUPS of them; other nodes still log in."""
+    from tssh.server.startups import PER_SOURCE_STARTUPS
+
+    held: list[socket.socket] = []
+    try:
+        for _ in range(PER_SOURCE_STARTUPS + 5):
+            s = socket.create_connection((SERVER_IP, daemon.port), 5,
+                                         source_address=(CAROL_IP, 0))
+            held.append(s)
+        greeted, dropped = 0, 0
+        for s in held:
+            s.settimeout(5)
+            try:
+                data = s.recv(64)
+            except OSError:
+                data = b""
+            if data.startswith(b"SSH-2.0-"):
+                greeted += 1
+            else:
+                dropped += 1
+        assert (greeted, dropped) == (PER_SOURCE_STARTUPS, 5)
+        result = run_ssh(daemon, "root", "echo in")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"in\n"
+    finally:
+        for s in held:
+            s.close()
+    # Once they are gone the source may connect again.
+    result = run_ssh(daemon, "root", "echo again", source=CAROL_IP)
+    assert b"tailnet policy does not permit you" in result.stderr

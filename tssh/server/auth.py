@@ -100,7 +100,11 @@ class Gatekeeper(Protocol):
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
 
-    def connection_opened(self, server: TsshServer) -> None: ...
+    def connection_opened(self, server: TsshServer) -> bool:
+        """False: too many connections are logging in; close this one at once."""
+        ...
+
+    def login_finished(self, server: TsshServer) -> None: ...
 
     def connection_closed(self, server: TsshServer) -> None: ...
 
@@ -136,9 +140,11 @@ class TsshServer(asyncssh.SSHServer):
         self.conn = conn
         self.peer_ip, self.peer_port = _addr(conn.get_extra_info("peername"))
         self.local_ip, self.local_port = _addr(conn.get_extra_info("sockname"))
+        if not self._gate.connection_opened(self):
+            conn.abort()  # before the version exchange: costs the daemon nothing more
+            return
         # Resolve while key exchange runs; the answer is needed at the first auth request.
         self._peer_lookup = asyncio.ensure_future(self._gate.whois(self.peer_ip))
-        self._gate.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._peer_lookup is not None and not self._peer_lookup.done():
@@ -149,7 +155,8 @@ class TsshServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         """Return False (no further authentication) when admitted; disconnect otherwise."""
-        assert self._peer_lookup is not None
+        if self._peer_lookup is None:  # refused in connection_made
+            return True
         if self.context is not None:
             # A second user name on the same connection: decide again from scratch.
             self.context = None
@@ -179,6 +186,7 @@ class TsshServer(asyncssh.SSHServer):
             local_port=self.local_port,
             accept_env=tuple(decision.accept_env) if decision else (),
         )
+        self._gate.login_finished(self)
         return False
 
     def _refuse(self, message: str) -> None:

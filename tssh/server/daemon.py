@@ -27,6 +27,7 @@ from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
 from tssh.server.hostkeys import load_host_keys
+from tssh.server.startups import StartupLimiter
 
 log = logging.getLogger("tssh.daemon")
 
@@ -67,6 +68,9 @@ class Daemon:
         self._options: Any = None
         self._listeners: list[asyncio.Server] = []
         self._connections: set[TsshServer] = set()
+        self._logging_in: set[TsshServer] = set()  # counted by _startups
+        self._startups = StartupLimiter()
+        self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -167,10 +171,27 @@ class Daemon:
         assert self._self_node is not None
         return decide(self._decider, peer, peer_ip, self._self_node, login)
 
-    def connection_opened(self, server: TsshServer) -> None:
+    def connection_opened(self, server: TsshServer) -> bool:
+        if not self._startups.begin(server.peer_ip):
+            self._startups_refused += 1
+            if self._startups_refused in (1, 10, 100) or self._startups_refused % 1000 == 0:
+                log.warning(
+                    "too many connections logging in; closing new ones at once",
+                    extra={"peer_ip": server.peer_ip, "refused": self._startups_refused,
+                           "logging_in": self._startups.in_progress},
+                )
+            return False
+        self._logging_in.add(server)
         self._connections.add(server)
+        return True
+
+    def login_finished(self, server: TsshServer) -> None:
+        if server in self._logging_in:
+            self._logging_in.discard(server)
+            self._startups.end(server.peer_ip)
 
     def connection_closed(self, server: TsshServer) -> None:
+        self.login_finished(server)
         self._connections.discard(server)
 
     # --- policy reload -------------------------------------------------------------------
