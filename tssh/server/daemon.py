@@ -168,8 +168,12 @@ class Daemon:
         return await self._resolver.whois(address)
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+        """Decide in a worker thread: account lookups go through NSS, which may be LDAP or
+        sssd and take seconds, while every session's I/O runs on this event loop."""
         assert self._self_node is not None
-        return decide(self._decider, peer, peer_ip, self._self_node, login)
+        return await asyncio.to_thread(
+            decide, self._decider, peer, peer_ip, self._self_node, login
+        )
 
     def connection_opened(self, server: TsshServer) -> bool:
         if not self._startups.begin(server.peer_ip):
