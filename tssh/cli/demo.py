@@ -3,7 +3,9 @@
 Loopback stands in for the tailnet. The demo server node is 127.0.0.2; a connection to it
 from this machine comes from 127.0.0.1 (Linux picks that source for the whole 127/8), which
 the demo netmap calls ``demo-laptop``, a node owned by ``<you>@demo.local``. The policy lets
-that user in as themself, so ``ssh -p PORT $USER@127.0.0.2`` works with no keys.
+that user in as themself, so ``ssh -p PORT $USER@127.0.0.2`` works with no keys. Every local
+account shares that source address, so the daemon also checks (in the kernel's socket table)
+that the connecting process is yours and closes anyone else's connection.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ async def _serve(config: Config, user: str) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    daemon = Daemon(config, open_resolver(config))
+    # Every local process connects from the laptop's address: serve only our own.
+    daemon = Daemon(config, open_resolver(config), local_owner=os.geteuid())
     try:
         await daemon.start()
         print(

@@ -27,6 +27,7 @@ from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
 from tssh.server.hostkeys import load_host_keys
+from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
 
 log = logging.getLogger("tssh.daemon")
@@ -58,8 +59,11 @@ def write_ssh_enabled(state_dir: Path, enabled: bool) -> None:
 class Daemon:
     """Lifecycle: ``await start()``, serve until stopped, ``await close()``."""
 
-    def __init__(self, config: Config, resolver: Resolver) -> None:
+    def __init__(self, config: Config, resolver: Resolver, *,
+                 local_owner: int | None = None) -> None:
+        """``local_owner``: serve only local processes of this uid (the loopback demo)."""
         self.config = config
+        self._local_owner = local_owner
         self._resolver = resolver
         self._policy: PolicySource = open_policy_source(config, poll_interval=POLICY_POLL_SECONDS)
         self._decider: Decider | None = None
@@ -176,6 +180,16 @@ class Daemon:
         )
 
     def connection_opened(self, server: TsshServer) -> bool:
+        if self._local_owner is not None:
+            uid = loopback_peer_uid((server.peer_ip, server.peer_port),
+                                    (server.local_ip, server.local_port))
+            if uid != self._local_owner:
+                log.warning(
+                    "refused a connection from a local process of another user",
+                    extra={"peer_ip": server.peer_ip, "peer_port": server.peer_port,
+                           "uid": uid, "served_uid": self._local_owner},
+                )
+                return False
         if not self._startups.begin(server.peer_ip):
             self._startups_refused += 1
             if self._startups_refused in (1, 10, 100) or self._startups_refused % 1000 == 0:
