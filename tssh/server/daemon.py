@@ -26,6 +26,7 @@ from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
+from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import load_host_keys
 from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
@@ -85,6 +86,9 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Host keys and the SSH switch live here: another user able to write it could plant
+        # a host key for us to serve. Checked before anything is read from it.
+        check_private_dir(config.state_dir)
         await self._policy.start()
         self._decider = self._policy.current()
         self._self_node = await self._resolver.self_node()
