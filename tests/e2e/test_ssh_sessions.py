@@ -189,3 +189,16 @@ def test_session_does_not_inherit_daemon_process_state(daemon_factory: DaemonFac
         assert umask == "0022"  # the daemon's umask 000, tightened as sshd does
         assert int(ignored.split()[1], 16) == 0, ignored
         assert oom == "0"
+
+
+def test_session_holds_only_its_stdio(daemon: TsshDaemon) -> None:
+    """No daemon descriptor (listener, control socket, host key, other sessions' pipes, the
+    pty master) reaches a session: it could accept SSH connections or answer control
+    requests in the daemon's name."""
+    assert daemon.proc is not None
+    open_in_daemon = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    assert open_in_daemon > 5  # listener, control socket, epoll, ... are there to leak
+    for options in (("-T",), ("-tt",)):
+        result = run_ssh(daemon, "root", "ls /proc/$$/fd; exit 0", options=options)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode().split() == ["0", "1", "2"]
