@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.conftest import ALICE_IP, write_identity_files
 from tssh.config import Config
 from tssh.identity.netmap import NetmapResolver
+from tssh.policy import parse_policy
+from tssh.policy.decider import FileDecider
 from tssh.server import daemon as daemon_module
 from tssh.server.daemon import Daemon
 
@@ -56,3 +58,37 @@ async def test_admit_runs_account_lookups_off_the_event_loop(
     assert admission.accepted, admission.message
     longest_stall = max(b - a for a, b in itertools.pairwise(ticks))
     assert longest_stall < SLOW_LOOKUP / 2
+
+
+async def test_policy_change_during_a_decision_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection still deciding is not yet among those a policy change re-checks, so a
+    decision made with a policy replaced meanwhile must be made again with the new one."""
+    netmap, policy = write_identity_files(tmp_path)
+    config = Config(identity="netmap", netmap=netmap, policy=policy, state_dir=tmp_path / "s")
+    resolver = NetmapResolver.from_file(netmap)
+    daemon = Daemon(config, resolver)
+    await daemon._policy.start()
+    old = daemon._policy.current()
+    new = FileDecider(parse_policy('{"ssh": []}'))
+    daemon._decider = old
+    daemon._self_node = await resolver.self_node()
+    real_decide = daemon_module.decide
+    calls: list[object] = []
+
+    def decide_while_policy_changes(decider: object, *args: object) -> object:
+        calls.append(decider)
+        if decider is old:
+            daemon._decider = new  # what _policy_changed does on the event loop
+        return real_decide(decider, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module, "decide", decide_while_policy_changes)
+    try:
+        peer = await resolver.whois(ALICE_IP)
+        admission = await daemon.admit(peer, ALICE_IP, "root")
+    finally:
+        await daemon._policy.close()
+        await resolver.close()
+    assert calls == [old, new]
+    assert not admission.accepted

@@ -179,9 +179,16 @@ class Daemon:
         """Decide in a worker thread: account lookups go through NSS, which may be LDAP or
         sssd and take seconds, while every session's I/O runs on this event loop."""
         assert self._self_node is not None
-        return await asyncio.to_thread(
-            decide, self._decider, peer, peer_ip, self._self_node, login
-        )
+        for _ in range(3):
+            decider = self._decider
+            admission = await asyncio.to_thread(
+                decide, decider, peer, peer_ip, self._self_node, login
+            )
+            # A connection still deciding is not among those _revalidate re-checks: a
+            # decision made with a policy that was replaced meanwhile is made again.
+            if decider is self._decider:
+                return admission
+        return decide(self._decider, peer, peer_ip, self._self_node, login)
 
     def connection_opened(self, server: TsshServer) -> bool:
         if self._local_owner is not None:
