@@ -33,6 +33,7 @@ def test_system_keys_reused_by_root(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     system.mkdir()
     key = asyncssh.generate_private_key("ssh-ed25519")
     key.write_private_key(str(system / "ssh_host_ed25519_key"))
+    (system / "ssh_host_ed25519_key").chmod(0o600)
     monkeypatch.setattr(hostkeys, "SYSTEM_DIR", system)
     monkeypatch.setattr(hostkeys.os, "geteuid", lambda: 0)
     keys = hostkeys.load_host_keys((), tmp_path / "state")
@@ -43,6 +44,7 @@ def test_system_keys_reused_by_root(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_configured_key_files(tmp_path: Path) -> None:
     path = tmp_path / "mykey"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(path))
+    path.chmod(0o600)
     assert len(hostkeys.load_host_keys((path,), tmp_path / "state")) == 1
     with pytest.raises(ConfigError, match="cannot read host key"):
         hostkeys.load_host_keys((tmp_path / "missing",), tmp_path / "state")
@@ -91,3 +93,26 @@ def test_racing_generators_end_up_serving_the_key_on_disk(
         assert [k.public_data for k in keys] == on_disk  # type: ignore[attr-defined]
     assert sorted(p.name for p in state.iterdir()) == ["ssh_host_ed25519_key",
                                                        "ssh_host_rsa_key"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o620])
+def test_key_others_can_read_or_write_refused(tmp_path: Path, mode: int) -> None:
+    """As sshd does: a host key others may read is not secret, so serving it proves nothing."""
+    state = tmp_path / "state"
+    hostkeys.load_host_keys((), state)
+    key = state / "ssh_host_ed25519_key"
+    key.chmod(mode)
+    with pytest.raises(ConfigError, match=f"chmod 600 {key}"):
+        hostkeys.load_host_keys((), state)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        hostkeys.load_host_keys((key,), state)
+
+
+def test_group_readable_key_accepted(tmp_path: Path) -> None:
+    """Some systems share host keys with a key-signing group (root:ssh_keys 0640)."""
+    state = tmp_path / "state"
+    first = hostkeys.load_host_keys((), state)
+    (state / "ssh_host_ed25519_key").chmod(0o640)
+    assert [k.public_data for k in hostkeys.load_host_keys((), state)] == [
+        k.public_data for k in first
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,15 @@ KEY_TYPES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 
 
 def _load(path: Path) -> Any:
+    """Read a private host key, refusing one that other users may read or change (as sshd
+    does; group read is allowed for systems that share keys with a key-signing group)."""
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o037:
+            raise ConfigError(
+                f"host key {path} is accessible by other users (mode {mode:o}); "
+                f"chmod 600 {path}"
+            )
         return asyncssh.read_private_key(str(path))
     except (OSError, asyncssh.KeyImportError) as e:
         raise ConfigError(f"cannot read host key {path}: {e}") from None
