@@ -216,39 +216,57 @@ async def _connect(t: Target, user: str) -> asyncssh.SSHClientConnection:
     )
 
 
-async def _echo(t: Target, user: str, sessions: int, seconds: float) -> list[float]:
+async def _echo(targets: list[Target], user: str, sessions: int,
+                seconds: float) -> dict[str, list[float]]:
+    """Keystroke echo latency with ``sessions`` PTY sessions open on every server at once.
+
+    Typing alternates between the servers in one-second slices, so load that comes and goes
+    on the machine falls on both alike.
+    """
     sem = asyncio.Semaphore(20)
 
-    async def open_one() -> tuple[asyncssh.SSHClientConnection, asyncssh.SSHClientProcess[bytes]]:
+    async def open_one(t: Target) -> tuple[asyncssh.SSHClientConnection,
+                                           asyncssh.SSHClientProcess[bytes]]:
         async with sem:
             conn = await _connect(t, user)
             proc = await conn.create_process("stty raw -echo; cat", term_type="xterm",
                                              encoding=None)
             return conn, proc
 
-    pairs = await asyncio.gather(*(open_one() for _ in range(sessions)))
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
+    opened = {t.name: await asyncio.gather(*(open_one(t) for _ in range(sessions)))
+              for t in targets}
+    latencies: dict[str, list[float]] = {t.name: [] for t in targets}
+    cpu = dict.fromkeys(latencies, 0.0)
+    client = dict.fromkeys(latencies, 0.0)
 
-    async def typist(proc: asyncssh.SSHClientProcess[bytes]) -> None:
+    async def typist(proc: asyncssh.SSHClientProcess[bytes], out: list[float],
+                     deadline: float) -> None:
         await asyncio.sleep(random.uniform(0, 0.1))
         while time.monotonic() < deadline:
             start = time.perf_counter()
             proc.stdin.write(b"x")
             await proc.stdout.readexactly(1)  # the whole run is bounded below
-            latencies.append(time.perf_counter() - start)
+            out.append(time.perf_counter() - start)
             await asyncio.sleep(random.uniform(0.05, 0.15))  # ~10 keystrokes/s
 
     await asyncio.sleep(1.0)  # let the shells settle before measuring
-    cpu_before = tree_cpu_seconds(t.pid)
-    client_cpu = time.process_time()
-    await asyncio.wait_for(asyncio.gather(*(typist(p) for _, p in pairs)), seconds + 60)
-    client_cpu_share[t.name] = (time.process_time() - client_cpu) / seconds
-    cpu_used[t.name] = (tree_cpu_seconds(t.pid) - cpu_before) / max(1, len(latencies))
-    for conn, proc in pairs:
-        proc.close()
-        conn.close()
-    await asyncio.gather(*(c.wait_closed() for c, _ in pairs), return_exceptions=True)
+    for _ in range(max(1, round(seconds))):
+        for t in targets:
+            before, client_before = tree_cpu_seconds(t.pid), time.process_time()
+            deadline = time.monotonic() + 1.0
+            await asyncio.wait_for(asyncio.gather(
+                *(typist(p, latencies[t.name], deadline) for _, p in opened[t.name])
+            ), 60)
+            cpu[t.name] += tree_cpu_seconds(t.pid) - before
+            client[t.name] += time.process_time() - client_before
+    for name, out in latencies.items():
+        cpu_used[name] = cpu[name] / max(1, len(out))
+        client_cpu_share[name] = client[name] / max(1, round(seconds))
+    for pairs in opened.values():
+        for conn, proc in pairs:
+            proc.close()
+            conn.close()
+        await asyncio.gather(*(c.wait_closed() for c, _ in pairs), return_exceptions=True)
     return latencies
 
 
@@ -399,8 +417,7 @@ def main() -> int:
                     rows.append((f"server CPU per GiB {way} (s)", tput["tssh"][f"cpu_{way}"],
                                  tput["openssh"][f"cpu_{way}"], ""))
             if "echo" in want:
-                echo = {t.name: asyncio.run(_echo(t, user, sessions, args.echo_seconds))
-                        for t in targets}
+                echo = asyncio.run(_echo(targets, user, sessions, args.echo_seconds))
                 for p in (50, 99):
                     rows.append((f"echo p{p}, {sessions} PTY sessions (ms)",
                                  percentile(echo["tssh"], p) * ms,

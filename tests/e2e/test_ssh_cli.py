@@ -79,24 +79,40 @@ def test_tssh_ssh_unknown_machine(tmp_path: Path) -> None:
     )
     assert missing.returncode != 0
     assert missing.stderr.strip() == "tssh: no node called 'nosuchnode' in the tailnet"
+    # The identity settings can also come from the daemon's TOML file (relative to it).
+    config = tmp_path / "tssh.toml"
+    config.write_text(f'identity = "netmap"\nnetmap = "{netmap.name}"\nport = 2222\n')
+    from_file = subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "--config", str(config), "nosuchnode"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )
+    assert from_file.stderr.strip() == "tssh: no node called 'nosuchnode' in the tailnet"
+    unconfigured = subprocess.run(
+        [sys.executable, "-m", "tssh", "ssh", "nosuchnode"], cwd=REPO, capture_output=True,
+        text=True, timeout=30, env={k: v for k, v in os.environ.items()
+                                    if not k.startswith("TSSH_")},
+    )
+    assert unconfigured.returncode == 2 and "needs a netmap file" in unconfigured.stderr
 
 
 def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
-    port = free_port("127.0.0.2")
+    port = free_port("127.0.0.1")
+    recorder_port = free_port("127.0.0.3")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tssh", "demo", "--dir", str(tmp_path / "demo"), "--ssh-port",
-         str(port)],
+         str(port), "--recorder-port", str(recorder_port)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for_port("127.0.0.2", port, None)
+        wait_for_port("127.0.0.1", port, None)
         assert proc.stdout is not None
-        banner = proc.stdout.readline() + proc.stdout.readline()
+        banner = "".join(proc.stdout.readline() for _ in range(3))
         user = getpass.getuser()
-        assert f"ssh -p {port} {user}@127.0.0.2" in banner
-        # No -b: this machine's own source address is the demo's laptop node.
+        assert f"ssh -p {port} {user}@127.0.0.1" in banner
+        assert f"--recorder http://127.0.0.3:{recorder_port}" in banner
+        # No -b: this machine's own source address is the demo node, reaching itself.
         result = subprocess.run(
-            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{user}@127.0.0.2", "id -un"],
+            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{user}@127.0.0.1", "id -un"],
             capture_output=True, text=True, timeout=30,
         )
         assert result.returncode == 0, result.stderr
@@ -111,27 +127,28 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
 
 
 def test_demo_refuses_other_local_users(tmp_path: Path, local_user: LocalUser) -> None:
-    """On loopback every local process shares the demo laptop's address: only the processes
+    """On loopback every local process shares the demo node's address: only the processes
     of the user who runs the demo may use it, or any local account could log in as them."""
     require_tool("runuser")
-    port = free_port("127.0.0.2")
+    port = free_port("127.0.0.1")
+    recorder_port = free_port("127.0.0.3")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tssh", "demo", "--dir", str(tmp_path / "demo"), "--ssh-port",
-         str(port)],
+         str(port), "--recorder-port", str(recorder_port)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for_port("127.0.0.2", port, None)
+        wait_for_port("127.0.0.1", port, None)
         me = getpass.getuser()
         other = subprocess.run(
             ["runuser", "-u", local_user.name, "--", "ssh", *SSH_OPTIONS, "-p", str(port),
-             f"{me}@127.0.0.2", "id -un"],
+             f"{me}@127.0.0.1", "id -un"],
             capture_output=True, text=True, timeout=30,
         )
         assert other.returncode == 255, (other.stdout, other.stderr)
         assert other.stdout == ""
         own = subprocess.run(
-            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{me}@127.0.0.2", "id -un"],
+            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{me}@127.0.0.1", "id -un"],
             capture_output=True, text=True, timeout=30,
         )
         assert own.stdout == f"{me}\n", own.stderr

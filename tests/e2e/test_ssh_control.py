@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 
@@ -106,3 +107,20 @@ def test_shared_state_dir_refused_before_host_keys_or_listening(
     assert "writable by other users" in log
     assert '"listening"' not in log
     assert sorted(p.name for p in state.iterdir()) == []
+
+
+def test_enable_fails_cleanly_when_the_port_is_taken(daemon: TsshDaemon) -> None:
+    assert daemon.tssh("set", "--ssh=false").returncode == 0
+    assert port_closed(SERVER_IP, daemon.port)
+    blocker = socket.socket()
+    try:
+        blocker.bind((SERVER_IP, daemon.port))
+        blocker.listen()
+        on = daemon.tssh("set", "--ssh")
+        assert on.returncode != 0
+        assert f"cannot listen on {SERVER_IP} port {daemon.port}" in on.stderr
+        assert daemon.status()["ssh"] is False
+    finally:
+        blocker.close()
+    assert daemon.tssh("set", "--ssh").returncode == 0
+    assert run_ssh(daemon, "root", "echo up").stdout == b"up\n"

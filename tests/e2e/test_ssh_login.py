@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import subprocess
 
 import asyncssh
 import pytest
@@ -14,10 +15,15 @@ from tests.e2e.conftest import (
     ALICE_IP,
     BOB_IP,
     CAROL_IP,
+    REPO,
     SERVER_IP,
     UNKNOWN_IP,
+    DaemonFactory,
     TsshDaemon,
+    free_port,
+    port_closed,
     run_ssh,
+    wait_for_port,
 )
 
 
@@ -153,3 +159,37 @@ def test_unauthenticated_connections_per_source_are_bounded(daemon: TsshDaemon) 
     # Once they are gone the source may connect again.
     result = run_ssh(daemon, "root", "echo again", source=CAROL_IP)
     assert b"tailnet policy does not permit you" in result.stderr
+
+
+def test_forwarding_refused_until_the_config_allows_it(daemon: TsshDaemon) -> None:
+    result = run_ssh(daemon, "root", options=("-W", f"{SERVER_IP}:{daemon.port}",
+                                              "-o", "LogLevel=INFO"))
+    assert result.returncode == 255
+    assert b"forwarding failed" in result.stderr or b"prohibited" in result.stderr
+
+
+def test_explicit_listen_address(daemon_factory: DaemonFactory) -> None:
+    port = free_port("127.0.0.11")
+    d = TsshDaemon(daemon_factory.workdir, port, daemon_factory.netmap, daemon_factory.policy,
+                   daemon_factory.workdir / "state-listen", extra_args=("--listen", "127.0.0.11"))
+    daemon_factory.started.append(d)
+    with d.log.open("ab") as log:
+        d.proc = subprocess.Popen(d.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.11", port, d.proc)
+    assert port_closed(SERVER_IP, port, timeout=0.5)
+    d.wait_for_control()
+    assert d.status()["listening"] == [f"127.0.0.11:{port}"]
+
+
+def test_large_output_keeps_order_under_flow_control(daemon: TsshDaemon) -> None:
+    """More than the channel window and the daemon's buffers: reading pauses and resumes."""
+    size = 40 * 1024 * 1024
+    result = run_ssh(daemon, "root", f"seq 1 100000000 | head -c {size}; "
+                     f"seq 1 100 | head -c 200 >&2", timeout=60)
+    assert result.returncode == 0, result.stderr[-500:]
+    expected = subprocess.run(f"seq 1 100000000 | head -c {size}", shell=True,
+                              capture_output=True, check=True).stdout
+    assert len(result.stdout) == size
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(expected).digest()
+    assert result.stderr == subprocess.run("seq 1 100 | head -c 200", shell=True,
+                                           capture_output=True, check=True).stdout

@@ -202,3 +202,43 @@ def test_session_holds_only_its_stdio(daemon: TsshDaemon) -> None:
         result = run_ssh(daemon, "root", "ls /proc/$$/fd; exit 0", options=options)
         assert result.returncode == 0, result.stderr
         assert result.stdout.decode().split() == ["0", "1", "2"]
+
+
+def test_session_that_cannot_start_says_why(daemon: TsshDaemon, local_user: LocalUser) -> None:
+    import subprocess
+
+    subprocess.run(["usermod", "-s", "/nonexistent/shell", local_user.name], check=True)
+    result = run_ssh(daemon, local_user.name, "true")
+    assert result.returncode == 1
+    assert b"tssh: cannot start the session: No such file or directory" in result.stderr
+
+
+def test_client_terminal_modes_reach_the_pty(daemon: TsshDaemon) -> None:
+    import shlex
+
+    argv = ssh_command(daemon, "root", "stty -a", options=("-t",))
+    # The local terminal's modes travel in the pty request: make two of them unusual.
+    script = f"stty erase ^H intr ^B; exec {shlex.join(argv)}"
+    child = pexpect.spawn("/bin/sh", ["-c", script], timeout=10)
+    try:
+        child.expect(pexpect.EOF)
+        output = (child.before or b"").decode(errors="replace")
+    finally:
+        child.close(force=True)
+    assert "erase = ^H" in output and "intr = ^B" in output
+
+
+async def test_daemon_stop_leaves_no_session_process_behind(daemon: TsshDaemon) -> None:
+    conn = await _connect(daemon)
+    try:
+        proc = await conn.create_process("trap '' HUP; sleep 300 & echo $!; sleep 300")
+        pid = int(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert _pid_alive(pid)
+        await asyncio.to_thread(daemon.stop)  # SIGTERM: sessions end, SIGHUP is ignored here
+    finally:
+        conn.close()
+    for _ in range(20):  # the daemon kills what ignored SIGHUP before it exits
+        if not _pid_alive(pid):
+            break
+        await asyncio.sleep(0.05)
+    assert not _pid_alive(pid)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from tssh.errors import IdentityError
 from tssh.identity.base import Peer
 from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError
-from tssh.server.auth import CHECK_UNAVAILABLE, decide
+from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
+from tssh.server.session import HungUpGroups
 
 SERVER = Peer(name="server", id="nS", addresses=("127.0.0.10",), tags=("tag:prod",))
 ALICE = Peer(name="laptop", id="nA", addresses=("127.0.0.2",), user="alice@example.com")
@@ -83,3 +85,93 @@ def test_non_root_daemon_serves_only_its_own_user(login: str, accepted: bool) ->
 def test_no_policy_loaded() -> None:
     admission = decide(None, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup)
     assert admission.message == "no valid policy is loaded on this node"
+
+
+class _FakeConn:
+    def __init__(self) -> None:
+        self.banners: list[str] = []
+        self.disconnected: tuple[int, str] | None = None
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_extra_info(self, name: str) -> tuple[str, int]:
+        return ("127.0.0.2", 50000) if name == "peername" else ("127.0.0.10", 22)
+
+    def send_auth_banner(self, text: str) -> None:
+        self.banners.append(text)
+
+    def disconnect(self, code: int, reason: str) -> None:
+        self.disconnected = (code, reason)
+
+
+class _Gate:
+    def __init__(self, fail: bool = False, full: bool = False) -> None:
+        self.fail = fail
+        self.full = full  # as when too many connections are logging in
+        self.opened = 0
+        self.logged_in = 0
+
+    async def whois(self, address: str) -> Peer | None:
+        if self.fail:
+            raise IdentityError("tailscaled is not running")
+        return ALICE if address == "127.0.0.2" else None
+
+    async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+        return decide(POLICY, peer, peer_ip, SERVER, login, lookup=_lookup, daemon_uid=0)
+
+    def connection_opened(self, server: TsshServer) -> bool:
+        if self.full:
+            return False
+        self.opened += 1
+        return True
+
+    def login_finished(self, server: TsshServer) -> None:
+        self.logged_in += 1
+
+    def connection_closed(self, server: TsshServer) -> None:
+        self.opened -= 1
+
+    @property
+    def hung_up_groups(self) -> HungUpGroups:
+        return HungUpGroups()
+
+
+async def test_server_admits_from_first_auth_request() -> None:
+    conn, gate = _FakeConn(), _Gate()
+    server = TsshServer(gate)
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is False  # no further authentication needed
+    assert server.context is not None and server.context.account.name == "alice"
+    assert server.context.accept_env == ("FOO_*",) and conn.disconnected is None
+    assert gate.logged_in == 1
+    server.connection_lost(None)
+    assert gate.opened == 0
+
+
+async def test_server_closes_a_connection_the_daemon_refuses_at_once() -> None:
+    conn, gate = _FakeConn(), _Gate(full=True)
+    server = TsshServer(gate)
+    server.connection_made(conn)
+    assert conn.aborted
+    assert await server.begin_auth("alice") is True  # in case asyncssh still asks
+    assert server.context is None and gate.logged_in == 0
+
+
+async def test_server_refuses_with_banner_then_disconnects() -> None:
+    conn = _FakeConn()
+    server = TsshServer(_Gate())
+    server.connection_made(conn)
+    assert await server.begin_auth("root") is True
+    assert conn.banners == ['tssh: tailnet policy does not permit you to SSH as user "root"\r\n']
+    assert conn.disconnected is not None and conn.disconnected[1].startswith("tssh: ")
+    assert server.context is None and server.session_requested() is False
+
+
+async def test_identity_backend_failure_is_not_called_an_unknown_peer() -> None:
+    conn = _FakeConn()
+    server = TsshServer(_Gate(fail=True))
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is True
+    assert conn.banners and "identity source is not answering" in conn.banners[0]

@@ -50,7 +50,8 @@ def test_accept_env_patterns() -> None:
     "name",
     ["LD_PRELOAD", "LD_LIBRARY_PATH", "DYLD_INSERT_LIBRARIES", "BASH_ENV", "ENV",
      "PYTHONPATH", "PYTHONSTARTUP", "PERL5OPT", "PERL5LIB", "RUBYOPT", "NODE_OPTIONS", "IFS",
-     "BASH_FUNC_x%%", "GCONV_PATH", "GLIBC_TUNABLES", "bad name", "A=B", ""],
+     "BASH_FUNC_x%%", "GCONV_PATH", "GLIBC_TUNABLES", "bad name", "A=B", "", "ld_preload",
+     "GOTRACEBACK"],
 )
 def test_injection_never_passes_even_with_star(name: str) -> None:
     assert not is_accepted(name, ("*",))

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tssh.config import Config
-from tssh.errors import IdentityError, TsshError
+from tssh.cli.config_flags import add_config_arguments, config_overrides
+from tssh.config import PARSERS, Config, env_var, flag, read_config_file
+from tssh.errors import ConfigError, IdentityError, TsshError
 from tssh.identity import open_resolver
 from tssh.identity.base import Peer
 
@@ -28,11 +30,45 @@ def register(subparsers: Any) -> None:
         description="Run the system ssh against a node resolved through the identity "
         "backend, checking its host key against the keys the mesh publishes.",
     )
-    p.add_argument("--netmap", type=Path, metavar="FILE", help="netmap file (identity netmap)")
+    add_config_arguments(p, IDENTITY_KEYS)
     p.add_argument("--port", type=int, help="SSH port on the node (ssh's default otherwise)")
     p.add_argument("destination", metavar="[user@]machine")
     p.add_argument("ssh_args", nargs=argparse.REMAINDER, help="passed to ssh")
     p.set_defaults(func=run)
+
+
+# The settings that choose and reach the identity backend; nothing else is needed here.
+IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface")
+
+
+def identity_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
+    """The identity settings as the daemon reads them (TOML file, then TSSH_* variables,
+    then flags), without the daemon's requirements (no policy is needed here)."""
+    values: dict[str, Any] = {}
+
+    def take(key: str, raw: object, source: str, base: Path) -> None:
+        try:
+            values[key] = PARSERS[key](raw, base)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    path: Path | None = args.config
+    if path is None and env.get(env_var("config")):
+        path = Path(env[env_var("config")])
+    if path is not None:
+        path = path.expanduser().absolute()
+        table = read_config_file(path)
+        for key in IDENTITY_KEYS:
+            if key in table:
+                take(key, table[key], f"{path}: {key}", path.parent)
+    for key in IDENTITY_KEYS:
+        if env_var(key) in env:
+            take(key, env[env_var(key)], f"environment {env_var(key)}", Path.cwd())
+    for key, raw in config_overrides(args).items():
+        take(key, raw, flag(key), Path.cwd())
+    if "netmap" in values and "identity" not in values:
+        values["identity"] = "netmap"
+    return Config(**values)
 
 
 def find_node(peers: list[Peer], machine: str) -> Peer:
@@ -81,9 +117,7 @@ async def _peers(config: Config) -> list[Peer]:
 def run(args: argparse.Namespace) -> int:
     if shutil.which("ssh") is None:
         raise TsshError("the ssh client is not installed")
-    config = Config()
-    if args.netmap is not None:
-        config = replace(config, identity="netmap", netmap=args.netmap)
+    config = identity_config(args, os.environ)
     user, _, machine = args.destination.rpartition("@")
     node = find_node(asyncio.run(_peers(config)), machine)
     if not node.addresses:

@@ -32,7 +32,7 @@ from tssh.server.account import (
     is_root_account,
     lookup_account,
 )
-from tssh.server.session import ConnectionContext, ProcessSession
+from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
 
@@ -101,12 +101,16 @@ class Gatekeeper(Protocol):
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
 
     def connection_opened(self, server: TsshServer) -> bool:
-        """False: too many connections are logging in; close this one at once."""
+        """False: refused (too many logging in, or another local user in the demo);
+        the connection is closed at once."""
         ...
 
     def login_finished(self, server: TsshServer) -> None: ...
 
     def connection_closed(self, server: TsshServer) -> None: ...
+
+    @property
+    def hung_up_groups(self) -> HungUpGroups: ...
 
 
 def new_connection_id() -> str:
@@ -147,8 +151,12 @@ class TsshServer(asyncssh.SSHServer):
         self._peer_lookup = asyncio.ensure_future(self._gate.whois(self.peer_ip))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._peer_lookup is not None and not self._peer_lookup.done():
-            self._peer_lookup.cancel()
+        lookup = self._peer_lookup
+        if lookup is not None:
+            if not lookup.done():
+                lookup.cancel()
+            elif not lookup.cancelled():
+                lookup.exception()  # retrieved: a failure before any auth request is no news
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
         self._gate.connection_closed(self)
@@ -163,9 +171,12 @@ class TsshServer(asyncssh.SSHServer):
         try:
             peer = await self._peer_lookup
         except Exception as e:
-            log.warning("identity lookup failed", extra={"peer_ip": self.peer_ip,
+            log.warning("identity lookup failed", extra={"conn": self.conn_id,
+                                                          "peer_ip": self.peer_ip,
                                                           "error": str(e)})
-            peer = None
+            self._refuse("cannot tell who you are right now: this node's identity source "
+                         "is not answering; try again later")
+            return True
         admission = await self._gate.admit(peer, self.peer_ip, username)
         decision = admission.decision
         log.info(
@@ -211,7 +222,8 @@ class TsshServer(asyncssh.SSHServer):
             return False
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
-        session = ProcessSession(self.context, session_id, self._session_closed)
+        session = ProcessSession(self.context, session_id, self._session_closed,
+                                 self._gate.hung_up_groups)
         self.sessions[session_id] = session
         return session
 

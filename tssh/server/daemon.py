@@ -28,6 +28,7 @@ from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import load_host_keys
+from tssh.server.session import HungUpGroups
 from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
 
@@ -80,6 +81,7 @@ class Daemon:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._hung_up = HungUpGroups()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Daemon:
                 await self._watch_task
         await self._close_listeners()
         await self._end_connections(SHUTDOWN_MESSAGE)
+        await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
 
@@ -223,6 +226,10 @@ class Daemon:
         self.login_finished(server)
         self._connections.discard(server)
 
+    @property
+    def hung_up_groups(self) -> HungUpGroups:
+        return self._hung_up
+
     # --- policy reload -------------------------------------------------------------------
 
     async def _follow_policy(self) -> None:
@@ -258,16 +265,15 @@ class Daemon:
 
     async def set_ssh(self, enabled: bool) -> None:
         async with self._lock:
+            if enabled != self._enabled:
+                if enabled:
+                    await self._open_listeners()  # raises (and nothing changes) if it cannot
+                else:
+                    await self._close_listeners()
+                    await self._end_connections(DISABLED_MESSAGE)
+                self._enabled = enabled
+                log.info("ssh switched", extra={"ssh": enabled})
             write_ssh_enabled(self.config.state_dir, enabled)
-            if enabled == self._enabled:
-                return
-            self._enabled = enabled
-            if enabled:
-                await self._open_listeners()
-            else:
-                await self._close_listeners()
-                await self._end_connections(DISABLED_MESSAGE)
-            log.info("ssh switched", extra={"ssh": enabled})
 
     async def status(self) -> dict[str, object]:
         """The status object ``tssh status`` renders (keys per ``ControlHandler.status``)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+
+from tssh.policy.acceptenv import glob_match, is_dangerous
 
 # Debian's OpenSSH defaults (``_PATH_STDPATH`` and the root variant).
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
@@ -40,8 +41,12 @@ _DENIED_PREFIXES = (
 
 
 def is_denied(name: str) -> bool:
-    """True for names no client may ever set, whatever the policy's acceptEnv says."""
-    if not _NAME.fullmatch(name):
+    """True for names no client may ever set, whatever the policy's acceptEnv says.
+
+    The policy's own refusals (``tssh.policy.acceptenv``: linker variables in any case,
+    unsafe characters) plus the interpreter and shell hooks listed here.
+    """
+    if is_dangerous(name) or not _NAME.fullmatch(name):
         return True
     return name in _DENIED_NAMES or name in _PROTECTED or name.startswith(_DENIED_PREFIXES)
 
@@ -52,7 +57,7 @@ def is_accepted(name: str, accept_env: Iterable[str]) -> bool:
         return False
     if name in ("TERM", "LANG") or name.startswith("LC_"):
         return True
-    return any(fnmatchcase(name, pattern) for pattern in accept_env)
+    return any(glob_match(pattern, name) for pattern in accept_env)
 
 
 @dataclass(frozen=True)

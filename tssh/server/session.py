@@ -79,11 +79,16 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-# One read buffer for every session: the event loop is single-threaded and each read is
-# copied out at once. ``os.read(fd, 256 KiB)`` would instead allocate (mmap) and free 256 KiB
-# per call, which costs ten times more than the read itself for a keystroke's echo.
+# One read buffer for every session (the event loop is single-threaded); each read is copied
+# out once, to exactly its size, so whoever keeps the data (the channel, a recording) holds
+# an immutable ``bytes``. ``os.read(fd, 256 KiB)`` would instead allocate (mmap) and free
+# 256 KiB per call, which costs ten times more than the read itself for a keystroke's echo.
 _READ_BUFFER = bytearray(READ_SIZE)
 _READ_VIEW = memoryview(_READ_BUFFER)
+# Data goes to the channel in packet-sized pieces: asyncssh cuts a larger write into packets
+# by slicing its front off a bytearray, moving the rest each time (quadratic in the write).
+# 32 KiB is the largest packet OpenSSH accepts.
+CHANNEL_CHUNK = 32 * 1024
 
 
 def _read(fd: int) -> bytes:
@@ -96,6 +101,43 @@ def _set_pipe_size(fd: int) -> None:
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
+class HungUpGroups:
+    """Process groups of ended sessions that got SIGHUP and may not have exited yet.
+
+    Each gets SIGKILL after ``HANGUP_GRACE``; a daemon that stops sooner calls ``finish`` so
+    that nothing it started outlives it merely because it ignored SIGHUP.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[int] = set()
+
+    def add(self, pgid: int) -> None:
+        self._pending.add(pgid)
+        asyncio.get_running_loop().call_later(HANGUP_GRACE, self._kill, pgid)
+
+    def _kill(self, pgid: int) -> None:
+        if pgid in self._pending:
+            self._pending.discard(pgid)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    async def finish(self, grace: float = HANGUP_GRACE) -> None:
+        """Wait up to ``grace`` seconds for the groups to exit, then SIGKILL the rest."""
+        deadline = time.monotonic() + grace
+        while self._pending and time.monotonic() < deadline:
+            for pgid in list(self._pending):
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    self._pending.discard(pgid)
+                except PermissionError:
+                    pass
+            if self._pending:
+                await asyncio.sleep(0.05)
+        for pgid in list(self._pending):
+            self._kill(pgid)
+
+
 class ProcessSession(asyncssh.SSHServerSession[bytes]):
     """The asyncssh session handler: requests in, one child process, exit status out."""
 
@@ -104,9 +146,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         ctx: ConnectionContext,
         session_id: str,
         on_close: Callable[[ProcessSession], None],
+        hung_up: HungUpGroups,
         sftp_server: str = SFTP_SERVER,
     ) -> None:
         self._ctx = ctx
+        self._hung_up_groups = hung_up
         self._on_close = on_close
         self._sftp_server = sftp_server
         self._loop = asyncio.get_running_loop()
@@ -180,6 +224,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         try:
             await self._start()
         except OSError as e:
+            self._starting = False
             log.warning(
                 "session start failed",
                 extra={"session": self.info.id, "user": self.info.user, "error": str(e)},
@@ -316,10 +361,13 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
-        if self._outputs.get(fd):
-            self._chan.write_stderr(data)
-        else:
-            self._chan.write(data)
+        write = self._chan.write_stderr if self._outputs.get(fd) else self._chan.write
+        if len(data) <= CHANNEL_CHUNK:
+            write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), CHANNEL_CHUNK):
+            write(view[start:start + CHANNEL_CHUNK])
 
     def _close_output(self, fd: int) -> None:
         if fd not in self._outputs:
@@ -435,9 +483,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,
                               pixheight: int) -> None:
         self._size = WindowSize(width, height, pixwidth, pixheight)
-        if self._pty is not None and self._pty.master in self._outputs:
+        pty = self._pty
+        # The master is open from the pty request until the output closes (or start fails).
+        if pty is not None and (self._starting or pty.master in self._outputs):
             with contextlib.suppress(OSError):
-                set_window_size(self._pty.master, self._size)
+                set_window_size(pty.master, self._size)
 
     def signal_received(self, signal_name: str) -> None:
         number = _signal_number(signal_name)
@@ -534,4 +584,4 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if not self._signal_group(signal.SIGHUP):
             return  # the group is gone: nothing to kill later (and its id may be reused)
         self._signal_group(signal.SIGCONT)
-        self._loop.call_later(HANGUP_GRACE, self._signal_group, signal.SIGKILL)
+        self._hung_up_groups.add(self._pid)
