@@ -130,6 +130,7 @@ def test_demo_refuses_other_local_users(tmp_path: Path, local_user: LocalUser) -
     """On loopback every local process shares the demo node's address: only the processes
     of the user who runs the demo may use it, or any local account could log in as them."""
     require_tool("runuser")
+    require_tool("curl")
     port = free_port("127.0.0.1")
     recorder_port = free_port("127.0.0.3")
     proc = subprocess.Popen(
@@ -152,6 +153,16 @@ def test_demo_refuses_other_local_users(tmp_path: Path, local_user: LocalUser) -
             capture_output=True, text=True, timeout=30,
         )
         assert own.stdout == f"{me}\n", own.stderr
+        # The recorder's API identifies readers the same way: by the 127.0.0.1 source.
+        api = f"http://127.0.0.3:{recorder_port}/api/v1/recordings"
+        theirs = subprocess.run(
+            ["runuser", "-u", local_user.name, "--", "curl", "-s", "-o", "/dev/null", "-w",
+             "%{http_code}", api], capture_output=True, text=True, timeout=30,
+        )
+        assert theirs.stdout == "403", theirs
+        mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", api],
+                              capture_output=True, text=True, timeout=30)
+        assert mine.stdout == "200", mine
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         identity=Config(identity="netmap", netmap=netmap, policy=policy,
                         state_dir=directory / "recorder-state"),
         viewers=(f"{user}@demo.local",),
+        local_owner=os.geteuid(),
     )
     configure_logging("text", os.environ.get("TSSH_LOG_LEVEL", "warning"))
     with contextlib.suppress(KeyboardInterrupt):
