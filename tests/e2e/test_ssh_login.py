@@ -73,9 +73,11 @@ def test_check_rule_refused_until_check_mode_exists(daemon: TsshDaemon) -> None:
 
 
 def test_unknown_local_user_refused(daemon: TsshDaemon) -> None:
+    # autogroup:nonroot does not match a login with no local account (as tailscaled).
     result = run_ssh(daemon, "no-such-user-xyz", "true")
     assert result.returncode == 255
-    assert b"tssh: no local user 'no-such-user-xyz' on this node" in result.stderr
+    assert (b'tssh: tailnet policy does not permit you to SSH as user "no-such-user-xyz"'
+            in result.stderr)
 
 
 def test_sha1_key_exchange_refused(daemon: TsshDaemon) -> None:

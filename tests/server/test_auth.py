@@ -62,9 +62,10 @@ def test_check_is_refused_for_now() -> None:
 
 
 def test_missing_local_account() -> None:
+    """autogroup:nonroot does not match a login with no account (docs/policy.md)."""
     admission = decide(POLICY, ALICE, "127.0.0.2", SERVER, "ghost", lookup=_lookup,
                        daemon_uid=0)
-    assert admission.message == "no local user 'ghost' on this node"
+    assert admission.message == 'tailnet policy does not permit you to SSH as user "ghost"'
 
 
 @pytest.mark.parametrize(("login", "accepted"), [("alice", True), ("carol", False)])
@@ -175,3 +176,32 @@ async def test_identity_backend_failure_is_not_called_an_unknown_peer() -> None:
     server.connection_made(conn)
     assert await server.begin_auth("alice") is True
     assert conn.banners and "identity source is not answering" in conn.banners[0]
+
+
+def _lookup_with_toor(name: str) -> Account:
+    return _account("toor", 0) if name == "toor" else _lookup(name)
+
+
+FALL_THROUGH = FileDecider(parse_policy("""{
+  "tagOwners": {"tag:prod": ["alice@example.com"]},
+  "ssh": [
+    {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
+     "users": ["autogroup:nonroot"]},
+    {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
+     "users": ["ghost", "toor"], "acceptEnv": ["RULE_1"]},
+  ],
+}"""))
+
+
+@pytest.mark.parametrize("login", ["ghost", "toor"])
+def test_nonroot_skips_uid0_aliases_and_missing_accounts_to_later_rules(login: str) -> None:
+    """docs/policy.md: ``autogroup:nonroot`` does not match root, any uid-0 account or a login
+    with no local account, so later rules are tried -- judged by the same account lookup
+    the session would use."""
+    admission = decide(FALL_THROUGH, ALICE, "127.0.0.2", SERVER, login,
+                       lookup=_lookup_with_toor, daemon_uid=0)
+    assert admission.decision is not None and admission.decision.accept_env == ("RULE_1",)
+    if login == "toor":  # named explicitly by the second rule: allowed, as uid 0
+        assert admission.account == _account("toor", 0)
+    else:
+        assert admission.message == "no local user 'ghost' on this node"

@@ -29,7 +29,6 @@ from tssh.server.account import (
     Account,
     AccountError,
     daemon_user,
-    is_root_account,
     lookup_account,
 )
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
@@ -71,7 +70,21 @@ def decide(
         return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
     if decider is None:
         return Admission(None, "no valid policy is loaded on this node")
-    decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root_account)
+    # The policy's "same name" mappings (autogroup:nonroot, "=") skip root, uid-0 aliases and
+    # logins with no local account so that later rules apply; judge that with the very lookup
+    # the session's account comes from.
+    def find(name: str) -> Account | None:
+        try:
+            return lookup(name)
+        except AccountError:
+            return None
+
+    def is_root(name: str) -> bool:
+        found = find(name)
+        return found is not None and found.uid == 0
+
+    decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root,
+                              account_exists=lambda name: find(name) is not None)
     if decision.action == "check":
         return Admission(None, CHECK_UNAVAILABLE, decision)
     if decision.action != "accept" or decision.local_user is None:
