@@ -69,7 +69,7 @@ def build_app(
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
-    api = build_api(service, access)
+    api = build_api(service, access, local_owner=settings.local_owner)
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack
     )

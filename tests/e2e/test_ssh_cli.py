@@ -136,6 +136,54 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "policy.hujson").is_file()
 
 
+def test_demo_refuses_other_local_users(tmp_path: Path, local_user: LocalUser) -> None:
+    """On loopback every local process shares the demo node's address: only the processes
+    of the user who runs the demo may use it, or any local account could log in as them."""
+    require_tool("runuser")
+    require_tool("curl")
+    port = free_port("127.0.0.1")
+    recorder_port = free_port("127.0.0.3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tssh", "demo", "--dir", str(tmp_path / "demo"), "--ssh-port",
+         str(port), "--recorder-port", str(recorder_port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, None)
+        me = getpass.getuser()
+        other = subprocess.run(
+            ["runuser", "-u", local_user.name, "--", "ssh", *SSH_OPTIONS, "-p", str(port),
+             f"{me}@127.0.0.1", "id -un"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert other.returncode == 255, (other.stdout, other.stderr)
+        assert other.stdout == ""
+        own = subprocess.run(
+            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{me}@127.0.0.1", "id -un"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert own.stdout == f"{me}\n", own.stderr
+        # The recorder's API identifies readers the same way: by the 127.0.0.1 source.
+        api = f"http://127.0.0.3:{recorder_port}/api/v1/recordings"
+        theirs = subprocess.run(
+            ["runuser", "-u", local_user.name, "--", "curl", "-s", "-o", "/dev/null", "-w",
+             "%{http_code}", api], capture_output=True, text=True, timeout=30,
+        )
+        assert theirs.stdout == "403", theirs
+        mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", api],
+                              capture_output=True, text=True, timeout=30)
+        assert mine.stdout == "200", mine
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    assert f"uid={local_user.uid}" in proc.stderr.read()
+
+
 def _daemon_check(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tssh", "daemon", "--check-config", *args],

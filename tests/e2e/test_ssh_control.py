@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 
 from tests.e2e.conftest import (
+    REPO,
     SERVER_IP,
     DaemonFactory,
     TsshDaemon,
+    free_port,
     port_closed,
     run_ssh,
     ssh_command,
@@ -82,6 +85,28 @@ def test_status_reports_listener_identity_and_policy(daemon: TsshDaemon) -> None
     assert policy["error"] is None and policy["rules"] == 3
     human = daemon.tssh("status")
     assert human.returncode == 0 and str(daemon.port) in human.stdout
+
+
+def test_shared_state_dir_refused_before_host_keys_or_listening(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Whoever can write the state dir could plant the host key the daemon then serves (or
+    the SSH switch): refuse it before reading anything from it or listening."""
+    state = daemon_factory.workdir / "shared-state"
+    state.mkdir()
+    state.chmod(0o777)
+    d = TsshDaemon(daemon_factory.workdir, free_port(), daemon_factory.netmap,
+                   daemon_factory.policy, state)
+    daemon_factory.started.append(d)
+    with d.log.open("ab") as log:
+        proc = subprocess.Popen(d.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    d.proc = proc
+    assert proc.wait(30) != 0
+    log = d.log.read_text()
+    assert "writable by other users" in log
+    assert '"listening"' not in log
+    assert sorted(p.name for p in state.iterdir()) == []
 
 
 def test_enable_fails_cleanly_when_the_port_is_taken(daemon: TsshDaemon) -> None:

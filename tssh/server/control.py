@@ -96,7 +96,7 @@ class ControlServer:
         """
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _check_private_dir(self.path.parent)
+            check_private_dir(self.path.parent)
             self._remove_stale()
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_LINE + 1
@@ -212,7 +212,7 @@ class ControlServer:
         return _error(f"unknown op {op!r}")
 
 
-def _check_private_dir(directory: Path) -> None:
+def check_private_dir(directory: Path) -> None:
     """Refuse a directory that another user owns or may write (see the module docstring)."""
     st = os.stat(directory)
     if not stat.S_ISDIR(st.st_mode):
