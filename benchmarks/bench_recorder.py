@@ -17,8 +17,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,8 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from tests.ports import free_port  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
 from tests.recorder.h2upload import H2Upload  # noqa: E402
 
 SOURCE = "127.0.0.10"
@@ -47,12 +47,6 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def header(conn: str) -> bytes:
@@ -114,13 +108,8 @@ class Recorder:
         return 0.0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace=20)
 
 
 def percentile(values: list[float], p: float) -> float:

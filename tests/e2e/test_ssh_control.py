@@ -10,11 +10,10 @@ from tests.e2e.conftest import (
     SERVER_IP,
     DaemonFactory,
     TsshDaemon,
-    port_closed,
     run_ssh,
     ssh_command,
-    wait_for_port,
 )
+from tests.ports import port_closed, wait_for_port
 
 
 def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.ports import free_port
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,12 +50,6 @@ POLICY = """{
 }"""
 
 VIEWERS = ("alice@example.com", "group:auditors", "tag:monitor")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cast_header(node_id: str = "nLAP1", conn: str = "ssh-conn-20261125T090000-0123456789",
@@ -134,14 +130,8 @@ class RecorderProc:
         raise AssertionError(f"recorder did not start: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -1,7 +1,6 @@
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
@@ -38,9 +38,7 @@ def options(**kw: object) -> RecordingOptions:
 
 
 def closed_port() -> tuple[str, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return ("127.0.0.1", s.getsockname()[1])
+    return ("127.0.0.1", free_port())
 
 
 def lines(body: bytes) -> list[object]:
