@@ -131,8 +131,11 @@ class FilePolicySource:
             try:
                 policy = await asyncio.to_thread(load_policy, self._path)
             except PolicyError as e:
+                # Editors often touch the file again after writing it (mode, owner): the same
+                # broken contents are then read again, and need no second log line.
+                if str(e) != self._error:
+                    log.error("policy not reloaded, the previous one stays in force: %s", e)
                 self._error = str(e)
-                log.error("policy not reloaded, the previous one stays in force: %s", e)
                 return False
             self._install(FileDecider(policy))
             return True
