@@ -205,6 +205,24 @@ def run_ssh(daemon: TsshDaemon, user: str, *remote: str, source: str = ALICE_IP,
     )
 
 
+@contextlib.contextmanager
+def live_session(daemon: TsshDaemon, user: str = "root") -> Iterator[subprocess.Popen[bytes]]:
+    """An ssh session that is running (it printed ``started``) and would go on for 60 s, then
+    print ``not-reached``; killed on the way out if the test did not end it."""
+    session = subprocess.Popen(
+        ssh_command(daemon, user, "echo started; sleep 60; echo not-reached"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline() == b"started\n"
+        yield session
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+
+
 @dataclass(frozen=True)
 class LocalUser:
     name: str

@@ -3,10 +3,9 @@ a broken one is refused with its position and the last good policy stays in forc
 
 from __future__ import annotations
 
-import subprocess
 import time
 
-from tests.e2e.conftest import POLICY, TsshDaemon, run_ssh, ssh_command
+from tests.e2e.conftest import POLICY, TsshDaemon, live_session, run_ssh
 
 ONLY_NONROOT = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
                               '"users": ["autogroup:nonroot"]')
@@ -41,20 +40,10 @@ def test_broken_edit_keeps_last_good_policy(daemon: TsshDaemon) -> None:
 
 
 def test_edit_revokes_live_connection_and_refuses_new_ones(daemon: TsshDaemon) -> None:
-    session = subprocess.Popen(
-        ssh_command(daemon, "root", "echo started; sleep 60; echo not-reached"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert session.stdout is not None
-        assert session.stdout.readline() == b"started\n"
+    with live_session(daemon) as session:
         time.sleep(0.05)
         daemon.policy.write_text(ONLY_NONROOT)
         out, err = session.communicate(timeout=15)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
     assert b"not-reached" not in out
     assert b"tssh: access revoked by a policy change" in out + err
     refused = run_ssh(daemon, "root", "true")
