@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,6 +165,17 @@ def recorder(tmp_path: Path) -> Iterator[RecorderProc]:
         yield rec
     finally:
         rec.stop()
+
+
+def recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` receives until ``marker`` has arrived (or the recorder closes)."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
