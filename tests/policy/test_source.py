@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.identity.localapi import ALICE, TAGGED_DEVICES, Tailnet, node, serve_localapi
+from tests.polling import wait_until
 from tssh.cli.status import render_status
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, PolicyError
@@ -237,10 +238,7 @@ async def test_tailnet_source_follows_policy_changes(tailnet: tuple[Tailnet, Pat
         await wait_watchers(net)
         net.ssh_policy = {"rules": "not a list"}  # a malformed update changes nothing
         net.publish_netmap()
-        for _ in range(500):  # bounded: 5 s
-            if source.status().error:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: source.status().error, 5, what="the policy error")
         assert "SSHPolicy.rules must be a list" in (source.status().error or "")
         assert may_login(source.current(), LAPTOP) and changes.empty()
 

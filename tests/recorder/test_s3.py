@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.polling import wait_for
 from tests.recorder.conftest import (
     ALICE,
     AWS_ENV,
@@ -14,7 +15,6 @@ from tests.recorder.conftest import (
     RecorderProc,
     cast_header,
     event,
-    wait_for,
 )
 from tests.recorder.h2upload import H2Upload
 

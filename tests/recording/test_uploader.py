@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_until
 from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tssh.errors import RecorderUnavailable, RecordingFailed
@@ -55,13 +56,6 @@ def output_of(body: bytes) -> str:
 async def recorder() -> AsyncIterator[FakeRecorder]:
     async with FakeRecorder() as rec:
         yield rec
-
-
-async def wait_until(cond: object, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def run_session(rec: Recording) -> None:
