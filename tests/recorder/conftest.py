@@ -20,6 +20,7 @@ import pytest
 
 from tests.ports import free_port
 from tests.processes import stop_process
+from tests.recorder.moto import MotoServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,59 +179,9 @@ def recv_until(sock: socket.socket, marker: bytes) -> bytes:
     return data
 
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@dataclass
-class MotoServer:
-    """moto's standalone S3 server on a loopback port; stop() simulates an outage."""
-
-    tmp: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        exe = Path(sys.executable).parent / "moto_server"
-        log = open(self.tmp / "moto.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV},
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url, timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise AssertionError("moto_server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
-
-
 @pytest.fixture
 def moto(tmp_path: Path) -> Iterator[MotoServer]:
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
+    if not MotoServer.exe().exists():
         pytest.skip("moto_server is not installed beside the Python interpreter")
     server = MotoServer(tmp_path)
     server.start()
