@@ -117,6 +117,16 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == f"{user}\n"
+        # ...and the session is on the demo's recorder, readable by the same user.
+        listing = subprocess.run(
+            [sys.executable, "-m", "tssh", "recordings", "list", "--json",
+             "--recorder", f"http://127.0.0.3:{recorder_port}"],
+            cwd=REPO, capture_output=True, text=True, timeout=30,
+        )
+        assert listing.returncode == 0, listing.stderr
+        [recording] = json.loads(listing.stdout)["recordings"]
+        assert recording["header"]["command"] == "id -un"
+        assert recording["status"] == "complete"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:

@@ -37,6 +37,8 @@ class Behavior:
     error_after: int | None = None  # send an error frame and end after this many bytes
     silent: bool = False  # accept connections, read, never answer
     small_receive_buffer: bool = False  # so that a stall backs up to the client quickly
+    keep_body: bool = True  # False: count the bytes only (benchmarks)
+    ack_per_read: bool = False  # one ack per socket read, not per DATA frame (less chatty)
 
 
 @dataclass
@@ -45,13 +47,21 @@ class Upload:
     peer: str  # source address of the uploader
     body: bytearray = field(default_factory=bytearray)
     complete: bool = False
+    size: int = 0  # bytes received (all of them in body unless keep_body is False)
+
+    def add(self, data: bytes, keep: bool) -> int:
+        self.size += len(data)
+        if keep:
+            self.body += data
+        return self.size
 
 
 class FakeRecorder:
-    def __init__(self, behavior: Behavior | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, behavior: Behavior | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.behavior = behavior or Behavior()
         self.host = host
-        self.port = 0
+        self.port = port
         self.uploads: list[Upload] = []
         self.probes = 0
         self.connections = 0
@@ -69,7 +79,8 @@ class FakeRecorder:
         return (self.host, self.port)
 
     async def start(self) -> FakeRecorder:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -140,6 +151,7 @@ class _H2Session:
             h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.uploads: dict[int, Upload] = {}
         self.ended: set[int] = set()
+        self.unacked: set[int] = set()  # ack_per_read: streams with data since the last ack
 
     def flush(self) -> None:
         self.writer.write(self.conn.data_to_send())
@@ -159,7 +171,7 @@ class _H2Session:
         while sid not in self.ended:
             await asyncio.sleep(self.b.idle_ack)
             if sid not in self.ended:
-                self.frame(sid, {"ack": len(self.uploads[sid].body)})
+                self.frame(sid, {"ack": self.uploads[sid].size})
 
     async def run(self, first: bytes) -> None:
         self.conn.initiate_connection()
@@ -167,9 +179,12 @@ class _H2Session:
         idle: list[asyncio.Task[None]] = []
         try:
             while data:
+                self.unacked.clear()
                 for ev in self.conn.receive_data(data):
                     if await self.handle(ev, idle) == "stop":
                         return
+                for sid in self.unacked - self.ended:
+                    self.frame(sid, {"ack": self.uploads[sid].size})
                 self.flush()
                 await self.writer.drain()
                 data = await self.reader.read(65536)
@@ -204,8 +219,7 @@ class _H2Session:
             upload = self.uploads.get(ev.stream_id)
             if upload is None or ev.stream_id in self.ended:
                 return None
-            upload.body += ev.data
-            n = len(upload.body)
+            n = upload.add(ev.data, b.keep_body)
             if b.die_after is not None and n >= b.die_after:
                 self.writer.transport.abort()
                 return "stop"
@@ -215,7 +229,9 @@ class _H2Session:
             if b.end_after is not None and n >= b.end_after:
                 self.frame(ev.stream_id, {"ack": n}, end=True)
                 return None
-            if b.acks:
+            if b.acks and b.ack_per_read:
+                self.unacked.add(ev.stream_id)
+            elif b.acks:
                 self.frame(ev.stream_id, {"ack": n})
             if b.stall_after is not None and n >= b.stall_after:
                 b.stall_after = None
@@ -227,7 +243,7 @@ class _H2Session:
             upload = self.uploads.get(ev.stream_id)
             if upload is not None and ev.stream_id not in self.ended:
                 upload.complete = True
-                self.frame(ev.stream_id, {"ack": len(upload.body)}, end=True)
+                self.frame(ev.stream_id, {"ack": upload.size}, end=True)
         return None
 
 
@@ -273,8 +289,7 @@ class _H1Session:
                 self.send(h11.InformationalResponse(status_code=100, headers=[]))
             elif isinstance(ev, h11.Data):
                 assert upload is not None
-                upload.body += ev.data
-                n = len(upload.body)
+                n = upload.add(ev.data, b.keep_body)
                 if b.die_after is not None and n >= b.die_after:
                     self.writer.transport.abort()
                     return

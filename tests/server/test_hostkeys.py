@@ -45,3 +45,16 @@ def test_configured_key_files(tmp_path: Path) -> None:
     assert len(hostkeys.load_host_keys((path,), tmp_path / "state")) == 1
     with pytest.raises(ConfigError, match="cannot read host key"):
         hostkeys.load_host_keys((tmp_path / "missing",), tmp_path / "state")
+
+
+def test_host_keypairs_offer_only_the_allowed_signatures() -> None:
+    rsa = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    ed = asyncssh.generate_private_key("ssh-ed25519")
+    assert b"ssh-rsa" in asyncssh.load_keypairs([rsa])[0].host_key_algorithms  # upstream
+    allowed = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+    pairs = hostkeys.host_keypairs([ed, rsa], allowed)
+    assert [p.host_key_algorithms for p in pairs] == [
+        [b"ssh-ed25519"], [b"rsa-sha2-512", b"rsa-sha2-256"]]
+    ecdsa = asyncssh.generate_private_key("ecdsa-sha2-nistp256")
+    with pytest.raises(ConfigError, match="host key type ecdsa-sha2-nistp256 is not allowed"):
+        hostkeys.host_keypairs([ecdsa], allowed)

@@ -116,9 +116,36 @@ def _sessions(value: object) -> list[str] | None:
         since = f" since {s['started']}" if s.get("started") else ""
         ident = f"{s['id']}: " if s.get("id") else ""
         rest = ", ".join(f"{k}={_scalar(v)}" for k, v in s.items()
-                         if k not in ("id", "user", "localUser", "from", "started"))
+                         if k not in ("id", "user", "localUser", "from", "started", "recording"))
         lines.append(f"{INDENT}{ident}{who}{local}{origin}{since}" + (f" ({rest})" if rest else ""))
+        recording = s.get("recording")
+        if isinstance(recording, Mapping):
+            lines.append(f"{INDENT * 2}{_recording(recording)}")
+        elif recording is not None:
+            lines.append(f"{INDENT * 2}recording: {_scalar(recording)}")
     return lines
+
+
+def _recording(rec: Mapping[str, Any]) -> str:
+    """``recording to ADDR (v2, enforced): sent N B, acked M B`` for one live session."""
+    state = rec.get("state")
+    where = rec.get("recorder")
+    if state == "unrecorded" or not where:
+        text = "recording: none (no recorder accepted it)"
+    else:
+        how = ", ".join(str(x) for x in (rec.get("protocol"), "enforced"
+                                         if rec.get("enforced") else None) if x)
+        text = f"recording to {where}" + (f" ({how})" if how else "")
+        if state not in (None, "recording"):
+            text += f" [{state}]"
+        text += f": sent {_scalar(rec.get('bytesSent'))} B"
+        if rec.get("bytesAcked") is not None:
+            text += f", acked {rec['bytesAcked']} B"
+    if rec.get("bytesDropped"):
+        text += f", dropped {rec['bytesDropped']} B"
+    if rec.get("error"):
+        text += f", error: {rec['error']}"
+    return text
 
 
 def render_status(status: Mapping[str, Any]) -> str:

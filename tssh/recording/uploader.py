@@ -94,6 +94,7 @@ State = Literal["recording", "finished", "failed", "unrecorded"]
 READ_SIZE = 64 * 1024
 CHUNK_SIZE = 64 * 1024  # bytes taken from the buffer per send
 MAX_EVENT_INPUT = 32 * 1024  # session bytes per event, so one event stays well under the limit
+COALESCE_SECONDS = 0.005  # *_nowait: output read within this of the first piece is one event
 
 
 @dataclass(frozen=True)
@@ -359,16 +360,19 @@ class V2Upload(_HTTPUpload):
             if (error := self._error()) is not None:
                 raise error
             self._progress.clear()
-            n = min(self.conn.sendable(), len(view))
-            if n == 0:
-                if self.conn.upload_ended:
-                    raise RecordingFailed("recorder ended the upload before the session ended")
-                await self._progress.wait()
+            queued = 0
+            # As many frames as the window allows, then one write (one syscall).
+            while view and (n := min(self.conn.sendable(), len(view))) > 0:
+                self.conn.send_body(bytes(view[:n]))
+                view = view[n:]
+                queued += n
+            if queued:
+                self._flush()
+                await self._drain()
                 continue
-            self.conn.send_body(bytes(view[:n]))
-            self._flush()
-            view = view[n:]
-            await self._drain()
+            if self.conn.upload_ended:
+                raise RecordingFailed("recorder ended the upload before the session ended")
+            await self._progress.wait()
 
     async def finish(self, time_limit: float) -> None:
         if (error := self._error()) is not None:
@@ -634,6 +638,12 @@ class Recording:
         self._resume: Callable[[], None] | None = None
         self._paused = False
         self._pump_task: asyncio.Task[None] | None = None
+        # *_nowait output not yet encoded: consecutive reads of one stream become one event
+        # (a pty gives 4 KiB per read; one event each would cost more than the read itself).
+        self._pending = bytearray()
+        self._pending_encode: Callable[[float, bytes], bytes] | None = None
+        self._pending_at = 0.0
+        self._pending_timer: asyncio.TimerHandle | None = None
         if sink is not None:
             self._pump_task = asyncio.create_task(self._pump())
             sink.failed.add_done_callback(self._on_sink_failed)
@@ -694,6 +704,10 @@ class Recording:
     def exit_nowait(self, status: int) -> None:
         self._record_nowait(lambda now: self._encoder.exit(now, status))
 
+    def marker_nowait(self, label: str) -> None:
+        """An ``"m"`` event, e.g. saying what kind of session this is."""
+        self._record_nowait(lambda now: self._encoder.marker(now, label))
+
     @property
     def writable(self) -> bool:
         """False while flow control holds the session paused."""
@@ -704,6 +718,7 @@ class Recording:
         if self._closing or self._close_started:
             return self.stats()
         self._close_started = True
+        self._flush_pending()
         try:
             async with asyncio.timeout(self._options.finish_timeout):
                 await self._record(self._encoder.finish)
@@ -736,6 +751,7 @@ class Recording:
         """
         self._close_started = True
         self._closing = True
+        self._drop_pending()
         self._fail(RecordingFailed(reason))
         return self.stats()
 
@@ -793,17 +809,52 @@ class Recording:
 
     def _record_nowait_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes
                              ) -> None:
+        """Coalesce: the bytes wait (at most COALESCE_SECONDS, MAX_EVENT_INPUT bytes) for
+        more of the same stream, then become one event timed at the first of them."""
+        if self._closing or self._sink is None or self.failure is not None or not data:
+            return
+        if self._lock.locked():
+            raise RuntimeError("a recording is written either with await or *_nowait, not both")
+        if self._pending and self._pending_encode != encode:
+            self._flush_pending()
+        if not self._pending:
+            self._pending_encode = encode
+            self._pending_at = self._clock()
+            self._pending_timer = asyncio.get_running_loop().call_later(
+                COALESCE_SECONDS, self._flush_pending)
+        self._pending += data
+        if len(self._pending) >= MAX_EVENT_INPUT:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if self._pending_timer is not None:
+            self._pending_timer.cancel()
+            self._pending_timer = None
+        if not self._pending:
+            return
+        data = bytes(self._pending)
+        self._pending.clear()
+        encode, at = self._pending_encode, self._pending_at
+        assert encode is not None
         for i in range(0, len(data), MAX_EVENT_INPUT):
             piece = data[i:i + MAX_EVENT_INPUT]
 
             def encode_piece(now: float, piece: bytes = piece) -> bytes:
-                return encode(now, piece)
+                return encode(at, piece)
 
             self._record_nowait(encode_piece)
+
+    def _drop_pending(self) -> None:
+        if self._pending_timer is not None:
+            self._pending_timer.cancel()
+            self._pending_timer = None
+        self._pending.clear()
 
     def _record_nowait(self, encode: Callable[[float], bytes]) -> None:
         if self._closing or self._sink is None or self.failure is not None:
             return  # a failure reaches the session through on_failure
+        if self._pending:
+            self._flush_pending()  # keeps the events in order
         if self._lock.locked():
             raise RuntimeError("a recording is written either with await or *_nowait, not both")
         now = self._clock()
@@ -930,7 +981,8 @@ class Recording:
             self._pump_task.cancel()
         if self._sink is not None:
             self._sink.abort()
-        self._dropped += self._buffered
+        self._dropped += self._buffered + len(self._pending)
+        self._drop_pending()
         self._buf.clear()
         self._buffered = 0
         self._space_ready.set()

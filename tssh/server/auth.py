@@ -32,6 +32,7 @@ from tssh.server.account import (
     is_root_account,
     lookup_account,
 )
+from tssh.server.recording import RecordingRequest
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
@@ -49,6 +50,7 @@ class Admission:
     account: Account | None
     message: str | None  # shown to the client as "tssh: <message>" when refused
     decision: Decision | None = None
+    recording: RecordingRequest | None = None  # the rule names recorders
 
     @property
     def accepted(self) -> bool:
@@ -188,6 +190,7 @@ class TsshServer(asyncssh.SSHServer):
             peer_ip=self.peer_ip, peer_port=self.peer_port, local_ip=self.local_ip,
             local_port=self.local_port,
             accept_env=tuple(decision.accept_env) if decision else (),
+            recording=admission.recording,
         )
         return False
 

@@ -36,6 +36,8 @@ ENCRYPTION_ALGS = (
 )
 MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
 SIGNATURE_ALGS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+# What host keys may sign with (asyncssh would also offer ssh-rsa and ssh-rsa-sha*@ssh.com).
+HOST_KEY_ALGS = SIGNATURE_ALGS
 COMPRESSION_ALGS = ("none",)
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from tssh.identity.base import Peer, Resolver
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
-from tssh.server.connection import TsshServerConnection, algorithm_options
-from tssh.server.hostkeys import load_host_keys
+from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
+from tssh.server.hostkeys import host_keypairs, load_host_keys
+from tssh.server.recording import SessionRecorders
 from tssh.server.session import HungUpGroups
 
 log = logging.getLogger("tssh.daemon")
@@ -72,6 +74,7 @@ class Daemon:
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._recorders = SessionRecorders(config, resolver)
         self._hung_up = HungUpGroups()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -91,7 +94,7 @@ class Daemon:
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: TsshServer(self),
-            server_host_keys=keys,
+            server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
             encoding=None,
             line_editor=False,
@@ -120,6 +123,7 @@ class Daemon:
                 await self._watch_task
         await self._close_listeners()
         await self._end_connections(SHUTDOWN_MESSAGE)
+        await self._recorders.close()
         await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
@@ -168,7 +172,10 @@ class Daemon:
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
         assert self._self_node is not None
-        return decide(self._decider, peer, peer_ip, self._self_node, login)
+        admission = decide(self._decider, peer, peer_ip, self._self_node, login)
+        if admission.accepted:
+            admission = replace(admission, recording=self._recorders.request(admission.decision))
+        return admission
 
     def connection_opened(self, server: TsshServer) -> None:
         self._connections.add(server)
@@ -200,7 +207,8 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
     async def _revalidate(self) -> None:
-        """End connections the new policy no longer admits as the same local user."""
+        """End connections the new policy no longer admits as the same local user; give
+        the others the new rule's recording settings."""
         for server in list(self._connections):
             ctx = server.context
             if ctx is None:
@@ -210,6 +218,9 @@ class Daemon:
                 log.info("connection revoked", extra={"conn": ctx.conn_id,
                                                       "reason": admission.message})
                 server.end(REVOKED_MESSAGE)
+            elif admission.recording != ctx.recording:
+                # Sessions opened from now on are recorded as the new rule says.
+                server.context = replace(ctx, recording=admission.recording)
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
@@ -232,7 +243,8 @@ class Daemon:
              if server.context else None,
              "localUser": s.info.user, "from": f"{s.info.peer} ({s.info.peer_ip})",
              "kind": s.info.kind,
-             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started))}
+             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started)),
+             "recording": s.recording.status() if s.recording else None}
             for server in self._connections for s in server.sessions.values()
         ]
         return {
@@ -244,7 +256,7 @@ class Daemon:
             "port": self.config.port,
             "identity": self.config.identity,
             "policy": self._policy.status().to_json(),
-            "recorders": [],
+            "recorders": self._recorders.recorders_status(),
             "connections": len(self._connections),
             "sessions": sessions,
         }

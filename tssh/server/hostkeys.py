@@ -45,6 +45,26 @@ def _generate(path: Path, alg: str, options: dict[str, Any]) -> Any:
     return key
 
 
+def host_keypairs(keys: Sequence[Any], algorithms: Sequence[str]) -> list[Any]:
+    """``keys`` as key pairs that offer only ``algorithms`` as host key algorithms.
+
+    asyncssh advertises every signature an RSA key can make, SHA-1 ``ssh-rsa`` and the
+    ``ssh-rsa-sha*@ssh.com`` variants included; DESIGN §4 allows only rsa-sha2-* for RSA.
+    A key left with no allowed algorithm is a configuration error, not silently dropped.
+    """
+    allowed = [a.encode("ascii") for a in algorithms]
+    pairs = asyncssh.load_keypairs(list(keys))
+    for pair in pairs:
+        offered = [a for a in allowed if a in pair.host_key_algorithms]
+        if not offered:
+            raise ConfigError(
+                f"host key type {pair.algorithm.decode('ascii', 'replace')} is not allowed;"
+                f" use an ed25519 or RSA key"
+            )
+        pair.host_key_algorithms = offered
+    return list(pairs)
+
+
 def load_host_keys(configured: Sequence[Path], state_dir: Path) -> list[Any]:
     """The host keys to serve, in preference order (ed25519 first)."""
     if configured:

@@ -23,10 +23,19 @@ from typing import Any
 
 import asyncssh
 
+from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
 from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
+from tssh.server.recording import (
+    FAILED_MESSAGE,
+    REFUSED_EXIT_STATUS,
+    REFUSED_MESSAGE,
+    RecordingRequest,
+    SessionDescription,
+    SessionRecording,
+)
 from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn_async
 
 log = logging.getLogger("tssh.session")
@@ -53,6 +62,7 @@ class ConnectionContext:
     local_ip: str
     local_port: int
     accept_env: tuple[str, ...] = ()
+    recording: RecordingRequest | None = None  # the rule names recorders
 
 
 @dataclass
@@ -180,6 +190,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._closed = False
         self._finished = False
         self._start_task: asyncio.Task[None] | None = None
+        self.recording: SessionRecording | None = None
+        self._chan_paused = False
+        self._finish_task: asyncio.Task[None] | None = None
 
     # --- asyncssh callbacks: requests -------------------------------------------------
 
@@ -230,6 +243,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                 extra={"session": self.info.id, "user": self.info.user, "error": str(e)},
             )
             self._write_error(f"tssh: cannot start the session: {e.strerror or e}\r\n")
+            if self.recording is not None:
+                self.recording.end(1)
             if not self._closed:
                 self._chan.exit(1)
 
@@ -243,9 +258,36 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return account.shell, [account.shell_name, "-c", self._command]
         return account.shell, [f"-{account.shell_name}"]
 
+    async def _start_recording(self, request: RecordingRequest) -> bool:
+        """Connect the recording before the process exists; False: refused (enforced)."""
+        ctx = self._ctx
+        desc = SessionDescription(
+            session_id=self.info.id, conn_id=ctx.conn_id, peer=ctx.peer, login=ctx.login,
+            local_user=ctx.account.name, source_address=ctx.local_ip, command=self._command,
+            subsystem=self._subsystem, term=self._term, width=self._size.cols,
+            height=self._size.rows, pty=self._want_pty and self._subsystem is None,
+        )
+        try:
+            self.recording = await request.start(desc, self._recording_failed)
+        except RecorderUnavailable:
+            self._write_error(REFUSED_MESSAGE + "\r\n")
+            if not self._closed:
+                self._chan.exit(REFUSED_EXIT_STATUS)
+            return False
+        self.recording.set_flow_control(self._pause_output, self._resume_output)
+        if desc.pty and (self._size.cols, self._size.rows) != (desc.width, desc.height):
+            self.recording.resize(self._size.cols, self._size.rows)  # resized meanwhile
+        return True
+
+    def _recording_failed(self, error: RecordingFailed) -> None:
+        if self.recording is not None and self.recording.rule.enforce:
+            self.terminate(FAILED_MESSAGE)
+
     async def _start(self) -> None:
         ctx = self._ctx
         account = ctx.account
+        if ctx.recording is not None and not await self._start_recording(ctx.recording):
+            return
         if self._want_pty and self._subsystem is None:
             self._pty = open_pty(self._modes, self._size)
         env = build_env(
@@ -330,8 +372,10 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- output: process -> channel ---------------------------------------------------
 
     def _resume_output(self) -> None:
-        if self._reading or self._closed:
+        if self._reading or self._closed or self._chan_paused:
             return
+        if self.recording is not None and not self.recording.writable:
+            return  # the recording's buffer is full (enforced): the recorder sets the pace
         self._reading = True
         for fd in self._outputs:
             self._loop.add_reader(fd, self._on_output, fd)
@@ -361,7 +405,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
-        write = self._chan.write_stderr if self._outputs.get(fd) else self._chan.write
+        stderr = self._outputs.get(fd, False)
+        # Into the recording first, then to the client.
+        if self.recording is not None and not self.recording.record(data, stderr):
+            return
+        write = self._chan.write_stderr if stderr else self._chan.write
         if len(data) <= CHANNEL_CHUNK:
             write(data)
             return
@@ -475,14 +523,18 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- flow control, window, signals ---------------------------------------------
 
     def pause_writing(self) -> None:
+        self._chan_paused = True
         self._pause_output()
 
     def resume_writing(self) -> None:
+        self._chan_paused = False
         self._resume_output()
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,
                               pixheight: int) -> None:
         self._size = WindowSize(width, height, pixwidth, pixheight)
+        if self.recording is not None:
+            self.recording.resize(width, height)
         pty = self._pty
         # The master is open from the pty request until the output closes (or start fails).
         if pty is not None and (self._starting or pty.master in self._outputs):
@@ -537,6 +589,23 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         status, signum, core = self._exit
         log.info("session ended", extra={"session": self.info.id, "user": self.info.user,
                                          "exit_status": status, "signal": signum})
+        if self.recording is not None:
+            self._finish_task = self._loop.create_task(
+                self._finish_recording(status, signum, core))
+            return
+        self._send_exit(status, signum, core)
+
+    async def _finish_recording(self, status: int | None, signum: int | None,
+                                core: bool) -> None:
+        """End the recording (an enforced one confirmed) before the client sees the exit."""
+        assert self.recording is not None
+        code = status if status is not None else 128 + (signum or 0)
+        message = await self.recording.finish(code)
+        if message is not None:
+            self._write_error(message + "\r\n")
+        self._send_exit(status, signum, core)
+
+    def _send_exit(self, status: int | None, signum: int | None, core: bool) -> None:
         if self._closed:
             return
         if signum is not None:

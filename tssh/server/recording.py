@@ -1,0 +1,366 @@
+"""Session recording in the daemon: which sessions are recorded, where to, and the audit trail.
+
+The daemon owns one ``SessionRecorders``; a connection whose decision names recorders carries
+a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` before its
+process exists (DESIGN §5). Nothing slips past: shells, exec with and without a pty, and
+file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
+its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
+protocol stream is no terminal output; a transfer audit is a separate feature).
+
+The session feeds its recording synchronously from its I/O callbacks: ``record`` comes before
+the same bytes are written to the channel, so output reaches the client only after it is in
+the recording's buffer; with ``enforceRecorder``, flow control pauses the session's reading
+while that buffer is full, and once the upload has failed nothing more is forwarded (the
+session is ended with a message). Without enforcement the session goes on and the failure is
+audited.
+
+Audit: every start (each recorder tried and why it failed), every failure while the session
+runs, and every end (bytes sent, acknowledged, dropped) is one structured line on the
+``tssh.audit`` logger with ``event`` = ``recording.start|recording.refused|recording.failed|
+recording.end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tssh.config import Config
+from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.identity.base import Peer, Resolver
+from tssh.policy import Decision
+from tssh.recording.asciicast import CastHeader
+from tssh.recording.targets import RecorderAddress, recorder_targets
+from tssh.recording.uploader import (
+    Attempt,
+    Recording,
+    RecordingOptions,
+    RecordingStats,
+    start_recording,
+)
+
+log = logging.getLogger("tssh.recording")
+audit = logging.getLogger("tssh.audit")
+
+REFUSED_MESSAGE = ("tssh: this session must be recorded (enforceRecorder), but no session "
+                   "recorder accepted the recording; session refused")
+FAILED_MESSAGE = ("tssh: session recording failed and the policy requires it "
+                  "(enforceRecorder); ending the session")
+UNCONFIRMED_MESSAGE = ("tssh: the session recorder did not confirm the end of this "
+                       "session's recording (enforceRecorder)")
+REFUSED_EXIT_STATUS = 254  # what tailscaled returns when a required recording cannot start
+SHUTDOWN_GRACE = 5.0  # seconds the daemon waits at exit for recordings still finishing
+
+# Programs whose stdin/stdout is a file transfer protocol, not terminal output.
+_TRANSFER_SERVERS = {"sftp-server": None, "scp": ("-t", "-f"), "rsync": ("--server",)}
+
+
+@dataclass(frozen=True)
+class RecordingRule:
+    """What a connection's decision says about recording its sessions."""
+
+    selectors: tuple[str, ...]  # the rule's recorder selectors, or literal addresses
+    enforce: bool
+
+    @classmethod
+    def from_decision(cls, decision: Decision | None) -> RecordingRule | None:
+        if decision is None or not decision.recorders:
+            return None
+        return cls(tuple(decision.recorders), decision.enforce_recorder)
+
+
+@dataclass(frozen=True)
+class SessionDescription:
+    """What the recording's header says about the session."""
+
+    session_id: str
+    conn_id: str
+    peer: Peer  # the SSH client's node
+    login: str  # the user name the client asked for
+    local_user: str
+    source_address: str  # the address the connection came in on: recorders see it as ours
+    command: str | None  # exec command
+    subsystem: str | None
+    term: str | None
+    width: int
+    height: int
+    pty: bool
+
+
+def file_transfer(command: str | None, subsystem: str | None) -> str | None:
+    """The transfer protocol a session speaks (``sftp``, ``scp``, ``rsync``), else None. Pure."""
+    if subsystem is not None:
+        return subsystem
+    if not command:
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words:
+        return None
+    program = words[0].rsplit("/", 1)[-1]
+    if program not in _TRANSFER_SERVERS:
+        return None
+    flags = _TRANSFER_SERVERS[program]
+    if flags is not None and not any(w in flags for w in words[1:]):
+        return None  # e.g. `rsync` run as a client on the server: an ordinary command
+    return "sftp" if program == "sftp-server" else program
+
+
+def header_for(desc: SessionDescription, started_at: float) -> CastHeader:
+    """The asciicast header of a session (DESIGN §5): the client's node, logins, command."""
+    command = desc.command or ""
+    if not command and desc.subsystem:
+        command = desc.subsystem
+    return CastHeader.for_session(
+        desc.peer, ssh_user=desc.login, local_user=desc.local_user,
+        connection_id=desc.conn_id, started_at=started_at,
+        width=desc.width if desc.pty else 0, height=desc.height if desc.pty else 0,
+        command=command, term=desc.term, includes_stderr=not desc.pty,
+    )
+
+
+@dataclass
+class _RecorderSeen:
+    """The last outcome at one recorder, for ``tssh status``."""
+
+    address: str
+    name: str | None
+    healthy: bool
+    error: str | None
+    checked: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "address": self.address, "healthy": self.healthy,
+                "error": self.error,
+                "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked))}
+
+
+class SessionRecorders:
+    """The daemon's side of recording: targets, starts, the recordings still finishing."""
+
+    def __init__(self, config: Config, resolver: Resolver,
+                 options: RecordingOptions | None = None) -> None:
+        self._config = config
+        self._resolver = resolver
+        self._options = options or RecordingOptions(local_dir=config.local_recording_dir)
+        self._seen: dict[str, _RecorderSeen] = {}
+        self._live: set[SessionRecording] = set()
+        self._finishing: set[asyncio.Task[Any]] = set()
+
+    def request(self, decision: Decision | None) -> RecordingRequest | None:
+        """What a connection admitted with ``decision`` needs to record its sessions."""
+        rule = RecordingRule.from_decision(decision)
+        return None if rule is None else RecordingRequest(self, rule)
+
+    async def _targets(self, rule: RecordingRule) -> tuple[list[RecorderAddress],
+                                                           dict[str, str]]:
+        peers = await self._resolver.peers()
+        targets = recorder_targets(rule.selectors, peers, self._config.recorder_port)
+        names = {}
+        for target in targets:
+            for peer in peers:
+                if target.host in (a.split("/", 1)[0] for a in peer.addresses):
+                    names[str(target)] = peer.name
+                    break
+        return targets, names
+
+    async def start(self, rule: RecordingRule, desc: SessionDescription,
+                    on_failure: Callable[[RecordingFailed], None]) -> SessionRecording:
+        """Connect the session's recording; RecorderUnavailable when enforced and none took it."""
+        try:
+            targets, names = await self._targets(rule)
+        except Exception as e:  # the identity backend failed: no recorder can be named
+            log.error("cannot resolve the session's recorders",
+                      extra={"session": desc.session_id, "error": str(e)})
+            targets, names = [], {}
+        options = replace(self._options, enforce=rule.enforce,
+                          source_address=desc.source_address or None)
+        header = header_for(desc, time.time())
+        session: SessionRecording | None = None
+        base = self._audit_fields(desc, rule)
+
+        def failed(error: RecordingFailed) -> None:
+            if session is not None:
+                session.failure = error
+            audit.error("session recording failed", extra={
+                **base, "event": "recording.failed", "reason": str(error)})
+            on_failure(error)
+
+        try:
+            recording = await start_recording(targets, header, options=options,
+                                              on_failure=failed)
+        except RecorderUnavailable as e:
+            attempts = tuple(a for a in e.attempts if isinstance(a, Attempt))
+            self._note_attempts(attempts, names)
+            audit.warning("session recording refused", extra={
+                **base, "event": "recording.refused",
+                "attempts": [a.to_json() for a in attempts], "reason": str(e)})
+            raise
+        self._note_attempts(recording.attempts, names)
+        stats = recording.stats()
+        outcome = {"v2": "recorder", "v1": "recorder", "local": "local", None: "unrecorded"}
+        audit.log(
+            logging.INFO if stats.protocol in ("v2", "v1") else logging.WARNING,
+            "session recording started" if stats.destination else "session goes on unrecorded",
+            extra={**base, "event": "recording.start",
+                   "outcome": outcome[stats.protocol], "destination": stats.destination,
+                   "protocol": stats.protocol,
+                   "attempts": [a.to_json() for a in recording.attempts]})
+        session = SessionRecording(self, recording, rule, desc,
+                                   file_transfer(desc.command, desc.subsystem))
+        self._live.add(session)
+        return session
+
+    @staticmethod
+    def _audit_fields(desc: SessionDescription, rule: RecordingRule) -> dict[str, object]:
+        return {"session": desc.session_id, "conn": desc.conn_id, "peer": desc.peer.name,
+                "login": desc.login, "local_user": desc.local_user,
+                "enforced": rule.enforce}
+
+    def _note_attempts(self, attempts: Iterable[Attempt], names: dict[str, str]) -> None:
+        now = time.time()
+        for a in attempts:
+            self._seen[a.recorder] = _RecorderSeen(a.recorder, names.get(a.recorder),
+                                                   a.error is None, a.error, now)
+
+    def _track_finish(self, task: asyncio.Task[Any]) -> None:
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    def _ended(self, session: SessionRecording, stats: RecordingStats) -> None:
+        self._live.discard(session)
+        if stats.destination is not None and stats.protocol in ("v2", "v1"):
+            seen = self._seen.get(stats.destination)
+            if seen is not None:
+                seen.healthy = stats.state == "finished"
+                seen.error = stats.error
+                seen.checked = time.time()
+        audit.log(
+            logging.INFO if stats.state in ("finished", "unrecorded") else logging.WARNING,
+            "session recording ended",
+            extra={**self._audit_fields(session.desc, session.rule), "event": "recording.end",
+                   "recording": stats.to_json()})
+
+    def recorders_status(self) -> list[dict[str, object]]:
+        """Each recorder tried so far and how its last recording went (``tssh status``)."""
+        return [seen.to_json() for seen in self._seen.values()]
+
+    async def close(self) -> None:
+        """At daemon exit: let finishing recordings end (bounded), cut the others."""
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=SHUTDOWN_GRACE)
+        for session in list(self._live):
+            session.abort("the daemon shut down before the session ended")
+        for task in list(self._finishing):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+@dataclass(frozen=True)
+class RecordingRequest:
+    """Carried by a connection whose rule names recorders; starts each session's recording."""
+
+    service: SessionRecorders
+    rule: RecordingRule
+
+    async def start(self, desc: SessionDescription,
+                    on_failure: Callable[[RecordingFailed], None]) -> SessionRecording:
+        return await self.service.start(self.rule, desc, on_failure)
+
+
+class SessionRecording:
+    """One session's recording, fed from the session's callbacks (never blocks)."""
+
+    def __init__(self, service: SessionRecorders, recording: Recording, rule: RecordingRule,
+                 desc: SessionDescription, transfer: str | None) -> None:
+        self._service = service
+        self._recording = recording
+        self.rule = rule
+        self.desc = desc
+        self.transfer = transfer
+        self._ended = False
+        self.failure: RecordingFailed | None = None  # set when the upload fails midway
+        if transfer is not None:
+            recording.marker_nowait(
+                f"tssh: file transfer session ({transfer}); transferred data is not recorded")
+
+    @property
+    def writable(self) -> bool:
+        """False while flow control holds the session's output (enforced, buffer full)."""
+        return self._recording.writable
+
+    def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        self._recording.set_flow_control(pause, resume)
+
+    def record(self, data: bytes, stderr: bool = False) -> bool:
+        """Record output; False if it must not reach the client (enforced and failed)."""
+        if self.failure is not None and self.rule.enforce:
+            return False
+        if self.transfer is None:
+            if stderr:
+                self._recording.stderr_nowait(data)
+            else:
+                self._recording.output_nowait(data)
+        return True
+
+    def resize(self, cols: int, rows: int) -> None:
+        if self.desc.pty:
+            self._recording.resize_nowait(cols, rows)
+
+    async def finish(self, exit_status: int) -> str | None:
+        """Record the exit status and end the upload.
+
+        Enforced: waits for the recorder to confirm, and returns the message for the client
+        if it did not. Otherwise the upload ends in the background and this returns at once.
+        """
+        if self._ended:
+            return None
+        self._ended = True
+        self._recording.exit_nowait(exit_status)
+        task = asyncio.get_running_loop().create_task(self._close())
+        self._service._track_finish(task)
+        if not self.rule.enforce:
+            return None
+        stats = await asyncio.shield(task)
+        if stats.state == "failed" and self.failure is None:
+            return UNCONFIRMED_MESSAGE
+        return None
+
+    def end(self, exit_status: int) -> None:
+        """``finish`` without waiting (a session that could not start its process)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._recording.exit_nowait(exit_status)
+        self._service._track_finish(asyncio.get_running_loop().create_task(self._close()))
+
+    async def _close(self) -> RecordingStats:
+        stats = await self._recording.close()
+        self._service._ended(self, stats)
+        return stats
+
+    def abort(self, reason: str) -> None:
+        """Cut the upload now (daemon shutdown); the recorder marks it incomplete."""
+        if self._ended:
+            return
+        self._ended = True
+        self._service._ended(self, self._recording.abort(reason))
+
+    def status(self) -> dict[str, object]:
+        """This session's entry in ``tssh status``: recorder, protocol, bytes sent and acked."""
+        stats = self._recording.stats()
+        return {
+            "recorder": stats.destination, "protocol": stats.protocol, "state": stats.state,
+            "enforced": self.rule.enforce, "bytesSent": stats.bytes_sent,
+            "bytesAcked": stats.bytes_acked, "bytesBuffered": stats.bytes_buffered,
+            "bytesDropped": stats.bytes_dropped, "error": stats.error,
+        }
