@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import pwd
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, SSH_OPTIONS, require_tool
 from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, run
+from tests.processes import stop_process
 
 ALICE = "alice@example.com"
 SSH_PORT = 22
@@ -62,16 +62,6 @@ def listening(lab: Lab, node: str) -> set[str]:
     """Local address:port of every listening TCP socket in ``node``'s namespace."""
     out = run(*lab.exec_argv(node, "ss", "-ltnH"))
     return {line.split()[3] for line in out.splitlines() if line.strip()}
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
@@ -211,7 +201,7 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
                 yield Tailnet(lab, workdir, user, home, daemon_log, recorder_log)
             finally:
                 for proc in reversed(processes):
-                    stop(proc)
+                    stop_process(proc)
     finally:
         lab.close()
 
