@@ -20,15 +20,15 @@ from tests.e2e.conftest import (
     NETMAP,
     POLICY,
     REPO,
+    SERVER_IP,
     SSH_OPTIONS,
     LocalUser,
     TsshDaemon,
-    free_port,
     require_tool,
     run_ssh,
-    wait_for_port,
     write_identity_files,
 )
+from tests.ports import free_port, wait_for_port
 
 
 def _server_key(daemon: TsshDaemon) -> str:
@@ -104,7 +104,7 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for_port("127.0.0.1", port, None)
+        wait_for_port("127.0.0.1", port, proc)
         assert proc.stdout is not None
         banner = "".join(proc.stdout.readline() for _ in range(3))
         user = getpass.getuser()
@@ -220,7 +220,7 @@ def test_daemon_as_normal_user_serves_only_that_user(local_user: LocalUser) -> N
         state = work / "state"
         state.mkdir()
         os.chown(state, local_user.uid, local_user.gid)
-        d = TsshDaemon(work, free_port(), netmap, policy, state, user=local_user.name)
+        d = TsshDaemon(work, free_port(SERVER_IP), netmap, policy, state, user=local_user.name)
         try:
             d.start()
             own = run_ssh(d, local_user.name, "id -un")

@@ -13,21 +13,14 @@ from tests.e2e.conftest import (
     DaemonFactory,
     TsshDaemon,
     free_port,
-    port_closed,
+    live_session,
     run_ssh,
-    ssh_command,
-    wait_for_port,
 )
+from tests.ports import port_closed, wait_for_port
 
 
 def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:
-    session = subprocess.Popen(
-        ssh_command(daemon, "root", "echo started; sleep 60; echo not-reached"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert session.stdout is not None
-        assert session.stdout.readline() == b"started\n"
+    with live_session(daemon) as session:
         status = daemon.status()
         assert status["ssh"] is True
         sessions = status["sessions"]
@@ -38,10 +31,6 @@ def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:
         off = daemon.tssh("set", "--ssh=false")
         assert off.returncode == 0, off.stderr
         out, err = session.communicate(timeout=10)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
     assert session.returncode == 255
     assert b"not-reached" not in out
     assert b"tssh: SSH disabled on this node" in out + err

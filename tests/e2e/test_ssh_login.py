@@ -20,11 +20,9 @@ from tests.e2e.conftest import (
     UNKNOWN_IP,
     DaemonFactory,
     TsshDaemon,
-    free_port,
-    port_closed,
     run_ssh,
-    wait_for_port,
 )
+from tests.ports import free_port, port_closed, wait_for_port
 
 
 def test_exec_exit_status_and_separate_stderr(daemon: TsshDaemon) -> None:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import pwd
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, SSH_OPTIONS, require_tool
 from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, run
+from tests.processes import stop_process
 
 ALICE = "alice@example.com"
 SSH_PORT = 22
@@ -72,16 +72,6 @@ def bound_address(lab: Lab, node: str, port: int) -> str:
     interface."""
     n = lab.nodes[node]
     return f"{n.address}%{n.interface}:{port}"
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
@@ -222,7 +212,7 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
                 yield Tailnet(lab, workdir, user, home, daemon_log, recorder_log)
             finally:
                 for proc in reversed(processes):
-                    stop(proc)
+                    stop_process(proc)
     finally:
         lab.close()
 

@@ -263,13 +263,24 @@ def control_request(
             ) from None
         except OSError as e:
             raise ControlError(f"cannot connect to {path}: {e.strerror or e}") from None
+        send_failed: OSError | None = None
         try:
-            sock.sendall(json.dumps(dict(request)).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(dict(request)).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The daemon refuses a uid as soon as it connects, without reading the
+                # request, and closes: a client still sending gets EPIPE, but the refusal
+                # is waiting in its receive buffer.
+                send_failed = e
             data = _read_line(sock)
         except TimeoutError:
             raise ControlError(f"tssh daemon did not answer within {timeout:g} s") from None
         except OSError as e:
             raise ControlError(f"control connection to {path} failed: {e}") from None
+        except ControlError:
+            if send_failed is None:
+                raise
+            raise ControlError(f"control connection to {path} failed: {send_failed}") from None
     finally:
         sock.close()
     try:
