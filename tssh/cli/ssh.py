@@ -63,6 +63,12 @@ def find_node(peers: list[Peer], machine: str) -> Peer:
     raise IdentityError(f"no node called {machine!r} in the tailnet")
 
 
+def passthrough_args(ssh_args: list[str]) -> list[str]:
+    """What goes to ssh: everything after the destination, less one leading ``--`` that
+    separates tssh's options from ssh's (a later ``--`` belongs to the remote command)."""
+    return ssh_args[1:] if ssh_args[:1] == ["--"] else list(ssh_args)
+
+
 def known_hosts_lines(node: Peer) -> list[str]:
     """known_hosts entries for every address and name of ``node``."""
     hosts = ",".join([*node.addresses, node.name])
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if not node.addresses:
         raise IdentityError(f"node {node.name!r} has no addresses")
     lines = known_hosts_lines(node)
-    extra = [a for a in args.ssh_args if a != "--"]
+    extra = passthrough_args(args.ssh_args)
     with tempfile.TemporaryDirectory(prefix="tssh-ssh-") as tmp:
         known_hosts: Path | None = None
         if lines:
