@@ -52,8 +52,8 @@ async def test_multipart_recording_lands_in_the_bucket(tmp_path: Path, moto: Mot
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)
     rec = _recorder(tmp_path, moto)
-    rec.start()
     try:
+        rec.start()  # inside the try: a recorder too slow to answer is stopped all the same
         body = _body(1200, 10_000, "ssh-conn-big")  # ~12 MiB: one full 8 MiB part + the rest
         up = await H2Upload.open("127.0.0.1", rec.port, local_address=SERVER)
         try:
@@ -87,8 +87,8 @@ async def test_s3_outage_and_recorder_kill_lose_nothing_acked(
     s3 = moto.client()
     s3.create_bucket(Bucket=BUCKET)
     rec = _recorder(tmp_path, moto)
-    rec.start()
     try:
+        rec.start()  # inside the try: a recorder too slow to answer is stopped all the same
         big = _body(1000, 10_000, "ssh-conn-outage")  # ~10 MiB
         up = await H2Upload.open("127.0.0.1", rec.port, local_address=SERVER)
         try:
