@@ -31,6 +31,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recording_fixture,
     recording_policy,
 )
+from tests.e2e.terminal import expect_size
 
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
 
@@ -108,9 +109,7 @@ def test_interactive_bash_recorded_with_term_size_and_resize(
         child.sendline("echo marker-$((6*7))")
         child.expect("marker-42")
         child.setwinsize(40, 120)
-        time.sleep(0.3)
-        child.sendline("stty size")
-        child.expect("40 120")
+        expect_size(child, "40 120", old="30 100")
         child.sendline("exit 5")
         child.expect(pexpect.EOF)
     finally:
