@@ -17,8 +17,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,10 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from tests.ports import free_port  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
 from tests.recorder.h2upload import H2Upload  # noqa: E402
+from tests.recorder.moto import AWS_ENV, MotoServer  # noqa: E402
 
 SOURCE = "127.0.0.10"
 NETMAP = {
@@ -42,17 +43,7 @@ NETMAP = {
         {"name": "recorder", "id": "nREC1", "addresses": ["127.0.0.1"], "tags": ["tag:rec"]},
     ],
 }
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def header(conn: str) -> bytes:
@@ -114,13 +105,8 @@ class Recorder:
         return 0.0
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace=20)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -317,9 +303,8 @@ def main() -> int:
                 ))
         finally:
             rec.stop()
-        moto_exe = Path(sys.executable).parent / "moto_server"
-        if args.s3_mib and moto_exe.exists():
-            rows.append(s3_row(work, moto_exe, args.s3_mib))
+        if args.s3_mib and MotoServer.exe().exists():
+            rows.append(s3_row(work, args.s3_mib))
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -329,27 +314,13 @@ def main() -> int:
     return 0
 
 
-def s3_row(work: Path, moto_exe: Path, mib: int) -> tuple[str, str, str]:
-    import boto3
-
-    port = free_port()
-    moto = subprocess.Popen([str(moto_exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **AWS_ENV})
+def s3_row(work: Path, mib: int) -> tuple[str, str, str]:
     (work / "s3").mkdir()
-    rec = Recorder(work / "s3", f"s3+http://127.0.0.1:{port}", ["--bucket", "bench"], AWS_ENV)
+    moto = MotoServer(work / "s3")
+    rec = Recorder(work / "s3", f"s3+{moto.url}", ["--bucket", "bench"], AWS_ENV)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id="bench", aws_secret_access_key="bench")
+        moto.start()
+        s3 = moto.client()
         s3.create_bucket(Bucket="bench")
         rec.start()
         t0 = time.monotonic()
@@ -371,8 +342,7 @@ def s3_row(work: Path, moto_exe: Path, mib: int) -> tuple[str, str, str]:
         )
     finally:
         rec.stop()
-        moto.kill()
-        moto.wait()
+        moto.stop()
 
 
 if __name__ == "__main__":

@@ -40,11 +40,10 @@ from benchmarks.bench_ssh import (  # noqa: E402
     TSSH_IP,
     bench_user,
     cpu_seconds,
-    free_port,
     percentile,
-    stop,
-    wait_port,
 )
+from tests.ports import free_port, wait_for_port  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
 from tests.recording.fake_recorder import Behavior, FakeRecorder  # noqa: E402
 
 RECORDER_IP = "127.0.0.20"
@@ -133,10 +132,10 @@ def real_recorder(work: Path) -> Iterator[Recorder]:
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(work)},
     )
     try:
-        wait_port(RECORDER_IP, port)
+        wait_for_port(RECORDER_IP, port)
         yield RealNode(proc, port, work / "recordings")
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -165,10 +164,10 @@ def daemon(work: Path, recorded: str, unrecorded: str, recorder_port: int
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(TSSH_IP, port)
+        wait_for_port(TSSH_IP, port)
         yield port, proc.pid
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 

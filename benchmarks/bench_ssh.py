@@ -21,8 +21,6 @@ import os
 import pwd
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,16 +35,18 @@ from pathlib import Path
 import asyncssh
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.openssh import CLIENT_OPTIONS  # noqa: E402
+from tests.ports import free_port, wait_for_port  # noqa: E402
+from tests.processes import stop_process  # noqa: E402
+
 TSSH_IP = "127.0.0.10"
 SSHD_IP = "127.0.0.11"
 CLIENT_IP = "127.0.0.2"
 KEX = "curve25519-sha256"
 CIPHER = "aes128-gcm@openssh.com"
-SSH_OPTIONS = [
-    "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", f"KexAlgorithms={KEX}",
-    "-c", CIPHER, "-b", CLIENT_IP,
-]
+SSH_OPTIONS = [*CLIENT_OPTIONS, "-o", f"KexAlgorithms={KEX}", "-c", CIPHER, "-b", CLIENT_IP]
 
 
 @dataclass
@@ -62,31 +62,6 @@ class Target:
         if self.identity is not None:
             argv += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         return [*argv, f"{user}@{self.ip}", *command]
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{host}:{port} is not listening")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -123,10 +98,10 @@ def tssh_daemon(work: Path, user: str) -> Iterator[Target]:
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(TSSH_IP, port)
+        wait_for_port(TSSH_IP, port, proc)
         yield Target("tssh", TSSH_IP, port, proc.pid, None)
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -154,10 +129,10 @@ def stock_sshd(work: Path, user: str) -> Iterator[Target]:
     proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        wait_port(SSHD_IP, port)
+        wait_for_port(SSHD_IP, port, proc)
         yield Target("openssh", SSHD_IP, port, proc.pid, client_key)
     finally:
-        stop(proc)
+        stop_process(proc)
         log.close()
 
 

@@ -17,6 +17,7 @@ from recorder.index.base import Query as IndexQuery
 from recorder.model import RecordingMeta, parse_time
 from recorder.service import RecorderService
 from tssh.errors import IdentityError
+from tssh.server.socket_owner import loopback_peer_uid
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -34,11 +35,21 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return (start, end) if start < size and start < end else None
 
 
-def build_api(service: RecorderService, access: Access) -> FastAPI:
+def build_api(service: RecorderService, access: Access, *,
+              local_owner: int | None = None) -> FastAPI:
+    """``local_owner``: readers must also be local processes of this uid (loopback demo)."""
     app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
 
     async def reader(request: Request) -> Reader:
         address = request.client.host if request.client else None
+        if local_owner is not None:
+            server = request.scope.get("server")
+            uid = (loopback_peer_uid((request.client.host, request.client.port),
+                                     (str(server[0]), int(server[1])))
+                   if request.client and server else None)
+            if uid != local_owner:
+                raise HTTPException(403, "this demo recorder serves only the local processes "
+                                    "of the user who runs it")
         try:
             result = await access.check(request.headers.get("authorization"), address)
         except TokenError as e:

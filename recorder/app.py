@@ -26,6 +26,7 @@ from recorder.storage.base import Storage
 from recorder.storage.disk import DiskStorage
 from recorder.tokens import TokenStore
 from tssh.identity import Resolver, open_resolver
+from tssh.listensocket import listen_device, open_listening_socket
 
 log = logging.getLogger("tssh.recorder")
 
@@ -68,7 +69,7 @@ def build_app(
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
-    api = build_api(service, access)
+    api = build_api(service, access, local_owner=settings.local_owner)
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack
     )
@@ -76,12 +77,20 @@ def build_app(
 
 
 def hypercorn_config(settings: RecorderSettings) -> HypercornConfig:
+    """Hypercorn's settings. With the wireguard identity backend this also opens the
+    listening socket, bound to the WireGuard interface (the kernel then refuses connections
+    that arrive over any other interface), and hands its descriptor to hypercorn."""
     host, port = settings.listen_address()
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.backlog = 4096
+    device = listen_device(settings.identity)
+    if device is None:
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    else:
+        sock = open_listening_socket(host, port, device=device, backlog=config.backlog)
+        config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) it from here
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.backlog = 4096
     config.keep_alive_timeout = 75
     config.graceful_timeout = 5
     return config
@@ -110,7 +119,9 @@ async def serve_recorder(
     await service.start()
     try:
         config = hypercorn_config(settings)
-        log.info("recorder listening on %s, storing to %s", config.bind[0],
+        device = listen_device(settings.identity)
+        log.info("recorder listening on %s%s, storing to %s", settings.listen,
+                 f" (interface {device} only)" if device else "",
                  service.storage.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:

@@ -40,6 +40,9 @@ class RecorderSettings:
     trusted_keys: tuple[str, ...] = ()  # other recorders' public keys (a shared bucket)
     ack_interval: float = 0.0  # seconds to wait after an ack (0: the group commit batches)
     idle_ack: float = 10.0  # seconds between acks of an idle v2 stream
+    # Loopback demo: API readers must be local processes of this uid (every local account
+    # shares the 127.0.0.1 source address the viewer identity comes from).
+    local_owner: int | None = None
 
     def s3(self) -> S3Target | None:
         """The S3 target when ``dst`` is ``s3://ENDPOINT`` or ``s3+http://HOST:PORT``."""

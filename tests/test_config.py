@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tssh.config import PARSERS, Config, env_var, flag, load_config
+from tssh.config import PARSERS, Config, env_var, flag, load_config, load_partial_config
 from tssh.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +51,27 @@ log_level = "DEBUG"
     assert config.port == 2022
     assert config.state_dir == Path.cwd() / "st"
     assert config.policy == Path("/etc/tssh/policy.hujson")  # None: flag not given
+
+
+def test_partial_config_reads_only_its_keys(tmp_path: Path) -> None:
+    """``tssh ssh`` reads the daemon's file for the identity settings, layered the same way;
+    the rest of the file (here a bad port and a key tssh does not know) is not its business,
+    and no policy is required."""
+    path = write(tmp_path, 'netmap = "mesh.hujson"\nport = "ssh"\ncolour = "blue"\n')
+    keys = ("identity", "netmap")
+    config = load_partial_config(path, {}, {}, keys)
+    assert (config.identity, config.netmap, config.port) == ("netmap", tmp_path / "mesh.hujson",
+                                                             22)
+    config = load_partial_config(None, {"TSSH_CONFIG": str(path), "TSSH_NETMAP": "env.json"},
+                                 {}, keys)
+    assert config.netmap == Path.cwd() / "env.json"
+    config = load_partial_config(path, {"TSSH_NETMAP": "env.json"}, {"netmap": "flag.json"},
+                                 keys)
+    assert config.netmap == Path.cwd() / "flag.json"
+    with pytest.raises(ConfigError, match=r"environment TSSH_IDENTITY: .*'mesh'"):
+        load_partial_config(path, {"TSSH_IDENTITY": "mesh"}, {}, keys)
+    with pytest.raises(ConfigError, match="port"):
+        load_config(path, {}, {"policy": "p"})  # the daemon does read the whole file
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:

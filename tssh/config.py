@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
@@ -220,8 +220,36 @@ def load_config(
     holds flag values by key (None means "flag not given"). Raises ConfigError naming the key
     and where the bad value came from.
     """
+    values, sources = _layer(path, env, overrides, PARSERS)
+    config = Config(**cast(dict[str, Any], values))
+    _check_backend(config, sources)
+    return config
+
+
+def load_partial_config(
+    path: Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    keys: Collection[str],
+) -> Config:
+    """Like :func:`load_config` for a command that needs only ``keys`` (``tssh ssh``: the
+    identity settings): the file's other keys are not read, and the daemon's requirements
+    (a policy, say) are not checked."""
+    values, _sources = _layer(path, env, overrides, keys)
+    return Config(**cast(dict[str, Any], values))
+
+
+def _layer(
+    path: Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    keys: Collection[str],
+) -> tuple[dict[str, object], dict[str, str]]:
+    """The parsed values of ``keys`` and where each came from, later layers winning. A file
+    key unknown to tssh is an error only when every key is read."""
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+    every_key = set(keys) >= set(PARSERS)
 
     def take(key: str, raw: object, source: str, base: Path) -> None:
         try:
@@ -238,12 +266,13 @@ def load_config(
         except ValueError as e:
             raise ConfigError(f"config file: {e}") from None
         for key, raw in read_config_file(path).items():
-            if key not in PARSERS:
+            if key in keys:
+                take(key, raw, f"{path}: {key}", path.parent)
+            elif every_key:  # reading every key, one outside them is unknown
                 raise ConfigError(f"{path}: {_unknown(key)}")
-            take(key, raw, f"{path}: {key}", path.parent)
 
     cwd = Path.cwd()
-    for key in PARSERS:
+    for key in keys:
         name = env_var(key)
         if name in env:
             take(key, env[name], f"environment {name}", cwd)
@@ -253,10 +282,7 @@ def load_config(
             raise ConfigError(f"{flag(key)}: {_unknown(key)}")
         if raw is not None:
             take(key, raw, flag(key), cwd)
-
-    config = Config(**cast(dict[str, Any], values))
-    _check_backend(config, sources)
-    return config
+    return values, sources
 
 
 def _check_backend(config: Config, sources: Mapping[str, str]) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.openssh import CLIENT_OPTIONS
+from tests.ports import free_port, wait_for_port
+from tests.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_IP = "127.0.0.10"
@@ -55,14 +58,7 @@ POLICY = """{
 }
 """
 
-SSH_OPTIONS = (
-    "-F", "/dev/null",
-    "-o", "StrictHostKeyChecking=no",
-    "-o", "UserKnownHostsFile=/dev/null",
-    "-o", "BatchMode=yes",
-    "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=10",
-)
+SSH_OPTIONS = (*CLIENT_OPTIONS, "-o", "ConnectTimeout=10")
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creating local users needs root")
 
@@ -72,36 +68,6 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed")
     return path
-
-
-def free_port(host: str = SERVER_IP) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes] | None = None,
-                  timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
-
-
-def port_closed(host: str, port: int, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), 0.2):
-                pass
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @dataclass
@@ -135,7 +101,7 @@ class TsshDaemon:
                 user=self.user, env={**os.environ, "PYTHONPATH": str(REPO)},
             )
         if expect_listening:
-            wait_for_port(SERVER_IP, self.port, self.proc)
+            wait_for_port(SERVER_IP, self.port, self.proc, log=self.log)
         self.wait_for_control()
 
     def wait_for_control(self, timeout: float = 15.0) -> None:
@@ -160,14 +126,8 @@ class TsshDaemon:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc is not None:
+            stop_process(proc)
 
     def log_entries(self) -> list[dict[str, object]]:
         entries = []
@@ -203,7 +163,7 @@ class DaemonFactory:
     def __call__(self, extra_args: Sequence[str] = (), user: str | None = None,
                  state_dir: Path | None = None, port: int | None = None) -> TsshDaemon:
         d = TsshDaemon(
-            workdir=self.workdir, port=port or free_port(), netmap=self.netmap,
+            workdir=self.workdir, port=port or free_port(SERVER_IP), netmap=self.netmap,
             policy=self.policy, state_dir=state_dir or self.workdir / "state",
             extra_args=extra_args, user=user,
         )
@@ -243,6 +203,24 @@ def run_ssh(daemon: TsshDaemon, user: str, *remote: str, source: str = ALICE_IP,
         ssh_command(daemon, user, *remote, source=source, options=options),
         input=input, capture_output=True, timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def live_session(daemon: TsshDaemon, user: str = "root") -> Iterator[subprocess.Popen[bytes]]:
+    """An ssh session that is running (it printed ``started``) and would go on for 60 s, then
+    print ``not-reached``; killed on the way out if the test did not end it."""
+    session = subprocess.Popen(
+        ssh_command(daemon, user, "echo started; sleep 60; echo not-reached"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert session.stdout is not None
+        assert session.stdout.readline() == b"started\n"
+        yield session
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
 
 
 @dataclass(frozen=True)

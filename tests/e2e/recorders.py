@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.e2e.conftest import ALICE_IP, NETMAP, SERVER_IP, TsshDaemon, free_port
+from tests.e2e.conftest import ALICE_IP, NETMAP, SERVER_IP, TsshDaemon
+from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 
 T = TypeVar("T")
@@ -160,7 +161,7 @@ class RecordingSetup:
         policy = self.workdir / f"policy{n}.hujson"
         policy.write_text(recording_policy(enforce, recorders))
         d = TsshDaemon(
-            workdir=self.workdir, port=free_port(), netmap=netmap, policy=policy,
+            workdir=self.workdir, port=free_port(SERVER_IP), netmap=netmap, policy=policy,
             state_dir=self.workdir / f"state{n}",
             extra_args=("--recorder-port", str(self.recorder_port), *extra_args),
         )

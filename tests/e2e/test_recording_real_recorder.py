@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +26,8 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recorder_loop_fixture,
     recording_fixture,
 )
+from tests.ports import wait_for_port
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.skipif(not (REPO / "recorder" / "__main__.py").exists(),
                                 reason="the recorder node is not in this tree")
@@ -74,24 +74,10 @@ def recorder_node(recording: RecordingSetup, tmp_path: Path) -> Iterator[Recorde
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection((REC1_IP, port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the recorder did not start listening"
-                time.sleep(0.05)
+        wait_for_port(REC1_IP, port, proc, log=log)
         yield RecorderNode(proc, dst, log)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def test_pty_session_stored_by_the_recorder_plays_back_what_the_client_saw(

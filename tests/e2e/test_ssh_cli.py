@@ -20,15 +20,15 @@ from tests.e2e.conftest import (
     NETMAP,
     POLICY,
     REPO,
+    SERVER_IP,
     SSH_OPTIONS,
     LocalUser,
     TsshDaemon,
-    free_port,
     require_tool,
     run_ssh,
-    wait_for_port,
     write_identity_files,
 )
+from tests.ports import free_port, wait_for_port
 
 
 def _server_key(daemon: TsshDaemon) -> str:
@@ -107,7 +107,7 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         # One process imports and starts a daemon and a recorder: on a loaded 2-core machine
         # that took over 15 s. How fast is not what this test checks; a demo that dies fails
         # the wait at once.
-        wait_for_port("127.0.0.1", port, proc, timeout=60)  # type: ignore[arg-type]
+        wait_for_port("127.0.0.1", port, proc, timeout=60)
         assert proc.stdout is not None
         banner = "".join(proc.stdout.readline() for _ in range(3))
         user = getpass.getuser()
@@ -137,6 +137,54 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     assert (tmp_path / "demo" / "policy.hujson").is_file()
+
+
+def test_demo_refuses_other_local_users(tmp_path: Path, local_user: LocalUser) -> None:
+    """On loopback every local process shares the demo node's address: only the processes
+    of the user who runs the demo may use it, or any local account could log in as them."""
+    require_tool("runuser")
+    require_tool("curl")
+    port = free_port("127.0.0.1")
+    recorder_port = free_port("127.0.0.3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tssh", "demo", "--dir", str(tmp_path / "demo"), "--ssh-port",
+         str(port), "--recorder-port", str(recorder_port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, None)
+        me = getpass.getuser()
+        other = subprocess.run(
+            ["runuser", "-u", local_user.name, "--", "ssh", *SSH_OPTIONS, "-p", str(port),
+             f"{me}@127.0.0.1", "id -un"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert other.returncode == 255, (other.stdout, other.stderr)
+        assert other.stdout == ""
+        own = subprocess.run(
+            ["ssh", *SSH_OPTIONS, "-p", str(port), f"{me}@127.0.0.1", "id -un"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert own.stdout == f"{me}\n", own.stderr
+        # The recorder's API identifies readers the same way: by the 127.0.0.1 source.
+        api = f"http://127.0.0.3:{recorder_port}/api/v1/recordings"
+        theirs = subprocess.run(
+            ["runuser", "-u", local_user.name, "--", "curl", "-s", "-o", "/dev/null", "-w",
+             "%{http_code}", api], capture_output=True, text=True, timeout=30,
+        )
+        assert theirs.stdout == "403", theirs
+        mine = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", api],
+                              capture_output=True, text=True, timeout=30)
+        assert mine.stdout == "200", mine
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    assert f"uid={local_user.uid}" in proc.stderr.read()
 
 
 def _daemon_check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -175,7 +223,7 @@ def test_daemon_as_normal_user_serves_only_that_user(local_user: LocalUser) -> N
         state = work / "state"
         state.mkdir()
         os.chown(state, local_user.uid, local_user.gid)
-        d = TsshDaemon(work, free_port(), netmap, policy, state, user=local_user.name)
+        d = TsshDaemon(work, free_port(SERVER_IP), netmap, policy, state, user=local_user.name)
         try:
             d.start()
             own = run_ssh(d, local_user.name, "id -un")

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 
 from tests.e2e.conftest import (
+    REPO,
     SERVER_IP,
     DaemonFactory,
     TsshDaemon,
-    port_closed,
+    free_port,
+    live_session,
     run_ssh,
-    ssh_command,
-    wait_for_port,
 )
+from tests.ports import port_closed, wait_for_port
 
 
 def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:
-    session = subprocess.Popen(
-        ssh_command(daemon, "root", "echo started; sleep 60; echo not-reached"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert session.stdout is not None
-        assert session.stdout.readline() == b"started\n"
+    with live_session(daemon) as session:
         status = daemon.status()
         assert status["ssh"] is True
         sessions = status["sessions"]
@@ -35,10 +31,6 @@ def test_disable_ends_live_session_then_enable(daemon: TsshDaemon) -> None:
         off = daemon.tssh("set", "--ssh=false")
         assert off.returncode == 0, off.stderr
         out, err = session.communicate(timeout=10)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
     assert session.returncode == 255
     assert b"not-reached" not in out
     assert b"tssh: SSH disabled on this node" in out + err
@@ -82,6 +74,28 @@ def test_status_reports_listener_identity_and_policy(daemon: TsshDaemon) -> None
     assert policy["error"] is None and policy["rules"] == 3
     human = daemon.tssh("status")
     assert human.returncode == 0 and str(daemon.port) in human.stdout
+
+
+def test_shared_state_dir_refused_before_host_keys_or_listening(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Whoever can write the state dir could plant the host key the daemon then serves (or
+    the SSH switch): refuse it before reading anything from it or listening."""
+    state = daemon_factory.workdir / "shared-state"
+    state.mkdir()
+    state.chmod(0o777)
+    d = TsshDaemon(daemon_factory.workdir, free_port(), daemon_factory.netmap,
+                   daemon_factory.policy, state)
+    daemon_factory.started.append(d)
+    with d.log.open("ab") as log:
+        proc = subprocess.Popen(d.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    d.proc = proc
+    assert proc.wait(30) != 0
+    log = d.log.read_text()
+    assert "writable by other users" in log
+    assert '"listening"' not in log
+    assert sorted(p.name for p in state.iterdir()) == []
 
 
 def test_enable_fails_cleanly_when_the_port_is_taken(daemon: TsshDaemon) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import subprocess
 
 import asyncssh
@@ -19,11 +20,9 @@ from tests.e2e.conftest import (
     UNKNOWN_IP,
     DaemonFactory,
     TsshDaemon,
-    free_port,
-    port_closed,
     run_ssh,
-    wait_for_port,
 )
+from tests.ports import free_port, port_closed, wait_for_port
 
 
 def test_exec_exit_status_and_separate_stderr(daemon: TsshDaemon) -> None:
@@ -72,9 +71,11 @@ def test_check_rule_refused_until_check_mode_exists(daemon: TsshDaemon) -> None:
 
 
 def test_unknown_local_user_refused(daemon: TsshDaemon) -> None:
+    # autogroup:nonroot does not match a login with no local account (as tailscaled).
     result = run_ssh(daemon, "no-such-user-xyz", "true")
     assert result.returncode == 255
-    assert b"tssh: no local user 'no-such-user-xyz' on this node" in result.stderr
+    assert (b'tssh: tailnet policy does not permit you to SSH as user "no-such-user-xyz"'
+            in result.stderr)
 
 
 def test_sha1_key_exchange_refused(daemon: TsshDaemon) -> None:
@@ -91,6 +92,14 @@ def test_cbc_cipher_refused(daemon: TsshDaemon) -> None:
                      options=("-o", "Ciphers=aes128-cbc", "-o", "LogLevel=INFO"))
     assert result.returncode == 255
     assert b"no matching cipher" in result.stderr
+
+
+def test_sha1_host_key_signature_refused(daemon: TsshDaemon) -> None:
+    """The RSA host key signs with SHA-2 only (rsa-sha2-*), never SHA-1 ``ssh-rsa``."""
+    result = run_ssh(daemon, "root", "true",
+                     options=("-o", "HostKeyAlgorithms=ssh-rsa", "-o", "LogLevel=INFO"))
+    assert result.returncode == 255
+    assert b"no matching host key type" in result.stderr
 
 
 @pytest.mark.parametrize("method", ["password", "publickey"])
@@ -116,6 +125,40 @@ async def test_insisting_client_accepted_by_policy_not_credentials(
             known_hosts=None, **kwargs,
         ) as conn:
             await asyncio.wait_for(conn.run("true"), 10)
+
+
+def test_unauthenticated_connections_per_source_are_bounded(daemon: TsshDaemon) -> None:
+    """A node holding many connections open without authenticating (each lives until the
+    login timeout) gets only PER_SOURCE_STARTUPS of them; other nodes still log in."""
+    from tssh.server.startups import PER_SOURCE_STARTUPS
+
+    held: list[socket.socket] = []
+    try:
+        for _ in range(PER_SOURCE_STARTUPS + 5):
+            s = socket.create_connection((SERVER_IP, daemon.port), 5,
+                                         source_address=(CAROL_IP, 0))
+            held.append(s)
+        greeted, dropped = 0, 0
+        for s in held:
+            s.settimeout(5)
+            try:
+                data = s.recv(64)
+            except OSError:
+                data = b""
+            if data.startswith(b"SSH-2.0-"):
+                greeted += 1
+            else:
+                dropped += 1
+        assert (greeted, dropped) == (PER_SOURCE_STARTUPS, 5)
+        result = run_ssh(daemon, "root", "echo in")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"in\n"
+    finally:
+        for s in held:
+            s.close()
+    # Once they are gone the source may connect again.
+    result = run_ssh(daemon, "root", "echo again", source=CAROL_IP)
+    assert b"tailnet policy does not permit you" in result.stderr
 
 
 def test_forwarding_refused_until_the_config_allows_it(daemon: TsshDaemon) -> None:

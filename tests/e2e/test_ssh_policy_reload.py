@@ -3,22 +3,13 @@ a broken one is refused with its position and the last good policy stays in forc
 
 from __future__ import annotations
 
-import subprocess
 import time
 
-from tests.e2e.conftest import POLICY, TsshDaemon, run_ssh, ssh_command
+from tests.e2e.conftest import POLICY, TsshDaemon, live_session, run_ssh
+from tests.polling import wait_for
 
 ONLY_NONROOT = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
                               '"users": ["autogroup:nonroot"]')
-
-
-def _wait(predicate: object, timeout: float = 8.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _policy_error(daemon: TsshDaemon) -> object:
@@ -29,7 +20,7 @@ def _policy_error(daemon: TsshDaemon) -> object:
 
 def test_broken_edit_keeps_last_good_policy(daemon: TsshDaemon) -> None:
     daemon.policy.write_text('{\n  "ssh": [\n    {"action": "accept",,}\n  ]\n}\n')
-    assert _wait(lambda: _policy_error(daemon) is not None)
+    wait_for(lambda: _policy_error(daemon) is not None, 8, 0.1, what="the policy error")
     error = str(_policy_error(daemon))
     assert error.startswith(f"{daemon.policy}:3:")
     assert run_ssh(daemon, "root", "echo still").stdout == b"still\n"
@@ -37,24 +28,14 @@ def test_broken_edit_keeps_last_good_policy(daemon: TsshDaemon) -> None:
     assert logged and error in str(logged[-1]["msg"])
 
     daemon.policy.write_text(POLICY)  # fixed: the error clears
-    assert _wait(lambda: _policy_error(daemon) is None)
+    wait_for(lambda: _policy_error(daemon) is None, 8, 0.1, what="the error cleared")
 
 
 def test_edit_revokes_live_connection_and_refuses_new_ones(daemon: TsshDaemon) -> None:
-    session = subprocess.Popen(
-        ssh_command(daemon, "root", "echo started; sleep 60; echo not-reached"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert session.stdout is not None
-        assert session.stdout.readline() == b"started\n"
+    with live_session(daemon) as session:
         time.sleep(0.05)
         daemon.policy.write_text(ONLY_NONROOT)
         out, err = session.communicate(timeout=15)
-    finally:
-        if session.poll() is None:
-            session.kill()
-            session.wait()
     assert b"not-reached" not in out
     assert b"tssh: access revoked by a policy change" in out + err
     refused = run_ssh(daemon, "root", "true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 import asyncssh
@@ -13,8 +14,11 @@ import pytest
 from tests.e2e.conftest import (
     ALICE_IP,
     SERVER_IP,
+    DaemonFactory,
     LocalUser,
     TsshDaemon,
+    free_port,
+    needs_root,
     run_ssh,
     ssh_command,
 )
@@ -151,6 +155,53 @@ def test_many_exec_sessions_on_one_connection(daemon: TsshDaemon) -> None:
             return [str(r.stdout).strip() for r in results]
 
     assert asyncio.run(run()) == [str(i) for i in range(8)]
+
+
+class _HarshlyStartedDaemon(TsshDaemon):
+    """A daemon started the way a careless launcher might: signals ignored (nohup-style),
+    umask 000 and shielded from the OOM killer. Sessions must not inherit any of it.
+    """
+
+    def command(self) -> list[str]:
+        setup = ('trap "" HUP QUIT TSTP TTIN TTOU USR1; umask 000; '
+                 "echo -800 > /proc/self/oom_score_adj; ")
+        return ["sh", "-c", setup + 'exec "$@"', "sh", *super().command()]
+
+
+@needs_root
+def test_session_does_not_inherit_daemon_process_state(daemon_factory: DaemonFactory,
+                                                       local_user: LocalUser) -> None:
+    harsh = _HarshlyStartedDaemon(
+        workdir=daemon_factory.workdir, port=free_port(), netmap=daemon_factory.netmap,
+        policy=daemon_factory.policy, state_dir=daemon_factory.workdir / "harsh-state",
+    )
+    daemon_factory.started.append(harsh)
+    harsh.start()
+    assert harsh.proc is not None
+    with open(f"/proc/{harsh.proc.pid}/status") as f:
+        daemon_ignored = next(line for line in f if line.startswith("SigIgn:")).split()[1]
+    assert int(daemon_ignored, 16) & (1 << (signal.SIGQUIT - 1))  # the setup took effect
+    probe = "umask; grep ^SigIgn: /proc/self/status; cat /proc/self/oom_score_adj"
+    for options in (("-T",), ("-tt",)):  # pipes, then a pty
+        result = run_ssh(harsh, local_user.name, probe, options=options)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        umask, ignored, oom = result.stdout.decode().replace("\r", "").split("\n")[:3]
+        assert umask == "0022"  # the daemon's umask 000, tightened as sshd does
+        assert int(ignored.split()[1], 16) == 0, ignored
+        assert oom == "0"
+
+
+def test_session_holds_only_its_stdio(daemon: TsshDaemon) -> None:
+    """No daemon descriptor (listener, control socket, host key, other sessions' pipes, the
+    pty master) reaches a session: it could accept SSH connections or answer control
+    requests in the daemon's name."""
+    assert daemon.proc is not None
+    open_in_daemon = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    assert open_in_daemon > 5  # listener, control socket, epoll, ... are there to leak
+    for options in (("-T",), ("-tt",)):
+        result = run_ssh(daemon, "root", "ls /proc/$$/fd; exit 0", options=options)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.decode().split() == ["0", "1", "2"]
 
 
 def test_session_that_cannot_start_says_why(daemon: TsshDaemon, local_user: LocalUser) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.identity.localapi import ALICE, BOB, TAGGED_DEVICES, Tailnet, node, serve_localapi
+from tests.polling import wait_until
 from tssh.errors import IdentityError
 from tssh.identity.tailnet_policy import (
     WATCH_MASK,
@@ -98,14 +99,6 @@ def watch_requests(net: Tailnet) -> int:
     return len([r for r in net.requests if r.startswith("/localapi/v0/watch-ipn-bus")])
 
 
-async def wait_for(condition: Any, what: str) -> None:
-    for _ in range(500):  # bounded: 5 s
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_unchanged_netmap_yields_nothing(fake: tuple[Tailnet, Path]) -> None:
     net, sock = fake
     seen: asyncio.Queue[TailnetPolicy] = asyncio.Queue()
@@ -121,7 +114,7 @@ async def test_unchanged_netmap_yields_nothing(fake: tuple[Tailnet, Path]) -> No
         for i in range(3):  # netmap updates that leave the SSH policy alone
             await wait_watchers(net, 1)
             net.publish_netmap()
-            await wait_for(lambda i=i: watch_requests(net) == 2 + i, "a reopened stream")
+            await wait_until(lambda i=i: watch_requests(net) == 2 + i, 5, what="a reopened stream")
         await wait_watchers(net, 1)
         assert seen.empty()
         net.ssh_policy = None

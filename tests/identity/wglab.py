@@ -1,9 +1,9 @@
-"""A real WireGuard mesh for tests: network namespaces, a veth pair, userspace wireguard-go.
+"""A real WireGuard mesh for tests: network namespaces, veth pairs, userspace wireguard-go.
 
-Each node is a namespace holding one veth end (underlay, 10.201.0.N/24) and one wireguard-go
-interface (overlay, 100.64.0.N/10). Names carry a per-lab suffix because the UAPI socket
-directory is shared by all namespaces. Everything started is stopped by PID, and the
-namespaces are deleted, in ``close`` (also on a failed set-up).
+Each node is a namespace holding one veth end (underlay, 10.201.0.N/24, bridged in a hub
+namespace) and one wireguard-go interface (overlay, 100.64.0.N/10). Names carry a per-lab
+suffix because the UAPI socket directory is shared by all namespaces. Everything started is
+stopped by PID, and the namespaces are deleted, in ``close`` (also on a failed set-up).
 """
 
 from __future__ import annotations
@@ -85,28 +85,38 @@ class Lab:
 
 
 def build_lab(names: list[str], suffix: str | None = None) -> Lab:
-    """Namespaces for two nodes joined by a veth pair, each with a wireguard-go interface
-    that has the other as its peer (allowed-ips: the other's /32)."""
-    assert len(names) == 2, "the veth underlay joins exactly two nodes"
+    """A full WireGuard mesh: one namespace per node, every node a peer of every other
+    (allowed-ips: the other's /32).
+
+    The underlay is a bridge in a hub namespace with one veth pair per node, so any number
+    of nodes can talk; node N has 10.201.0.N and 100.64.0.N (N from 1, in ``names`` order).
+    """
+    assert 2 <= len(names) <= 200, "one /24 underlay"
     suffix = suffix or f"{os.getpid() % 100000:05d}{time.monotonic_ns() % 1000:03d}"[-7:]
     lab = Lab(suffix=suffix)
     try:
+        hub = f"tssh-{suffix}-hub"
+        run("ip", "netns", "add", hub)
+        lab.namespaces.append(hub)
+        run("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", hub, "link", "set", "br0", "up")
         for i, name in enumerate(names, start=1):
             private = run("wg", "genkey").strip()
             public = run("wg", "pubkey", input=private + "\n").strip()
             ns = f"tssh-{suffix}-{i}"
             run("ip", "netns", "add", ns)
             lab.namespaces.append(ns)
-            lab.nodes[name] = Node(name, i, ns, f"wg{suffix}{i}", private, public)
-        a, b = (lab.nodes[n] for n in names)
-        run("ip", "link", "add", "veth0", "netns", a.netns, "type", "veth",
-            "peer", "name", "veth0", "netns", b.netns)
-        for node in (a, b):
-            run("ip", "-n", node.netns, "link", "set", "lo", "up")
-            run("ip", "-n", node.netns, "addr", "add", f"{node.underlay}/24", "dev", "veth0")
-            run("ip", "-n", node.netns, "link", "set", "veth0", "up")
+            node = Node(name, i, ns, f"wg{suffix}{i}", private, public)
+            lab.nodes[name] = node
+            run("ip", "link", "add", "veth0", "netns", ns, "type", "veth",
+                "peer", "name", f"port{i}", "netns", hub)
+            run("ip", "-n", hub, "link", "set", f"port{i}", "master", "br0")
+            run("ip", "-n", hub, "link", "set", f"port{i}", "up")
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            run("ip", "-n", ns, "addr", "add", f"{node.underlay}/24", "dev", "veth0")
+            run("ip", "-n", ns, "link", "set", "veth0", "up")
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", node.netns, "env", "WG_PROCESS_FOREGROUND=1",
+                ["ip", "netns", "exec", ns, "env", "WG_PROCESS_FOREGROUND=1",
                  "wireguard-go", node.interface],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -118,11 +128,14 @@ def build_lab(names: list[str], suffix: str | None = None) -> Lab:
                 time.sleep(0.05)
             if not sock.exists():
                 raise RuntimeError(f"wireguard-go {node.interface} did not start")
-        for node, other in ((a, b), (b, a)):
+        for node in lab.nodes.values():
+            peers: list[str] = []
+            for other in lab.nodes.values():
+                if other is not node:
+                    peers += ["peer", other.public_key, "allowed-ips", f"{other.address}/32",
+                              "endpoint", f"{other.underlay}:{WG_PORT}"]
             run("wg", "set", node.interface, "private-key", "/dev/stdin",
-                "listen-port", str(WG_PORT),
-                "peer", other.public_key, "allowed-ips", f"{other.address}/32",
-                "endpoint", f"{other.underlay}:{WG_PORT}", input=node.private_key + "\n")
+                "listen-port", str(WG_PORT), *peers, input=node.private_key + "\n")
             run("ip", "-n", node.netns, "addr", "add", f"{node.address}/10",
                 "dev", node.interface)
             run("ip", "-n", node.netns, "link", "set", node.interface, "up")

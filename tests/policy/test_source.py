@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.identity.localapi import ALICE, TAGGED_DEVICES, Tailnet, node, serve_localapi
+from tests.polling import wait_until
 from tssh.cli.status import render_status
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, PolicyError
@@ -107,6 +108,35 @@ async def test_file_source_keeps_last_good_policy(tmp_path: Path) -> None:
     assert await source.reload() is True
     assert source.status().error is None
     assert may_login(source.current(), PHONE) and not may_login(source.current(), LAPTOP)
+
+
+async def test_file_source_logs_a_broken_edit_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.hujson"
+    write(path, POLICY % "alice@example.com")
+    source = FilePolicySource(path)
+    await source.start()
+    broken = (POLICY % "bob@example.com").replace('"accept"', '"acept"')
+
+    def refused() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+    write(path, broken)
+    assert await source.reload() is False
+    assert len(refused()) == 1 and "acept" in refused()[0]
+    path.chmod(0o600)  # an editor restoring the mode: the same broken contents, read again
+    write(path, broken)  # or saving them again
+    assert await source.reload() is False
+    assert len(refused()) == 1
+    write(path, broken.replace('"acept"', '"except"'))  # a different mistake
+    assert await source.reload() is False
+    assert len(refused()) == 2 and refused()[1] != refused()[0]
+    write(path, POLICY % "bob@example.com")
+    assert await source.reload() is True
+    write(path, broken)  # broken again after a good one: said again
+    assert await source.reload() is False
+    assert len(refused()) == 3 and refused()[2] == refused()[0]
 
 
 async def test_file_source_missing_file(tmp_path: Path) -> None:
@@ -208,10 +238,7 @@ async def test_tailnet_source_follows_policy_changes(tailnet: tuple[Tailnet, Pat
         await wait_watchers(net)
         net.ssh_policy = {"rules": "not a list"}  # a malformed update changes nothing
         net.publish_netmap()
-        for _ in range(500):  # bounded: 5 s
-            if source.status().error:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: source.status().error, 5, what="the policy error")
         assert "SSHPolicy.rules must be a list" in (source.status().error or "")
         assert may_login(source.current(), LAPTOP) and changes.empty()
 

@@ -18,6 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ports import free_port
+from tests.processes import stop_process
+from tests.recorder.moto import MotoServer
+
 REPO = Path(__file__).resolve().parents[2]
 
 SERVER = "127.0.0.10"  # tag:prod node that uploads
@@ -48,12 +52,6 @@ POLICY = """{
 }"""
 
 VIEWERS = ("alice@example.com", "group:auditors", "tag:monitor")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cast_header(node_id: str = "nLAP1", conn: str = "ssh-conn-20261125T090000-0123456789",
@@ -134,14 +132,8 @@ class RecorderProc:
         raise AssertionError(f"recorder did not start: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -176,70 +168,20 @@ def recorder(tmp_path: Path) -> Iterator[RecorderProc]:
         rec.stop()
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
-
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@dataclass
-class MotoServer:
-    """moto's standalone S3 server on a loopback port; stop() simulates an outage."""
-
-    tmp: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        exe = Path(sys.executable).parent / "moto_server"
-        log = open(self.tmp / "moto.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV},
-        )
-        log.close()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url, timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise AssertionError("moto_server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )
+def recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    """What ``sock`` receives until ``marker`` has arrived (or the recorder closes)."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 @pytest.fixture
 def moto(tmp_path: Path) -> Iterator[MotoServer]:
-    exe = Path(sys.executable).parent / "moto_server"
-    if not exe.exists():
+    if not MotoServer.exe().exists():
         pytest.skip("moto_server is not installed beside the Python interpreter")
     server = MotoServer(tmp_path)
     server.start()

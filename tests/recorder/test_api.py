@@ -180,7 +180,8 @@ def test_environment_instead_of_flags(tmp_path: Path) -> None:
 
     import httpx
 
-    from tests.recorder.conftest import NETMAP, POLICY, free_port
+    from tests.ports import free_port
+    from tests.recorder.conftest import NETMAP, POLICY
 
     (tmp_path / "netmap.json").write_text(_json.dumps(NETMAP))
     (tmp_path / "policy.hujson").write_text(POLICY)

@@ -7,7 +7,15 @@ import socket
 
 import pytest
 
-from tests.recorder.conftest import ALICE, SERVER, SERVER2, RecorderProc, cast_header, event
+from tests.recorder.conftest import (
+    ALICE,
+    SERVER,
+    SERVER2,
+    RecorderProc,
+    cast_header,
+    event,
+    recv_until,
+)
 from tests.recorder.h2upload import H2Upload
 
 MiB = 1024 * 1024
@@ -146,11 +154,6 @@ def test_v1_bad_header_gets_400(recorder: RecorderProc) -> None:
             f"POST /record HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        data = b""
-        while b"}" not in data:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_until(s, b"}")
         assert data.startswith(b"HTTP/1.1 400"), data
         assert "not JSON" in json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]

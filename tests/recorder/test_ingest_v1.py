@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import socket
 
-from tests.recorder.conftest import ALICE, SERVER, STRANGER, RecorderProc, cast_header, event
+from tests.recorder.conftest import (
+    ALICE,
+    SERVER,
+    STRANGER,
+    RecorderProc,
+    cast_header,
+    event,
+    recv_until,
+)
 
 
 def _connect(rec: RecorderProc, source: str) -> socket.socket:
@@ -21,13 +29,7 @@ def _head(rec: RecorderProc) -> bytes:
 
 
 def _read_response(s: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
+    return recv_until(s, b"\r\n\r\n")
 
 
 def _chunk(data: bytes) -> bytes:

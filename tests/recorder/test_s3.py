@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.polling import wait_for
 from tests.recorder.conftest import (
     ALICE,
-    AWS_ENV,
     SERVER,
-    MotoServer,
     RecorderProc,
     cast_header,
     event,
-    wait_for,
 )
 from tests.recorder.h2upload import H2Upload
+from tests.recorder.moto import AWS_ENV, MotoServer
 
 MiB = 1024 * 1024
 BUCKET = "recordings"

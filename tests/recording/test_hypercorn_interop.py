@@ -7,7 +7,6 @@ checks the client against a production h2c and HTTP/1.1 stack (flow control, SET
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 
+from tests.ports import free_port
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader
 from tssh.recording.uploader import RecordingOptions, start_recording
@@ -73,9 +73,7 @@ class MiniRecorder:
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[MiniRecorder, int]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app = MiniRecorder()
     config = HypercornConfig()
     config.bind = [f"127.0.0.1:{port}"]

@@ -8,8 +8,6 @@ uploads from its own address; the recorder files it under the uploading node's i
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port, wait_for_port
+from tests.processes import stop_process
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader, new_connection_id
 from tssh.recording.uploader import RecordingOptions, start_recording
@@ -41,12 +41,6 @@ pytestmark = pytest.mark.skipif(not (REPO / "recorder" / "__main__.py").exists()
                                 reason="the recorder node is not in this tree yet")
 
 
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def real_recorder(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     netmap = tmp_path / "netmap.json"
@@ -63,23 +57,10 @@ def real_recorder(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "HOME": str(tmp_path)})
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert proc.poll() is None, (tmp_path / "recorder.log").read_text()
-            try:
-                socket.create_connection((RECORDER_IP, port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "recorder did not start listening"
-                time.sleep(0.05)
+        wait_for_port(RECORDER_IP, port, proc, log=tmp_path / "recorder.log")
         yield port, dst
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -1,7 +1,6 @@
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_until
+from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
@@ -38,9 +39,7 @@ def options(**kw: object) -> RecordingOptions:
 
 
 def closed_port() -> tuple[str, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return ("127.0.0.1", s.getsockname()[1])
+    return ("127.0.0.1", free_port())
 
 
 def lines(body: bytes) -> list[object]:
@@ -57,13 +56,6 @@ def output_of(body: bytes) -> str:
 async def recorder() -> AsyncIterator[FakeRecorder]:
     async with FakeRecorder() as rec:
         yield rec
-
-
-async def wait_until(cond: object, within: float = 3.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def run_session(rec: Recording) -> None:

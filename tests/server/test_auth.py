@@ -62,9 +62,10 @@ def test_check_is_refused_for_now() -> None:
 
 
 def test_missing_local_account() -> None:
+    """autogroup:nonroot does not match a login with no account (docs/policy.md)."""
     admission = decide(POLICY, ALICE, "127.0.0.2", SERVER, "ghost", lookup=_lookup,
                        daemon_uid=0)
-    assert admission.message == "no local user 'ghost' on this node"
+    assert admission.message == 'tailnet policy does not permit you to SSH as user "ghost"'
 
 
 @pytest.mark.parametrize(("login", "accepted"), [("alice", True), ("carol", False)])
@@ -91,6 +92,10 @@ class _FakeConn:
     def __init__(self) -> None:
         self.banners: list[str] = []
         self.disconnected: tuple[int, str] | None = None
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def get_extra_info(self, name: str) -> tuple[str, int]:
         return ("127.0.0.2", 50000) if name == "peername" else ("127.0.0.10", 22)
@@ -103,9 +108,11 @@ class _FakeConn:
 
 
 class _Gate:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, full: bool = False) -> None:
         self.fail = fail
+        self.full = full  # as when too many connections are logging in
         self.opened = 0
+        self.logged_in = 0
 
     async def whois(self, address: str) -> Peer | None:
         if self.fail:
@@ -115,8 +122,14 @@ class _Gate:
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
         return decide(POLICY, peer, peer_ip, SERVER, login, lookup=_lookup, daemon_uid=0)
 
-    def connection_opened(self, server: TsshServer) -> None:
+    def connection_opened(self, server: TsshServer) -> bool:
+        if self.full:
+            return False
         self.opened += 1
+        return True
+
+    def login_finished(self, server: TsshServer) -> None:
+        self.logged_in += 1
 
     def connection_closed(self, server: TsshServer) -> None:
         self.opened -= 1
@@ -133,8 +146,18 @@ async def test_server_admits_from_first_auth_request() -> None:
     assert await server.begin_auth("alice") is False  # no further authentication needed
     assert server.context is not None and server.context.account.name == "alice"
     assert server.context.accept_env == ("FOO_*",) and conn.disconnected is None
+    assert gate.logged_in == 1
     server.connection_lost(None)
     assert gate.opened == 0
+
+
+async def test_server_closes_a_connection_the_daemon_refuses_at_once() -> None:
+    conn, gate = _FakeConn(), _Gate(full=True)
+    server = TsshServer(gate)
+    server.connection_made(conn)
+    assert conn.aborted
+    assert await server.begin_auth("alice") is True  # in case asyncssh still asks
+    assert server.context is None and gate.logged_in == 0
 
 
 async def test_server_refuses_with_banner_then_disconnects() -> None:
@@ -153,3 +176,32 @@ async def test_identity_backend_failure_is_not_called_an_unknown_peer() -> None:
     server.connection_made(conn)
     assert await server.begin_auth("alice") is True
     assert conn.banners and "identity source is not answering" in conn.banners[0]
+
+
+def _lookup_with_toor(name: str) -> Account:
+    return _account("toor", 0) if name == "toor" else _lookup(name)
+
+
+FALL_THROUGH = FileDecider(parse_policy("""{
+  "tagOwners": {"tag:prod": ["alice@example.com"]},
+  "ssh": [
+    {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
+     "users": ["autogroup:nonroot"]},
+    {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
+     "users": ["ghost", "toor"], "acceptEnv": ["RULE_1"]},
+  ],
+}"""))
+
+
+@pytest.mark.parametrize("login", ["ghost", "toor"])
+def test_nonroot_skips_uid0_aliases_and_missing_accounts_to_later_rules(login: str) -> None:
+    """docs/policy.md: ``autogroup:nonroot`` does not match root, any uid-0 account or a login
+    with no local account, so later rules are tried -- judged by the same account lookup
+    the session would use."""
+    admission = decide(FALL_THROUGH, ALICE, "127.0.0.2", SERVER, login,
+                       lookup=_lookup_with_toor, daemon_uid=0)
+    assert admission.decision is not None and admission.decision.accept_env == ("RULE_1",)
+    if login == "toor":  # named explicitly by the second rule: allowed, as uid 0
+        assert admission.account == _account("toor", 0)
+    else:
+        assert admission.message == "no local user 'ghost' on this node"

@@ -99,3 +99,44 @@ async def test_tssh_connection_sends_no_ignore_packets(ignore_counter: list[int]
     ours = await _ignores_seen(TsshServerConnection, ignore_counter)
     assert stock > 8  # upstream: one per packet (the data alone is 8+ packets)
     assert ours == 0
+
+
+@pytest.mark.parametrize(
+    "host_key_alg", ["ssh-rsa", "ssh-rsa-sha256@ssh.com", "ssh-rsa-sha512@ssh.com"]
+)
+async def test_rsa_host_key_signs_with_standard_sha2_only(host_key_alg: str) -> None:
+    """asyncssh offers every signature an RSA key can make; tssh offers SIGNATURE_ALGS only."""
+    loop = asyncio.get_running_loop()
+    options = await asyncssh.SSHServerConnectionOptions.construct(
+        server_factory=_Server,
+        server_host_keys=[asyncssh.generate_private_key("ssh-rsa", key_size=2048)],
+        process_factory=_handle, encoding=None, **algorithm_options(),
+    )
+    server = await loop.create_server(
+        lambda: TsshServerConnection(loop, options, None, None), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(asyncssh.KeyExchangeFailed):
+            async with asyncssh.connect(
+                "127.0.0.1", port, known_hosts=None, username="u", client_keys=None,
+                server_host_key_algs=[host_key_alg],
+            ):
+                pass
+        async with asyncssh.connect(
+            "127.0.0.1", port, known_hosts=None, username="u", client_keys=None,
+            server_host_key_algs=["rsa-sha2-256"],
+        ) as conn:
+            result = await conn.run("x", encoding=None)
+            assert len(result.stdout) == PAYLOAD
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_upstream_still_takes_host_key_algs_from_options() -> None:
+    """If this fails, asyncssh changed how a server offers its host key algorithms."""
+    source = inspect.getsource(asyncssh.connection.SSHServerConnection.__init__)
+    assert "self._server_host_key_algs = list(options.server_host_keys.keys())" in source
+    assert "self._server_host_key_algs" in inspect.getsource(
+        asyncssh.connection.SSHConnection._send_kexinit)

@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -181,8 +182,9 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-async def as_uid(uid: int, path: Path) -> str:
-    """Fork, become ``uid`` for real, ask for status; what the child saw, as text."""
+async def as_uid(uid: int, path: Path, request: dict[str, object] | None = None) -> str:
+    """Fork, become ``uid`` for real, send ``request`` (default: ask for status); what the
+    child saw, as text."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
@@ -192,7 +194,8 @@ async def as_uid(uid: int, path: Path) -> str:
             os.setgid(uid)
             os.setuid(uid)
             try:
-                result = "ok " + json.dumps(control_request(path, {"op": "status"}, timeout=10))
+                answer = control_request(path, request or {"op": "status"}, timeout=10)
+                result = "ok " + json.dumps(answer)
             except ControlError as e:
                 result = f"ControlError: {e}"
             os.write(write_end, result.encode())
@@ -240,6 +243,45 @@ async def test_other_uid_is_refused_by_peer_credentials(shared_dir: Path) -> Non
     # ...is caught by the kernel-reported uid of the peer.
     assert seen == ("ControlError: permission denied: uid 65534 may not control this tssh"
                     " daemon (run as root or as the daemon's user)")
+
+
+@needs_root
+async def test_refusal_reaches_a_client_still_sending(shared_dir: Path) -> None:
+    """The refusal is sent before the request is read: a client still sending (here a request
+    longer than the socket buffer; on a loaded machine, a slow one) gets EPIPE on send and must
+    still read why it was refused."""
+    server = ControlServer(shared_dir / "control.sock", FakeDaemon())
+    await server.start()
+    try:
+        (shared_dir / "control.sock").chmod(0o666)
+        seen = await as_uid(NOBODY, shared_dir / "control.sock",
+                            {"op": "status", "pad": "x" * (4 << 20)})
+    finally:
+        await server.close()
+    assert seen.startswith("ControlError: permission denied: uid 65534 may not control"), seen
+
+
+def test_client_reads_an_answer_sent_before_its_request_was_read(tmp_path: Path) -> None:
+    """The client side of the above, without root: a server that answers at once and closes."""
+    path = tmp_path / "control.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(10)
+
+    def answer_and_close() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b'{"ok": false, "error": "permission denied: not you"}\n')
+
+    thread = threading.Thread(target=answer_and_close)
+    thread.start()
+    try:
+        with pytest.raises(ControlError, match=r"^permission denied: not you$"):
+            control_request(path, {"op": "status", "pad": "x" * (4 << 20)}, timeout=10)
+    finally:
+        thread.join(10)
+        listener.close()
 
 
 @needs_root

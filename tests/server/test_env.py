@@ -69,3 +69,15 @@ def test_daemon_variables_win_over_client() -> None:
 
 def test_nul_in_value_dropped() -> None:
     assert "FOO_X" not in build_env(INFO, {"FOO_X": "a\0b"}, ("FOO_*",))
+
+
+def test_nul_in_pty_terminal_type_dropped() -> None:
+    """execve refuses a NUL in the environment: the session would not start at all."""
+    info = SessionEnvInput(
+        user="alice", home="/home/alice", shell="/bin/bash", uid=1000, peer_ip="127.0.0.2",
+        peer_port=50000, local_ip="127.0.0.10", local_port=22, term="xterm\0evil",
+        tty="/dev/pts/4",
+    )
+    env = build_env(info, {}, ())
+    assert "TERM" not in env
+    assert not [v for v in env.values() if "\0" in v]

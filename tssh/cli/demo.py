@@ -6,6 +6,9 @@ itself, which the policy allows through ``autogroup:self`` (as Tailscale's defau
 does). ``ssh -p PORT $USER@127.0.0.1`` works with no keys. Every session is recorded
 (``enforceRecorder``) to a recorder node at 127.0.0.3 that stores under DIR/recordings and
 lets the same user read recordings back.
+
+Every local account connects from 127.0.0.1 too, so the daemon also checks (in the kernel's
+socket table) that the connecting process is yours and closes anyone else's connection.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ async def _serve(config: Config, recorder: RecorderSettings, user: str) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     recorder_task = asyncio.create_task(serve_recorder(recorder, shutdown=stop))
-    daemon = Daemon(config, open_resolver(config))
+    # Every local process connects from the node's own address: serve only our own.
+    daemon = Daemon(config, open_resolver(config), local_owner=os.geteuid())
     try:
         await _wait_listening(RECORDER_ADDRESS, config.recorder_port, recorder_task)
         await daemon.start()
@@ -133,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         identity=Config(identity="netmap", netmap=netmap, policy=policy,
                         state_dir=directory / "recorder-state"),
         viewers=(f"{user}@demo.local",),
+        local_owner=os.geteuid(),
     )
     configure_logging("text", os.environ.get("TSSH_LOG_LEVEL", "warning"))
     with contextlib.suppress(KeyboardInterrupt):

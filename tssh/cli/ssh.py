@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tssh.cli.config_flags import add_config_arguments, config_overrides
-from tssh.config import PARSERS, Config, env_var, flag, read_config_file
-from tssh.errors import ConfigError, IdentityError, TsshError
+from tssh.config import Config, load_partial_config
+from tssh.errors import IdentityError, TsshError
 from tssh.identity import open_resolver
 from tssh.identity.base import Peer
 
@@ -44,31 +44,7 @@ IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface"
 def identity_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
     """The identity settings as the daemon reads them (TOML file, then TSSH_* variables,
     then flags), without the daemon's requirements (no policy is needed here)."""
-    values: dict[str, Any] = {}
-
-    def take(key: str, raw: object, source: str, base: Path) -> None:
-        try:
-            values[key] = PARSERS[key](raw, base)
-        except ValueError as e:
-            raise ConfigError(f"{source}: {e}") from None
-
-    path: Path | None = args.config
-    if path is None and env.get(env_var("config")):
-        path = Path(env[env_var("config")])
-    if path is not None:
-        path = path.expanduser().absolute()
-        table = read_config_file(path)
-        for key in IDENTITY_KEYS:
-            if key in table:
-                take(key, table[key], f"{path}: {key}", path.parent)
-    for key in IDENTITY_KEYS:
-        if env_var(key) in env:
-            take(key, env[env_var(key)], f"environment {env_var(key)}", Path.cwd())
-    for key, raw in config_overrides(args).items():
-        take(key, raw, flag(key), Path.cwd())
-    if "netmap" in values and "identity" not in values:
-        values["identity"] = "netmap"
-    return Config(**values)
+    return load_partial_config(args.config, env, config_overrides(args), IDENTITY_KEYS)
 
 
 def find_node(peers: list[Peer], machine: str) -> Peer:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tssh.errors import IdentityError, NetmapError, PolicyError
+from tssh.file_signature import file_signature
 from tssh.identity.address import canonical_address
 from tssh.identity.base import Peer
 from tssh.policy.hujson import Document, parse
@@ -270,14 +270,6 @@ def _content(netmap: Netmap) -> object:
     )
 
 
-def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class NetmapFile:
     """A netmap file and its last good contents.
 
@@ -292,7 +284,7 @@ class NetmapFile:
         self.path = Path(path)
         self._require_self = require_self
         self._require_wireguard_keys = require_wireguard_keys
-        self._signature = _file_signature(self.path)
+        self._signature = file_signature(self.path)
         self.netmap = self._read()
 
     def _read(self) -> Netmap:
@@ -303,7 +295,7 @@ class NetmapFile:
 
     def reload(self) -> bool:
         """Re-read the file; True if what it says changed. Raises NetmapError."""
-        signature = _file_signature(self.path)
+        signature = file_signature(self.path)
         netmap = self._read()
         self._signature = signature
         changed = _content(netmap) != _content(self.netmap)
@@ -311,8 +303,8 @@ class NetmapFile:
         return changed
 
     def reload_if_changed(self) -> bool:
-        """``reload`` only when the file's identity, size or mtime moved; cheap enough to poll."""
-        if _file_signature(self.path) == self._signature:
+        """``reload`` only when ``file_signature`` moved; cheap enough to poll."""
+        if file_signature(self.path) == self._signature:
             return False
         return self.reload()
 

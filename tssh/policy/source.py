@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import suppress
@@ -23,6 +22,7 @@ from typing import Literal, Protocol
 
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, PolicyError
+from tssh.file_signature import FileSignature, file_signature
 from tssh.identity.tailnet_policy import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -79,15 +79,6 @@ class PolicySource(Protocol):
         ...
 
 
-def _file_signature(path: Path) -> tuple[int, int, int, int] | None:
-    """Changes whenever the file is rewritten in place or replaced by a rename."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 class FilePolicySource:
     """A Tailscale-format policy file, re-read when it changes on disk."""
 
@@ -99,7 +90,7 @@ class FilePolicySource:
         self._decider: Decider = CompiledDecider(CompiledPolicy())
         self._loaded_at: float | None = None
         self._error: str | None = None
-        self._signature: tuple[int, int, int, int] | None = None
+        self._signature: FileSignature | None = None
         # One load at a time: a slow load of an older version finishing after a newer one
         # would otherwise put the older policy back, with the newer signature recorded.
         self._loading = asyncio.Lock()
@@ -113,7 +104,7 @@ class FilePolicySource:
 
     async def start(self) -> None:
         async with self._loading:
-            self._signature = _file_signature(self._path)
+            self._signature = file_signature(self._path)
             policy = await asyncio.to_thread(load_policy, self._path)
             self._install(FileDecider(policy))
 
@@ -124,15 +115,18 @@ class FilePolicySource:
         Safe to call while :meth:`run` polls (on a signal, say): loads take turns.
         """
         async with self._loading:
-            signature = _file_signature(self._path)
+            signature = file_signature(self._path)
             if signature == self._signature:
                 return False
             self._signature = signature
             try:
                 policy = await asyncio.to_thread(load_policy, self._path)
             except PolicyError as e:
+                # Editors often touch the file again after writing it (mode, owner): the same
+                # broken contents are then read again, and need no second log line.
+                if str(e) != self._error:
+                    log.error("policy not reloaded, the previous one stays in force: %s", e)
                 self._error = str(e)
-                log.error("policy not reloaded, the previous one stays in force: %s", e)
                 return False
             self._install(FileDecider(policy))
             return True

@@ -29,7 +29,6 @@ from tssh.server.account import (
     Account,
     AccountError,
     daemon_user,
-    is_root_account,
     lookup_account,
 )
 from tssh.server.recording import RecordingRequest
@@ -73,7 +72,21 @@ def decide(
         return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
     if decider is None:
         return Admission(None, "no valid policy is loaded on this node")
-    decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root_account)
+    # The policy's "same name" mappings (autogroup:nonroot, "=") skip root, uid-0 aliases and
+    # logins with no local account so that later rules apply; judge that with the very lookup
+    # the session's account comes from.
+    def find(name: str) -> Account | None:
+        try:
+            return lookup(name)
+        except AccountError:
+            return None
+
+    def is_root(name: str) -> bool:
+        found = find(name)
+        return found is not None and found.uid == 0
+
+    decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root,
+                              account_exists=lambda name: find(name) is not None)
     if decision.action == "check":
         return Admission(None, CHECK_UNAVAILABLE, decision)
     if decision.action != "accept" or decision.local_user is None:
@@ -102,7 +115,12 @@ class Gatekeeper(Protocol):
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
 
-    def connection_opened(self, server: TsshServer) -> None: ...
+    def connection_opened(self, server: TsshServer) -> bool:
+        """False: refused (too many logging in, or another local user in the demo);
+        the connection is closed at once."""
+        ...
+
+    def login_finished(self, server: TsshServer) -> None: ...
 
     def connection_closed(self, server: TsshServer) -> None: ...
 
@@ -141,9 +159,11 @@ class TsshServer(asyncssh.SSHServer):
         self.conn = conn
         self.peer_ip, self.peer_port = _addr(conn.get_extra_info("peername"))
         self.local_ip, self.local_port = _addr(conn.get_extra_info("sockname"))
+        if not self._gate.connection_opened(self):
+            conn.abort()  # before the version exchange: costs the daemon nothing more
+            return
         # Resolve while key exchange runs; the answer is needed at the first auth request.
         self._peer_lookup = asyncio.ensure_future(self._gate.whois(self.peer_ip))
-        self._gate.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         lookup = self._peer_lookup
@@ -158,7 +178,8 @@ class TsshServer(asyncssh.SSHServer):
 
     async def begin_auth(self, username: str) -> bool:
         """Return False (no further authentication) when admitted; disconnect otherwise."""
-        assert self._peer_lookup is not None
+        if self._peer_lookup is None:  # refused in connection_made
+            return True
         if self.context is not None:
             # A second user name on the same connection: decide again from scratch.
             self.context = None
@@ -192,6 +213,7 @@ class TsshServer(asyncssh.SSHServer):
             accept_env=tuple(decision.accept_env) if decision else (),
             recording=admission.recording,
         )
+        self._gate.login_finished(self)
         return False
 
     def _refuse(self, message: str) -> None:

@@ -1,24 +1,31 @@
-"""The SSH transport tssh serves: asyncssh's server connection, its algorithms, two changes.
+"""The SSH transport tssh serves: asyncssh's server connection, its algorithms, three changes.
 
 Algorithms (DESIGN §4): modern only. Key exchange curve25519 and the ML-KEM hybrid
 (asyncssh has no sntrup761); ed25519 and rsa-sha2-* host key signatures; AEAD ciphers, then
 AES-CTR with encrypt-then-MAC SHA-2 MACs. No SHA-1, no NIST-curve key exchange, no CBC.
 
-First change: asyncssh sends an encrypted empty ``SSH_MSG_IGNORE`` before *every*
+First change: ``signature_algs`` does not cover host keys: asyncssh offers every signature a
+host key can make (for RSA also SHA-1 ``ssh-rsa`` and the ``ssh-rsa-sha*@ssh.com`` family)
+and picks from the client's list alone, so ``TsshServerConnection`` narrows its host key
+algorithms to ``SIGNATURE_ALGS``.
+
+Second change: asyncssh sends an encrypted empty ``SSH_MSG_IGNORE`` before *every*
 packet once encryption is on. That is the old counter-measure against chosen-plaintext
 attacks on CBC-mode IVs; with only AEAD and CTR ciphers negotiable it protects nothing and costs a
 packet (encryption, framing, a ``send``) per packet. ``TsshServerConnection`` drops exactly
 those packets. ``tests/server/test_connection.py`` checks that upstream still inserts them
 the way this override expects, so an asyncssh upgrade that changes it is noticed.
 
-Second change: TCP acknowledgements go out at once (``TCP_QUICKACK``); see
+Third change: TCP acknowledgements go out at once (``TCP_QUICKACK``); see
 ``data_received``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import asyncssh
@@ -36,7 +43,10 @@ ENCRYPTION_ALGS = (
 )
 MAC_ALGS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com")
 SIGNATURE_ALGS = ("ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256")
+# What host keys may sign with (asyncssh would also offer ssh-rsa and ssh-rsa-sha*@ssh.com).
+HOST_KEY_ALGS = SIGNATURE_ALGS
 COMPRESSION_ALGS = ("none",)
+_HOST_KEY_ALGS = frozenset(alg.encode() for alg in SIGNATURE_ALGS)
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -56,8 +66,21 @@ def algorithm_options() -> dict[str, Any]:
 
 
 class TsshServerConnection(asyncssh.SSHServerConnection):
-    """asyncssh's server connection without the per-packet ``SSH_MSG_IGNORE``, and with
-    TCP acknowledgements sent at once."""
+    """asyncssh's server connection: SHA-2 host key signatures only, no per-packet
+    ``SSH_MSG_IGNORE``, TCP acknowledgements sent at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: Any, acceptor: Any = None,
+                 error_handler: Any = None, wait: str | None = None) -> None:
+        super().__init__(loop, options, acceptor, error_handler, wait)
+        # What KEXINIT offers; asyncssh fills it from every algorithm the keys can sign with.
+        self._server_host_key_algs = [
+            alg for alg in options.server_host_keys if alg in _HOST_KEY_ALGS
+        ]
+
+    def choose_server_host_key(self, peer_host_key_algs: Sequence[bytes]) -> bool:
+        """asyncssh picks from the client's list alone, offered or not: filter it first."""
+        allowed = [alg for alg in peer_host_key_algs if alg in _HOST_KEY_ALGS]
+        return bool(super().choose_server_host_key(allowed))
 
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == _INSERTED_IGNORE_ARGS:

@@ -96,7 +96,7 @@ class ControlServer:
         """
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _check_private_dir(self.path.parent)
+            check_private_dir(self.path.parent)
             self._remove_stale()
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_LINE + 1
@@ -212,7 +212,7 @@ class ControlServer:
         return _error(f"unknown op {op!r}")
 
 
-def _check_private_dir(directory: Path) -> None:
+def check_private_dir(directory: Path) -> None:
     """Refuse a directory that another user owns or may write (see the module docstring)."""
     st = os.stat(directory)
     if not stat.S_ISDIR(st.st_mode):
@@ -263,13 +263,24 @@ def control_request(
             ) from None
         except OSError as e:
             raise ControlError(f"cannot connect to {path}: {e.strerror or e}") from None
+        send_failed: OSError | None = None
         try:
-            sock.sendall(json.dumps(dict(request)).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(dict(request)).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The daemon refuses a uid as soon as it connects, without reading the
+                # request, and closes: a client still sending gets EPIPE, but the refusal
+                # is waiting in its receive buffer.
+                send_failed = e
             data = _read_line(sock)
         except TimeoutError:
             raise ControlError(f"tssh daemon did not answer within {timeout:g} s") from None
         except OSError as e:
             raise ControlError(f"control connection to {path} failed: {e}") from None
+        except ControlError:
+            if send_failed is None:
+                raise
+            raise ControlError(f"control connection to {path} failed: {send_failed}") from None
     finally:
         sock.close()
     try:

@@ -23,13 +23,17 @@ import asyncssh
 from tssh.config import Config
 from tssh.errors import ConfigError, TsshError
 from tssh.identity.base import Peer, Resolver
+from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.auth import Admission, TsshServer, decide
-from tssh.server.connection import TsshServerConnection, algorithm_options
-from tssh.server.hostkeys import load_host_keys
+from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
+from tssh.server.control import check_private_dir
+from tssh.server.hostkeys import host_keypairs, load_host_keys
 from tssh.server.recording import SessionRecorders
 from tssh.server.session import HungUpGroups
+from tssh.server.socket_owner import loopback_peer_uid
+from tssh.server.startups import StartupLimiter
 
 log = logging.getLogger("tssh.daemon")
 
@@ -60,8 +64,11 @@ def write_ssh_enabled(state_dir: Path, enabled: bool) -> None:
 class Daemon:
     """Lifecycle: ``await start()``, serve until stopped, ``await close()``."""
 
-    def __init__(self, config: Config, resolver: Resolver) -> None:
+    def __init__(self, config: Config, resolver: Resolver, *,
+                 local_owner: int | None = None) -> None:
+        """``local_owner``: serve only local processes of this uid (the loopback demo)."""
         self.config = config
+        self._local_owner = local_owner
         self._resolver = resolver
         self._policy: PolicySource = open_policy_source(config, poll_interval=POLICY_POLL_SECONDS)
         self._decider: Decider | None = None
@@ -70,6 +77,9 @@ class Daemon:
         self._options: Any = None
         self._listeners: list[asyncio.Server] = []
         self._connections: set[TsshServer] = set()
+        self._logging_in: set[TsshServer] = set()  # counted by _startups
+        self._startups = StartupLimiter()
+        self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -82,6 +92,9 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Host keys and the SSH switch live here: another user able to write it could plant
+        # a host key for us to serve. Checked before anything is read from it.
+        check_private_dir(config.state_dir)
         await self._policy.start()
         self._decider = self._policy.current()
         self._self_node = await self._resolver.self_node()
@@ -94,7 +107,7 @@ class Daemon:
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: TsshServer(self),
-            server_host_keys=keys,
+            server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
             encoding=None,
             line_editor=False,
@@ -135,18 +148,28 @@ class Daemon:
         def factory() -> TsshServerConnection:
             return TsshServerConnection(loop, options, None, None)
 
+        # With the wireguard backend the sockets take only packets that came through the
+        # WireGuard interface (the kernel refuses the rest); refusing to start beats silently
+        # losing that boundary, so a failed device binding is an error.
+        device = listen_device(self.config)
         try:
             for address in self._addresses:
-                server = await loop.create_server(
-                    factory, address, self.config.port, reuse_address=True, backlog=512
-                )
+                sock = open_listening_socket(address, self.config.port, device=device)
+                try:
+                    server = await loop.create_server(factory, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
                 self._listeners.append(server)
         except OSError as e:
             await self._close_listeners()
             raise TsshError(f"cannot listen on {address} port {self.config.port}: "
                             f"{e.strerror or e}") from None
+        except BaseException:
+            await self._close_listeners()
+            raise
         log.info("listening", extra={"addresses": list(self._addresses),
-                                     "port": self.config.port})
+                                     "port": self.config.port, "device": device})
 
     async def _close_listeners(self) -> None:
         listeners, self._listeners = self._listeners, []
@@ -171,16 +194,55 @@ class Daemon:
         return await self._resolver.whois(address)
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+        """Decide in a worker thread: account lookups go through NSS, which may be LDAP or
+        sssd and take seconds, while every session's I/O runs on this event loop."""
         assert self._self_node is not None
-        admission = decide(self._decider, peer, peer_ip, self._self_node, login)
+        for _ in range(3):
+            decider = self._decider
+            admission = await asyncio.to_thread(
+                decide, decider, peer, peer_ip, self._self_node, login
+            )
+            # A connection still deciding is not among those _revalidate re-checks: a
+            # decision made with a policy that was replaced meanwhile is made again.
+            if decider is self._decider:
+                break
+        else:
+            admission = decide(self._decider, peer, peer_ip, self._self_node, login)
         if admission.accepted:
             admission = replace(admission, recording=self._recorders.request(admission.decision))
         return admission
 
-    def connection_opened(self, server: TsshServer) -> None:
+    def connection_opened(self, server: TsshServer) -> bool:
+        if self._local_owner is not None:
+            uid = loopback_peer_uid((server.peer_ip, server.peer_port),
+                                    (server.local_ip, server.local_port))
+            if uid != self._local_owner:
+                log.warning(
+                    "refused a connection from a local process of another user",
+                    extra={"peer_ip": server.peer_ip, "peer_port": server.peer_port,
+                           "uid": uid, "served_uid": self._local_owner},
+                )
+                return False
+        if not self._startups.begin(server.peer_ip):
+            self._startups_refused += 1
+            if self._startups_refused in (1, 10, 100) or self._startups_refused % 1000 == 0:
+                log.warning(
+                    "too many connections logging in; closing new ones at once",
+                    extra={"peer_ip": server.peer_ip, "refused": self._startups_refused,
+                           "logging_in": self._startups.in_progress},
+                )
+            return False
+        self._logging_in.add(server)
         self._connections.add(server)
+        return True
+
+    def login_finished(self, server: TsshServer) -> None:
+        if server in self._logging_in:
+            self._logging_in.discard(server)
+            self._startups.end(server.peer_ip)
 
     def connection_closed(self, server: TsshServer) -> None:
+        self.login_finished(server)
         self._connections.discard(server)
 
     @property

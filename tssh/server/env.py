@@ -99,6 +99,6 @@ def build_env(
     )
     if info.tty is not None:
         env["SSH_TTY"] = info.tty
-    if info.term is not None:
+    if info.term is not None and "\0" not in info.term:  # from the pty request, unchecked
         env["TERM"] = info.term
     return env

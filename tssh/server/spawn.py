@@ -9,6 +9,7 @@ pipe, as ``subprocess`` does it, so the caller gets an OSError rather than a sil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -35,6 +36,24 @@ class SpawnRequest:
     controlling_tty: bool = False  # stdin is a pty slave that becomes the controlling tty
 
 
+def _reset_process_state() -> None:
+    """Undo what the daemon's launcher or Python set that a login must not inherit.
+
+    Ignored signals survive ``execve`` (Python ignores SIGPIPE and SIGXFSZ; ``nohup`` or a
+    service manager may ignore more), and so do the signal mask, the umask and the OOM score
+    adjustment (a daemon shielded from the OOM killer would shield its users' processes).
+    The umask keeps the daemon's bits but always masks group and world write, as sshd does.
+    """
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    os.umask(os.umask(0o022) | 0o022)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("0")
+
+
 def _child(request: SpawnRequest, error_fd: int) -> None:
     """Runs in the forked child; never returns."""
     stage = "setsid"
@@ -48,10 +67,8 @@ def _child(request: SpawnRequest, error_fd: int) -> None:
             os.dup2(fd, target, inheritable=True)
         os.closerange(3, error_fd)
         os.closerange(error_fd + 1, _MAX_FD)
-        for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
-                       signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        stage = "process state"
+        _reset_process_state()
         account = request.account
         if account is not None and os.geteuid() == 0:
             stage = "setgroups"

@@ -1,0 +1,94 @@
+"""The login decision looks up local accounts (NSS: files, but also LDAP or sssd, which can
+take seconds); it must not stall the event loop every other session's I/O runs on."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ALICE_IP, write_identity_files
+from tssh.config import Config
+from tssh.identity.netmap import NetmapResolver
+from tssh.policy import parse_policy
+from tssh.policy.decider import FileDecider
+from tssh.server import daemon as daemon_module
+from tssh.server.daemon import Daemon
+
+SLOW_LOOKUP = 0.5
+
+
+async def test_admit_runs_account_lookups_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netmap, policy = write_identity_files(tmp_path)
+    config = Config(identity="netmap", netmap=netmap, policy=policy, state_dir=tmp_path / "s")
+    resolver = NetmapResolver.from_file(netmap)
+    daemon = Daemon(config, resolver)
+    await daemon._policy.start()
+    daemon._decider = daemon._policy.current()
+    daemon._self_node = await resolver.self_node()
+    real_decide = daemon_module.decide
+
+    def slow_decide(*args: object, **kwargs: object) -> object:
+        time.sleep(SLOW_LOOKUP)  # what a slow directory service does to getpwnam
+        return real_decide(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module, "decide", slow_decide)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0.05)
+        peer = await resolver.whois(ALICE_IP)
+        admission = await daemon.admit(peer, ALICE_IP, "root")
+        await asyncio.sleep(0.05)  # a tick after the decision, so a stall would show
+    finally:
+        task.cancel()
+        await daemon._policy.close()
+        await resolver.close()
+    assert admission.accepted, admission.message
+    longest_stall = max(b - a for a, b in itertools.pairwise(ticks))
+    assert longest_stall < SLOW_LOOKUP / 2
+
+
+async def test_policy_change_during_a_decision_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection still deciding is not yet among those a policy change re-checks, so a
+    decision made with a policy replaced meanwhile must be made again with the new one."""
+    netmap, policy = write_identity_files(tmp_path)
+    config = Config(identity="netmap", netmap=netmap, policy=policy, state_dir=tmp_path / "s")
+    resolver = NetmapResolver.from_file(netmap)
+    daemon = Daemon(config, resolver)
+    await daemon._policy.start()
+    old = daemon._policy.current()
+    new = FileDecider(parse_policy('{"ssh": []}'))
+    daemon._decider = old
+    daemon._self_node = await resolver.self_node()
+    real_decide = daemon_module.decide
+    calls: list[object] = []
+
+    def decide_while_policy_changes(decider: object, *args: object) -> object:
+        calls.append(decider)
+        if decider is old:
+            daemon._decider = new  # what _policy_changed does on the event loop
+        return real_decide(decider, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module, "decide", decide_while_policy_changes)
+    try:
+        peer = await resolver.whois(ALICE_IP)
+        admission = await daemon.admit(peer, ALICE_IP, "root")
+    finally:
+        await daemon._policy.close()
+        await resolver.close()
+    assert calls == [old, new]
+    assert not admission.accepted
