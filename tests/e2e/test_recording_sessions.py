@@ -31,6 +31,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recording_fixture,
     recording_policy,
 )
+from tests.e2e.terminal import expect_size
 
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
 
@@ -108,9 +109,7 @@ def test_interactive_bash_recorded_with_term_size_and_resize(
         child.sendline("echo marker-$((6*7))")
         child.expect("marker-42")
         child.setwinsize(40, 120)
-        time.sleep(0.3)
-        child.sendline("stty size")
-        child.expect("40 120")
+        expect_size(child, "40 120", old="30 100")
         child.sendline("exit 5")
         child.expect(pexpect.EOF)
     finally:
@@ -231,12 +230,15 @@ def test_policy_change_records_new_sessions_on_a_live_connection(
             time.sleep(0.05)
         before = run_ssh(daemon, local_user.name, "echo before", options=mux)
         assert before.stdout == b"before\n", before.stderr
+        def revalidations() -> int:
+            return sum(e.get("msg") == "connections revalidated" for e in daemon.log_entries())
+
+        seen = revalidations()
         daemon.policy.write_text(recording_policy(enforce=True))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any(
-                e.get("msg") == "policy updated" for e in daemon.log_entries()):
+        deadline = time.monotonic() + 20
+        while revalidations() == seen:  # until the live connection has taken the new rule
+            assert time.monotonic() < deadline, "the new policy never reached the connection"
             time.sleep(0.1)
-        time.sleep(0.3)  # the live connections are revalidated right after
         after = run_ssh(daemon, local_user.name, "echo after", options=mux)
         assert after.stdout == b"after\n", after.stderr
         [upload] = recording.loop.wait_upload(rec)

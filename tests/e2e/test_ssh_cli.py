@@ -104,7 +104,10 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        wait_for_port("127.0.0.1", port, proc)
+        # One process imports and starts a daemon and a recorder: on a loaded 2-core machine
+        # that took over 15 s. How fast is not what this test checks; a demo that dies fails
+        # the wait at once.
+        wait_for_port("127.0.0.1", port, proc, timeout=60)
         assert proc.stdout is not None
         banner = "".join(proc.stdout.readline() for _ in range(3))
         user = getpass.getuser()

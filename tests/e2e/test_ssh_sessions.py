@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     run_ssh,
     ssh_command,
 )
+from tests.e2e.terminal import expect_size, wait_foreground
 
 
 def _pid_alive(pid: int) -> bool:
@@ -51,17 +52,16 @@ def test_interactive_pty_login_shell(daemon: TsshDaemon, local_user: LocalUser) 
         child.sendline('echo "A$((40+2))B $0"; tty; stty size; id -u; echo "T=$TERM"')
         child.expect(r"A42B -bash")
         child.expect(r"/dev/pts/\d+")
+        pts = child.after.decode()
         child.expect(r"30 100")
         child.expect(str(local_user.uid))
         child.expect(r"T=\S+")
         assert child.after != b"T="
         child.setwinsize(40, 120)
-        time.sleep(0.3)
-        child.sendline("stty size")
-        child.expect("40 120")
+        expect_size(child, "40 120", old="30 100")
         # Ctrl-C reaches the foreground job through the terminal, not the shell.
         child.sendline("sleep 30")
-        time.sleep(0.5)
+        wait_foreground(pts, [b"sleep", b"30"])
         child.sendcontrol("c")
         child.sendline("echo after=$?")
         child.expect("after=130")

@@ -32,6 +32,7 @@ class Behavior:
     idle_ack: float | None = None  # seconds between acks while no data arrives
     stall_after: int | None = None  # stop reading the socket after this many body bytes
     stall_for: float | None = None  # then resume after this long (None: never)
+    release: asyncio.Event | None = None  # or resume once the test sets it (no timer race)
     die_after: int | None = None  # abort the TCP connection after this many body bytes
     end_after: int | None = None  # end the response (final ack) after this many bytes
     error_after: int | None = None  # send an error frame and end after this many bytes
@@ -235,10 +236,13 @@ class _H2Session:
                 self.frame(ev.stream_id, {"ack": n})
             if b.stall_after is not None and n >= b.stall_after:
                 b.stall_after = None
-                if b.stall_for is None:
+                if b.release is not None:
+                    await b.release.wait()
+                elif b.stall_for is None:
                     await self.rec.closed.wait()
                     return "stop"
-                await asyncio.sleep(b.stall_for)
+                else:
+                    await asyncio.sleep(b.stall_for)
         elif isinstance(ev, h2.events.StreamEnded):
             upload = self.uploads.get(ev.stream_id)
             if upload is not None and ev.stream_id not in self.ended:
@@ -300,10 +304,13 @@ class _H1Session:
                     return
                 if b.stall_after is not None and n >= b.stall_after:
                     b.stall_after = None
-                    if b.stall_for is None:
+                    if b.release is not None:
+                        await b.release.wait()
+                    elif b.stall_for is None:
                         await self.rec.closed.wait()
                         return
-                    await asyncio.sleep(b.stall_for)
+                    else:
+                        await asyncio.sleep(b.stall_for)
             elif isinstance(ev, h11.EndOfMessage):
                 assert upload is not None
                 upload.complete = True

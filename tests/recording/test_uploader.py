@@ -274,7 +274,8 @@ LIMIT = 64 * 1024
 
 
 async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
-    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.6)) as recorder:
+    release = asyncio.Event()
+    async with FakeRecorder(Behavior(stall_after=1, release=release)) as recorder:
         rec = await start_recording([recorder.address], header(),
                                     options=options(buffer_limit=LIMIT, ack_window=5.0))
         peak = 0
@@ -285,7 +286,8 @@ async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
         assert peak <= LIMIT
         dropped = rec.stats().bytes_dropped
         assert dropped > 0 and rec.stats().events_dropped > 0
-        await asyncio.sleep(0.8)  # the recorder reads again
+        release.set()  # the recorder reads again
+        await wait_until(lambda: rec.stats().bytes_buffered == 0)
         await rec.output(b"after the stall")
         stats = await rec.close()
         assert stats.state == "finished"
@@ -299,7 +301,8 @@ async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
 
 
 async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
-    async with FakeRecorder(Behavior(stall_after=1, stall_for=1.0)) as recorder:
+    release = asyncio.Event()
+    async with FakeRecorder(Behavior(stall_after=1, release=release)) as recorder:
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True, buffer_limit=LIMIT,
                                                     ack_window=5.0))
@@ -319,6 +322,7 @@ async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
         assert not task.done()  # the session waits for the recorder
         assert written < 1024 * 1024
         assert rec.stats().bytes_buffered <= LIMIT
+        release.set()
         await asyncio.wait_for(task, 10)  # the recorder resumed: everything goes through
         assert peak <= LIMIT
         stats = await rec.close()
@@ -463,7 +467,8 @@ class FlowSession:
 
 
 async def test_nowait_writes_with_flow_control_under_enforcement() -> None:
-    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.5)) as recorder:
+    release = asyncio.Event()
+    async with FakeRecorder(Behavior(stall_after=1, release=release)) as recorder:
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True, buffer_limit=LIMIT,
                                                     ack_window=5.0))
@@ -472,6 +477,7 @@ async def test_nowait_writes_with_flow_control_under_enforcement() -> None:
         task = asyncio.create_task(session.produce(chunk, 256))
         await asyncio.sleep(0.3)
         assert not rec.writable and session.pauses == 1 and not task.done()
+        release.set()
         peak = await asyncio.wait_for(task, 10)
         assert peak < LIMIT + 2 * len(chunk)  # the limit plus at most the last write
         assert session.resumes >= 1
@@ -512,7 +518,8 @@ async def test_nowait_writes_after_a_failure_neither_raise_nor_stay_paused() -> 
 
 
 async def test_mixing_await_and_nowait_is_refused() -> None:
-    async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
+    release = asyncio.Event()
+    async with FakeRecorder(Behavior(stall_after=1, release=release)) as recorder:
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True, buffer_limit=4096,
                                                     ack_window=5.0))
@@ -521,5 +528,6 @@ async def test_mixing_await_and_nowait_is_refused() -> None:
         assert not blocked.done()
         with pytest.raises(RuntimeError, match="not both"):
             rec.output_nowait(b"b")
+        release.set()
         await blocked
         await rec.close()

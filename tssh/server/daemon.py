@@ -283,6 +283,7 @@ class Daemon:
             elif admission.recording != ctx.recording:
                 # Sessions opened from now on are recorded as the new rule says.
                 server.context = replace(ctx, recording=admission.recording)
+        log.info("connections revalidated", extra={"connections": len(self._connections)})
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
