@@ -22,9 +22,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for_port(host: str, port: int, proc: subprocess.Popen[Any] | None = None,
-                  timeout: float = 15.0, log: Path | None = None) -> None:
+                  timeout: float = 60.0, log: Path | None = None) -> None:
     """Until ``host:port`` accepts a TCP connection; RuntimeError if ``proc`` exits first,
-    TimeoutError after ``timeout`` seconds."""
+    TimeoutError after ``timeout`` seconds (generous: a start-up bound on a loaded 2-core
+    machine, not something a test asserts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

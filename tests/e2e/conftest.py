@@ -104,7 +104,7 @@ class TsshDaemon:
             wait_for_port(SERVER_IP, self.port, self.proc, log=self.log)
         self.wait_for_control()
 
-    def wait_for_control(self, timeout: float = 15.0) -> None:
+    def wait_for_control(self, timeout: float = 60.0) -> None:
         """Until `tssh status` answers (the control socket comes up after the listeners)."""
         deadline = time.monotonic() + timeout
         sock = self.state_dir / "control.sock"

@@ -111,7 +111,7 @@ class RecorderProc:
             args += ["--viewer", v]
         return args
 
-    def start(self, timeout: float = 15.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
@@ -129,6 +129,7 @@ class RecorderProc:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        stop_process(self.proc)  # never leave a recorder behind that failed to start in time
         raise AssertionError(f"recorder did not start: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
@@ -161,8 +162,8 @@ class RecorderProc:
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[RecorderProc]:
     rec = RecorderProc(tmp_path, str(tmp_path / "store"))
-    rec.start()
     try:
+        rec.start()
         yield rec
     finally:
         rec.stop()
