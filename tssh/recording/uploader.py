@@ -222,6 +222,20 @@ class _HTTPUpload:
     def _flush(self) -> None:
         raise NotImplementedError
 
+    def _end_body(self) -> None:
+        raise NotImplementedError
+
+    async def finish(self, time_limit: float) -> None:
+        """Ends the body and waits (at most ``time_limit``) for the recorder to end its
+        response: the final ack (v2) or the 200 (v1)."""
+        if (error := self._error()) is not None:
+            raise error
+        waiter = self.expect(UploadEnded)
+        self._end_body()
+        self._flush()
+        await self.wait(waiter, time_limit)
+        self.abort()
+
     async def _read_loop(self) -> None:
         try:
             while True:
@@ -318,6 +332,9 @@ class V2Upload(_HTTPUpload):
     def _receive(self, data: bytes) -> list[WireEvent]:
         return self.conn.receive(data, self._clock())
 
+    def _end_body(self) -> None:
+        self.conn.end_body()
+
     def _flush(self) -> None:
         out = self.conn.data_to_send()
         if out and not self._writer.is_closing():
@@ -375,13 +392,7 @@ class V2Upload(_HTTPUpload):
             await self._progress.wait()
 
     async def finish(self, time_limit: float) -> None:
-        if (error := self._error()) is not None:
-            raise error
-        waiter = self.expect(UploadEnded)
-        self.conn.end_body()
-        self._flush()
-        await self.wait(waiter, time_limit)
-        self.abort()
+        await super().finish(time_limit)
         tracker = self.conn.tracker
         if tracker.acked != tracker.sent:
             log.warning("recorder ended the upload without acking all of it",
@@ -409,6 +420,9 @@ class V1Upload(_HTTPUpload):
     def _receive(self, data: bytes) -> list[WireEvent]:
         return self.conn.receive(data)
 
+    def _end_body(self) -> None:
+        self.conn.end_body()
+
     def _flush(self) -> None:
         out = self.conn.data_to_send()
         if out and not self._writer.is_closing():
@@ -435,14 +449,6 @@ class V1Upload(_HTTPUpload):
                 f"recorder stopped reading the upload for {self._stall_timeout:g}s"))
             raise self._error() or RecordingFailed("recorder stalled") from None
 
-    async def finish(self, time_limit: float) -> None:
-        if (error := self._error()) is not None:
-            raise error
-        waiter = self.expect(UploadEnded)
-        self.conn.end_body()
-        self._flush()
-        await self.wait(waiter, time_limit)
-        self.abort()
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
