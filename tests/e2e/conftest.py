@@ -81,6 +81,9 @@ class TsshDaemon:
     state_dir: Path
     extra_args: Sequence[str] = ()
     user: str | None = None
+    # The interpreter and import path the daemon runs with (another user may need others).
+    python: str = sys.executable
+    pythonpath: str = str(REPO)
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -89,7 +92,7 @@ class TsshDaemon:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "tssh", "daemon", "--netmap", str(self.netmap),
+            self.python, "-m", "tssh", "daemon", "--netmap", str(self.netmap),
             "--policy", str(self.policy), "--port", str(self.port),
             "--state-dir", str(self.state_dir), *self.extra_args,
         ]
@@ -98,7 +101,7 @@ class TsshDaemon:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                user=self.user, env={**os.environ, "PYTHONPATH": str(REPO)},
+                user=self.user, env={**os.environ, "PYTHONPATH": self.pythonpath},
             )
         if expect_listening:
             wait_for_port(SERVER_IP, self.port, self.proc, log=self.log)
