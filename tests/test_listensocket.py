@@ -39,7 +39,7 @@ def test_ipv6_socket_is_v6_only() -> None:
     try:
         sock = open_listening_socket("::1", 0, device="lo")
     except OSError as e:
-        pytest.skip(f"no IPv6 loopback here: {e}")
+        pytest.skip(reason=f"no IPv6 loopback here: {e}")
     with sock:
         assert sock.family == socket.AF_INET6
         assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1

@@ -66,7 +66,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="creating local users 
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed")
+        pytest.skip(reason=f"{name} is not installed")
     return path
 
 
@@ -238,7 +238,7 @@ class LocalUser:
 def local_user() -> Iterator[LocalUser]:
     """A fresh local account with a home and bash; removed at teardown."""
     if os.geteuid() != 0:
-        pytest.skip("creating local users needs root")
+        pytest.skip(reason="creating local users needs root")
     require_tool("useradd")
     name = f"tt{uuid.uuid4().hex[:10]}"
     group = f"{name}g"

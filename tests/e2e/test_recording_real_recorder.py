@@ -94,7 +94,7 @@ def test_pty_session_stored_by_the_recorder_plays_back_what_the_client_saw(
     assert header["command"] == command
     asciinema = Path(sys.executable).parent / "asciinema"
     if not asciinema.exists():
-        pytest.skip("asciinema is not installed beside python")
+        pytest.skip(reason="asciinema is not installed beside python")
     cast = recording.workdir / "stored.cast"
     cast.write_bytes(stored)
     played = subprocess.run([str(asciinema), "cat", str(cast)], capture_output=True,

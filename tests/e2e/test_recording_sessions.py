@@ -90,7 +90,7 @@ def test_pty_exec_plays_back_exactly_what_the_client_saw(
     assert header["tssh"]["stderr"] is False
     assert upload.output().encode() == result.stdout
     if not ASCIINEMA.exists():
-        pytest.skip("asciinema is not installed beside python")
+        pytest.skip(reason="asciinema is not installed beside python")
     cast = recording.workdir / "session.cast"
     cast.write_bytes(upload.body)
     played = subprocess.run([str(ASCIINEMA), "cat", str(cast)], capture_output=True,

@@ -72,9 +72,9 @@ def stock_sshd(tmp_path: Path) -> Iterator[int]:
     """Stock OpenSSH with its default algorithm lists, on loopback, stopped by PID."""
     sshd = "/usr/sbin/sshd"
     if not os.access(sshd, os.X_OK):
-        pytest.skip("openssh-server is not installed")
+        pytest.skip(reason="openssh-server is not installed")
     if os.geteuid() != 0:
-        pytest.skip("sshd's privilege separation needs root")
+        pytest.skip(reason="sshd's privilege separation needs root")
     keygen = require_tool("ssh-keygen")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     key = tmp_path / "host_ed25519"

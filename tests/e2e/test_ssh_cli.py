@@ -66,7 +66,7 @@ def test_tssh_ssh_verifies_host_key_from_netmap(daemon: TsshDaemon, tmp_path: Pa
     assert good.stdout == "root\n"
     wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBh+7EyiNvG9s03QdVqUXCicEn7gElSzsGAxNNdH8E4X"
     if wrong == key:
-        pytest.skip("improbable key collision")
+        pytest.skip(reason="improbable key collision")
     bad = _tssh_ssh(_client_netmap(tmp_path, wrong), daemon, "true")
     assert bad.returncode == 255
     assert "Host key verification failed" in bad.stderr
@@ -227,7 +227,7 @@ def _interpreter_for(user: str) -> tuple[str, str]:
                                env={**os.environ, "PYTHONPATH": pythonpath})
         if probe.returncode == 0:
             return python, pythonpath
-    pytest.skip("neither this Python nor the system's can import tssh as another user "
+    pytest.skip(reason="neither this Python nor the system's can import tssh as another user "
                 "(a directory on the way is not readable by other users)")
 
 

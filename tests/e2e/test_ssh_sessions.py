@@ -147,7 +147,7 @@ async def test_channel_close_hangs_up_process_group(daemon: TsshDaemon) -> None:
 
 def test_many_exec_sessions_on_one_connection(daemon: TsshDaemon) -> None:
     if not os.path.exists("/usr/bin/ssh"):
-        pytest.skip("no ssh")
+        pytest.skip(reason="no ssh")
 
     async def run() -> list[str]:
         async with await _connect(daemon) as conn:

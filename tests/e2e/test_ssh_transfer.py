@@ -53,7 +53,7 @@ def test_scp_both_ways(daemon: TsshDaemon, local_user: LocalUser, tmp_path: Path
 def test_sftp_batch(daemon: TsshDaemon, local_user: LocalUser, tmp_path: Path) -> None:
     require_tool("sftp")
     if not os.access("/usr/lib/openssh/sftp-server", os.X_OK):
-        pytest.skip("sftp-server is not installed")
+        pytest.skip(reason="sftp-server is not installed")
     data = os.urandom(300_000)
     (tmp_path / "a.bin").write_bytes(data)
     batch = tmp_path / "batch"

@@ -174,7 +174,7 @@ def wait_until_listening(lab: Lab, node: str, address: str,
 def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
     reason = lab_unavailable_reason()
     if reason:
-        pytest.skip(f"WireGuard lab unavailable: {reason}")
+        pytest.skip(reason=f"WireGuard lab unavailable: {reason}")
     for tool in ("ssh", "scp", "sftp", "ss", "useradd"):
         require_tool(tool)
     workdir = tmp_path_factory.mktemp("tailnet")

@@ -72,7 +72,7 @@ def test_parse_dump_refuses_garbage(text: str, message: str) -> None:
 def lab() -> Iterator[Lab]:
     reason = lab_unavailable_reason()
     if reason:
-        pytest.skip(f"WireGuard lab unavailable: {reason}")
+        pytest.skip(reason=f"WireGuard lab unavailable: {reason}")
     lab = build_lab(["server", "laptop"])
     try:
         yield lab

@@ -183,7 +183,7 @@ def recv_until(sock: socket.socket, marker: bytes) -> bytes:
 @pytest.fixture
 def moto(tmp_path: Path) -> Iterator[MotoServer]:
     if not MotoServer.exe().exists():
-        pytest.skip("moto_server is not installed beside the Python interpreter")
+        pytest.skip(reason="moto_server is not installed beside the Python interpreter")
     server = MotoServer(tmp_path)
     server.start()
     try:
