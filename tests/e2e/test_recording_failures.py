@@ -6,6 +6,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import LocalUser, run_ssh, ssh_command
 from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     Behavior,
@@ -81,35 +83,21 @@ def _read_until(proc: subprocess.Popen[bytes], text: bytes, timeout: float = 10)
     return seen
 
 
+@pytest.mark.parametrize("pty", [False, True], ids=["pipe", "pty"])
 def test_enforced_recorder_killed_mid_session_ends_it_with_a_message(
-        recording: RecordingSetup, local_user: LocalUser) -> None:
+        recording: RecordingSetup, local_user: LocalUser, pty: bool) -> None:
+    """The message reaches the client: on stderr without a PTY, on the terminal with one."""
     rec = recording.recorder()
     proc, _ = _start_session(recording, {"enforce": True}, local_user.name,
-                             "echo started; sleep 30")
+                             "echo started; sleep 30", pty=pty)
     try:
         _read_until(proc, b"started")
         recording.loop.kill(rec)
-        _, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=15)
     finally:
         proc.kill()
         proc.wait()
-    assert FAILED in err
-    assert proc.returncode != 0
-
-
-def test_enforced_recorder_killed_mid_pty_session_message_on_the_terminal(
-        recording: RecordingSetup, local_user: LocalUser) -> None:
-    rec = recording.recorder()
-    proc, _ = _start_session(recording, {"enforce": True}, local_user.name,
-                             "echo started; sleep 30", pty=True)
-    try:
-        _read_until(proc, b"started")
-        recording.loop.kill(rec)
-        out, _ = proc.communicate(timeout=15)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert FAILED in out
+    assert FAILED in (out if pty else err)
     assert proc.returncode != 0
 
 
