@@ -120,6 +120,11 @@ class RemoteRecording:
     def writable(self) -> bool:
         return not self._paused
 
+    @property
+    def backlog(self) -> int:
+        """Bytes held on this side because the worker's socket was full."""
+        return len(self._out)
+
     def output_nowait(self, data: bytes) -> None:
         self._send(Kind.OUTPUT, data, droppable=True)
 

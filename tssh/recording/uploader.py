@@ -757,6 +757,11 @@ class Recording:
         try:
             async with asyncio.timeout(self._options.finish_timeout):
                 await self._record(self._encoder.finish)
+            if self._dropped_unmarked and self._sink is not None and self.failure is None:
+                # a loss at the very end is told too, whatever the limit (one short line)
+                line = self._drop_marker(self._clock())
+                self._dropped_unmarked = 0
+                self._append(line)
         except RecordingError:
             pass
         except TimeoutError:
@@ -925,9 +930,7 @@ class Recording:
         self._written += len(line)
         limit = self._options.buffer_limit
         if self._dropped_unmarked:
-            marker = self._encoder.marker(
-                now, f"tssh: {self._dropped_unmarked} bytes of this recording were dropped "
-                     f"(recorder too slow)")
+            marker = self._drop_marker(now)
             if self._buffered + len(marker) + len(line) <= limit:
                 self._dropped_unmarked = 0
                 self._append(marker)
@@ -939,6 +942,11 @@ class Recording:
         self._dropped += len(line)
         self._dropped_events += 1
         self._dropped_unmarked += len(line)
+
+    def _drop_marker(self, now: float) -> bytes:
+        return self._encoder.marker(
+            now, f"tssh: {self._dropped_unmarked} bytes of this recording were dropped "
+                 f"(recording could not keep up)")
 
     async def _put_waiting(self, line: bytes) -> None:
         """With enforce: wait for room; a line larger than the whole buffer goes in parts."""
