@@ -41,6 +41,7 @@ from benchmarks.bench_ssh import (  # noqa: E402
     bench_user,
     cpu_seconds,
     percentile,
+    timed_run,
 )
 from tests.ports import free_port, wait_for_port  # noqa: E402
 from tests.processes import stop_process  # noqa: E402
@@ -196,9 +197,7 @@ def pty_throughput(port: int, user: str, size: int) -> float:
 
 
 def login_time(port: int, user: str) -> float:
-    start = time.perf_counter()
-    subprocess.run(ssh(port, user, "true"), check=True, stdin=subprocess.DEVNULL, timeout=30)
-    return time.perf_counter() - start
+    return timed_run(ssh(port, user, "true"))
 
 
 def main() -> int:
