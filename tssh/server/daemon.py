@@ -320,6 +320,7 @@ class Daemon:
             "identity": self.config.identity,
             "policy": self._policy.status().to_json(),
             "recorders": self._recorders.recorders_status(),
+            "recordingWorker": {"pid": self._recorders.worker.pid},
             "connections": len(self._connections),
             "sessions": sessions,
         }
