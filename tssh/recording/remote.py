@@ -359,6 +359,13 @@ class RecordingWorker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
+    def prewarm(self) -> None:
+        """Start the worker now if it is not running (a recording is about to be asked for)."""
+        try:
+            self._ensure()
+        except OSError as e:
+            log.error("cannot start the recording worker", extra={"error": str(e)})
+
     def _ensure(self) -> socket.socket:
         if self._proc is not None and self._proc.poll() is None and self._control is not None:
             return self._control

@@ -156,7 +156,10 @@ class SessionRecorders:
     def request(self, decision: Decision | None) -> RecordingRequest | None:
         """What a connection admitted with ``decision`` needs to record its sessions."""
         rule = RecordingRule.from_decision(decision)
-        return None if rule is None else RecordingRequest(self, rule)
+        if rule is None:
+            return None
+        self.worker.prewarm()  # starting it takes ~0.2 s: overlap that with session set-up
+        return RecordingRequest(self, rule)
 
     async def _targets(self, rule: RecordingRule) -> tuple[list[RecorderAddress],
                                                            dict[str, str]]:
