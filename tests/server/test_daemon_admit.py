@@ -77,11 +77,11 @@ async def test_policy_change_during_a_decision_is_not_missed(
     real_decide = daemon_module.decide
     calls: list[object] = []
 
-    def decide_while_policy_changes(decider: object, *args: object) -> object:
+    def decide_while_policy_changes(decider: object, *args: object, **kwargs: object) -> object:
         calls.append(decider)
         if decider is old:
             daemon._decider = new  # what _policy_changed does on the event loop
-        return real_decide(decider, *args)  # type: ignore[arg-type]
+        return real_decide(decider, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(daemon_module, "decide", decide_while_policy_changes)
     try:
