@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tssh.server.account import Account, AccountExpiredError, check_account_current, today
+from tssh.server.account import (
+    Account,
+    AccountCheckError,
+    AccountExpiredError,
+    check_account_current,
+    today,
+)
 
 TODAY = 20400
 
@@ -41,10 +47,16 @@ def test_expired_account_refused_and_audited(tmp_path: Path,
     assert record.expired_on == "2025-11-07"  # type: ignore[attr-defined]
 
 
-def test_inactive_account_refused(tmp_path: Path) -> None:
+def test_inactive_account_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     shadow = _shadow(tmp_path, f"bob:$6$x:{TODAY - 200}:0:90:7:30::")
-    with pytest.raises(AccountExpiredError, match='account "bob" is disabled'):
+    with caplog.at_level(logging.WARNING, logger="tssh.audit"), \
+            pytest.raises(AccountExpiredError, match='account "bob" is disabled'):
         check_account_current(_account(), shadow_path=shadow, day=TODAY, daemon_uid=0)
+    [record] = [r for r in caplog.records if r.name == "tssh.audit"]
+    assert record.event == "account.inactive"  # type: ignore[attr-defined]
+    # Changed on day 20200, valid 90 days: expired from day 20291.
+    assert record.password_expired_on == "2025-07-22"  # type: ignore[attr-defined]
+    assert "$6$x" not in caplog.text
 
 
 @pytest.mark.parametrize("line", [
@@ -74,7 +86,7 @@ def test_malformed_own_entry_refused(tmp_path: Path,
                                      caplog: pytest.LogCaptureFixture) -> None:
     shadow = _shadow(tmp_path, "bob:!:20000:0:99999:7::2026-01-01:")
     with caplog.at_level(logging.ERROR, logger="tssh.audit"), \
-            pytest.raises(AccountExpiredError, match="shadow entry is malformed"):
+            pytest.raises(AccountCheckError, match="shadow entry is malformed"):
         check_account_current(_account(), shadow_path=shadow, day=TODAY, daemon_uid=0)
     [record] = [r for r in caplog.records if r.name == "tssh.audit"]
     assert "line 2: expiry date '2026-01-01'" in record.error  # type: ignore[attr-defined]
@@ -82,7 +94,7 @@ def test_malformed_own_entry_refused(tmp_path: Path,
 
 def test_unreadable_shadow_refused(tmp_path: Path) -> None:
     # A directory stands in for a file root cannot read (root reads any file).
-    with pytest.raises(AccountExpiredError, match="shadow file is unreadable"):
+    with pytest.raises(AccountCheckError, match="shadow file is unreadable"):
         check_account_current(_account(), shadow_path=tmp_path, day=TODAY, daemon_uid=0)
 
 

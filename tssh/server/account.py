@@ -2,8 +2,8 @@
 
 A daemon running as root may start sessions as any local user the policy maps to, unless the
 account has expired (shadow.py says when, as pam_unix would); a daemon running as a normal
-user can only serve its own account, and says so. Such a daemon cannot read /etc/shadow and
-does not check expiry: whoever could run it could also log in without it.
+user can only serve its own account, and says so. Such a daemon cannot read /etc/shadow, so
+it does not check expiry: it only ever serves the account it already runs as.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class AccountError(TsshError):
 
 class AccountExpiredError(AccountError):
     """The account exists but its shadow entry says it may no longer log in."""
+
+
+class AccountCheckError(AccountError):
+    """The account's shadow entry cannot be judged (file unreadable, entry malformed)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,8 @@ def check_account_current(
     account: Account, *, shadow_path: Path = SHADOW_PATH, day: int | None = None,
     daemon_uid: int | None = None,
 ) -> None:
-    """Raise AccountExpiredError if the account's shadow entry refuses every login today.
+    """Raise AccountExpiredError if the account's shadow entry refuses every login today,
+    AccountCheckError if it cannot be judged.
 
     Read at each call, so ``usermod -e``/``chage -E`` apply from the next login. Checked only
     by a root daemon (see the module docstring). An account with no shadow entry (or a node
@@ -121,7 +126,7 @@ def check_account_current(
             "event": "account.unreadable", "user": account.name, "path": str(shadow_path),
             "error": e.strerror or str(e),
         })
-        raise AccountExpiredError(
+        raise AccountCheckError(
             f'cannot check account "{account.name}" on this node: its shadow file is '
             "unreadable; the node's admin must look at the daemon's log"
         ) from None
@@ -132,7 +137,7 @@ def check_account_current(
             "event": "account.malformed", "user": account.name, "path": str(shadow_path),
             "error": str(e),
         })
-        raise AccountExpiredError(
+        raise AccountCheckError(
             f'cannot check account "{account.name}" on this node: its shadow entry is '
             "malformed; the node's admin must fix it (see the daemon's log)"
         ) from None

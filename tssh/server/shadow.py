@@ -30,11 +30,11 @@ class ShadowFormatError(ValueError):
 
 @dataclass(frozen=True)
 class ShadowEntry:
-    """One user's line. Day counts are days since 1970-01-01 (UTC); None: the field is
-    empty (or ``-1``), which disables the feature it controls."""
+    """One user's line, without the password hash (nothing here needs it, and a value that
+    is never held is never logged). Day counts are days since 1970-01-01 (UTC); None: the
+    field is empty (or ``-1``), which disables the feature it controls."""
 
     name: str
-    password: str
     last_change: int | None  # 0: the password must be changed at the next login
     min_days: int | None
     max_days: int | None
@@ -73,7 +73,7 @@ def parse_entry(line: str, line_no: int = 1) -> ShadowEntry:
             f"line {line_no}: {len(fields)} fields, a shadow line has {_MIN_FIELDS} or "
             f"{_MAX_FIELDS}"
         )
-    name, password = fields[0], fields[1]
+    name = fields[0]
     if not name:
         raise ShadowFormatError(f"line {line_no}: empty user name")
     days = [
@@ -83,7 +83,7 @@ def parse_entry(line: str, line_no: int = 1) -> ShadowEntry:
             "inactivity period", "expiry date",
         ), strict=True)
     ]
-    return ShadowEntry(name, password, *days)
+    return ShadowEntry(name, *days)
 
 
 def find_entry(text: str, name: str) -> ShadowEntry | None:
