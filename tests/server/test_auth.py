@@ -8,7 +8,7 @@ from tssh.errors import IdentityError
 from tssh.identity.base import Peer
 from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
-from tssh.server.account import Account, AccountError
+from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
 from tssh.server.session import HungUpGroups
 
@@ -81,6 +81,29 @@ def test_non_root_daemon_serves_only_its_own_user(login: str, accepted: bool) ->
             "this tssh daemon runs as 'alice', not root, and can only start sessions as "
             "'alice', not as 'carol'"
         )
+
+
+def test_account_check_refusal_reaches_the_client_message() -> None:
+    checked: list[str] = []
+
+    def expired(account: Account) -> None:
+        checked.append(account.name)
+        raise AccountExpiredError(f'account "{account.name}" has expired on this node')
+
+    admission = decide(POLICY, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup,
+                       check_account=expired, daemon_uid=0)
+    assert not admission.accepted
+    assert admission.message == 'account "alice" has expired on this node'
+    assert admission.decision is not None and admission.decision.action == "accept"
+    # Only the account the login maps to is checked, and only once the policy accepts it.
+    assert checked == ["alice"]
+    refused = decide(POLICY, ALICE, "127.0.0.2", SERVER, "root", lookup=_lookup,
+                     check_account=expired, daemon_uid=0)
+    assert refused.message == 'tailnet policy does not permit you to SSH as user "root"'
+    assert checked == ["alice"]
+    # None: no check (a policy change re-deciding a live connection).
+    assert decide(POLICY, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup,
+                  check_account=None, daemon_uid=0).accepted
 
 
 def test_no_policy_loaded() -> None:

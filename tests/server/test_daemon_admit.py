@@ -16,6 +16,7 @@ from tssh.identity.netmap import NetmapResolver
 from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server import daemon as daemon_module
+from tssh.server.account import Account, AccountExpiredError
 from tssh.server.daemon import Daemon
 
 SLOW_LOOKUP = 0.5
@@ -77,11 +78,11 @@ async def test_policy_change_during_a_decision_is_not_missed(
     real_decide = daemon_module.decide
     calls: list[object] = []
 
-    def decide_while_policy_changes(decider: object, *args: object) -> object:
+    def decide_while_policy_changes(decider: object, *args: object, **kwargs: object) -> object:
         calls.append(decider)
         if decider is old:
             daemon._decider = new  # what _policy_changed does on the event loop
-        return real_decide(decider, *args)  # type: ignore[arg-type]
+        return real_decide(decider, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(daemon_module, "decide", decide_while_policy_changes)
     try:
@@ -92,3 +93,34 @@ async def test_policy_change_during_a_decision_is_not_missed(
         await resolver.close()
     assert calls == [old, new]
     assert not admission.accepted
+
+
+async def test_account_expiry_is_judged_at_login_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy change decides live connections again (at_login=False): an account that
+    expired since must not end them, as sshd never ends them either."""
+    netmap, policy = write_identity_files(tmp_path)
+    config = Config(identity="netmap", netmap=netmap, policy=policy, state_dir=tmp_path / "s")
+    resolver = NetmapResolver.from_file(netmap)
+    daemon = Daemon(config, resolver)
+    await daemon._policy.start()
+    daemon._decider = daemon._policy.current()
+    daemon._self_node = await resolver.self_node()
+    checked: list[str] = []
+
+    def expired(account: Account) -> None:
+        checked.append(account.name)
+        raise AccountExpiredError(f'account "{account.name}" has expired on this node')
+
+    monkeypatch.setattr(daemon_module, "check_account_current", expired)
+    try:
+        peer = await resolver.whois(ALICE_IP)
+        at_login = await daemon.admit(peer, ALICE_IP, "root")
+        again = await daemon.admit(peer, ALICE_IP, "root", at_login=False)
+    finally:
+        await daemon._policy.close()
+        await resolver.close()
+    assert at_login.message == 'account "root" has expired on this node'
+    assert again.accepted
+    assert checked == ["root"]

@@ -28,6 +28,7 @@ from tssh.policy.decider import Decider
 from tssh.server.account import (
     Account,
     AccountError,
+    check_account_current,
     daemon_user,
     lookup_account,
 )
@@ -64,10 +65,15 @@ def decide(
     login: str,
     *,
     lookup: Callable[[str], Account] = lookup_account,
+    check_account: Callable[[Account], None] | None = check_account_current,
     daemon_uid: int | None = None,
     daemon_name: str | None = None,
 ) -> Admission:
-    """Apply the policy and the local account rules to one login; no network I/O."""
+    """Apply the policy and the local account rules to one login; no network I/O.
+
+    ``check_account`` (account expiry, read from the shadow file) runs on the account the
+    login maps to; None skips it, for decisions that are not logins (a policy change).
+    """
     if peer is None:
         return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
     if decider is None:
@@ -105,6 +111,11 @@ def decide(
             f"{name!r}, not as {account.name!r}",
             decision,
         )
+    if check_account is not None:
+        try:
+            check_account(account)
+        except AccountError as e:
+            return Admission(None, str(e), decision)
     return Admission(account, None, decision)
 
 

@@ -26,6 +26,7 @@ from tssh.identity.base import Peer, Resolver
 from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
+from tssh.server.account import check_account_current
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
@@ -193,21 +194,27 @@ class Daemon:
     async def whois(self, address: str) -> Peer | None:
         return await self._resolver.whois(address)
 
-    async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+    async def admit(self, peer: Peer | None, peer_ip: str, login: str, *,
+                    at_login: bool = True) -> Admission:
         """Decide in a worker thread: account lookups go through NSS, which may be LDAP or
-        sssd and take seconds, while every session's I/O runs on this event loop."""
+        sssd and take seconds, while every session's I/O runs on this event loop.
+
+        Account expiry is judged ``at_login`` only, as sshd does: a policy change must not
+        end a live connection because the account expired since."""
         assert self._self_node is not None
+        check = check_account_current if at_login else None
         for _ in range(3):
             decider = self._decider
             admission = await asyncio.to_thread(
-                decide, decider, peer, peer_ip, self._self_node, login
+                decide, decider, peer, peer_ip, self._self_node, login, check_account=check
             )
             # A connection still deciding is not among those _revalidate re-checks: a
             # decision made with a policy that was replaced meanwhile is made again.
             if decider is self._decider:
                 break
         else:
-            admission = decide(self._decider, peer, peer_ip, self._self_node, login)
+            admission = decide(self._decider, peer, peer_ip, self._self_node, login,
+                               check_account=check)
         if admission.accepted:
             admission = replace(admission, recording=self._recorders.request(admission.decision))
         return admission
@@ -275,7 +282,7 @@ class Daemon:
             ctx = server.context
             if ctx is None:
                 continue
-            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login)
+            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login, at_login=False)
             if admission.account is None or admission.account.name != ctx.account.name:
                 log.info("connection revoked", extra={"conn": ctx.conn_id,
                                                       "reason": admission.message})

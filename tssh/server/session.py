@@ -27,7 +27,14 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
-from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
+from tssh.server.pty import (
+    Pty,
+    WindowSize,
+    give_tty,
+    open_pty,
+    set_window_size,
+    tty_group_id,
+)
 from tssh.server.recording import (
     FAILED_MESSAGE,
     REFUSED_EXIT_STATUS,
@@ -304,8 +311,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         executable, argv = self._argv()
         if self._pty is not None:
             pty = self._pty
-            with contextlib.suppress(OSError):
-                os.chown(pty.name, account.uid, -1)
+            give_tty(pty, account.uid, account.gid, tty_group_id())
             try:
                 self._pid = await spawn_async(SpawnRequest(
                     executable=executable, argv=argv, env=env, cwd=account.home,
