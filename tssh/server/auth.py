@@ -133,6 +133,10 @@ class Gatekeeper(Protocol):
 
     def login_finished(self, server: TsshServer) -> None: ...
 
+    async def policy_settled(self) -> bool:
+        """False: live connections could not be re-checked against a new policy in time."""
+        ...
+
     def connection_closed(self, server: TsshServer) -> None: ...
 
     @property
@@ -162,6 +166,7 @@ class TsshServer(asyncssh.SSHServer):
         self.local_ip = ""
         self.local_port = 0
         self.context: ConnectionContext | None = None
+        self._ended = False
         self.sessions: dict[str, ProcessSession] = {}
         self._peer_lookup: asyncio.Task[Peer | None] | None = None
         self._session_count = 0
@@ -250,7 +255,7 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
-                                 self._gate.hung_up_groups)
+                                 self._gate.hung_up_groups, settle=self.current_context)
         self.sessions[session_id] = session
         return session
 
@@ -271,8 +276,16 @@ class TsshServer(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> bool:
         return False
 
+    async def current_context(self) -> ConnectionContext | None:
+        """The connection's context under the current policy (a new session's, once a policy
+        change in progress has reached this connection); None: the session may not start."""
+        if not await self._gate.policy_settled() or self._ended:
+            return None
+        return self.context
+
     def end(self, message: str) -> None:
         """End every session of this connection with ``message``, then the connection."""
+        self._ended = True
         for session in list(self.sessions.values()):
             session.terminate(message)
         if self.conn is not None:

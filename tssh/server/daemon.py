@@ -43,6 +43,7 @@ DISABLED_MESSAGE = "tssh: SSH disabled on this node"
 REVOKED_MESSAGE = "tssh: access revoked by a policy change"
 SHUTDOWN_MESSAGE = "tssh: the SSH daemon on this node is shutting down"
 POLICY_POLL_SECONDS = 1.0
+SETTLE_TIMEOUT = 10.0  # seconds a new session waits for live connections to be re-checked
 
 
 def read_ssh_enabled(state_dir: Path) -> bool:
@@ -84,6 +85,10 @@ class Daemon:
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Set while every live connection has been checked against the current policy;
+        # sessions starting meanwhile wait for it (see policy_settled).
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
         self._hung_up = HungUpGroups()
@@ -270,6 +275,7 @@ class Daemon:
 
     def _policy_changed(self, decider: Decider) -> None:
         self._decider = decider
+        self._settled.clear()
         log.info("policy updated", extra={"rules": decider.rule_count})
         task = asyncio.get_running_loop().create_task(self._revalidate())
         self._background.add(task)
@@ -278,6 +284,33 @@ class Daemon:
     async def _revalidate(self) -> None:
         """End connections the new policy no longer admits as the same local user; give
         the others the new rule's recording settings."""
+        decider = self._decider
+        try:
+            await self._revalidate_connections()
+        finally:
+            if decider is self._decider:  # else a newer policy's revalidation is under way
+                self._settled.set()
+        log.info("connections revalidated", extra={"connections": len(self._connections)})
+
+    async def policy_settled(self) -> bool:
+        """True once live connections were re-checked against the current policy, so that a
+        session opened just after a policy change runs (and is recorded) as the new policy
+        says, not as its connection's old decision did. False if that takes longer than
+        SETTLE_TIMEOUT (NSS lookups stuck): the session is refused rather than started under
+        a decision that may no longer hold."""
+        if self._settled.is_set():
+            return True
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await self._settled.wait()
+        except TimeoutError:
+            log.warning("live connections not re-checked against the new policy in time; "
+                        "new sessions on them are refused until they are",
+                        extra={"waited": SETTLE_TIMEOUT})
+            return False
+        return True
+
+    async def _revalidate_connections(self) -> None:
         for server in list(self._connections):
             ctx = server.context
             if ctx is None:
@@ -290,7 +323,6 @@ class Daemon:
             elif admission.recording != ctx.recording:
                 # Sessions opened from now on are recorded as the new rule says.
                 server.context = replace(ctx, recording=admission.recording)
-        log.info("connections revalidated", extra={"connections": len(self._connections)})
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
