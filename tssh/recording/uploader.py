@@ -271,13 +271,9 @@ class _HTTPUpload:
                         self._progress.set()
                 if any(isinstance(ev, UploadEnded) for ev in events):
                     return
-        except RecordingError as e:
-            self._fail(e)
-        except OSError as e:
-            self._fail(RecordingFailed(f"connection to the recorder lost: {e}"))
-        except Exception as e:  # a bug must not leave an enforced recording silently stuck
-            log.exception("recording connection reader crashed")
-            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
+        except Exception as e:
+            self._fail(_as_failure(e, "connection to the recorder lost",
+                                   "recording connection reader crashed"))
 
     def _fail(self, error: RecordingError) -> None:
         if not self.failed.done():
@@ -465,6 +461,18 @@ class V1Upload(_HTTPUpload):
                 f"recorder stopped reading the upload for {self._stall_timeout:g}s"))
             raise self._error() or RecordingFailed("recorder stalled") from None
 
+
+
+def _as_failure(error: Exception, lost: str, crashed: str) -> RecordingError:
+    """What an exception in a recording's I/O task means for the recording: its own error,
+    ``lost: <OS error>``, or (logged with its traceback, as ``crashed``) a bug, which must
+    not leave an enforced recording silently stuck either. Call from the ``except`` block."""
+    if isinstance(error, RecordingError):
+        return error
+    if isinstance(error, OSError):
+        return RecordingFailed(f"{lost}: {error}")
+    log.exception(crashed)
+    return RecordingFailed(f"internal error in the recording client: {error!r}")
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -1001,13 +1009,8 @@ class Recording:
                 self._maybe_resume()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
-        except RecordingError as e:
-            self._fail(e)
-        except OSError as e:
-            self._fail(RecordingFailed(f"recording destination failed: {e}"))
-        except Exception as e:  # a bug must not leave an enforced recording silently stuck
-            log.exception("recording pump crashed")
-            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
+        except Exception as e:
+            self._fail(_as_failure(e, "recording destination failed", "recording pump crashed"))
 
     def _on_sink_failed(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():
