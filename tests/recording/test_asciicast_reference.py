@@ -184,15 +184,19 @@ def test_every_control_byte_alone_in_text_after_the_head_and_dense() -> None:
         assert text_of(b"x" + b + b"y") == f"x{chr(byte)}y"
 
 
-def test_sizes_around_the_head_of_long_input() -> None:
-    # The encoder lists the bytes to escape exactly up to _HEAD bytes and searches for each
-    # kind beyond; a rare byte last, just past the head, or in the head only, is found.
-    head = asciicast._HEAD
-    for size in (head - 1, head, head + 1, 2 * head + 3):
-        for byte in (0x00, 0x01, 0x0E, 0x1F, ord("\\"), ord('"')):
+def test_sizes_around_the_encoders_thresholds() -> None:
+    # The encoder uses json.dumps on short input, lists the bytes to escape exactly up to
+    # _EXACT bytes, and beyond searches for each kind and judges density on a sample: a byte
+    # first, last, just past the sample, in sparse or dense input, is escaped at every size.
+    sizes = {n + d for n in (asciicast._SHORT, asciicast._EXACT, asciicast._SAMPLE)
+             for d in (-1, 0, 1)}
+    for size in sorted(sizes):
+        for byte in (0x00, 0x01, 0x0E, 0x1F, ord("\\"), ord('"'), ord("\r")):
             b = bytes((byte,))
             run([("output", 1.0, b"a" * (size - 1) + b), ("output", 2.0, b + b"a" * (size - 1)),
-                 ("output", 3.0, (b"ab\r\n" * size)[:size - 1] + b)])
+                 ("output", 3.0, (b"ab\r\n" * size)[:size - 1] + b),
+                 ("output", 4.0, (b"a\r\n\x1b" * size)[:size - 1] + b),
+                 ("output", 5.0, b"a" * asciicast._SAMPLE + b + b"a" * (size - 1))])
 
 
 def test_quotes_and_backslashes_are_escaped_once() -> None:

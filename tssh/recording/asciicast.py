@@ -65,13 +65,21 @@ _RARE_ESCAPES = {
     for byte, escape in _JSON_ESCAPES.items()
     if byte not in _FREQUENT
 }
-# Escaping bytes costs a bytes.replace per kind present, ~12 ns per occurrence; json.dumps
-# costs ~2 ns per character. With more than one byte to escape in _DENSE, json is cheaper.
+# Escaping bytes costs a bytes.replace per kind present (~12 ns per occurrence) and some
+# Python per kind; json.dumps costs ~2 ns per character. So json.dumps is cheaper below _SHORT
+# bytes, and with more than one byte to escape in _DENSE.
+_SHORT = 1024
 _DENSE = 8
-# Up to this length the bytes to escape are listed exactly, by one bytes.translate pass (0.4 ns
-# a byte); beyond, that pass runs on this much of the head (to tell dense output) and each kind
-# is searched for by memchr (bytes.__contains__, 0.01 ns a byte).
-_HEAD = 4096
+# Up to _EXACT bytes, one bytes.translate pass (0.4 ns a byte) lists the bytes to escape.
+# Beyond, each kind is searched for by memchr (bytes.__contains__, 0.01 ns a byte, ~50 ns a
+# call), and the density is judged on the first _SAMPLE bytes.
+_EXACT = 16 * 1024
+_SAMPLE = 4096
+
+
+# json.dumps(text, ensure_ascii=False) without building an encoder per call (json.dumps does
+# when given options; a third of its time on a short event).
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _escape_line_breaks(text: str) -> str:
@@ -86,19 +94,21 @@ def _escape_json_bytes(utf8: bytes) -> bytes | None:
     """What json.dumps(ensure_ascii=False) writes between the quotes for valid UTF-8 bytes.
 
     Done on bytes, as the bytes to escape are ASCII and never inside a multibyte character:
-    one bytes.replace per kind present. None when they are so dense (judged on the head of
-    long input) that json.dumps on the text is cheaper; either way the result is the same.
+    one bytes.replace per kind present. None when json.dumps on the text is cheaper (short
+    input with bytes to escape, or dense ones); either way the result is the same.
     """
-    head = utf8[:_HEAD]
-    escaped = head.translate(None, _NOT_ESCAPED)
-    if len(escaped) * _DENSE > len(head):
-        return None
-    if len(head) == len(utf8):
+    if len(utf8) <= _EXACT:
+        escaped = utf8.translate(None, _NOT_ESCAPED)
         if not escaped:
             return utf8
+        if len(utf8) < _SHORT or len(escaped) * _DENSE > len(utf8):
+            return None
         kinds = [pair for pair in _FREQUENT_ESCAPES if pair[0] in escaped]
         kinds += map(_RARE_ESCAPES.__getitem__, set(escaped.translate(None, _FREQUENT)))
-    else:  # replace() finds a kind absent in one memchr pass; the rare ones are tested first
+    else:
+        if len(utf8[:_SAMPLE].translate(None, _NOT_ESCAPED)) * _DENSE > _SAMPLE:
+            return None
+        # replace() finds a kind absent in one memchr pass; the rare ones are tested first.
         kinds = [*_FREQUENT_ESCAPES]
         kinds += [pair for pair in _RARE_ESCAPES.values() if pair[0] in utf8]
     for byte, escape in kinds:
@@ -322,6 +332,9 @@ class CastEncoder:
 
     def _event(self, now: float, code: bytes, text: str) -> bytes:
         seconds = _format_seconds(self.elapsed(now))
+        body = _json_string(text)
+        if not body.isascii():
+            body = _escape_line_breaks(body)
         # "replace": a marker's label may hold lone surrogates; decoded text never does.
-        body = _escape_line_breaks(json.dumps(text, ensure_ascii=False)).encode("utf-8", "replace")
-        return b"".join((b"[", seconds, b',"', code, b'",', body, b"]\n"))
+        utf8 = body.encode("utf-8", "replace")
+        return b"".join((b"[", seconds, b',"', code, b'",', utf8, b"]\n"))
