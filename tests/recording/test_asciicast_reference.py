@@ -130,8 +130,11 @@ PIECES = st.one_of(
     st.integers(0, 0x1F).map(lambda b: bytes((b,))),
     st.sampled_from(SPECIAL_PIECES),
 )
-# Mostly short, sometimes long (a repeated pattern, up to ~100 KiB) to reach the long path.
-DATA = st.builds(lambda pieces, times: b"".join(pieces) * times, st.lists(PIECES, max_size=16),
+# Mostly short, sometimes long (a repeated pattern, up to ~130 KiB), with bytes to escape
+# dense or sparse (padded with plain text).
+DATA = st.builds(lambda pieces, pad, times: (b"".join(pieces) + pad) * times,
+                 st.lists(PIECES, max_size=16),
+                 st.sampled_from([b"", b"plain text ", "naïve 日本 ".encode() * 4, b"x" * 90]),
                  st.one_of(st.just(1), st.integers(2, 700)))
 STEP = st.one_of(st.just(0.0), st.floats(-1.0, 3.0), st.floats(0.0, 1e-5))
 READ_OPS = st.tuples(st.sampled_from(["output", "stderr", "input"]), STEP, DATA,
@@ -190,18 +193,23 @@ def test_sizes_around_the_encoders_thresholds() -> None:
     # first, last, just past the sample, in sparse or dense input, is escaped at every size.
     sizes = {n + d for n in (asciicast._SHORT, asciicast._EXACT, asciicast._SAMPLE)
              for d in (-1, 0, 1)}
+    sparse = b"\\ab\x1bcdefghijklmnopqrstuvwxyz0123456789\r\n"  # a tenth to escape
     for size in sorted(sizes):
         for byte in (0x00, 0x01, 0x0E, 0x1F, ord("\\"), ord('"'), ord("\r")):
             b = bytes((byte,))
             run([("output", 1.0, b"a" * (size - 1) + b), ("output", 2.0, b + b"a" * (size - 1)),
                  ("output", 3.0, (b"ab\r\n" * size)[:size - 1] + b),
                  ("output", 4.0, (b"a\r\n\x1b" * size)[:size - 1] + b),
-                 ("output", 5.0, b"a" * asciicast._SAMPLE + b + b"a" * (size - 1))])
+                 ("output", 5.0, (sparse * size)[:size - 1] + b),
+                 ("output", 6.0, b"a" * asciicast._SAMPLE + b + b"a" * (size - 1))])
 
 
 def test_quotes_and_backslashes_are_escaped_once() -> None:
+    line = (b'C:\\path\\to "file" \\x1b\\n\\"\x1b[0m and plain text, so that it is sparse: '
+            b"a tenth of the bytes, not more, are to be escaped\r\n")
     for data in (b'\\', b'"', b'\\"', b'"\\', b"\\\\u001b\\n\n", b'\\x1b\\"' * 3000,
-                 b'\\' * 5000 + b'"' * 5000, LONG_TEXT.replace(b"name", b'"n\\a\\me"')):
+                 b'\\' * 5000 + b'"' * 5000, LONG_TEXT.replace(b"name", b'"n\\a\\me"'),
+                 line * 20, line * 100, line * 500):
         run([("output", 1.0, data)])
         assert text_of(data) == data.decode()
 
