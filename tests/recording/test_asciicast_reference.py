@@ -175,7 +175,7 @@ LONG_TEXT = b"-rw-r--r--  1 alice alice  4096 Jan  1 00:00 \x1b[01;34mname\x1b[0
 LONG_UTF8 = "│ ├── naïve café 日本語 ─┼─\r\n".encode() * 1200
 
 
-def test_every_control_byte_alone_in_text_after_the_head_and_dense() -> None:
+def test_every_control_byte_alone_in_long_text_and_dense() -> None:
     for byte in (*range(0x20), 0x7F):
         b = bytes((byte,))
         ops: list[Op] = [("output", 1.0, b), ("output", 2.0, b"a" * 10 + b + b"z")]
