@@ -72,7 +72,9 @@ _SHORT = 1024
 _DENSE = 8
 # Up to _EXACT bytes, one bytes.translate pass (~0.4 ns a byte) lists the bytes to escape.
 # Beyond, each kind is searched for by memchr (bytes.__contains__, ~30 times faster a byte,
-# ~50 ns a call), and the density is judged on the first _SAMPLE bytes.
+# ~50 ns a call), and the density is judged on the first _SAMPLE bytes. (Output crafted with
+# a plain sample and dense escapes after it costs up to ~4x json.dumps: still less per byte
+# than any random binary output.)
 _EXACT = 16 * 1024
 _SAMPLE = 4096
 
