@@ -35,6 +35,7 @@ from typing import Any
 
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.recording.asciicast import CastHeader
+from tssh.recording.outbox import Outbox
 from tssh.recording.relay import (
     DROPPED,
     EXIT,
@@ -69,8 +70,7 @@ class RemoteRecording:
         self._limit = local_limit
         self._loop = asyncio.get_running_loop()
         self._reports = ReportReader()
-        self._out = bytearray()  # frames the socket did not take yet
-        self._writing = False
+        self._out = Outbox(sock, self._socket_failed, self._drained)  # frames not yet taken
         self._dropped = 0  # output dropped here and not yet told to the worker
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
@@ -194,57 +194,24 @@ class RemoteRecording:
         if kind is not Kind.CLOSE and self._stats is not None \
                 and self._stats.state == "unrecorded":
             return  # no destination: the worker would discard it
-        if droppable and self._out and not self._options.enforce \
-                and len(self._out) >= self._limit:
+        if droppable and not self._options.enforce and len(self._out) >= self._limit:
             self._dropped += len(payload)
             return
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
-            self._queue(frame_header(Kind.DROPPED, 0.0, DROPPED.size) + DROPPED.pack(dropped))
-        header = frame_header(kind, time.monotonic(), len(payload))
-        if self._out:
-            self._queue(header)
-            self._queue(payload)
-        else:
-            try:
-                sent = self._sock.sendmsg([header, payload])
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as e:
-                self._lost(f"recording worker connection lost: {e.strerror or e}")
-                return
-            if sent < len(header):
-                self._queue(header[sent:])
-                self._queue(payload)
-            elif sent < len(header) + len(payload):
-                self._queue(memoryview(payload)[sent - len(header):])
-        if self._out and self._options.enforce and not self._paused \
-                and len(self._out) >= self._limit:
+            self._out.write(frame_header(Kind.DROPPED, 0.0, DROPPED.size), DROPPED.pack(dropped))
+        self._out.write(frame_header(kind, time.monotonic(), len(payload)), payload)
+        if self._options.enforce and not self._paused and len(self._out) >= self._limit:
             self._paused = True
             self._call(self._pause)
 
-    def _queue(self, data: bytes | memoryview) -> None:
-        self._out += data
-        if not self._writing:
-            self._writing = True
-            self._loop.add_writer(self._fd, self._writable)
-
-    def _writable(self) -> None:
-        try:
-            while self._out:
-                n = self._sock.send(self._out)
-                del self._out[:n]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as e:
-            self._lost(f"recording worker connection lost: {e.strerror or e}")
-            return
-        if not self._out and self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._fd)
+    def _drained(self) -> None:
         if self._paused and len(self._out) <= self._limit // 2:
             self._paused = False
             self._call(self._resume)
+
+    def _socket_failed(self, error: OSError) -> None:
+        self._lost(f"recording worker connection lost: {error.strerror or error}")
 
     # -- reports from the worker ---------------------------------------------------------------
 
@@ -341,9 +308,7 @@ class RemoteRecording:
             return
         self._sock_closed = True
         self._loop.remove_reader(self._fd)
-        if self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._fd)
+        self._out.clear()
         self._sock.close()
 
 

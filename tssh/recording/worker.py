@@ -30,6 +30,7 @@ from typing import Any
 
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.logformat import configure_logging
+from tssh.recording.outbox import Outbox
 from tssh.recording.relay import (
     DROPPED,
     EXIT,
@@ -66,8 +67,7 @@ class Relay:
         self._rec: Recording | None = None
         self._ended: asyncio.Future[bool] = self._loop.create_future()  # True: CLOSE frame
         self._reading = False
-        self._out = bytearray()  # reports the socket did not take yet
-        self._writing = False
+        self._out = Outbox(sock, lambda error: None)  # reports; on error: the daemon is gone
         self._sock_closed = False
         self._last_stats: dict[str, Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -175,24 +175,7 @@ class Relay:
     def _report(self, report: dict[str, Any]) -> None:
         if self._sock_closed:
             return
-        self._out += encode_report(report)
-        self._write_reports()
-
-    def _write_reports(self) -> None:
-        try:
-            while self._out:
-                n = self._sock.send(self._out)
-                del self._out[:n]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self._out.clear()  # the daemon is gone: nobody to tell
-        if self._out and not self._writing:
-            self._writing = True
-            self._loop.add_writer(self._fd, self._write_reports)
-        elif not self._out and self._writing:
-            self._writing = False
-            self._loop.remove_writer(self._fd)
+        self._out.write(encode_report(report))
 
     async def _drain_reports(self) -> None:
         for _ in range(100):  # bounded: 5 s for a daemon that stopped reading
@@ -204,9 +187,7 @@ class Relay:
         if self._sock_closed:
             return
         self._sock_closed = True
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
+        self._out.clear()
         self._sock.close()
 
 
