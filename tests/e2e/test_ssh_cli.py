@@ -110,7 +110,7 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         # the wait at once.
         wait_for_port("127.0.0.1", port, proc, timeout=60)
         assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(3))
+        banner = "".join(proc.stdout.readline() for _ in range(4))
         user = getpass.getuser()
         assert f"ssh -p {port} {user}@127.0.0.1" in banner
         assert f"--recorder http://127.0.0.3:{recorder_port}" in banner
@@ -131,6 +131,14 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         [recording] = json.loads(listing.stdout)["recordings"]
         assert recording["header"]["command"] == "id -un"
         assert recording["status"] == "complete"
+        # `tssh status` as the banner says reaches the demo's daemon
+        [command] = [line.split(":", 1)[1].split() for line in banner.splitlines()
+                     if line.strip().startswith("status:")]
+        assert command[:2] == ["tssh", "status"]
+        status = subprocess.run([sys.executable, "-m", *command, "--json"], cwd=REPO,
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["ssh"] is True
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:

@@ -76,6 +76,7 @@ def demo_files(directory: Path, user: str) -> tuple[Path, Path]:
 
 async def _serve(config: Config, recorder: RecorderSettings, user: str) -> int:
     from recorder.app import serve_recorder
+    from tssh.server.control import ControlServer, control_socket_path
     from tssh.server.daemon import Daemon
 
     loop = asyncio.get_running_loop()
@@ -85,15 +86,18 @@ async def _serve(config: Config, recorder: RecorderSettings, user: str) -> int:
     recorder_task = asyncio.create_task(serve_recorder(recorder, shutdown=stop))
     # Every local process connects from the node's own address: serve only our own.
     daemon = Daemon(config, open_resolver(config), local_owner=os.geteuid())
+    control = ControlServer(control_socket_path(config.state_dir), daemon)
     try:
         await _wait_listening(RECORDER_ADDRESS, config.recorder_port, recorder_task)
         await daemon.start()
+        await control.start()
         url = f"http://{RECORDER_ADDRESS}:{config.recorder_port}"
         print(
             f"tssh demo: SSH on {NODE_ADDRESS} port {config.port}, recorder at {url}; "
             f"files in {config.state_dir.parent}\n"
             f"  connect:     ssh -p {config.port} {user}@{NODE_ADDRESS}\n"
             f"  recordings:  tssh recordings list --recorder {url}\n"
+            f"  status:      tssh status --state-dir {config.state_dir}\n"
             f"  API:         {url}/api/v1/recordings\n"
             "  Ctrl-C stops the demo",
             flush=True,
@@ -101,6 +105,7 @@ async def _serve(config: Config, recorder: RecorderSettings, user: str) -> int:
         await stop.wait()
     finally:
         stop.set()
+        await control.close()
         await daemon.close()
         await recorder_task
     return 0
