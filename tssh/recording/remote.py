@@ -158,8 +158,7 @@ class RemoteRecording:
             stats = self._failed_stats(
                 f"recording worker did not confirm the end in {timeout:g}s")
         self._shut()
-        log.info("recording closed", extra={"recording": stats.to_json()})
-        return stats
+        return stats  # the worker logged it; the daemon audits it
 
     def abort(self, reason: str = "recording aborted before the session ended"
               ) -> RecordingStats:
