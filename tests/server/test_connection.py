@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import asyncssh
+import asyncssh.connection
 import pytest
 from asyncssh.constants import MSG_IGNORE
 
@@ -16,6 +18,7 @@ from tssh.server.connection import (
     KEX_ALGS,
     MAC_ALGS,
     SIGNATURE_ALGS,
+    BufferedRandom,
     TsshServerConnection,
     algorithm_options,
 )
@@ -140,3 +143,31 @@ def test_upstream_still_takes_host_key_algs_from_options() -> None:
     assert "self._server_host_key_algs = list(options.server_host_keys.keys())" in source
     assert "self._server_host_key_algs" in inspect.getsource(
         asyncssh.connection.SSHConnection._send_kexinit)
+
+
+def test_upstream_still_pads_with_os_urandom_in_its_module() -> None:
+    """The fourth change replaces ``os`` in asyncssh.connection: noticed if padding moves."""
+    source = inspect.getsource(asyncssh.connection.SSHConnection.send_packet)
+    assert "os.urandom(padlen)" in source
+    patched = asyncssh.connection.os
+    assert isinstance(patched.urandom, BufferedRandom)
+    assert patched.environ is os.environ and patched.access is os.access  # the rest is os
+
+
+def test_buffered_random_reads_the_kernel_in_large_pieces(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.urandom
+
+    def counting(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(os, "urandom", counting)
+    rng = BufferedRandom(4096)
+    pieces = [rng(16) for _ in range(1000)]
+    assert all(len(p) == 16 for p in pieces)
+    assert len(set(pieces)) == 1000  # no byte handed out twice (16 random bytes never repeat)
+    assert len(calls) == 4  # 16,000 bytes from 4 reads of 4 KiB
+    assert len(rng(10_000)) == 10_000  # larger than the buffer: one read of its own
+    assert calls[-1] == 10_000
