@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -252,3 +254,65 @@ def local_user() -> Iterator[LocalUser]:
     finally:
         subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
         subprocess.run(["groupdel", group], check=False, capture_output=True)
+
+
+def interpreter_for(user: str) -> tuple[str, str]:
+    """A Python and import path with which ``user`` can run the daemon.
+
+    This interpreter first; else the system's Python of the same minor version with this
+    environment's site-packages (same ABI), for when this one lives in a directory other users
+    cannot enter. Skips the test when neither works.
+    """
+    paths = dict.fromkeys([str(REPO), sysconfig.get_paths()["purelib"],
+                           sysconfig.get_paths()["platlib"]])
+    candidates = [(sys.executable, str(REPO)),
+                  (f"/usr/bin/python3.{sys.version_info.minor}", os.pathsep.join(paths))]
+    for python, pythonpath in candidates:
+        if not os.access(python, os.X_OK):
+            continue
+        probe = subprocess.run(["runuser", "-u", user, "--", python, "-c", "import asyncssh, tssh"],
+                               cwd=REPO, capture_output=True,
+                               env={**os.environ, "PYTHONPATH": pythonpath})
+        if probe.returncode == 0:
+            return python, pythonpath
+    pytest.skip(reason="neither this Python nor the system's can import tssh as another user "
+                "(a directory on the way is not readable by other users)")
+
+
+class UserDaemon(TsshDaemon):
+    """Runs the daemon with the user's uid, gid and groups, as a service manager would
+    (``Popen(user=...)`` changes only the uid and leaves root's groups)."""
+
+    uid = gid = -1
+
+    def command(self) -> list[str]:
+        setpriv = require_tool("setpriv")
+        return [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                *super().command()]
+
+
+@contextlib.contextmanager
+def nonroot_daemon(user: LocalUser, logins: Sequence[str]) -> Iterator[TsshDaemon]:
+    """A daemon running as ``user`` (its uid, gid and groups) whose policy lets alice in as
+    ``logins``; started, and stopped with its files removed on the way out."""
+    python, pythonpath = interpreter_for(user.name)
+    work = Path(tempfile.mkdtemp(prefix="tssh-nonroot-"))
+    try:
+        os.chmod(work, 0o755)
+        users = ", ".join(f'"{login}"' for login in logins)
+        policy_text = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
+                                     f'"users": [{users}]')
+        netmap, policy = write_identity_files(work, policy_text)
+        state = work / "state"
+        state.mkdir()
+        os.chown(state, user.uid, user.gid)
+        d = UserDaemon(work, free_port(SERVER_IP), netmap, policy, state, python=python,
+                       pythonpath=pythonpath)
+        d.uid, d.gid = user.uid, user.gid
+        try:
+            d.start()
+            yield d
+        finally:
+            d.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

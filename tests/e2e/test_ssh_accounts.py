@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import datetime
 import grp
-import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import (
-    POLICY,
-    SERVER_IP,
     LocalUser,
     TsshDaemon,
+    nonroot_daemon,
     require_tool,
     run_ssh,
     ssh_command,
-    write_identity_files,
 )
-from tests.e2e.test_ssh_cli import _interpreter_for
-from tests.ports import free_port
 
 DAY = datetime.timedelta(days=1)
 
@@ -178,40 +170,9 @@ def test_daemon_as_normal_user_skips_the_expiry_check_and_keeps_its_tty_group(
 ) -> None:
     """A daemon that is not root cannot read the shadow file (it serves only its own account,
     expired or not), and cannot give the terminal to group tty: user's group, 0600."""
-    python, pythonpath = _interpreter_for(local_user.name)
     _set_expiry(local_user.name, datetime.date(1970, 1, 2))
-    work = Path(tempfile.mkdtemp(prefix="tssh-nonroot-"))
-    try:
-        os.chmod(work, 0o755)
-        policy_text = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
-                                     f'"users": ["{local_user.name}"]')
-        netmap, policy = write_identity_files(work, policy_text)
-        state = work / "state"
-        state.mkdir()
-        os.chown(state, local_user.uid, local_user.gid)
-        d = _DaemonWithUserCredentials(work, free_port(SERVER_IP), netmap, policy, state,
-                                       user=None, python=python, pythonpath=pythonpath)
-        d.uid, d.gid = local_user.uid, local_user.gid
-        try:
-            d.start()
-            result = run_ssh(d, local_user.name, 'stat -c "%U %G %a" "$(tty)"',
-                             options=("-tt",))
-            assert result.returncode == 0, result.stderr
-            primary = grp.getgrgid(local_user.gid).gr_name
-            assert result.stdout.decode().splitlines() == [f"{local_user.name} {primary} 600"]
-        finally:
-            d.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-class _DaemonWithUserCredentials(TsshDaemon):
-    """Runs the daemon with the user's uid, gid and groups, as a service manager would
-    (``Popen(user=...)`` changes only the uid and leaves root's groups)."""
-
-    uid = gid = -1
-
-    def command(self) -> list[str]:
-        setpriv = require_tool("setpriv")
-        return [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                *super().command()]
+    with nonroot_daemon(local_user, [local_user.name]) as d:
+        result = run_ssh(d, local_user.name, 'stat -c "%U %G %a" "$(tty)"', options=("-tt",))
+    assert result.returncode == 0, result.stderr
+    primary = grp.getgrgid(local_user.gid).gr_name
+    assert result.stdout.decode().splitlines() == [f"{local_user.name} {primary} 600"]

@@ -6,12 +6,9 @@ import copy
 import getpass
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,12 +16,11 @@ import pytest
 from tests.e2e.conftest import (
     ALICE_IP,
     NETMAP,
-    POLICY,
     REPO,
-    SERVER_IP,
     SSH_OPTIONS,
     LocalUser,
     TsshDaemon,
+    nonroot_daemon,
     require_tool,
     run_ssh,
     write_identity_files,
@@ -216,53 +212,13 @@ def test_check_config(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "netmap" in missing.stderr
 
 
-def _interpreter_for(user: str) -> tuple[str, str]:
-    """A Python and import path with which ``user`` can run the daemon.
-
-    This interpreter first; else the system's Python of the same minor version with this
-    environment's site-packages (same ABI), for when this one lives in a directory other users
-    cannot enter. Skips the test when neither works.
-    """
-    paths = dict.fromkeys([str(REPO), sysconfig.get_paths()["purelib"],
-                           sysconfig.get_paths()["platlib"]])
-    candidates = [(sys.executable, str(REPO)),
-                  (f"/usr/bin/python3.{sys.version_info.minor}", os.pathsep.join(paths))]
-    for python, pythonpath in candidates:
-        if not os.access(python, os.X_OK):
-            continue
-        probe = subprocess.run(["runuser", "-u", user, "--", python, "-c", "import asyncssh, tssh"],
-                               cwd=REPO, capture_output=True,
-                               env={**os.environ, "PYTHONPATH": pythonpath})
-        if probe.returncode == 0:
-            return python, pythonpath
-    pytest.skip(reason="neither this Python nor the system's can import tssh as another user "
-                "(a directory on the way is not readable by other users)")
-
-
 def test_daemon_as_normal_user_serves_only_that_user(local_user: LocalUser) -> None:
     """Non-root mode: the daemon's own account gets in, any other is refused with a reason."""
-    python, pythonpath = _interpreter_for(local_user.name)
-    work = Path(tempfile.mkdtemp(prefix="tssh-nonroot-"))
-    try:
-        os.chmod(work, 0o755)
-        policy_text = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
-                                     f'"users": ["{local_user.name}", "root"]')
-        netmap, policy = write_identity_files(work, policy_text)
-        state = work / "state"
-        state.mkdir()
-        os.chown(state, local_user.uid, local_user.gid)
-        d = TsshDaemon(work, free_port(SERVER_IP), netmap, policy, state, user=local_user.name,
-                       python=python, pythonpath=pythonpath)
-        try:
-            d.start()
-            own = run_ssh(d, local_user.name, "id -un")
-            assert own.returncode == 0, own.stderr
-            assert own.stdout.decode() == f"{local_user.name}\n"
-            other = run_ssh(d, "root", "true")
-            assert other.returncode == 255
-            assert (f"tssh: this tssh daemon runs as '{local_user.name}', not root, and can "
-                    "only start sessions as").encode() in other.stderr
-        finally:
-            d.stop()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with nonroot_daemon(local_user, [local_user.name, "root"]) as d:
+        own = run_ssh(d, local_user.name, "id -un")
+        assert own.returncode == 0, own.stderr
+        assert own.stdout.decode() == f"{local_user.name}\n"
+        other = run_ssh(d, "root", "true")
+        assert other.returncode == 255
+        assert (f"tssh: this tssh daemon runs as '{local_user.name}', not root, and can "
+                "only start sessions as").encode() in other.stderr
