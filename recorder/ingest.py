@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -232,7 +233,7 @@ class IngestApp:
 
         timer = loop.call_later(self.idle_ack, tick)
         opened = loop.time()
-        synced = -self.sync_pace  # when the last sync started
+        synced = -math.inf  # when the last sync started
         try:
             while not reader.done():
                 await upload.data.wait()
