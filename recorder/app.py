@@ -25,7 +25,8 @@ from recorder.settings import RecorderSettings
 from recorder.storage.base import Storage
 from recorder.storage.disk import DiskStorage
 from recorder.tokens import TokenStore
-from tssh.identity import Resolver, open_resolver
+from tssh.identity.base import Resolver
+from tssh.identity.factory import open_resolver
 from tssh.listensocket import listen_device, open_listening_socket
 
 log = logging.getLogger("tssh.recorder")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -99,6 +101,35 @@ def test_enforced_recorder_killed_mid_session_ends_it_with_a_message(
         proc.wait()
     assert FAILED in (out if pty else err)
     assert proc.returncode != 0
+
+
+def test_recording_worker_killed_ends_enforced_sessions_and_is_replaced(
+        recording: RecordingSetup, local_user: LocalUser) -> None:
+    """The worker that uploads recordings dies: enforced sessions end with the message (their
+    output can no longer be recorded), and the next session gets a new worker."""
+    rec = recording.recorder()
+    proc, daemon = _start_session(recording, {"enforce": True}, local_user.name,
+                                  "echo started; sleep 30")
+    try:
+        _read_until(proc, b"started")
+        worker = daemon.status()["recordingWorker"]  # type: ignore[attr-defined]
+        assert isinstance(worker["pid"], int)
+        os.kill(worker["pid"], signal.SIGKILL)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert FAILED in err
+    assert proc.returncode != 0
+    [failed] = recording.wait_audit(daemon, "recording.failed")  # type: ignore[arg-type]
+    assert "recording worker" in failed["reason"]
+    result = run_ssh(daemon, local_user.name, "echo recorded-again")  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stderr
+    cut, again = recording.loop.wait_upload(rec, count=2, complete=False)
+    assert not cut.complete  # the dead worker's upload: kept, marked incomplete
+    assert "recorded-again" in again.output()
+    new_pid = daemon.status()["recordingWorker"]["pid"]  # type: ignore[attr-defined]
+    assert isinstance(new_pid, int) and new_pid != worker["pid"]
 
 
 def test_enforced_recorder_ending_early_ends_the_session(

@@ -32,6 +32,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recording_policy,
 )
 from tests.e2e.terminal import expect_size
+from tests.processes import stop_process
 
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
 
@@ -246,5 +247,4 @@ def test_policy_change_records_new_sessions_on_a_live_connection(
         [conn] = {e["conn"] for e in daemon.log_entries() if e.get("msg") == "login accepted"}
         assert upload.cast()[0]["connectionID"] == conn  # the same, multiplexed connection
     finally:
-        master.terminate()
-        master.wait(10)
+        stop_process(master)

@@ -9,8 +9,8 @@ import pytest
 
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, NetmapError
-from tssh.identity import open_resolver
 from tssh.identity.base import Peer, Reloadable
+from tssh.identity.factory import open_resolver
 from tssh.identity.netmap import MAX_NETMAP_BYTES, NetmapResolver, parse_netmap
 
 DEMO = """{

@@ -14,8 +14,8 @@ import pytest
 from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, run
 from tssh.config import Config
 from tssh.errors import IdentityError
-from tssh.identity import open_resolver
 from tssh.identity.base import Reloadable
+from tssh.identity.factory import open_resolver
 from tssh.identity.wireguard import WireGuardResolver, key_for_address, parse_dump
 
 KEY_A = "i1B2JC03CNeyYjNKXxU99Z+rXiQMrC/AME+llVYM+DI="

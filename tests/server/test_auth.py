@@ -8,7 +8,7 @@ from tssh.errors import IdentityError
 from tssh.identity.base import Peer
 from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
-from tssh.server.account import Account, AccountError
+from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
 from tssh.server.session import HungUpGroups
 
@@ -83,6 +83,29 @@ def test_non_root_daemon_serves_only_its_own_user(login: str, accepted: bool) ->
         )
 
 
+def test_account_check_refusal_reaches_the_client_message() -> None:
+    checked: list[str] = []
+
+    def expired(account: Account) -> None:
+        checked.append(account.name)
+        raise AccountExpiredError(f'account "{account.name}" has expired on this node')
+
+    admission = decide(POLICY, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup,
+                       check_account=expired, daemon_uid=0)
+    assert not admission.accepted
+    assert admission.message == 'account "alice" has expired on this node'
+    assert admission.decision is not None and admission.decision.action == "accept"
+    # Only the account the login maps to is checked, and only once the policy accepts it.
+    assert checked == ["alice"]
+    refused = decide(POLICY, ALICE, "127.0.0.2", SERVER, "root", lookup=_lookup,
+                     check_account=expired, daemon_uid=0)
+    assert refused.message == 'tailnet policy does not permit you to SSH as user "root"'
+    assert checked == ["alice"]
+    # None: no check (a policy change re-deciding a live connection).
+    assert decide(POLICY, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup,
+                  check_account=None, daemon_uid=0).accepted
+
+
 def test_no_policy_loaded() -> None:
     admission = decide(None, ALICE, "127.0.0.2", SERVER, "alice", lookup=_lookup)
     assert admission.message == "no valid policy is loaded on this node"
@@ -118,6 +141,9 @@ class _Gate:
         if self.fail:
             raise IdentityError("tailscaled is not running")
         return ALICE if address == "127.0.0.2" else None
+
+    async def policy_settled(self) -> bool:
+        return True
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
         return decide(POLICY, peer, peer_ip, SERVER, login, lookup=_lookup, daemon_uid=0)

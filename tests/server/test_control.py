@@ -109,6 +109,26 @@ async def test_state_dir_from_environment(daemon: tuple[FakeDaemon, Path]) -> No
     assert proc.returncode == 0 and json.loads(out)["identity"] == "netmap"
 
 
+@pytest.mark.parametrize("how", ["flag", "environment"])
+async def test_state_dir_from_the_daemons_config_file(
+        daemon: tuple[FakeDaemon, Path], tmp_path: Path, how: str) -> None:
+    """A daemon configured only in its TOML file is reached with the same file."""
+    _, state = daemon
+    config = tmp_path / "tssh.toml"
+    config.write_text(f'state_dir = "{state}"\nport = 2200\n')  # other keys are not read
+    env = {k: v for k, v in os.environ.items() if k not in ("TSSH_STATE_DIR", "TSSH_CONFIG")}
+    args = ["--config", str(config)] if how == "flag" else []
+    if how == "environment":
+        env["TSSH_CONFIG"] = str(config)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tssh", "status", "--json", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["identity"] == "netmap"
+
+
 async def test_daemon_not_running(tmp_path: Path) -> None:
     code, out, err = await cli("status", "--state-dir", str(tmp_path))
     assert code == 1 and out == ""

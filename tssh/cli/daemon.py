@@ -12,7 +12,7 @@ from typing import Any
 
 from tssh.cli.config_flags import add_config_arguments, config_overrides
 from tssh.config import Config, load_config
-from tssh.identity import open_resolver
+from tssh.identity.factory import open_resolver
 from tssh.logformat import configure_logging
 from tssh.policy import load_policy
 

@@ -1,4 +1,9 @@
-"""How CLI commands find the running daemon: its control socket in the state directory."""
+"""How CLI commands find the running daemon: its control socket in the state directory.
+
+The state directory is found as the daemon finds it (``--state-dir``, ``$TSSH_STATE_DIR``,
+the ``state_dir`` of ``--config``/``$TSSH_CONFIG``, else the default), so that ``tssh
+status`` reaches a daemon configured only in its TOML file.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,21 @@ import argparse
 import os
 from pathlib import Path
 
-from tssh.config import default_state_dir, env_var, expand_user
+from tssh.cli.config_flags import add_config_arguments, config_overrides
+from tssh.config import load_partial_config
 from tssh.errors import ConfigError
 from tssh.server.control import control_socket_path
 
 
 def add_state_dir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--state-dir", metavar="DIR", type=Path, default=None,
-        help=f"the daemon's state directory (default: ${env_var('state_dir')}, else"
-        " /var/lib/tssh as root, $XDG_STATE_HOME/tssh otherwise)",
-    )
+    """``--config FILE`` and ``--state-dir DIR``, read as the daemon reads them."""
+    add_config_arguments(parser, ["state_dir"])
 
 
 def control_path(args: argparse.Namespace) -> Path:
-    """``--state-dir``, else ``$TSSH_STATE_DIR``, else the default state dir; + control.sock."""
-    state_dir: Path | None = args.state_dir
-    if state_dir is None:
-        from_env = os.environ.get(env_var("state_dir"))
-        state_dir = Path(from_env) if from_env else default_state_dir()
+    """The daemon's control socket: its state directory + control.sock."""
+    config = load_partial_config(args.config, os.environ, config_overrides(args), ["state_dir"])
     try:
-        return control_socket_path(expand_user(state_dir))
+        return control_socket_path(config.state_dir)
     except ValueError as e:
         raise ConfigError(f"state directory: {e}") from None

@@ -26,7 +26,7 @@ from typing import Any
 from recorder.settings import RecorderSettings
 from tssh.config import Config
 from tssh.errors import TsshError
-from tssh.identity import open_resolver
+from tssh.identity.factory import open_resolver
 from tssh.logformat import configure_logging
 
 NODE_ADDRESS = "127.0.0.1"

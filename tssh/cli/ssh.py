@@ -20,8 +20,8 @@ from typing import Any
 from tssh.cli.config_flags import add_config_arguments, config_overrides
 from tssh.config import Config, load_partial_config
 from tssh.errors import IdentityError, TsshError
-from tssh.identity import open_resolver
 from tssh.identity.base import Peer
+from tssh.identity.factory import open_resolver
 
 
 def register(subparsers: Any) -> None:

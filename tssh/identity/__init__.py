@@ -1,9 +1,5 @@
 """Who is this peer? One Resolver interface (``base``), one module per backend.
 
-``open_resolver`` builds the backend a daemon's Config names.
+``factory.open_resolver`` builds the backend a daemon's Config names. Nothing is imported
+here: the recording worker uses ``Peer`` without loading every backend's HTTP client.
 """
-
-from tssh.identity.base import Peer, Resolver
-from tssh.identity.factory import open_resolver
-
-__all__ = ["Peer", "Resolver", "open_resolver"]

@@ -129,6 +129,10 @@ class Attempt:
     def to_json(self) -> dict[str, Any]:
         return {"recorder": self.recorder, "protocol": self.protocol, "error": self.error}
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Attempt:
+        return cls(str(obj["recorder"]), obj["protocol"], obj["error"])
+
 
 @dataclass(frozen=True)
 class RecordingStats:
@@ -154,6 +158,18 @@ class RecordingStats:
             "bytesDropped": self.bytes_dropped, "eventsDropped": self.events_dropped,
             "attempts": [a.to_json() for a in self.attempts], "error": self.error,
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> RecordingStats:
+        return cls(
+            state=obj["state"], destination=obj["destination"], protocol=obj["protocol"],
+            bytes_written=int(obj["bytesWritten"]), bytes_sent=int(obj["bytesSent"]),
+            bytes_acked=None if obj["bytesAcked"] is None else int(obj["bytesAcked"]),
+            bytes_buffered=int(obj["bytesBuffered"]), bytes_dropped=int(obj["bytesDropped"]),
+            events_dropped=int(obj["eventsDropped"]),
+            attempts=tuple(Attempt.from_json(a) for a in obj["attempts"]),
+            error=obj["error"],
+        )
 
 
 class Sink(Protocol):
@@ -255,13 +271,9 @@ class _HTTPUpload:
                         self._progress.set()
                 if any(isinstance(ev, UploadEnded) for ev in events):
                     return
-        except RecordingError as e:
-            self._fail(e)
-        except OSError as e:
-            self._fail(RecordingFailed(f"connection to the recorder lost: {e}"))
-        except Exception as e:  # a bug must not leave an enforced recording silently stuck
-            log.exception("recording connection reader crashed")
-            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
+        except Exception as e:
+            self._fail(_as_failure(e, "connection to the recorder lost",
+                                   "recording connection reader crashed"))
 
     def _fail(self, error: RecordingError) -> None:
         if not self.failed.done():
@@ -449,6 +461,18 @@ class V1Upload(_HTTPUpload):
                 f"recorder stopped reading the upload for {self._stall_timeout:g}s"))
             raise self._error() or RecordingFailed("recorder stalled") from None
 
+
+
+def _as_failure(error: Exception, lost: str, crashed: str) -> RecordingError:
+    """What an exception in a recording's I/O task means for the recording: its own error,
+    ``lost: <OS error>``, or (logged with its traceback, as ``crashed``) a bug, which must
+    not leave an enforced recording silently stuck either. Call from the ``except`` block."""
+    if isinstance(error, RecordingError):
+        return error
+    if isinstance(error, OSError):
+        return RecordingFailed(f"{lost}: {error}")
+    log.exception(crashed)
+    return RecordingFailed(f"internal error in the recording client: {error!r}")
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
@@ -695,24 +719,37 @@ class Recording:
         """
         self._pause, self._resume = pause, resume
 
-    def output_nowait(self, data: bytes) -> None:
-        self._record_nowait_bytes(self._encoder.output, data)
+    # ``at``: when it happened (the clock's time), if not now: a relay passes on the time
+    # its sender read the data.
 
-    def stderr_nowait(self, data: bytes) -> None:
-        self._record_nowait_bytes(self._encoder.stderr, data)
+    def output_nowait(self, data: bytes, at: float | None = None) -> None:
+        self._record_nowait_bytes(self._encoder.output, data, at)
 
-    def input_nowait(self, data: bytes) -> None:
-        self._record_nowait_bytes(self._encoder.input, data)
+    def stderr_nowait(self, data: bytes, at: float | None = None) -> None:
+        self._record_nowait_bytes(self._encoder.stderr, data, at)
 
-    def resize_nowait(self, cols: int, rows: int) -> None:
-        self._record_nowait(lambda now: self._encoder.resize(now, cols, rows))
+    def input_nowait(self, data: bytes, at: float | None = None) -> None:
+        self._record_nowait_bytes(self._encoder.input, data, at)
 
-    def exit_nowait(self, status: int) -> None:
-        self._record_nowait(lambda now: self._encoder.exit(now, status))
+    def resize_nowait(self, cols: int, rows: int, at: float | None = None) -> None:
+        self._record_nowait(lambda now: self._encoder.resize(now, cols, rows), at)
 
-    def marker_nowait(self, label: str) -> None:
+    def exit_nowait(self, status: int, at: float | None = None) -> None:
+        self._record_nowait(lambda now: self._encoder.exit(now, status), at)
+
+    def marker_nowait(self, label: str, at: float | None = None) -> None:
         """An ``"m"`` event, e.g. saying what kind of session this is."""
-        self._record_nowait(lambda now: self._encoder.marker(now, label))
+        self._record_nowait(lambda now: self._encoder.marker(now, label), at)
+
+    def dropped_nowait(self, size: int) -> None:
+        """``size`` bytes of output were lost before they reached this recording (a relay's
+        full buffer, unenforced): counted, and marked like the recording's own drops."""
+        if self._sink is None or self._closing or self.failure is not None or size <= 0:
+            return
+        self._flush_pending()
+        self._dropped += size
+        self._dropped_events += 1
+        self._dropped_unmarked += size
 
     @property
     def writable(self) -> bool:
@@ -728,6 +765,11 @@ class Recording:
         try:
             async with asyncio.timeout(self._options.finish_timeout):
                 await self._record(self._encoder.finish)
+            if self._dropped_unmarked and self._sink is not None and self.failure is None:
+                # a loss at the very end is told too, whatever the limit (one short line)
+                line = self._drop_marker(self._clock())
+                self._dropped_unmarked = 0
+                self._append(line)
         except RecordingError:
             pass
         except TimeoutError:
@@ -813,8 +855,8 @@ class Recording:
             self._written += len(line)
             await self._put_waiting(line)
 
-    def _record_nowait_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes
-                             ) -> None:
+    def _record_nowait_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes,
+                             at: float | None = None) -> None:
         """Coalesce: the bytes wait (at most COALESCE_SECONDS, MAX_EVENT_INPUT bytes) for
         more of the same stream, then become one event timed at the first of them."""
         if self._closing or self._sink is None or self.failure is not None or not data:
@@ -825,7 +867,7 @@ class Recording:
             self._flush_pending()
         if not self._pending:
             self._pending_encode = encode
-            self._pending_at = self._clock()
+            self._pending_at = self._clock() if at is None else at
             self._pending_timer = asyncio.get_running_loop().call_later(
                 COALESCE_SECONDS, self._flush_pending)
         self._pending += data
@@ -856,14 +898,15 @@ class Recording:
             self._pending_timer = None
         self._pending.clear()
 
-    def _record_nowait(self, encode: Callable[[float], bytes]) -> None:
+    def _record_nowait(self, encode: Callable[[float], bytes], at: float | None = None
+                       ) -> None:
         if self._closing or self._sink is None or self.failure is not None:
             return  # a failure reaches the session through on_failure
         if self._pending:
             self._flush_pending()  # keeps the events in order
         if self._lock.locked():
             raise RuntimeError("a recording is written either with await or *_nowait, not both")
-        now = self._clock()
+        now = self._clock() if at is None else at
         if not self._options.enforce:
             self._offer(encode(now), now)
             return
@@ -895,9 +938,7 @@ class Recording:
         self._written += len(line)
         limit = self._options.buffer_limit
         if self._dropped_unmarked:
-            marker = self._encoder.marker(
-                now, f"tssh: {self._dropped_unmarked} bytes of this recording were dropped "
-                     f"(recorder too slow)")
+            marker = self._drop_marker(now)
             if self._buffered + len(marker) + len(line) <= limit:
                 self._dropped_unmarked = 0
                 self._append(marker)
@@ -909,6 +950,11 @@ class Recording:
         self._dropped += len(line)
         self._dropped_events += 1
         self._dropped_unmarked += len(line)
+
+    def _drop_marker(self, now: float) -> bytes:
+        return self._encoder.marker(
+            now, f"tssh: {self._dropped_unmarked} bytes of this recording were dropped "
+                 f"(recording could not keep up)")
 
     async def _put_waiting(self, line: bytes) -> None:
         """With enforce: wait for room; a line larger than the whole buffer goes in parts."""
@@ -963,13 +1009,8 @@ class Recording:
                 self._maybe_resume()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
-        except RecordingError as e:
-            self._fail(e)
-        except OSError as e:
-            self._fail(RecordingFailed(f"recording destination failed: {e}"))
-        except Exception as e:  # a bug must not leave an enforced recording silently stuck
-            log.exception("recording pump crashed")
-            self._fail(RecordingFailed(f"internal error in the recording client: {e!r}"))
+        except Exception as e:
+            self._fail(_as_failure(e, "recording destination failed", "recording pump crashed"))
 
     def _on_sink_failed(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():

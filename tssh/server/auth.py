@@ -28,6 +28,7 @@ from tssh.policy.decider import Decider
 from tssh.server.account import (
     Account,
     AccountError,
+    check_account_current,
     daemon_user,
     lookup_account,
 )
@@ -64,10 +65,15 @@ def decide(
     login: str,
     *,
     lookup: Callable[[str], Account] = lookup_account,
+    check_account: Callable[[Account], None] | None = check_account_current,
     daemon_uid: int | None = None,
     daemon_name: str | None = None,
 ) -> Admission:
-    """Apply the policy and the local account rules to one login; no network I/O."""
+    """Apply the policy and the local account rules to one login; no network I/O.
+
+    ``check_account`` (account expiry, read from the shadow file) runs on the account the
+    login maps to; None skips it, for decisions that are not logins (a policy change).
+    """
     if peer is None:
         return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
     if decider is None:
@@ -105,6 +111,11 @@ def decide(
             f"{name!r}, not as {account.name!r}",
             decision,
         )
+    if check_account is not None:
+        try:
+            check_account(account)
+        except AccountError as e:
+            return Admission(None, str(e), decision)
     return Admission(account, None, decision)
 
 
@@ -121,6 +132,10 @@ class Gatekeeper(Protocol):
         ...
 
     def login_finished(self, server: TsshServer) -> None: ...
+
+    async def policy_settled(self) -> bool:
+        """False: live connections could not be re-checked against a new policy in time."""
+        ...
 
     def connection_closed(self, server: TsshServer) -> None: ...
 
@@ -151,6 +166,7 @@ class TsshServer(asyncssh.SSHServer):
         self.local_ip = ""
         self.local_port = 0
         self.context: ConnectionContext | None = None
+        self._ended = False
         self.sessions: dict[str, ProcessSession] = {}
         self._peer_lookup: asyncio.Task[Peer | None] | None = None
         self._session_count = 0
@@ -239,7 +255,7 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
-                                 self._gate.hung_up_groups)
+                                 self._gate.hung_up_groups, settle=self.current_context)
         self.sessions[session_id] = session
         return session
 
@@ -260,8 +276,16 @@ class TsshServer(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> bool:
         return False
 
+    async def current_context(self) -> ConnectionContext | None:
+        """The connection's context under the current policy (a new session's, once a policy
+        change in progress has reached this connection); None: the session may not start."""
+        if not await self._gate.policy_settled() or self._ended:
+            return None
+        return self.context
+
     def end(self, message: str) -> None:
         """End every session of this connection with ``message``, then the connection."""
+        self._ended = True
         for session in list(self.sessions.values()):
             session.terminate(message)
         if self.conn is not None:

@@ -26,6 +26,7 @@ from tssh.identity.base import Peer, Resolver
 from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
+from tssh.server.account import check_account_current
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
@@ -42,6 +43,7 @@ DISABLED_MESSAGE = "tssh: SSH disabled on this node"
 REVOKED_MESSAGE = "tssh: access revoked by a policy change"
 SHUTDOWN_MESSAGE = "tssh: the SSH daemon on this node is shutting down"
 POLICY_POLL_SECONDS = 1.0
+SETTLE_TIMEOUT = 10.0  # seconds a new session waits for live connections to be re-checked
 
 
 def read_ssh_enabled(state_dir: Path) -> bool:
@@ -83,6 +85,10 @@ class Daemon:
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Set while every live connection has been checked against the current policy;
+        # sessions starting meanwhile wait for it (see policy_settled).
+        self._settled = asyncio.Event()
+        self._settled.set()
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
         self._hung_up = HungUpGroups()
@@ -193,21 +199,27 @@ class Daemon:
     async def whois(self, address: str) -> Peer | None:
         return await self._resolver.whois(address)
 
-    async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission:
+    async def admit(self, peer: Peer | None, peer_ip: str, login: str, *,
+                    at_login: bool = True) -> Admission:
         """Decide in a worker thread: account lookups go through NSS, which may be LDAP or
-        sssd and take seconds, while every session's I/O runs on this event loop."""
+        sssd and take seconds, while every session's I/O runs on this event loop.
+
+        Account expiry is judged ``at_login`` only, as sshd does: a policy change must not
+        end a live connection because the account expired since."""
         assert self._self_node is not None
+        check = check_account_current if at_login else None
         for _ in range(3):
             decider = self._decider
             admission = await asyncio.to_thread(
-                decide, decider, peer, peer_ip, self._self_node, login
+                decide, decider, peer, peer_ip, self._self_node, login, check_account=check
             )
             # A connection still deciding is not among those _revalidate re-checks: a
             # decision made with a policy that was replaced meanwhile is made again.
             if decider is self._decider:
                 break
         else:
-            admission = decide(self._decider, peer, peer_ip, self._self_node, login)
+            admission = decide(self._decider, peer, peer_ip, self._self_node, login,
+                               check_account=check)
         if admission.accepted:
             admission = replace(admission, recording=self._recorders.request(admission.decision))
         return admission
@@ -263,6 +275,7 @@ class Daemon:
 
     def _policy_changed(self, decider: Decider) -> None:
         self._decider = decider
+        self._settled.clear()
         log.info("policy updated", extra={"rules": decider.rule_count})
         task = asyncio.get_running_loop().create_task(self._revalidate())
         self._background.add(task)
@@ -271,11 +284,38 @@ class Daemon:
     async def _revalidate(self) -> None:
         """End connections the new policy no longer admits as the same local user; give
         the others the new rule's recording settings."""
+        decider = self._decider
+        try:
+            await self._revalidate_connections()
+        finally:
+            if decider is self._decider:  # else a newer policy's revalidation is under way
+                self._settled.set()
+        log.info("connections revalidated", extra={"connections": len(self._connections)})
+
+    async def policy_settled(self) -> bool:
+        """True once live connections were re-checked against the current policy, so that a
+        session opened just after a policy change runs (and is recorded) as the new policy
+        says, not as its connection's old decision did. False if that takes longer than
+        SETTLE_TIMEOUT (NSS lookups stuck): the session is refused rather than started under
+        a decision that may no longer hold."""
+        if self._settled.is_set():
+            return True
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await self._settled.wait()
+        except TimeoutError:
+            log.warning("live connections not re-checked against the new policy in time; "
+                        "new sessions on them are refused until they are",
+                        extra={"waited": SETTLE_TIMEOUT})
+            return False
+        return True
+
+    async def _revalidate_connections(self) -> None:
         for server in list(self._connections):
             ctx = server.context
             if ctx is None:
                 continue
-            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login)
+            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login, at_login=False)
             if admission.account is None or admission.account.name != ctx.account.name:
                 log.info("connection revoked", extra={"conn": ctx.conn_id,
                                                       "reason": admission.message})
@@ -283,7 +323,6 @@ class Daemon:
             elif admission.recording != ctx.recording:
                 # Sessions opened from now on are recorded as the new rule says.
                 server.context = replace(ctx, recording=admission.recording)
-        log.info("connections revalidated", extra={"connections": len(self._connections)})
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
@@ -320,6 +359,7 @@ class Daemon:
             "identity": self.config.identity,
             "policy": self._policy.status().to_json(),
             "recorders": self._recorders.recorders_status(),
+            "recordingWorker": {"pid": self._recorders.worker.pid},
             "connections": len(self._connections),
             "sessions": sessions,
         }

@@ -1,18 +1,31 @@
-"""Pseudo-terminals for sessions: the client's terminal modes (RFC 4254 §8) and window size.
+"""Pseudo-terminals for sessions: the client's terminal modes (RFC 4254 §8), window size, and
+who owns the terminal.
 
-``apply_modes`` is pure (termios attribute list in, new list out) so the opcode table is unit
-tested; ``open_pty`` and ``set_window_size`` are the thin I/O around it.
+``apply_modes`` and ``tty_ownership`` are pure (termios attribute list in, new list out; ids
+in, owner and mode out) so they are unit tested; ``open_pty``, ``set_window_size`` and
+``give_tty`` are the thin I/O around them.
+
+Ownership is OpenSSH's (``pty_setowner``): the user, group ``tty``, mode 0620, so that
+``write`` and ``wall`` (setgid ``tty``) reach the session and ``mesg`` can switch that off;
+without a ``tty`` group, the user's primary group and 0600.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import grp
+import logging
 import os
 import struct
 import termios
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger("tssh.session")
+
+TTY_GROUP = "tty"
 
 # RFC 4254 §8 opcode -> termios control-character index.
 _CC: dict[int, str] = {
@@ -112,3 +125,65 @@ def open_pty(modes: Mapping[int, int], size: WindowSize) -> Pty:
         os.close(slave)
         raise
     return Pty(master=master, slave=slave, name=name)
+
+
+@dataclass(frozen=True)
+class TtyOwnership:
+    uid: int
+    gid: int
+    mode: int
+
+
+def tty_ownership(uid: int, primary_gid: int, tty_gid: int | None) -> TtyOwnership:
+    """The owner, group and mode a session's terminal gets (OpenSSH's rule)."""
+    if tty_gid is None:
+        return TtyOwnership(uid, primary_gid, 0o600)
+    return TtyOwnership(uid, tty_gid, 0o620)
+
+
+def tty_group_id(name: str = TTY_GROUP) -> int | None:
+    """The ``tty`` group's id, None if this system has no such group."""
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def give_tty(pty: Pty, uid: int, primary_gid: int, tty_gid: int | None) -> TtyOwnership:
+    """Give the terminal to the session's user; returns what it got.
+
+    Done on the open slave descriptor, so it is the very terminal the session gets. A daemon
+    that is not root may not give the file to the ``tty`` group (it is not a member); it then
+    keeps the user's own group and 0600: a group-writable terminal owned by the user's group
+    would let that group's members write to it. Failures are logged, not fatal: the session
+    still has its descriptors, and a terminal left as the kernel made it (0600) is no looser.
+    """
+    wanted = tty_ownership(uid, primary_gid, tty_gid)
+    try:
+        os.fchown(pty.slave, wanted.uid, wanted.gid)
+    except OSError as e:
+        fallback = tty_ownership(uid, primary_gid, None)
+        if e.errno != errno.EPERM or wanted == fallback:
+            log.warning("cannot give the terminal to the session's user",
+                        extra={"tty": pty.name, "uid": uid, "error": e.strerror or str(e)})
+            return _current(pty)
+        wanted = fallback
+        try:
+            os.fchown(pty.slave, wanted.uid, wanted.gid)
+        except OSError as e2:
+            log.warning("cannot give the terminal to the session's user",
+                        extra={"tty": pty.name, "uid": uid, "error": e2.strerror or str(e2)})
+            return _current(pty)
+    try:
+        os.fchmod(pty.slave, wanted.mode)
+    except OSError as e:
+        log.warning("cannot set the terminal's mode",
+                    extra={"tty": pty.name, "mode": oct(wanted.mode),
+                           "error": e.strerror or str(e)})
+        return _current(pty)
+    return wanted
+
+
+def _current(pty: Pty) -> TtyOwnership:
+    st = os.fstat(pty.slave)
+    return TtyOwnership(st.st_uid, st.st_gid, st.st_mode & 0o777)

@@ -7,9 +7,11 @@ file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's rec
 its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
 protocol stream is no terminal output; a transfer audit is a separate feature).
 
-The session feeds its recording synchronously from its I/O callbacks: ``record`` comes before
-the same bytes are written to the channel, so output reaches the client only after it is in
-the recording's buffer; with ``enforceRecorder``, flow control pauses the session's reading
+Recordings run in the daemon's recording worker process (``tssh.recording.remote``): the
+daemon hands over raw bytes, the worker encodes and uploads them on another core. The session
+feeds its recording synchronously from its I/O callbacks: ``record`` comes before the same
+bytes are written to the channel, so output reaches the client only after it is in the
+recording's pipeline; with ``enforceRecorder``, flow control pauses the session's reading
 while that buffer is full, and once the upload has failed nothing more is forwarded (the
 session is ended with a message). Without enforcement the session goes on and the failure is
 audited.
@@ -36,14 +38,9 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer, Resolver
 from tssh.policy import Decision
 from tssh.recording.asciicast import CastHeader
+from tssh.recording.remote import RecordingWorker, RemoteRecording
 from tssh.recording.targets import RecorderAddress, recorder_targets
-from tssh.recording.uploader import (
-    Attempt,
-    Recording,
-    RecordingOptions,
-    RecordingStats,
-    start_recording,
-)
+from tssh.recording.uploader import Attempt, RecordingOptions, RecordingStats
 
 log = logging.getLogger("tssh.recording")
 audit = logging.getLogger("tssh.audit")
@@ -154,11 +151,15 @@ class SessionRecorders:
         self._seen: dict[str, _RecorderSeen] = {}
         self._live: set[SessionRecording] = set()
         self._finishing: set[asyncio.Task[Any]] = set()
+        self.worker = RecordingWorker(log_format=config.log_format, log_level=config.log_level)
 
     def request(self, decision: Decision | None) -> RecordingRequest | None:
         """What a connection admitted with ``decision`` needs to record its sessions."""
         rule = RecordingRule.from_decision(decision)
-        return None if rule is None else RecordingRequest(self, rule)
+        if rule is None:
+            return None
+        self.worker.prewarm()  # starting it takes ~0.2 s: overlap that with session set-up
+        return RecordingRequest(self, rule)
 
     async def _targets(self, rule: RecordingRule) -> tuple[list[RecorderAddress],
                                                            dict[str, str]]:
@@ -195,8 +196,8 @@ class SessionRecorders:
             on_failure(error)
 
         try:
-            recording = await start_recording(targets, header, options=options,
-                                              on_failure=failed)
+            recording = await self.worker.start_recording(targets, header, options=options,
+                                                          on_failure=failed)
         except RecorderUnavailable as e:
             attempts = tuple(a for a in e.attempts if isinstance(a, Attempt))
             self._note_attempts(attempts, names)
@@ -263,6 +264,7 @@ class SessionRecorders:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        await self.worker.close()
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,8 @@ class RecordingRequest:
 class SessionRecording:
     """One session's recording, fed from the session's callbacks (never blocks)."""
 
-    def __init__(self, service: SessionRecorders, recording: Recording, rule: RecordingRule,
+    def __init__(self, service: SessionRecorders, recording: RemoteRecording,
+                 rule: RecordingRule,
                  desc: SessionDescription, transfer: str | None) -> None:
         self._service = service
         self._recording = recording

@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,14 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
-from tssh.server.pty import Pty, WindowSize, open_pty, set_window_size
+from tssh.server.pty import (
+    Pty,
+    WindowSize,
+    give_tty,
+    open_pty,
+    set_window_size,
+    tty_group_id,
+)
 from tssh.server.recording import (
     FAILED_MESSAGE,
     REFUSED_EXIT_STATUS,
@@ -88,6 +95,9 @@ def _signal_name(number: int) -> str:
     except ValueError:
         return str(number)
 
+
+UNSETTLED_MESSAGE = ("tssh: the policy changed and this connection could not be re-checked "
+                     "in time; session refused (try again)")
 
 # One read buffer for every session (the event loop is single-threaded); each read is copied
 # out once, to exactly its size, so whoever keeps the data (the channel, a recording) holds
@@ -158,8 +168,12 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         on_close: Callable[[ProcessSession], None],
         hung_up: HungUpGroups,
         sftp_server: str = SFTP_SERVER,
+        settle: Callable[[], Awaitable[ConnectionContext | None]] | None = None,
     ) -> None:
+        """``settle``: the connection's context as the current policy has it, awaited
+        before the process starts (None refuses the session)."""
         self._ctx = ctx
+        self._settle = settle
         self._hung_up_groups = hung_up
         self._on_close = on_close
         self._sftp_server = sftp_server
@@ -284,6 +298,15 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self.terminate(FAILED_MESSAGE)
 
     async def _start(self) -> None:
+        if self._settle is not None:
+            settled = await self._settle()
+            if settled is None:
+                self._starting = False
+                self._write_error(UNSETTLED_MESSAGE + "\r\n")
+                if not self._closed:
+                    self._chan.exit(1)
+                return
+            self._ctx = settled
         ctx = self._ctx
         account = ctx.account
         if ctx.recording is not None and not await self._start_recording(ctx.recording):
@@ -304,8 +327,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         executable, argv = self._argv()
         if self._pty is not None:
             pty = self._pty
-            with contextlib.suppress(OSError):
-                os.chown(pty.name, account.uid, -1)
+            give_tty(pty, account.uid, account.gid, tty_group_id())
             try:
                 self._pid = await spawn_async(SpawnRequest(
                     executable=executable, argv=argv, env=env, cwd=account.home,

@@ -1,0 +1,161 @@
+"""The recording worker process, driven as the daemon drives it (``RecordingWorker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.polling import wait_until
+from tests.recording.fake_recorder import FakeRecorder
+from tests.recording.test_uploader import header, lines, options, output_of
+from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.recording.remote import RecordingWorker, RemoteRecording
+from tssh.recording.targets import RecorderAddress
+
+
+@pytest.fixture
+async def worker() -> AsyncIterator[RecordingWorker]:
+    w = RecordingWorker(log_format="text", log_level="warning")
+    try:
+        yield w
+    finally:
+        await w.close()
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[FakeRecorder]:
+    async with FakeRecorder() as rec:
+        yield rec
+
+
+def target(rec: FakeRecorder) -> list[RecorderAddress]:
+    return [RecorderAddress(*rec.address)]
+
+
+async def test_output_reaches_the_recorder_with_the_daemons_times(
+        worker: RecordingWorker, recorder: FakeRecorder) -> None:
+    rec = await worker.start_recording(target(recorder), header(), options=options())
+    assert [a.protocol for a in rec.attempts] == ["v2"]
+    rec.output_nowait(b"first \xc3")  # a character split across reads
+    await asyncio.sleep(0.3)
+    rec.output_nowait(b"\xa9 second\r\n")
+    rec.resize_nowait(100, 40)
+    rec.marker_nowait("tssh: a marker")
+    rec.exit_nowait(3)
+    stats = await rec.close()
+    assert stats.state == "finished", stats
+    assert stats.bytes_acked == stats.bytes_sent == stats.bytes_written
+    [upload] = recorder.uploads
+    events = lines(bytes(upload.body))[1:]
+    assert output_of(bytes(upload.body)) == "first \u00e9 second\r\n"
+    assert [e[1] for e in events] == ["o", "o", "r", "m", "x"]  # type: ignore[index]
+    assert events[1][0] - events[0][0] >= 0.29  # type: ignore[index,operator]
+    assert events[2][2] == "100x40" and events[4][2] == "3"  # type: ignore[index]
+
+
+async def test_enforced_and_no_recorder_is_refused_with_the_attempts(
+        worker: RecordingWorker) -> None:
+    with pytest.raises(RecorderUnavailable) as e:
+        await worker.start_recording([RecorderAddress("127.0.0.1", 9)], header(),
+                                     options=options(enforce=True))
+    assert [getattr(a, "error", None) for a in e.value.attempts]
+    assert "dial failed" in str(e.value)
+
+
+async def test_not_enforced_and_no_recorder_goes_on_unrecorded(
+        worker: RecordingWorker) -> None:
+    rec = await worker.start_recording([RecorderAddress("127.0.0.1", 9)], header(),
+                                       options=options())
+    rec.output_nowait(b"nobody records this")
+    stats = await asyncio.wait_for(rec.close(), 5)
+    assert stats.state == "unrecorded"
+    assert stats.attempts[0].error
+
+
+async def _fill_until_paused(rec: RemoteRecording, paused: asyncio.Event,
+                             limit: int) -> bytes:
+    """Write numbered lines until flow control pauses the session (bounded)."""
+    written = bytearray()
+    i = 0
+    while not paused.is_set() and len(written) < limit:
+        line = f"line {i:08d}\r\n".encode() * 100
+        rec.output_nowait(line)
+        written += line
+        i += 1
+        if i % 50 == 0:
+            await asyncio.sleep(0)
+    return bytes(written)
+
+
+async def test_enforced_backpressure_crosses_the_process_and_loses_nothing(
+        worker: RecordingWorker, recorder: FakeRecorder) -> None:
+    paused, resumed = asyncio.Event(), asyncio.Event()
+    rec = await worker.start_recording(target(recorder), header(),
+                                       options=options(enforce=True, buffer_limit=64 * 1024))
+    rec.set_flow_control(paused.set, resumed.set)
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # the worker stops reading: the socket and our buffer fill
+    try:
+        written = await _fill_until_paused(rec, paused, 64 << 20)
+        assert paused.is_set() and not rec.writable
+        # bounded: our buffer (256 KiB) + the socket's; the session stops at the pause
+        assert rec.stats().bytes_buffered <= 512 * 1024
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.wait_for(resumed.wait(), 10)
+    rec.exit_nowait(0)
+    stats = await rec.close()
+    assert stats.state == "finished", stats
+    assert output_of(bytes(recorder.uploads[0].body)) == written.decode()
+
+
+async def test_unenforced_drops_when_the_worker_lags_and_marks_the_loss(
+        worker: RecordingWorker, recorder: FakeRecorder) -> None:
+    paused = asyncio.Event()
+    rec = await worker.start_recording(target(recorder), header(), options=options())
+    rec.set_flow_control(paused.set, paused.clear)
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        written = await _fill_until_paused(rec, paused, 4 << 20)
+        assert not paused.is_set()  # never pauses an unenforced session
+        assert rec.stats().bytes_dropped > 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await wait_until(lambda: rec.backlog == 0, timeout=10)
+    rec.output_nowait(b"after the gap")
+    stats = await rec.close()
+    assert stats.state == "finished"
+    assert stats.bytes_dropped > 0
+    body = bytes(recorder.uploads[0].body)
+    markers = [e for e in lines(body)[1:] if e[1] == "m"]  # type: ignore[index]
+    assert markers and "bytes of this recording were dropped" in markers[0][2]  # type: ignore[index]
+    recorded = output_of(body)
+    assert recorded.endswith("after the gap") and len(recorded) < len(written)
+
+
+async def test_worker_death_fails_live_recordings_and_a_new_worker_takes_the_next(
+        worker: RecordingWorker, recorder: FakeRecorder) -> None:
+    failures: list[RecordingFailed] = []
+    rec = await worker.start_recording(target(recorder), header(),
+                                       options=options(enforce=True),
+                                       on_failure=failures.append)
+    rec.output_nowait(b"before")
+    first = worker.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await wait_until(lambda: bool(failures), timeout=10)
+    assert "recording worker" in str(failures[0])
+    stats = await asyncio.wait_for(rec.close(), 5)
+    assert stats.state == "failed"
+    again = await worker.start_recording(target(recorder), header(), options=options())
+    assert worker.pid not in (None, first)
+    again.output_nowait(b"after")
+    assert (await again.close()).state == "finished"
+    assert output_of(bytes(recorder.uploads[-1].body)) == "after"

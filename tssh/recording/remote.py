@@ -1,0 +1,445 @@
+"""The daemon's side of the recording worker: start it, hand it recordings, mirror their state.
+
+``RecordingWorker.start_recording`` has the meaning of ``uploader.start_recording`` (same
+arguments, same ``RecorderUnavailable``), but the recording runs in the worker process
+(``tssh.recording.worker``) and the daemon holds a ``RemoteRecording``: the ``*_nowait``
+half of ``Recording``'s interface, plus ``close``, ``abort`` and ``stats``.
+
+What the daemon does per read is one ``sendmsg`` of the raw bytes; encoding and uploading
+happen on the other core. "Recorded before forwarded" holds as before: a write returns once
+the bytes are in the recording's pipeline (the socket, or this side's bounded buffer behind
+it), and the session forwards them only then. The pipeline is bounded end to end: the
+worker's ``Recording`` buffer, the socket's kernel buffer, and ``local_limit`` bytes here.
+When this side's buffer is full, an enforced recording pauses the session
+(``set_flow_control``); an unenforced one drops the bytes and tells the worker, which marks
+the recording as it marks its own drops.
+
+The worker is started on first use and again after it dies. Its death fails every live
+recording ("recording worker exited"), which ends enforced sessions with a message, as any
+upload failure does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.recording.asciicast import CastHeader
+from tssh.recording.relay import (
+    DROPPED,
+    EXIT,
+    RESIZE,
+    Kind,
+    RelayError,
+    ReportReader,
+    StartRequest,
+    frame_header,
+)
+from tssh.recording.targets import RecorderAddress
+from tssh.recording.uploader import Attempt, RecordingOptions, RecordingStats
+
+log = logging.getLogger("tssh.recording")
+
+LOCAL_LIMIT = 256 * 1024  # bytes this side holds behind a full socket
+START_SLACK = 15.0  # beyond the options' connect timeout, for a worker still starting
+STOP_GRACE = 10.0  # seconds the worker gets to end at daemon exit before SIGKILL
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class RemoteRecording:
+    """A recording running in the worker; fed from the session's callbacks (never blocks)."""
+
+    def __init__(self, sock: socket.socket, options: RecordingOptions,
+                 on_failure: Callable[[RecordingFailed], None] | None,
+                 local_limit: int = LOCAL_LIMIT) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._options = options
+        self._on_failure = on_failure
+        self._limit = local_limit
+        self._loop = asyncio.get_running_loop()
+        self._reports = ReportReader()
+        self._out = bytearray()  # frames the socket did not take yet
+        self._writing = False
+        self._dropped = 0  # output dropped here and not yet told to the worker
+        self._pause: Callable[[], None] | None = None
+        self._resume: Callable[[], None] | None = None
+        self._paused = False
+        self._stats: RecordingStats | None = None
+        self._started: asyncio.Future[RecordingStats] = self._loop.create_future()
+        self._closed: asyncio.Future[RecordingStats] = self._loop.create_future()
+        self._close_started = False
+        self._sock_closed = False
+        self.failure: RecordingFailed | None = None
+        self._loop.add_reader(self._fd, self._readable)
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def _wait_started(self) -> None:
+        timeout = self._options.connect_timeout + START_SLACK
+        try:
+            async with asyncio.timeout(timeout):
+                self._stats = await self._started
+        except TimeoutError:
+            raise RecorderUnavailable(
+                f"the recording worker did not start the recording in {timeout:g}s") from None
+
+    def _give_up(self, error: RecorderUnavailable) -> None:
+        """Not started: nothing is recorded (the caller refuses the session if enforced)."""
+        self._stats = RecordingStats(
+            state="unrecorded", destination=None, protocol=None, bytes_written=0,
+            bytes_sent=0, bytes_acked=None, bytes_buffered=0, bytes_dropped=0,
+            events_dropped=0, error=str(error),
+            attempts=tuple(a for a in error.attempts if isinstance(a, Attempt)))
+        self._shut()
+        if not self._closed.done():
+            self._closed.set_result(self._stats)
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return self._stats.attempts if self._stats is not None else ()
+
+    # -- the session's side ------------------------------------------------------------------
+
+    def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
+        """With ``enforce``: ``pause()`` when this side's buffer is full, ``resume()`` when
+        it has drained to half."""
+        self._pause, self._resume = pause, resume
+
+    @property
+    def writable(self) -> bool:
+        return not self._paused
+
+    @property
+    def backlog(self) -> int:
+        """Bytes held on this side because the worker's socket was full."""
+        return len(self._out)
+
+    def output_nowait(self, data: bytes) -> None:
+        self._send(Kind.OUTPUT, data, droppable=True)
+
+    def stderr_nowait(self, data: bytes) -> None:
+        self._send(Kind.STDERR, data, droppable=True)
+
+    def input_nowait(self, data: bytes) -> None:
+        self._send(Kind.INPUT, data, droppable=True)
+
+    def resize_nowait(self, cols: int, rows: int) -> None:
+        self._send(Kind.RESIZE, RESIZE.pack(cols, rows))
+
+    def exit_nowait(self, status: int) -> None:
+        self._send(Kind.EXIT, EXIT.pack(status))
+
+    def marker_nowait(self, label: str) -> None:
+        self._send(Kind.MARKER, label.encode("utf-8", "replace"))
+
+    async def close(self) -> RecordingStats:
+        """End the upload and wait for the worker's outcome (bounded)."""
+        if self.failure is not None and not self._closed.done():
+            self._closed.set_result(self._failed_stats(str(self.failure)))
+        if not self._close_started:
+            self._close_started = True
+            self._send(Kind.CLOSE, b"")
+        timeout = self._options.finish_timeout * 2 + START_SLACK
+        try:
+            async with asyncio.timeout(timeout):
+                stats = await asyncio.shield(self._closed)
+        except TimeoutError:
+            stats = self._failed_stats(
+                f"recording worker did not confirm the end in {timeout:g}s")
+        self._shut()
+        log.info("recording closed", extra={"recording": stats.to_json()})
+        return stats
+
+    def abort(self, reason: str = "recording aborted before the session ended"
+              ) -> RecordingStats:
+        """Cut now (the worker sees the socket close without CLOSE and cuts the upload)."""
+        self._close_started = True
+        self.failure = self.failure or RecordingFailed(reason)
+        stats = self._failed_stats(reason)
+        self._shut()
+        return stats
+
+    def stats(self) -> RecordingStats:
+        stats = self._stats or self._failed_stats("not started")
+        return RecordingStats(
+            state=stats.state if self.failure is None or stats.state != "recording"
+            else "failed",
+            destination=stats.destination, protocol=stats.protocol,
+            bytes_written=stats.bytes_written, bytes_sent=stats.bytes_sent,
+            bytes_acked=stats.bytes_acked,
+            bytes_buffered=stats.bytes_buffered + len(self._out),
+            bytes_dropped=stats.bytes_dropped + self._dropped,
+            events_dropped=stats.events_dropped, attempts=stats.attempts,
+            error=stats.error or (str(self.failure) if self.failure else None),
+        )
+
+    # -- frames to the worker -----------------------------------------------------------------
+
+    def _send(self, kind: Kind, payload: bytes, droppable: bool = False) -> None:
+        if self._sock_closed or self.failure is not None:
+            return  # a failure reached the session through on_failure
+        if self._close_started and kind is not Kind.CLOSE:
+            return
+        if kind is not Kind.CLOSE and self._stats is not None \
+                and self._stats.state == "unrecorded":
+            return  # no destination: the worker would discard it
+        if droppable and self._out and not self._options.enforce \
+                and len(self._out) >= self._limit:
+            self._dropped += len(payload)
+            return
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self._queue(frame_header(Kind.DROPPED, 0.0, DROPPED.size) + DROPPED.pack(dropped))
+        header = frame_header(kind, time.monotonic(), len(payload))
+        if self._out:
+            self._queue(header)
+            self._queue(payload)
+        else:
+            try:
+                sent = self._sock.sendmsg([header, payload])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as e:
+                self._lost(f"recording worker connection lost: {e.strerror or e}")
+                return
+            if sent < len(header):
+                self._queue(header[sent:])
+                self._queue(payload)
+            elif sent < len(header) + len(payload):
+                self._queue(memoryview(payload)[sent - len(header):])
+        if self._out and self._options.enforce and not self._paused \
+                and len(self._out) >= self._limit:
+            self._paused = True
+            self._call(self._pause)
+
+    def _queue(self, data: bytes | memoryview) -> None:
+        self._out += data
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            while self._out:
+                n = self._sock.send(self._out)
+                del self._out[:n]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:
+            self._lost(f"recording worker connection lost: {e.strerror or e}")
+            return
+        if not self._out and self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        if self._paused and len(self._out) <= self._limit // 2:
+            self._paused = False
+            self._call(self._resume)
+
+    # -- reports from the worker ---------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost("recording worker exited")
+            return
+        try:
+            reports = self._reports.feed(data)
+        except RelayError as e:
+            self._lost(str(e))
+            return
+        for report in reports:
+            self._on_report(report)
+
+    def _on_report(self, report: dict[str, Any]) -> None:
+        kind = report["type"]
+        try:
+            if kind == "refused":
+                attempts = tuple(Attempt.from_json(a) for a in report["attempts"])
+                if not self._started.done():
+                    self._started.set_exception(
+                        RecorderUnavailable(str(report["reason"]), attempts))
+            elif kind == "failed":
+                self._fail(RecordingFailed(str(report["reason"])))
+            elif kind in ("started", "stats", "closed"):
+                self._stats = RecordingStats.from_json(report["stats"])
+                if kind == "started" and not self._started.done():
+                    self._started.set_result(self._stats)
+                if kind == "closed" and not self._closed.done():
+                    self._closed.set_result(self._stats)
+        except (KeyError, TypeError, ValueError) as e:
+            self._lost(f"malformed report from the recording worker: {e!r}")
+
+    # -- failures ------------------------------------------------------------------------------
+
+    def _failed_stats(self, reason: str) -> RecordingStats:
+        stats = self._stats
+        return RecordingStats(
+            state="failed",
+            destination=stats.destination if stats else None,
+            protocol=stats.protocol if stats else None,
+            bytes_written=stats.bytes_written if stats else 0,
+            bytes_sent=stats.bytes_sent if stats else 0,
+            bytes_acked=stats.bytes_acked if stats else None,
+            bytes_buffered=0,
+            bytes_dropped=(stats.bytes_dropped if stats else 0) + len(self._out) + self._dropped,
+            events_dropped=stats.events_dropped if stats else 0,
+            attempts=stats.attempts if stats else (),
+            error=str(self.failure) if self.failure else reason,
+        )
+
+    def _lost(self, reason: str) -> None:
+        """The socket closed or broke: a failure unless the worker had reported the end."""
+        if not self._started.done():
+            self._started.set_exception(RecorderUnavailable(
+                f"the recording worker failed before the recording started ({reason})"))
+        elif not self._closed.done():
+            if self._stats is None or self._stats.state != "unrecorded":
+                self._fail(RecordingFailed(reason))
+            self._closed.set_result(self._failed_stats(reason) if self.failure
+                                    else self.stats())
+        self._shut()
+
+    def _fail(self, error: RecordingFailed) -> None:
+        if self.failure is not None:
+            return
+        self.failure = error
+        self._out.clear()
+        if self._paused:
+            self._paused = False
+            self._call(self._resume)
+        if self._on_failure is not None and not self._close_started:
+            try:
+                self._on_failure(error)
+            except Exception:
+                log.exception("recording failure callback raised")
+
+    def _call(self, callback: Callable[[], None] | None) -> None:
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("recording flow control callback raised")
+
+    def _shut(self) -> None:
+        if self._sock_closed:
+            return
+        self._sock_closed = True
+        self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        self._sock.close()
+
+
+class RecordingWorker:
+    """The daemon's recording worker process: started on first use, restarted after death."""
+
+    def __init__(self, *, log_format: str = "json", log_level: str = "info") -> None:
+        self._log_args = ["--log-format", log_format, "--log-level", log_level]
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def prewarm(self) -> None:
+        """Start the worker now if it is not running (a recording is about to be asked for)."""
+        try:
+            self._ensure()
+        except OSError as e:
+            log.error("cannot start the recording worker", extra={"error": str(e)})
+
+    def _ensure(self) -> socket.socket:
+        if self._proc is not None and self._proc.poll() is None and self._control is not None:
+            return self._control
+        if self._proc is not None:
+            log.error("recording worker exited; starting a new one",
+                      extra={"pid": self._proc.pid, "status": self._proc.returncode})
+        self._discard_control()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            # -P: never import from the working directory (the daemon may run as root).
+            self._proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "tssh.recording.worker",
+                 "--control-fd", str(theirs.fileno()), *self._log_args],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env, cwd="/",
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._control = ours
+        log.info("recording worker started", extra={"pid": self._proc.pid})
+        return ours
+
+    async def start_recording(
+        self, recorders: Sequence[RecorderAddress], header: CastHeader, *,
+        options: RecordingOptions,
+        on_failure: Callable[[RecordingFailed], None] | None = None,
+    ) -> RemoteRecording:
+        """As ``uploader.start_recording``, in the worker."""
+        request = StartRequest(tuple(recorders), header, options).encode()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            ours.setblocking(False)
+            try:
+                socket.send_fds(self._ensure(), [request], [theirs.fileno()])
+            except OSError as e:
+                self._discard_control()
+                raise RecorderUnavailable(
+                    f"cannot hand the recording to the recording worker: {e.strerror or e}"
+                ) from None
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        remote = RemoteRecording(ours, options, on_failure)
+        try:
+            await remote._wait_started()
+        except RecorderUnavailable as e:
+            remote._give_up(e)
+            if options.enforce:
+                raise
+            # unenforced: the session goes on unrecorded, as start_recording would do
+            log.warning("session goes on unrecorded", extra={"reason": str(e)})
+        return remote
+
+    def _discard_control(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    async def close(self) -> None:
+        """At daemon exit, after the recordings ended: let the worker finish, then stop it."""
+        self._discard_control()  # the worker ends when its recordings have
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            log.warning("recording worker did not exit; killing it", extra={"pid": proc.pid})
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+
