@@ -295,9 +295,9 @@ class NetmapFile:
 
     def reload(self) -> bool:
         """Re-read the file; True if what it says changed. Raises NetmapError."""
-        signature = file_signature(self.path)
+        # Taken before reading, so that a broken file is reported once, not at every poll.
+        self._signature = file_signature(self.path)
         netmap = self._read()
-        self._signature = signature
         changed = _content(netmap) != _content(self.netmap)
         self.netmap = netmap
         return changed

@@ -22,6 +22,12 @@ Choices, so that recorders, ``asciinema cat`` and the web player all read the sa
 - tssh events beyond Tailscale's: ``"r"`` ``"COLSxROWS"`` on window change, ``"x"`` with the
   exit status (asciicast v3's exit event), ``"m"`` markers (e.g. dropped data), ``"i"`` only
   when the header says input is captured.
+
+How, since every byte of a busy session's output passes here: an event's text is written
+exactly as ``json.dumps(text, ensure_ascii=False)`` writes it, but valid UTF-8 is escaped as
+bytes (ASCII is never decoded, nothing is encoded back), one ``bytes.replace`` per kind of
+byte to escape. Invalid UTF-8, and output so dense in bytes to escape that json's single pass
+is cheaper, go through json.dumps. ``benchmarks/recording_throughput.py`` measures it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,40 @@ DEFAULT_TERM = "xterm-256color"  # what tailscaled records when the client sent 
 # Unicode line breaks that json.dumps(ensure_ascii=False) leaves raw; str.splitlines() and
 # JavaScript-era readers treat them as line ends.
 _LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+# The same in UTF-8: in valid UTF-8 these byte sequences are these characters and nothing else.
+_UTF8_LINE_BREAKS = tuple((char, char.encode(), escape.encode()) for char, escape in _LINE_BREAKS)
+
+# The bytes a JSON string cannot hold raw (controls, quote, backslash), each with the escape
+# json.dumps writes for it. No other byte of UTF-8 text is changed by json.dumps.
+_JSON_ESCAPES = {
+    byte: json.dumps(chr(byte)).encode("ascii")[1:-1]
+    for byte in (*range(0x20), ord('"'), ord("\\"))
+}
+_NOT_ESCAPED = bytes(byte for byte in range(256) if byte not in _JSON_ESCAPES)
+# Usual in terminal output; the backslash first, as the other escapes add backslashes.
+_FREQUENT = b"\\\r\n\x1b\t\"\x08\x07"
+_FREQUENT_ESCAPES = tuple((bytes((byte,)), _JSON_ESCAPES[byte]) for byte in _FREQUENT)
+_RARE_ESCAPES = {
+    byte: (bytes((byte,)), escape)
+    for byte, escape in _JSON_ESCAPES.items()
+    if byte not in _FREQUENT
+}
+# Measured (x86-64, CPython 3.11): escaping bytes costs a bytes.replace per kind present, ~12 ns
+# per occurrence, plus some Python per kind; json.dumps costs ~2 ns per character. So json.dumps
+# is cheaper below _SHORT bytes, and with more than one byte to escape in _DENSE.
+_SHORT = 1024
+_DENSE = 8
+# Up to _EXACT bytes, one bytes.translate pass (~0.4 ns a byte) lists the bytes to escape.
+# Beyond, each kind is searched for by memchr (bytes.__contains__, ~30 times faster a byte,
+# ~50 ns a call), and the density is judged on the first _SAMPLE bytes. (Output crafted with
+# a plain sample and dense escapes after it costs up to ~4x json.dumps: still less per byte
+# than any random binary output.)
+_EXACT = 16 * 1024
+_SAMPLE = 4096
+
+# json.dumps(text, ensure_ascii=False) without building an encoder per call (json.dumps does
+# when given options: a third of its time on a short event).
+_json_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _escape_line_breaks(text: str) -> str:
@@ -49,6 +89,32 @@ def _escape_line_breaks(text: str) -> str:
         if char in text:
             text = text.replace(char, escape)
     return text
+
+
+def _escape_json_bytes(utf8: bytes) -> bytes | None:
+    """What json.dumps(ensure_ascii=False) writes between the quotes for valid UTF-8 bytes.
+
+    Done on bytes, as the bytes to escape are ASCII and never inside a multibyte character:
+    one bytes.replace per kind present. None when json.dumps on the text is cheaper (short
+    input with bytes to escape, or dense ones); either way the result is the same.
+    """
+    if len(utf8) <= _EXACT:
+        escaped = utf8.translate(None, _NOT_ESCAPED)
+        if not escaped:
+            return utf8
+        if len(utf8) < _SHORT or len(escaped) * _DENSE > len(utf8):
+            return None
+        kinds = [pair for pair in _FREQUENT_ESCAPES if pair[0] in escaped]
+        kinds += map(_RARE_ESCAPES.__getitem__, set(escaped.translate(None, _FREQUENT)))
+    else:
+        if len(utf8[:_SAMPLE].translate(None, _NOT_ESCAPED)) * _DENSE > _SAMPLE:
+            return None
+        # replace() finds a kind absent in one memchr pass; the rare ones are tested first.
+        kinds = [*_FREQUENT_ESCAPES]
+        kinds += [pair for pair in _RARE_ESCAPES.values() if pair[0] in utf8]
+    for byte, escape in kinds:
+        utf8 = utf8.replace(byte, escape)
+    return utf8
 
 
 def format_connection_id(when: datetime, nonce: bytes) -> str:
@@ -152,9 +218,39 @@ def _json_line(obj: object) -> bytes:
     return (_escape_line_breaks(text) + "\n").encode("utf-8", "replace")
 
 
-def _format_seconds(seconds: float) -> str:
-    text = f"{seconds:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
+def _format_seconds(seconds: float) -> bytes:
+    return (b"%.6f" % seconds).rstrip(b"0").rstrip(b".") or b"0"
+
+
+class _Utf8Stream:
+    """One stream's incremental UTF-8 decoding (Python's ``"replace"``), keeping the bytes.
+
+    What ``codecs.getincrementaldecoder("utf-8")("replace")`` does (it is this same
+    ``utf_8_decode`` with the same carry-over), but it also says which input bytes the text
+    came from, so that valid UTF-8 is escaped as bytes and never encoded back.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""  # the start of a character split across reads
+
+    def decode(self, data: bytes, final: bool = False) -> tuple[bytes | None, str | None]:
+        """``(utf8, text)`` for the characters completed by ``data``.
+
+        ``utf8`` is their UTF-8 encoding when the input was valid (it is the input), else
+        None; ``text`` is the decoded text, None when ``utf8`` is ASCII (so it was not built).
+        """
+        pending = self._pending
+        if pending:
+            data = pending + data
+        elif data.isascii():
+            return data, None
+        text, consumed = codecs.utf_8_decode(data, "replace", final)
+        self._pending = data[consumed:]
+        if "\ufffd" in text:  # invalid input (or a real U+FFFD): the text is what counts
+            return None, text
+        return (data if consumed == len(data) else data[:consumed]), text
 
 
 class CastEncoder:
@@ -168,45 +264,44 @@ class CastEncoder:
         self.header = header
         self._start = start
         self._last = 0.0
-        self._stdout = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stderr = codecs.getincrementaldecoder("utf-8")("replace")
-        self._stdin = codecs.getincrementaldecoder("utf-8")("replace")
-        self._finished = False
+        self._stdout = _Utf8Stream()
+        self._stderr = _Utf8Stream()
+        self._stdin = _Utf8Stream()
 
     def header_line(self) -> bytes:
         return _json_line(self.header.to_json())
 
     def output(self, now: float, data: bytes) -> bytes:
         """Terminal output (PTY) or stdout (non-PTY), as ``"o"``."""
-        return self._decoded(now, "o", self._stdout, data)
+        return self._decoded(now, b"o", self._stdout, data)
 
     def stderr(self, now: float, data: bytes) -> bytes:
         """Stderr of a non-PTY session, as ``"o"``; nothing unless the header includes it."""
         if not self.header.includes_stderr:
             return b""
-        return self._decoded(now, "o", self._stderr, data)
+        return self._decoded(now, b"o", self._stderr, data)
 
     def input(self, now: float, data: bytes) -> bytes:
         """Keyboard input, as ``"i"``; nothing unless the header says input is captured."""
         if not self.header.includes_input:
             return b""
-        return self._decoded(now, "i", self._stdin, data)
+        return self._decoded(now, b"i", self._stdin, data)
 
     def resize(self, now: float, cols: int, rows: int) -> bytes:
-        return self._event(now, "r", f"{cols}x{rows}")
+        return self._event(now, b"r", f"{cols}x{rows}")
 
     def marker(self, now: float, label: str) -> bytes:
-        return self._event(now, "m", label)
+        return self._event(now, b"m", label)
 
     def exit(self, now: float, status: int) -> bytes:
         """The exit status, after flushing any partial character left in the streams."""
-        return self.finish(now) + self._event(now, "x", str(status))
+        return self.finish(now) + self._event(now, b"x", str(status))
 
     def finish(self, now: float) -> bytes:
         """Flush partial trailing characters (as U+FFFD); later output starts fresh."""
         out = b""
-        for code, decoder in (("o", self._stdout), ("o", self._stderr), ("i", self._stdin)):
-            out += self._decoded(now, code, decoder, b"", final=True)
+        for code, stream in ((b"o", self._stdout), (b"o", self._stderr), (b"i", self._stdin)):
+            out += self._decoded(now, code, stream, b"", final=True)
         return out
 
     def elapsed(self, now: float) -> float:
@@ -216,17 +311,31 @@ class CastEncoder:
         return seconds
 
     def _decoded(
-        self, now: float, code: str, decoder: codecs.IncrementalDecoder, data: bytes,
-        *, final: bool = False,
+        self, now: float, code: bytes, stream: _Utf8Stream, data: bytes, *, final: bool = False,
     ) -> bytes:
-        text = decoder.decode(data, final)
-        if final:
-            decoder.reset()
+        utf8, text = stream.decode(data, final)
+        if utf8 is not None:
+            if not utf8:
+                return b""
+            body = _escape_json_bytes(utf8)
+            if body is not None:
+                if text is not None:  # not ASCII: may hold Unicode line breaks
+                    for char, raw, escape in _UTF8_LINE_BREAKS:
+                        if char in text:
+                            body = body.replace(raw, escape)
+                seconds = _format_seconds(self.elapsed(now))
+                return b"".join((b"[", seconds, b',"', code, b'","', body, b'"]\n'))
+            if text is None:
+                text = utf8.decode("ascii")
         if not text:
             return b""
         return self._event(now, code, text)
 
-    def _event(self, now: float, code: str, text: str) -> bytes:
+    def _event(self, now: float, code: bytes, text: str) -> bytes:
         seconds = _format_seconds(self.elapsed(now))
-        body = _escape_line_breaks(json.dumps(text, ensure_ascii=False))
-        return f'[{seconds},"{code}",{body}]\n'.encode("utf-8", "replace")
+        body = _json_string(text)
+        if not body.isascii():
+            body = _escape_line_breaks(body)
+        # "replace": a marker's label may hold lone surrogates; decoded text never does.
+        utf8 = body.encode("utf-8", "replace")
+        return b"".join((b"[", seconds, b',"', code, b'",', utf8, b"]\n"))

@@ -21,8 +21,8 @@ from typing import Any
 import asyncssh
 
 from tssh.config import Config
-from tssh.errors import ConfigError, TsshError
-from tssh.identity.base import Peer, Resolver
+from tssh.errors import ConfigError, IdentityError, TsshError
+from tssh.identity.base import Peer, Reloadable, Resolver
 from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
@@ -84,11 +84,13 @@ class Daemon:
         self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
+        self._identity_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Set while every live connection has been checked against the current policy;
         # sessions starting meanwhile wait for it (see policy_settled).
         self._settled = asyncio.Event()
         self._settled.set()
+        self._generation = 0  # of policy and identity changes: which re-check is the latest
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
         self._hung_up = HungUpGroups()
@@ -129,6 +131,8 @@ class Daemon:
         if self._enabled:
             await self._open_listeners()
         self._watch_task = asyncio.create_task(self._follow_policy())
+        if isinstance(self._resolver, Reloadable):
+            self._identity_task = asyncio.create_task(self._follow_identity(self._resolver))
         log.info(
             "daemon started",
             extra={"node": self._self_node.name, "addresses": list(self._addresses),
@@ -136,6 +140,10 @@ class Daemon:
         )
 
     async def close(self) -> None:
+        if self._identity_task is not None:
+            self._identity_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._identity_task
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,22 +281,42 @@ class Daemon:
             log.error("policy source failed; the last policy stays in force",
                       extra={"error": str(e)})
 
+    async def _follow_identity(self, source: Reloadable) -> None:
+        """Poll a file-backed identity backend (netmap, WireGuard inventory): a node's user or
+        tags may change, so live connections are decided again as after a policy change. A
+        broken file is logged once and the last good one stays in force."""
+        while True:
+            await asyncio.sleep(POLICY_POLL_SECONDS)
+            try:
+                changed = await asyncio.to_thread(source.reload_if_changed)
+            except IdentityError as e:
+                log.error("identity file not reloaded; the last good one stays in force",
+                          extra={"error": str(e)})
+                continue
+            if changed:
+                log.info("identity file updated")
+                self._recheck_connections()
+
     def _policy_changed(self, decider: Decider) -> None:
         self._decider = decider
-        self._settled.clear()
         log.info("policy updated", extra={"rules": decider.rule_count})
+        self._recheck_connections()
+
+    def _recheck_connections(self) -> None:
+        self._generation += 1
+        self._settled.clear()
         task = asyncio.get_running_loop().create_task(self._revalidate())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     async def _revalidate(self) -> None:
-        """End connections the new policy no longer admits as the same local user; give
-        the others the new rule's recording settings."""
-        decider = self._decider
+        """End connections the new policy (or identity) no longer admits as the same local
+        user; give the others the new rule's recording settings."""
+        generation = self._generation
         try:
             await self._revalidate_connections()
         finally:
-            if decider is self._decider:  # else a newer policy's revalidation is under way
+            if generation == self._generation:  # else a newer re-check is under way
                 self._settled.set()
         log.info("connections revalidated", extra={"connections": len(self._connections)})
 
@@ -315,14 +343,23 @@ class Daemon:
             ctx = server.context
             if ctx is None:
                 continue
-            admission = await self.admit(ctx.peer, ctx.peer_ip, ctx.login, at_login=False)
-            if admission.account is None or admission.account.name != ctx.account.name:
-                log.info("connection revoked", extra={"conn": ctx.conn_id,
-                                                      "reason": admission.message})
+            try:  # who the peer is now: its user or tags may have changed too
+                peer = await self._resolver.whois(ctx.peer_ip)
+            except IdentityError as e:
+                log.warning("identity backend failed while re-checking a connection; "
+                            "judged as the node it was at login",
+                            extra={"conn": ctx.conn_id, "error": str(e)})
+                peer = ctx.peer
+            admission = await self.admit(peer, ctx.peer_ip, ctx.login, at_login=False)
+            if peer is None or admission.account is None \
+                    or admission.account.name != ctx.account.name:
+                log.info("connection revoked", extra={
+                    "conn": ctx.conn_id,
+                    "reason": admission.message if peer else "peer no longer known"})
                 server.end(REVOKED_MESSAGE)
-            elif admission.recording != ctx.recording:
-                # Sessions opened from now on are recorded as the new rule says.
-                server.context = replace(ctx, recording=admission.recording)
+            elif admission.recording != ctx.recording or peer != ctx.peer:
+                # Sessions opened from now on run (and are recorded) as the new rule says.
+                server.context = replace(ctx, peer=peer, recording=admission.recording)
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
