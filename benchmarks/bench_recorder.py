@@ -292,13 +292,16 @@ def main() -> int:
             rows.append(("group commit: mean time / files per batch", commits, "-"))
             for streams in (1, 10):
                 mib = args.bulk_mib
+                cpu0 = rec.cpu_seconds()
                 secs = run(bulk(rec.port, streams, max(1, mib // streams)))
                 assert isinstance(secs, float)
+                cpu_per_gib = (rec.cpu_seconds() - cpu0) / (mib / 1024)
                 dd = dd_seconds(work / "disk", mib)
                 rate, dd_rate = mib / secs, mib / dd
                 rows.append((
                     f"bulk to disk, {streams} stream{'s' if streams > 1 else ''} ({mib} MiB)",
-                    f"{rate:.0f} MiB/s vs dd {dd_rate:.0f} MiB/s = {rate / dd_rate:.2f}x",
+                    f"{rate:.0f} MiB/s vs dd {dd_rate:.0f} MiB/s = {rate / dd_rate:.2f}x; "
+                    f"recorder CPU {cpu_per_gib:.1f} s/GiB",
                     ">= 0.5x dd",
                 ))
         finally:

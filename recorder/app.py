@@ -72,7 +72,8 @@ def build_app(
     access = Access(resolver, settings.viewers, groups, tokens)
     api = build_api(service, access, local_owner=settings.local_owner)
     ingest = IngestApp(
-        service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack
+        service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack,
+        sync_pace=settings.sync_pace,
     )
     return RecorderApp(service, resolver, ingest)
 

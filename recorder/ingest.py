@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -34,6 +35,12 @@ log = logging.getLogger("tssh.recorder.ingest")
 
 IDLE_ACK = 10.0  # seconds between acks while the uploader sends nothing
 ACK_INTERVAL = 0.0  # pause after each ack; 0: acks follow the group commit rate
+# A v2 upload starts at most one sync per SYNC_PACE seconds. A fast stream would otherwise
+# fsync a few KiB at a time, back to back (hundreds per second, most of the recorder's CPU);
+# paced, one fsync covers what arrived in the meantime. Its flow is governed by HTTP/2
+# windows, not by acks, so fewer acks cost it nothing; an upload writing less often than
+# this (a terminal) still gets each write acked as soon as its group commit is done.
+SYNC_PACE = 0.1
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
 HEADER_TIMEOUT = 30.0  # seconds a v2 upload may stay open without a complete header
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
@@ -156,12 +163,13 @@ class IngestApp:
     def __init__(
         self, service: RecorderService, resolver: Resolver, fallback: ASGIApp,
         *, ack_interval: float = ACK_INTERVAL, idle_ack: float = IDLE_ACK,
-        header_timeout: float = HEADER_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT, sync_pace: float = SYNC_PACE,
     ) -> None:
         self.service = service
         self.resolver = resolver
         self.fallback = fallback
         self.ack_interval = ack_interval
+        self.sync_pace = sync_pace
         self.idle_ack = idle_ack
         self.header_timeout = header_timeout
 
@@ -225,6 +233,7 @@ class IngestApp:
 
         timer = loop.call_later(self.idle_ack, tick)
         opened = loop.time()
+        synced = -math.inf  # when the last sync started
         try:
             while not reader.done():
                 await upload.data.wait()
@@ -233,6 +242,14 @@ class IngestApp:
                     break
                 if upload.recording is None and loop.time() - opened > self.header_timeout:
                     raise CastError(f"no asciicast header within {self.header_timeout:.0f} s")
+                pause = synced + self.sync_pace - loop.time()
+                if pause > 0 and not idle_due:
+                    # the end of the body (or an error) ends the pause: the final ack is not
+                    # delayed
+                    await asyncio.wait((reader,), timeout=pause)
+                    if reader.done():
+                        break
+                synced = loop.time()
                 durable = await upload.sync()
                 if durable != acked or idle_due:
                     await self._ack(send, durable)

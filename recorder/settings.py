@@ -40,6 +40,7 @@ class RecorderSettings:
     trusted_keys: tuple[str, ...] = ()  # other recorders' public keys (a shared bucket)
     ack_interval: float = 0.0  # seconds to wait after an ack (0: the group commit batches)
     idle_ack: float = 10.0  # seconds between acks of an idle v2 stream
+    sync_pace: float = 0.1  # seconds: a v2 upload starts at most one sync this often
     # Loopback demo: API readers must be local processes of this uid (every local account
     # shares the 127.0.0.1 source address the viewer identity comes from).
     local_owner: int | None = None
