@@ -106,7 +106,7 @@ def fake_recorder() -> Iterator[Recorder]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    rec = FakeRecorder(Behavior(keep_body=False, ack_per_read=True), host=RECORDER_IP,
+    rec = FakeRecorder(Behavior(keep_body=False, ack_per_read=True, tuned=True), host=RECORDER_IP,
                        port=free_port(RECORDER_IP))
     asyncio.run_coroutine_threadsafe(rec.start(), loop).result(10)
     try:

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import h11
+
+from recorder import h2tuning
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -40,6 +43,7 @@ class Behavior:
     small_receive_buffer: bool = False  # so that a stall backs up to the client quickly
     keep_body: bool = True  # False: count the bytes only (benchmarks)
     ack_per_read: bool = False  # one ack per socket read, not per DATA frame (less chatty)
+    tuned: bool = False  # advertise the recorder node's HTTP/2 windows and frame size
 
 
 @dataclass
@@ -176,6 +180,13 @@ class _H2Session:
 
     async def run(self, first: bytes) -> None:
         self.conn.initiate_connection()
+        if self.b.tuned:
+            self.conn.update_settings({
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: h2tuning.STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: h2tuning.MAX_FRAME,
+            })
+            self.conn.increment_flow_control_window(
+                h2tuning.CONNECTION_WINDOW - 65535)  # from the default window
         data = first
         idle: list[asyncio.Task[None]] = []
         try:
