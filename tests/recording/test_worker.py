@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.polling import wait_until
-from tests.recording.fake_recorder import FakeRecorder
+from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tests.recording.test_uploader import header, lines, options, output_of
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.recording.remote import RecordingWorker, RemoteRecording
@@ -159,3 +160,27 @@ async def test_worker_death_fails_live_recordings_and_a_new_worker_takes_the_nex
     again.output_nowait(b"after")
     assert (await again.close()).state == "finished"
     assert output_of(bytes(recorder.uploads[-1].body)) == "after"
+
+
+async def test_a_daemon_giving_up_on_a_close_cuts_the_upload_and_frees_the_worker(
+        worker: RecordingWorker) -> None:
+    """At shutdown the daemon stops waiting for recordings still closing; the worker must
+    then cut them (the recorder keeps what it acknowledged) rather than wait out its own
+    timeouts, so that it can exit."""
+    release = asyncio.Event()
+    async with FakeRecorder(Behavior(stall_after=1, release=release)) as stalled:
+        try:
+            rec = await worker.start_recording(
+                target(stalled), header(),
+                options=options(enforce=True, ack_window=60.0, finish_timeout=60.0))
+            rec.output_nowait(b"the last words")
+            closing = asyncio.create_task(rec.close())
+            await asyncio.sleep(0.3)  # the worker is waiting for the recorder's final ack
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+            started = time.monotonic()
+            await worker.close()  # returns once the worker has exited
+            assert time.monotonic() - started < 5
+        finally:
+            release.set()

@@ -157,7 +157,8 @@ class RemoteRecording:
         except TimeoutError:
             stats = self._failed_stats(
                 f"recording worker did not confirm the end in {timeout:g}s")
-        self._shut()
+        finally:  # also when cancelled (daemon shutdown): the worker then cuts the upload
+            self._shut()
         return stats  # the worker logged it; the daemon audits it
 
     def abort(self, reason: str = "recording aborted before the session ended"

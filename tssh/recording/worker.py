@@ -67,6 +67,7 @@ class Relay:
         self._rec: Recording | None = None
         self._ended: asyncio.Future[bool] = self._loop.create_future()  # True: CLOSE frame
         self._reading = False
+        self._eof = False  # the daemon closed its end
         self._out = Outbox(sock, lambda error: None)  # reports; on error: the daemon is gone
         self._sock_closed = False
         self._last_stats: dict[str, Any] | None = None
@@ -102,7 +103,7 @@ class Relay:
     # -- frames from the daemon ----------------------------------------------------------------
 
     def _start_reading(self) -> None:
-        if not self._reading and not self._ended.done() and not self._sock_closed:
+        if not self._reading and not self._eof and not self._sock_closed:
             self._reading = True
             self._loop.add_reader(self._fd, self._readable)
 
@@ -112,6 +113,8 @@ class Relay:
             self._loop.remove_reader(self._fd)
 
     def _readable(self) -> None:
+        """Frames until CLOSE; after it, only the socket's end is looked for: a daemon that
+        stops waiting for the end of the upload (shutting down) cuts it."""
         try:
             n = self._sock.recv_into(self._buf)
         except (BlockingIOError, InterruptedError):
@@ -119,18 +122,28 @@ class Relay:
         except OSError:
             n = 0
         if n == 0:
-            self._end(False)
+            self._socket_ended()
             return
+        if self._ended.done():
+            return  # nothing may follow CLOSE
         try:
             frames = self._frames.feed(self._view[:n])
         except RelayError as e:
             log.error("recording relay failed", extra={"reason": str(e)})
-            self._end(False)
+            self._socket_ended()
             return
         for frame in frames:
             if self._ended.done():
                 break
             self._dispatch(frame)
+
+    def _socket_ended(self) -> None:
+        self._eof = True
+        self._stop_reading()
+        if not self._ended.done():
+            self._ended.set_result(False)  # no CLOSE: run() cuts the upload
+        elif self._rec is not None:
+            self._rec.abort("the daemon stopped waiting for the end of the recording")
 
     def _dispatch(self, frame: Frame) -> None:
         rec = self._rec
@@ -151,13 +164,8 @@ class Relay:
             rec.marker_nowait(payload.decode("utf-8", "replace"), at)
         elif kind is Kind.DROPPED:
             rec.dropped_nowait(DROPPED.unpack(payload)[0])
-        elif kind is Kind.CLOSE:
-            self._end(True)
-
-    def _end(self, closing: bool) -> None:
-        self._stop_reading()
-        if not self._ended.done():
-            self._ended.set_result(closing)
+        elif kind is Kind.CLOSE and not self._ended.done():
+            self._ended.set_result(True)
 
     # -- reports to the daemon -------------------------------------------------------------------
 
