@@ -170,3 +170,34 @@ def test_not_enforced_recorder_killed_mid_session_the_session_goes_on(
     assert out == b"second-go\n"
     [end] = recording.wait_audit(daemon, "recording.end")  # type: ignore[arg-type]
     assert end["recording"]["state"] == "failed"
+
+
+def test_daemon_stopping_with_a_recorded_session_live_exits_promptly(
+        recording: RecordingSetup, local_user: LocalUser) -> None:
+    """SIGTERM with an enforced, recorded session running: the client is told, the session's
+    recording is finished (its exit included) while the daemon winds down, and the daemon and
+    its worker are gone within seconds."""
+    rec = recording.recorder()
+    proc, daemon = _start_session(recording, {"enforce": True}, local_user.name,
+                                  "echo started; sleep 60")
+    try:
+        _read_until(proc, b"started")
+        worker = daemon.status()["recordingWorker"]["pid"]  # type: ignore[index]
+        assert isinstance(worker, int)
+        daemon_proc = daemon.proc  # type: ignore[attr-defined]
+        started = time.monotonic()
+        daemon_proc.send_signal(signal.SIGTERM)
+        assert daemon_proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert b"shutting down" in err
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists()  # the worker exited with the daemon
+    [upload] = recording.loop.wait_upload(rec)
+    _, events = upload.cast()
+    assert "started" in upload.output() and events[-1][1] == "x"
