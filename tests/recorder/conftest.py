@@ -159,6 +159,20 @@ class RecorderProc:
         return out.stdout.strip()
 
 
+def assert_acked_bytes_survived(recorder: RecorderProc, sent: bytes, acked: int) -> dict[str, Any]:
+    """After the recorder was SIGKILLed and restarted: the one recording is kept, marked
+    incomplete, holds at least every acknowledged byte unchanged, and its seal verifies."""
+    with recorder.client(ALICE) as c:
+        [meta] = c.get("/api/v1/recordings").json()["recordings"]
+        assert meta["status"] == "incomplete"
+        assert meta["size"] >= acked
+        cast = c.get(f"/api/v1/recordings/{meta['id']}/cast").content
+        assert cast[:acked] == sent[:acked]
+        assert c.get(f"/api/v1/recordings/{meta['id']}/verify").json()["ok"] is True
+    assert isinstance(meta, dict)
+    return meta
+
+
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[RecorderProc]:
     rec = RecorderProc(tmp_path, str(tmp_path / "store"))

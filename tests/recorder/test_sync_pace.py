@@ -14,11 +14,11 @@ from pathlib import Path
 from recorder.settings import RecorderSettings
 from tests.ports import free_port
 from tests.recorder.conftest import (
-    ALICE,
     NETMAP,
     POLICY,
     SERVER,
     RecorderProc,
+    assert_acked_bytes_survived,
     cast_header,
     event,
 )
@@ -110,13 +110,7 @@ async def test_sigkill_during_a_fast_stream_keeps_everything_acked(
     finally:
         await up.close()
     recorder.start()
-    with recorder.client(ALICE) as c:
-        [meta] = c.get("/api/v1/recordings").json()["recordings"]
-        assert meta["status"] == "incomplete"
-        assert meta["size"] >= acked
-        cast = c.get(f"/api/v1/recordings/{meta['id']}/cast").content
-        assert cast[:acked] == sent[:acked]
-        assert c.get(f"/api/v1/recordings/{meta['id']}/verify").json()["ok"] is True
+    assert_acked_bytes_survived(recorder, sent, acked)
 
 
 @contextlib.asynccontextmanager
