@@ -160,8 +160,9 @@ class RecorderProc:
 
 
 def assert_acked_bytes_survived(recorder: RecorderProc, sent: bytes, acked: int) -> dict[str, Any]:
-    """After the recorder was SIGKILLed and restarted: the one recording is kept, marked
-    incomplete, holds at least every acknowledged byte unchanged, and its seal verifies."""
+    """The one recording an upload cut short left (recorder SIGKILLed and restarted, or
+    upload refused midway) is kept, marked incomplete, holds at least every acknowledged byte
+    unchanged, and its seal verifies."""
     with recorder.client(ALICE) as c:
         [meta] = c.get("/api/v1/recordings").json()["recordings"]
         assert meta["status"] == "incomplete"
