@@ -340,7 +340,10 @@ class S3Storage(Storage):
                     UploadId=state.upload_id, PartNumber=number, Body=data,
                 )
             except ClientError as e:
-                if _is_missing(e):  # the upload expired or was aborted: start it again
+                # The upload expired, was aborted, or the store lost it (some S3 servers
+                # answer a part for an unknown upload with a 500, not NoSuchUpload): start
+                # it again.
+                if _is_missing(e) or not await self._upload_exists(name, state.upload_id):
                     state.upload_id, state.parts = None, []
                     await asyncio.to_thread(self._save_state, key, state)
                     continue
@@ -371,6 +374,17 @@ class S3Storage(Storage):
         await self._upload_meta(key)
         await asyncio.to_thread(self._remove_spool, key)
         log.info("recording %s is in S3 (%d bytes)", key, size)
+
+    async def _upload_exists(self, name: str, upload_id: str) -> bool:
+        """Whether the store still knows a multipart upload (other errors propagate)."""
+        try:
+            await self._s3(self._client.list_parts, Bucket=self.bucket, Key=name,
+                           UploadId=upload_id, MaxParts=1)
+        except ClientError as e:
+            if _is_missing(e):
+                return False
+            raise
+        return True
 
     async def size_in_bucket(self, name: str) -> int | None:
         try:

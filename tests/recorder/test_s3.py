@@ -93,6 +93,8 @@ async def test_s3_outage_and_recorder_kill_lose_nothing_acked(
             assert await up.wait_headers() == 200
             await _send_all(up, big[: 9 * MiB])
             await up.wait_ack(9 * MiB)
+            # its multipart upload has begun: the S3 server that comes back will not know it
+            wait_for(lambda: s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"), 20, 0.1)
             moto.stop()  # S3 goes away mid-recording
             await _send_all(up, big[9 * MiB :])
             await up.end()
