@@ -39,6 +39,7 @@ from benchmarks.bench_ssh import (  # noqa: E402
     SSH_OPTIONS,
     TSSH_IP,
     bench_user,
+    clean_up_on_sigterm,
     cpu_seconds,
     percentile,
     timed_run,
@@ -201,6 +202,7 @@ def login_time(port: int, user: str) -> float:
 
 
 def main() -> int:
+    clean_up_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="32 MiB, 30 logins")
     parser.add_argument("--size", type=int, help="bytes of PTY output per run")

@@ -21,6 +21,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -359,7 +360,14 @@ async def _idle_rss(t: Target, user: str, count: int) -> float:
     return (after - before) / count
 
 
+def clean_up_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: the accounts, daemons and servers a benchmark made are
+    removed by its context managers instead of left behind."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main() -> int:
+    clean_up_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes for a fast run")
     parser.add_argument("--size-mib", type=int, help="transfer size (default 1024, quick 128)")
