@@ -4,6 +4,7 @@ app, and serves it with hypercorn (HTTP/1.1 and h2c on one port)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from recorder.settings import RecorderSettings
 from recorder.storage.base import Storage
 from recorder.storage.disk import DiskStorage
 from recorder.tokens import TokenStore
-from tssh.identity.base import Resolver
+from tssh.identity.base import Reloadable, Resolver
 from tssh.identity.factory import open_resolver
+from tssh.identity.follow import follow_identity_file
 from tssh.listensocket import listen_device, open_listening_socket
 
 log = logging.getLogger("tssh.recorder")
@@ -119,6 +121,8 @@ async def serve_recorder(
     if settings.ui:
         log.warning("--ui: the web UI is not part of this version; serving the API only")
     await service.start()
+    follow = asyncio.create_task(follow_identity_file(resolver)) \
+        if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply
     try:
         config = hypercorn_config(settings)
         device = listen_device(settings.identity)
@@ -127,5 +131,9 @@ async def serve_recorder(
                  service.storage.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
+        if follow is not None:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
         await service.close()
         await resolver.close()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 
+from tests.polling import wait_for
 from tests.recorder.conftest import (
     ALICE,
     BOB,
     CAROL,
     MONITOR,
+    NETMAP,
     REPO,
     SERVER,
     STRANGER,
@@ -97,3 +102,27 @@ def test_public_endpoints(recorder: RecorderProc) -> None:
         assert key["algorithm"] == "ed25519" and len(key["publicKey"]) == 44
         assert "tsrecorder_recordings_active" in c.get("/metrics").text
     assert oct((recorder.state_dir / "seal.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_netmap_edits_apply_without_a_restart(recorder: RecorderProc) -> None:
+    """A node added to the netmap file may upload (and a new viewer read) within seconds; a
+    broken edit keeps the last good netmap."""
+    netmap_file = recorder.tmp / "netmap.hujson"
+    body = cast_header() + event(0.1, "hello\n")
+    with recorder.client(STRANGER) as c:
+        assert c.post("/record", content=iter([body])).status_code == 403
+    netmap_file.write_text("{ not json")
+    time.sleep(1.5)  # polled at least once: still the old netmap, still serving
+    with recorder.client(SERVER) as c:
+        assert c.post("/record", content=iter([body])).status_code == 200
+    netmap = copy.deepcopy(NETMAP)
+    netmap["nodes"].append(  # type: ignore[attr-defined]
+        {"name": "newbox", "id": "nNEW1", "addresses": [STRANGER], "tags": ["tag:prod"]})
+    netmap_file.write_text(json.dumps(netmap))
+
+    def uploads() -> bool:
+        with recorder.client(STRANGER) as c:
+            return c.post("/record", content=iter([body])).status_code == 200
+
+    wait_for(uploads, 10, 0.2, what="the new node's upload accepted")
+    assert "identity file not reloaded" in recorder.log.read_text(errors="replace")

@@ -23,6 +23,7 @@ import asyncssh
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
 from tssh.identity.base import Peer, Reloadable, Resolver
+from tssh.identity.follow import follow_identity_file
 from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
@@ -132,7 +133,9 @@ class Daemon:
             await self._open_listeners()
         self._watch_task = asyncio.create_task(self._follow_policy())
         if isinstance(self._resolver, Reloadable):
-            self._identity_task = asyncio.create_task(self._follow_identity(self._resolver))
+            # a node's user or tags may change: live connections are decided again
+            self._identity_task = asyncio.create_task(follow_identity_file(
+                self._resolver, self._recheck_connections, POLICY_POLL_SECONDS))
         log.info(
             "daemon started",
             extra={"node": self._self_node.name, "addresses": list(self._addresses),
@@ -280,22 +283,6 @@ class Daemon:
         except Exception as e:
             log.error("policy source failed; the last policy stays in force",
                       extra={"error": str(e)})
-
-    async def _follow_identity(self, source: Reloadable) -> None:
-        """Poll a file-backed identity backend (netmap, WireGuard inventory): a node's user or
-        tags may change, so live connections are decided again as after a policy change. A
-        broken file is logged once and the last good one stays in force."""
-        while True:
-            await asyncio.sleep(POLICY_POLL_SECONDS)
-            try:
-                changed = await asyncio.to_thread(source.reload_if_changed)
-            except IdentityError as e:
-                log.error("identity file not reloaded; the last good one stays in force",
-                          extra={"error": str(e)})
-                continue
-            if changed:
-                log.info("identity file updated")
-                self._recheck_connections()
 
     def _policy_changed(self, decider: Decider) -> None:
         self._decider = decider
