@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ LOCAL_LIMIT = 256 * 1024  # bytes this side holds behind a full socket
 START_SLACK = 15.0  # beyond the options' connect timeout, for a worker still starting
 STOP_GRACE = 10.0  # seconds the worker gets to end at daemon exit before SIGKILL
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_NOTHING = RecordingStats(state="unrecorded", destination=None, protocol=None, bytes_written=0,
+                          bytes_sent=0, bytes_acked=None, bytes_buffered=0, bytes_dropped=0,
+                          events_dropped=0)  # before the worker said anything
 
 
 class RemoteRecording:
@@ -96,10 +100,8 @@ class RemoteRecording:
 
     def _give_up(self, error: RecorderUnavailable) -> None:
         """Not started: nothing is recorded (the caller refuses the session if enforced)."""
-        self._stats = RecordingStats(
-            state="unrecorded", destination=None, protocol=None, bytes_written=0,
-            bytes_sent=0, bytes_acked=None, bytes_buffered=0, bytes_dropped=0,
-            events_dropped=0, error=str(error),
+        self._stats = replace(
+            _NOTHING, error=str(error),
             attempts=tuple(a for a in error.attempts if isinstance(a, Attempt)))
         self._shut()
         if not self._closed.done():
@@ -171,16 +173,14 @@ class RemoteRecording:
         return stats
 
     def stats(self) -> RecordingStats:
+        """The worker's last report, with what this side holds or dropped."""
         stats = self._stats or self._failed_stats("not started")
-        return RecordingStats(
-            state=stats.state if self.failure is None or stats.state != "recording"
-            else "failed",
-            destination=stats.destination, protocol=stats.protocol,
-            bytes_written=stats.bytes_written, bytes_sent=stats.bytes_sent,
-            bytes_acked=stats.bytes_acked,
+        return replace(
+            stats,
+            state="failed" if self.failure is not None and stats.state == "recording"
+            else stats.state,
             bytes_buffered=stats.bytes_buffered + len(self._out),
             bytes_dropped=stats.bytes_dropped + self._dropped,
-            events_dropped=stats.events_dropped, attempts=stats.attempts,
             error=stats.error or (str(self.failure) if self.failure else None),
         )
 
@@ -255,18 +255,11 @@ class RemoteRecording:
     # -- failures ------------------------------------------------------------------------------
 
     def _failed_stats(self, reason: str) -> RecordingStats:
-        stats = self._stats
-        return RecordingStats(
-            state="failed",
-            destination=stats.destination if stats else None,
-            protocol=stats.protocol if stats else None,
-            bytes_written=stats.bytes_written if stats else 0,
-            bytes_sent=stats.bytes_sent if stats else 0,
-            bytes_acked=stats.bytes_acked if stats else None,
-            bytes_buffered=0,
-            bytes_dropped=(stats.bytes_dropped if stats else 0) + len(self._out) + self._dropped,
-            events_dropped=stats.events_dropped if stats else 0,
-            attempts=stats.attempts if stats else (),
+        """The last report, ended: what was buffered is lost."""
+        stats = self._stats or _NOTHING
+        return replace(
+            stats, state="failed", bytes_buffered=0,
+            bytes_dropped=stats.bytes_dropped + len(self._out) + self._dropped,
             error=str(self.failure) if self.failure else reason,
         )
 

@@ -747,9 +747,7 @@ class Recording:
         if self._sink is None or self._closing or self.failure is not None or size <= 0:
             return
         self._flush_pending()
-        self._dropped += size
-        self._dropped_events += 1
-        self._dropped_unmarked += size
+        self._count_drop(size)
 
     @property
     def writable(self) -> bool:
@@ -947,9 +945,13 @@ class Recording:
         elif self._buffered + len(line) <= limit:
             self._append(line)
             return
-        self._dropped += len(line)
+        self._count_drop(len(line))
+
+    def _count_drop(self, size: int) -> None:
+        """One event's worth of output lost: counted, and marked before the next event."""
+        self._dropped += size
         self._dropped_events += 1
-        self._dropped_unmarked += len(line)
+        self._dropped_unmarked += size
 
     def _drop_marker(self, now: float) -> bytes:
         return self._encoder.marker(

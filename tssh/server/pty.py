@@ -158,21 +158,18 @@ def give_tty(pty: Pty, uid: int, primary_gid: int, tty_gid: int | None) -> TtyOw
     would let that group's members write to it. Failures are logged, not fatal: the session
     still has its descriptors, and a terminal left as the kernel made it (0600) is no looser.
     """
-    wanted = tty_ownership(uid, primary_gid, tty_gid)
-    try:
-        os.fchown(pty.slave, wanted.uid, wanted.gid)
-    except OSError as e:
-        fallback = tty_ownership(uid, primary_gid, None)
-        if e.errno != errno.EPERM or wanted == fallback:
-            log.warning("cannot give the terminal to the session's user",
-                        extra={"tty": pty.name, "uid": uid, "error": e.strerror or str(e)})
-            return _current(pty)
-        wanted = fallback
+    choices = [tty_ownership(uid, primary_gid, tty_gid)]
+    if tty_gid is not None:
+        choices.append(tty_ownership(uid, primary_gid, None))
+    for wanted in choices:
         try:
             os.fchown(pty.slave, wanted.uid, wanted.gid)
-        except OSError as e2:
+            break
+        except OSError as e:
+            if e.errno == errno.EPERM and wanted is not choices[-1]:
+                continue  # not a member of group tty: the user's own group, 0600
             log.warning("cannot give the terminal to the session's user",
-                        extra={"tty": pty.name, "uid": uid, "error": e2.strerror or str(e2)})
+                        extra={"tty": pty.name, "uid": uid, "error": e.strerror or str(e)})
             return _current(pty)
     try:
         os.fchmod(pty.slave, wanted.mode)
