@@ -1,5 +1,7 @@
 """Recorder nodes for end-to-end recording tests, and a daemon whose policy records sessions.
 
+``recorder_node`` is the real one (``python -m recorder serve``) on rec1's address.
+
 The recorders are the uploader tests' fake recorder (h2c and HTTP/1.1, failures on demand),
 served from a background thread with its own event loop so that a test drives the stock
 ``ssh`` client synchronously while the daemon (a real process) uploads to them. They listen on
@@ -10,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -21,8 +26,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.e2e.conftest import ALICE_IP, NETMAP, SERVER_IP, TsshDaemon
-from tests.ports import free_port
+from tests.e2e.conftest import ALICE_IP, NETMAP, REPO, SERVER_IP, TsshDaemon
+from tests.ports import free_port, wait_for_port
+from tests.processes import stop_process
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 
 T = TypeVar("T")
@@ -193,6 +199,52 @@ def recording_fixture(tmp_path: Path, recorder_loop: RecorderLoop) -> Iterator[R
             d.stop()
 
 
-# Test modules import the two fixtures (pytest finds them in the module's namespace).
-__all__ = ["ALICE_IP", "REC1_IP", "REC2_IP", "SERVER_IP", "Behavior",
-           "RecordingSetup", "UploadSnapshot", "recorder_loop_fixture", "recording_fixture"]
+@dataclass
+class RecorderNode:
+    proc: subprocess.Popen[bytes]
+    dst: Path
+    log: Path
+
+    def casts(self) -> list[Path]:
+        return sorted((self.dst / "nSRV1").rglob("*.cast"))
+
+    def wait_cast(self, ending: bytes, timeout: float = 15) -> bytes:
+        """The one stored recording, once it ends with ``ending`` (the exit event)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            casts = self.casts()
+            if casts and (data := casts[0].read_bytes()).rstrip().endswith(ending):
+                assert len(casts) == 1, casts
+                return data
+            time.sleep(0.05)
+        raise AssertionError(f"no finished recording in {self.dst}: {self.casts()}; "
+                             f"{self.log.read_text(errors='replace')[-2000:]}")
+
+
+@pytest.fixture(name="recorder_node")
+def recorder_node_fixture(recording: RecordingSetup, tmp_path: Path) -> Iterator[RecorderNode]:
+    netmap = tmp_path / "recorder-netmap.json"
+    netmap.write_text(json.dumps({**RECORDING_NETMAP, "self": "rec1"}))
+    policy = tmp_path / "recorder-policy.hujson"
+    policy.write_text('{"ssh": []}')
+    dst = tmp_path / "recordings"
+    log = tmp_path / "recorder.log"
+    port = recording.recorder_port
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recorder", "serve", "--dst", str(dst), "--listen",
+             f"{REC1_IP}:{port}", "--netmap", str(netmap), "--policy", str(policy),
+             "--state-dir", str(tmp_path / "recorder-state")],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
+    try:
+        wait_for_port(REC1_IP, port, proc, log=log)
+        yield RecorderNode(proc, dst, log)
+    finally:
+        stop_process(proc)
+
+
+# Test modules import the fixtures (pytest finds them in the module's namespace).
+__all__ = ["ALICE_IP", "REC1_IP", "REC2_IP", "SERVER_IP", "Behavior", "RecorderNode",
+           "RecordingSetup", "UploadSnapshot", "recorder_loop_fixture", "recorder_node_fixture",
+           "recording_fixture"]

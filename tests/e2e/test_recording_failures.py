@@ -100,7 +100,7 @@ def test_enforced_recorder_killed_mid_session_ends_it_with_a_message(
         proc.kill()
         proc.wait()
     assert FAILED in (out if pty else err)
-    assert proc.returncode != 0
+    assert proc.returncode == 254  # a script sees that recording failed
 
 
 def test_recording_worker_killed_ends_enforced_sessions_and_is_replaced(
@@ -120,7 +120,7 @@ def test_recording_worker_killed_ends_enforced_sessions_and_is_replaced(
         proc.kill()
         proc.wait()
     assert FAILED in err
-    assert proc.returncode != 0
+    assert proc.returncode == 254
     [failed] = recording.wait_audit(daemon, "recording.failed")  # type: ignore[arg-type]
     assert "recording worker" in failed["reason"]
     result = run_ssh(daemon, local_user.name, "echo recorded-again")  # type: ignore[arg-type]

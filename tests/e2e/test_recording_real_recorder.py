@@ -8,76 +8,26 @@ from.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import REPO, LocalUser, run_ssh, ssh_command
 from tests.e2e.recorders import (  # noqa: F401  (fixtures)
-    REC1_IP,
-    RECORDING_NETMAP,
+    RecorderNode,
     RecordingSetup,
     recorder_loop_fixture,
+    recorder_node_fixture,
     recording_fixture,
 )
-from tests.ports import wait_for_port
-from tests.processes import stop_process
 
 pytestmark = pytest.mark.skipif(not (REPO / "recorder" / "__main__.py").exists(),
                                 reason="the recorder node is not in this tree")
 
 FAILED = b"session recording failed and the policy requires it"
-
-
-@dataclass
-class RecorderNode:
-    proc: subprocess.Popen[bytes]
-    dst: Path
-    log: Path
-
-    def casts(self) -> list[Path]:
-        return sorted((self.dst / "nSRV1").rglob("*.cast"))
-
-    def wait_cast(self, ending: bytes, timeout: float = 15) -> bytes:
-        """The one stored recording, once it ends with ``ending`` (the exit event)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            casts = self.casts()
-            if casts and (data := casts[0].read_bytes()).rstrip().endswith(ending):
-                assert len(casts) == 1, casts
-                return data
-            time.sleep(0.05)
-        raise AssertionError(f"no finished recording in {self.dst}: {self.casts()}; "
-                             f"{self.log.read_text(errors='replace')[-2000:]}")
-
-
-@pytest.fixture
-def recorder_node(recording: RecordingSetup, tmp_path: Path) -> Iterator[RecorderNode]:
-    netmap = tmp_path / "recorder-netmap.json"
-    netmap.write_text(json.dumps({**RECORDING_NETMAP, "self": "rec1"}))
-    policy = tmp_path / "recorder-policy.hujson"
-    policy.write_text('{"ssh": []}')
-    dst = tmp_path / "recordings"
-    log = tmp_path / "recorder.log"
-    port = recording.recorder_port
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recorder", "serve", "--dst", str(dst), "--listen",
-             f"{REC1_IP}:{port}", "--netmap", str(netmap), "--policy", str(policy),
-             "--state-dir", str(tmp_path / "recorder-state")],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
-    try:
-        wait_for_port(REC1_IP, port, proc, log=log)
-        yield RecorderNode(proc, dst, log)
-    finally:
-        stop_process(proc)
 
 
 def test_pty_session_stored_by_the_recorder_plays_back_what_the_client_saw(
@@ -119,4 +69,22 @@ def test_recorder_node_killed_mid_session_ends_the_enforced_session(
         proc.kill()
         proc.wait()
     assert FAILED in err
-    assert proc.returncode != 0
+    assert proc.returncode == 254
+
+
+def test_recording_end_audit_reports_what_the_recorder_acked_last(
+        recording: RecordingSetup, recorder_node: RecorderNode,
+        local_user: LocalUser) -> None:
+    """``recording.end`` carries the final ack: every byte the recorder stored."""
+    daemon = recording.daemon(enforce=True, recorders=("tag:recorder",))
+    for options in ((), ("-tt",)):
+        result = run_ssh(daemon, local_user.name, "echo one; sleep 0.2; echo two",
+                         options=options)
+        assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 15
+    while len(ends := recording.audit(daemon, "recording.end")) < 2:
+        assert time.monotonic() < deadline, ends
+        time.sleep(0.05)
+    stored = sorted(len(p.read_bytes()) for p in recorder_node.casts())
+    assert sorted(e["recording"]["bytesAcked"] for e in ends) == stored
+    assert all(e["recording"]["bytesSent"] == e["recording"]["bytesAcked"] for e in ends)

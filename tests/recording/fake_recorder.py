@@ -30,6 +30,7 @@ class Behavior:
     status: int = 200  # answer to POST /v2/record, or final answer to /record
     continue_status: int = 100  # v1: answer before the body (e.g. 403: refuse at once)
     acks: bool = True
+    ack_until: int | None = None  # stop acking once this many body bytes arrived
     ack_separator: bytes = b"\n"  # b"": frames concatenated with no newline
     split_acks: bool = False  # send each frame in two DATA frames
     idle_ack: float | None = None  # seconds between acks while no data arrives
@@ -241,9 +242,10 @@ class _H2Session:
             if b.end_after is not None and n >= b.end_after:
                 self.frame(ev.stream_id, {"ack": n}, end=True)
                 return None
-            if b.acks and b.ack_per_read:
+            acking = b.acks and (b.ack_until is None or n <= b.ack_until)
+            if acking and b.ack_per_read:
                 self.unacked.add(ev.stream_id)
-            elif b.acks:
+            elif acking:
                 self.frame(ev.stream_id, {"ack": n})
             if b.stall_after is not None and n >= b.stall_after:
                 b.stall_after = None

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import (
+    HEADER_LIMIT,
+    TERM_LIMIT,
     CastEncoder,
     CastHeader,
+    FittedHeader,
+    HeaderTooLarge,
+    fit_header,
     format_connection_id,
     new_connection_id,
 )
@@ -207,3 +212,41 @@ def test_any_bytes_any_splits_decode_as_the_whole(data: bytes, cuts: list[int]) 
         prev = p
     out += enc.finish(2.0)
     assert output_text(out) == data.decode("utf-8", "replace")
+
+
+# -- fitting client-supplied fields under the header limit ------------------------------------
+
+def _long_header(command: str, term: str = "xterm") -> CastHeader:
+    peer = Peer(name="laptop", id="nLAP1", addresses=("127.0.0.2",), user="alice@example.com")
+    return CastHeader.for_session(peer, ssh_user="alice", local_user="alice",
+                                  connection_id="ssh-conn-20260101T000000-0123456789",
+                                  started_at=0, command=command, term=term)
+
+
+def test_a_short_header_is_left_alone() -> None:
+    header = _long_header("ls -l")
+    assert fit_header(header) == FittedHeader(header)
+
+
+@pytest.mark.parametrize("command", ["echo out # " + "x" * 70_000, "é\u2028\x00" * 30_000])
+def test_a_long_command_is_cut_in_the_header_and_kept_whole_in_markers(command: str) -> None:
+    fitted = fit_header(_long_header(command))
+    line = CastEncoder(fitted.header, 0.0).header_line()
+    assert len(line) <= HEADER_LIMIT
+    assert len(line) > HEADER_LIMIT - 64  # as much of the command as fits
+    assert fitted.header.command.startswith(command[:1000])
+    assert "command cut" in fitted.header.command
+    parts = [m.split(": ", 2)[2] for m in fitted.markers]
+    assert "".join(parts) == command
+    assert all(f"of {len(parts)}:" in m for m in fitted.markers)
+
+
+def test_a_long_term_is_cut() -> None:
+    fitted = fit_header(_long_header("true", term="x" * 70_000))
+    assert fitted.header.term == "x" * TERM_LIMIT
+    assert fitted.markers == ()
+
+
+def test_a_header_that_cannot_fit_is_refused() -> None:
+    with pytest.raises(HeaderTooLarge):
+        fit_header(_long_header("true"), limit=100)

@@ -61,7 +61,7 @@ async def drive(ops: list[tuple[str, bytes]], limit: int, enforce: bool) -> None
                                     started_at=time.time())
     rec = Recording(header, sink, (), RecordingOptions(enforce=enforce, buffer_limit=limit),
                     None, time.monotonic, time.monotonic())
-    await rec._write_header()
+    rec._write_header()
     fed = bytearray()
     peak = 0
 

@@ -14,7 +14,7 @@ from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
-from tssh.recording.asciicast import CastHeader
+from tssh.recording.asciicast import CastEncoder, CastHeader
 from tssh.recording.uploader import (
     Recording,
     RecordingOptions,
@@ -32,6 +32,9 @@ def header() -> CastHeader:
     return CastHeader.for_session(ALICE, ssh_user="alice", local_user="alice",
                                   connection_id="ssh-conn-20260101T000000-0123456789",
                                   started_at=time.time(), width=80, height=24)
+
+
+HEADER_SIZE = len(CastEncoder(header(), 0.0).header_line())
 
 
 def options(**kw: object) -> RecordingOptions:
@@ -204,10 +207,11 @@ async def test_recorder_killed_mid_upload(enforce: bool, h2c: bool) -> None:
 
 @pytest.mark.parametrize("h2c", [True, False], ids=["v2", "v1"])
 async def test_recorder_ending_the_upload_early(h2c: bool) -> None:
-    async with FakeRecorder(Behavior(end_after=10, h2c=h2c)) as recorder:
+    async with FakeRecorder(Behavior(end_after=HEADER_SIZE + 10, h2c=h2c)) as recorder:
         failures: list[RecordingFailed] = []
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True), on_failure=failures.append)
+        rec.output_nowait(b"x" * 100)
         await wait_until(lambda: bool(failures))
         assert "before the session ended" in str(failures[0])
         assert rec.stats().protocol == ("v2" if h2c else "v1")
@@ -215,17 +219,18 @@ async def test_recorder_ending_the_upload_early(h2c: bool) -> None:
 
 
 async def test_error_frame_fails_the_upload() -> None:
-    async with FakeRecorder(Behavior(error_after=10)) as recorder:
+    async with FakeRecorder(Behavior(error_after=HEADER_SIZE + 10)) as recorder:
         failures: list[RecordingFailed] = []
         rec = await start_recording([recorder.address], header(), options=options(),
                                     on_failure=failures.append)
+        rec.output_nowait(b"x" * 100)
         await wait_until(lambda: bool(failures))
         assert "storage failed" in str(failures[0])
         await rec.close()
 
 
 async def test_no_acks_within_the_window_fails() -> None:
-    async with FakeRecorder(Behavior(acks=False)) as recorder:
+    async with FakeRecorder(Behavior(ack_until=HEADER_SIZE)) as recorder:
         failures: list[RecordingFailed] = []
         started = time.monotonic()
         rec = await start_recording([recorder.address], header(),
@@ -530,4 +535,47 @@ async def test_mixing_await_and_nowait_is_refused() -> None:
             rec.output_nowait(b"b")
         release.set()
         await blocked
+        await rec.close()
+
+
+# -- the recorder must take the header before a recording counts as started ------------------
+
+@pytest.mark.parametrize("behavior", [Behavior(error_after=1), Behavior(end_after=1),
+                                      Behavior(die_after=1)],
+                         ids=["error-frame", "ended", "connection-cut"])
+async def test_header_refused_by_the_recorder_refuses_an_enforced_start(
+        behavior: Behavior) -> None:
+    async with FakeRecorder(behavior) as recorder:
+        failures: list[RecordingFailed] = []
+        with pytest.raises(RecorderUnavailable) as info:
+            await start_recording([recorder.address], header(),
+                                  options=options(enforce=True), on_failure=failures.append)
+        assert info.value.attempts[0].error is not None
+        assert failures == []  # refused at the start: not a failure of a running session
+
+
+async def test_header_never_acked_refuses_an_enforced_start_in_time() -> None:
+    async with FakeRecorder(Behavior(acks=False)) as recorder:
+        started = time.monotonic()
+        with pytest.raises(RecorderUnavailable, match="did not accept the recording's header"):
+            await start_recording([recorder.address], header(),
+                                  options=options(enforce=True, connect_timeout=0.5))
+        assert time.monotonic() - started < 3.0
+
+
+async def test_a_recorder_refusing_the_header_fails_over_to_the_next() -> None:
+    async with FakeRecorder(Behavior(error_after=1)) as bad, FakeRecorder() as good:
+        rec = await start_recording([bad.address, good.address], header(),
+                                    options=options(enforce=True))
+        assert [a.error is None for a in rec.attempts] == [False, True]
+        assert "storage failed" in (rec.attempts[0].error or "")
+        assert (await rec.close()).state == "finished"
+        assert good.uploads[-1].complete
+
+
+async def test_started_means_the_header_is_acked() -> None:
+    async with FakeRecorder() as recorder:
+        rec = await start_recording([recorder.address], header(),
+                                    options=options(enforce=True))
+        assert (rec.stats().bytes_acked or 0) >= HEADER_SIZE
         await rec.close()

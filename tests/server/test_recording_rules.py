@@ -47,7 +47,7 @@ def _desc(**kw: object) -> SessionDescription:
 
 
 def test_header_of_a_pty_shell() -> None:
-    h = header_for(_desc(), 1_700_000_000.5).to_json()
+    h = header_for(_desc(), 1_700_000_000.5).header.to_json()
     assert h["srcNode"] == "laptop.example.ts.net"
     assert h["srcNodeID"] == "nLAP1"
     assert h["srcNodeUser"] == "alice@example.com" and h["srcNodeUserID"] == 42
@@ -60,7 +60,7 @@ def test_header_of_a_pty_shell() -> None:
 
 def test_header_of_exec_without_pty_from_a_tagged_node() -> None:
     h = header_for(_desc(peer=CI, command="make deploy", pty=False, login="deploy",
-                         local_user="deploy", term=None), 0).to_json()
+                         local_user="deploy", term=None), 0).header.to_json()
     assert h["command"] == "make deploy"
     assert h["srcNodeTags"] == ["tag:ci"] and "srcNodeUser" not in h
     assert (h["width"], h["height"]) == (0, 0)
@@ -68,7 +68,7 @@ def test_header_of_exec_without_pty_from_a_tagged_node() -> None:
 
 
 def test_header_of_sftp_names_the_subsystem() -> None:
-    assert header_for(_desc(subsystem="sftp", pty=False), 0).to_json()["command"] == "sftp"
+    assert header_for(_desc(subsystem="sftp", pty=False), 0).header.to_json()["command"] == "sftp"
 
 
 def test_rule_from_decision() -> None:

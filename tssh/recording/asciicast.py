@@ -36,7 +36,7 @@ import codecs
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,6 +210,55 @@ class CastHeader:
         obj["connectionID"] = self.connection_id
         obj["tssh"] = {"stderr": self.includes_stderr, "input": self.includes_input}
         return obj
+
+
+# The header line the daemon sends is at most HEADER_LIMIT bytes: the recorder node refuses a
+# header line over 64 KiB (docs/recorder.md) and tsrecorder publishes no limit, so stay well
+# under both. Only two fields come from the client and can be long: TERM and the command.
+HEADER_LIMIT = 16 * 1024
+TERM_LIMIT = 128  # characters; real terminal names are under 40
+COMMAND_PART = 16 * 1024  # characters of an over-long command per "m" event
+
+
+class HeaderTooLarge(ValueError):
+    """The header cannot be brought under HEADER_LIMIT by cutting TERM and the command."""
+
+
+@dataclass(frozen=True)
+class FittedHeader:
+    """A header within HEADER_LIMIT, and the markers that carry what was cut from it."""
+
+    header: CastHeader
+    markers: tuple[str, ...] = ()
+
+
+def fit_header(header: CastHeader, limit: int = HEADER_LIMIT) -> FittedHeader:
+    """The rule for client-supplied fields too long for a header line (docs/recording.md):
+    TERM is cut to TERM_LIMIT characters; a command that does not fit is cut, with a note
+    saying so, and the whole command follows as ``"m"`` events right after the header, so
+    the recording still says exactly what ran. Raises HeaderTooLarge if even that fails."""
+    fitted = header
+    if len(header.term) > TERM_LIMIT:
+        fitted = replace(fitted, term=header.term[:TERM_LIMIT])
+    if len(_json_line(fitted.to_json())) <= limit:
+        return FittedHeader(fitted)
+    command = header.command
+    parts = [command[i:i + COMMAND_PART] for i in range(0, len(command), COMMAND_PART)]
+    markers = tuple(f"tssh: the session's command, part {n} of {len(parts)}: {part}"
+                    for n, part in enumerate(parts, 1))
+    note = f" [tssh: command cut; all {len(command)} characters follow as \"m\" events]"
+    low, high = 0, len(command)  # the longest prefix that fits, by bisection
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_json_line(replace(fitted, command=command[:mid] + note).to_json())) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    cut = replace(fitted, command=command[:low] + note)
+    if len(_json_line(cut.to_json())) > limit:
+        raise HeaderTooLarge(
+            f"the recording's header would be over {limit} bytes even without the command")
+    return FittedHeader(cut, markers)
 
 
 def _json_line(obj: object) -> bytes:

@@ -221,6 +221,7 @@ class _HTTPUpload:
         self.failed.add_done_callback(_consume_exception)
         self._waiters: dict[type, asyncio.Future[WireEvent]] = {}
         self._progress = asyncio.Event()  # window opened, ack arrived, or failure
+        self._taken = asyncio.Event()  # for confirm(): ack arrived, body sent, or failure
         self._read_task: asyncio.Task[None] | None = None
 
     def start_reading(self) -> None:
@@ -269,6 +270,8 @@ class _HTTPUpload:
                         waiter.set_result(ev)
                     if isinstance(ev, (WindowOpened, Acked)):
                         self._progress.set()
+                    if isinstance(ev, (Acked, UploadEnded)):
+                        self._taken.set()
                 if any(isinstance(ev, UploadEnded) for ev in events):
                     return
         except Exception as e:
@@ -284,7 +287,35 @@ class _HTTPUpload:
                 waiter.add_done_callback(_consume_exception)
         self._waiters.clear()
         self._progress.set()
+        self._taken.set()
         self.abort()
+
+    def _has_taken(self, size: int) -> bool:
+        raise NotImplementedError
+
+    def _upload_ended(self) -> bool:
+        return False
+
+    async def confirm(self, size: int, time_limit: float) -> None:
+        """Returns once the recorder has taken the stream's first ``size`` bytes (v2: acked,
+        so stored; v1: written to the connection, the most v1 tells): RecordingFailed if it
+        failed or did not within ``time_limit`` seconds."""
+        try:
+            async with asyncio.timeout(max(time_limit, 0.0)):
+                while True:
+                    if (error := self._error()) is not None:
+                        raise error
+                    if self._has_taken(size):
+                        return
+                    if self._upload_ended():
+                        raise RecordingFailed("recorder ended the upload before it accepted "
+                                              "the recording's header")
+                    self._taken.clear()
+                    await self._taken.wait()
+        except TimeoutError:
+            raise RecordingFailed(
+                f"recorder did not accept the recording's header in {time_limit:.3g}s"
+            ) from None
 
     def _error(self) -> RecordingError | None:
         if self.failed.done() and not self.failed.cancelled():
@@ -351,6 +382,12 @@ class V2Upload(_HTTPUpload):
         out = self.conn.data_to_send()
         if out and not self._writer.is_closing():
             self._writer.write(out)
+
+    def _has_taken(self, size: int) -> bool:
+        return self.conn.tracker.acked >= size
+
+    def _upload_ended(self) -> bool:
+        return self.conn.upload_ended
 
     def _uploading(self) -> bool:
         return self.conn.upload_status == 200 and not self.conn.upload_ended
@@ -420,6 +457,7 @@ class V1Upload(_HTTPUpload):
         super().__init__(address, reader, writer, clock)
         self.conn = V1Connection(str(address))
         self._stall_timeout = stall_timeout
+        self._drained_sent = 0  # body bytes handed to the kernel (written and drained)
 
     @property
     def bytes_sent(self) -> int:
@@ -428,6 +466,12 @@ class V1Upload(_HTTPUpload):
     @property
     def bytes_acked(self) -> int | None:
         return None  # v1 has no acks
+
+    def _has_taken(self, size: int) -> bool:
+        return self._drained_sent >= size  # the most v1 can know: no acks, no answer yet
+
+    def _upload_ended(self) -> bool:
+        return self.conn.upload_ended
 
     def _receive(self, data: bytes) -> list[WireEvent]:
         return self.conn.receive(data)
@@ -460,6 +504,8 @@ class V1Upload(_HTTPUpload):
             self._fail(RecordingFailed(
                 f"recorder stopped reading the upload for {self._stall_timeout:g}s"))
             raise self._error() or RecordingFailed("recorder stalled") from None
+        self._drained_sent = self.conn.sent
+        self._taken.set()
 
 
 
@@ -579,18 +625,20 @@ async def start_recording(
     on_failure: Callable[[RecordingFailed], None] | None = None,
     clock: Clock = time.monotonic,
 ) -> Recording:
-    """Connect to the first recorder that accepts, and send the header.
+    """Connect to the first recorder that accepts the recording: it answered the upload and
+    took its header (v2: acked it; v1: read it after its ``100 Continue``). A recorder that
+    refuses the header (too large, disk full) is a failed attempt like one that cannot be
+    dialed, and the next is tried.
 
     Raises RecorderUnavailable when ``options.enforce`` and none accepted. Otherwise always
     returns a Recording: to a recorder, to the local fallback file, or unrecorded (writes
-    discarded); ``Recording.attempts`` says what was tried.
+    discarded); ``Recording.attempts`` says what was tried. ``on_failure`` is called only
+    for a failure after the start.
     """
     options = options or RecordingOptions()
     start = clock()
     deadline = start + options.connect_timeout
     attempts: list[Attempt] = []
-    sink: Sink | None = None
-    local: LocalCastFile | None = None
     for entry in recorders:
         address = entry if isinstance(entry, RecorderAddress) else RecorderAddress(*entry)
         try:
@@ -605,37 +653,41 @@ async def start_recording(
             log.exception("recording attempt crashed", extra={"recorder": str(address)})
             attempts.append(Attempt(str(address), None, f"internal error: {e!r}"))
             continue
+        recording = Recording(header, upload, (), options, None, clock, start)
+        try:
+            await recording._send_header(upload, deadline - clock())
+        except RecordingFailed as e:  # e.g. the recorder refused the header, or its disk
+            recording.abort(f"recorder did not accept the header: {e}")
+            attempts.append(Attempt(str(address), upload.protocol, str(e)))
+            log.warning("recorder did not accept the recording's header",
+                        extra={"recorder": str(address), "protocol": upload.protocol,
+                               "reason": str(e)})
+            continue
         attempts.append(Attempt(str(address), upload.protocol))
+        recording.attempts = tuple(attempts)
+        recording._on_failure = on_failure  # from here on, a failure ends the session
         log.info("recording started", extra={"recorder": str(address),
                                              "protocol": upload.protocol})
-        sink = upload
-        break
-    if sink is None:
-        reason = "; ".join(f"{a.recorder}: {a.error}" for a in attempts) or \
-            "no recorders configured"
-        if options.enforce:
-            raise RecorderUnavailable(
-                f"recording is required but no recorder accepted it ({reason})",
-                tuple(attempts))
-        if options.local_dir is not None:
-            try:
-                local = await LocalCastFile.create(options.local_dir, header.timestamp,
-                                                   header.connection_id)
-            except RecordingFailed as e:
-                log.error("local recording fallback failed", extra={"reason": str(e)})
-            else:
-                sink = local
-                log.warning("recording to a local file (debug fallback)",
-                            extra={"path": local.destination, "reason": reason})
-        if sink is None:
-            log.warning("session goes on unrecorded", extra={"reason": reason})
-    recording = Recording(header, sink, tuple(attempts), options, on_failure, clock, start)
-    try:
-        await recording._write_header()
-    except RecordingFailed as e:  # enforced, and the recorder failed right after accepting
+        return recording
+    reason = "; ".join(f"{a.recorder}: {a.error}" for a in attempts) or \
+        "no recorders configured"
+    if options.enforce:
         raise RecorderUnavailable(
-            f"recording is required but the recorder failed at once ({e})",
-            tuple(attempts)) from e
+            f"recording is required but no recorder accepted it ({reason})", tuple(attempts))
+    sink: Sink | None = None
+    if options.local_dir is not None:
+        try:
+            sink = await LocalCastFile.create(options.local_dir, header.timestamp,
+                                              header.connection_id)
+        except RecordingFailed as e:
+            log.error("local recording fallback failed", extra={"reason": str(e)})
+        else:
+            log.warning("recording to a local file (debug fallback)",
+                        extra={"path": sink.destination, "reason": reason})
+    if sink is None:
+        log.warning("session goes on unrecorded", extra={"reason": reason})
+    recording = Recording(header, sink, tuple(attempts), options, on_failure, clock, start)
+    recording._write_header()
     return recording
 
 
@@ -680,15 +732,21 @@ class Recording:
 
     # -- the session's side ----------------------------------------------------------------
 
-    async def _write_header(self) -> None:
+    def _write_header(self) -> int:
         """The header goes in whatever the limit: without it the recording is unreadable."""
         if self._sink is None:
-            return
-        if self.failure is not None:
-            raise self.failure
+            return 0
         line = self._encoder.header_line()
         self._written += len(line)
         self._append(line)
+        return len(line)
+
+    async def _send_header(self, upload: V2Upload | V1Upload, time_limit: float) -> None:
+        """Send the header and wait until the recorder has taken it: only then is the session
+        recorded (a recorder refuses a header it cannot store: docs/recording.md)."""
+        await upload.confirm(self._write_header(), time_limit)
+        if self.failure is not None:
+            raise self.failure
 
     async def output(self, data: bytes) -> None:
         """PTY output, or stdout of a non-PTY session."""

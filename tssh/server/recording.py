@@ -37,7 +37,7 @@ from tssh.config import Config
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer, Resolver
 from tssh.policy import Decision
-from tssh.recording.asciicast import CastHeader
+from tssh.recording.asciicast import CastHeader, FittedHeader, HeaderTooLarge, fit_header
 from tssh.recording.remote import RecordingWorker, RemoteRecording
 from tssh.recording.targets import RecorderAddress, recorder_targets
 from tssh.recording.uploader import Attempt, RecordingOptions, RecordingStats
@@ -52,6 +52,7 @@ FAILED_MESSAGE = ("tssh: session recording failed and the policy requires it "
 UNCONFIRMED_MESSAGE = ("tssh: the session recorder did not confirm the end of this "
                        "session's recording (enforceRecorder)")
 REFUSED_EXIT_STATUS = 254  # what tailscaled returns when a required recording cannot start
+RECORDING_FAILED_EXIT_STATUS = 254  # and what a script sees when it failed midway (enforced)
 SHUTDOWN_GRACE = 5.0  # seconds the daemon waits at exit for recordings still finishing
 
 # Programs whose stdin/stdout is a file transfer protocol, not terminal output.
@@ -111,17 +112,18 @@ def file_transfer(command: str | None, subsystem: str | None) -> str | None:
     return "sftp" if program == "sftp-server" else program
 
 
-def header_for(desc: SessionDescription, started_at: float) -> CastHeader:
-    """The asciicast header of a session (DESIGN §5): the client's node, logins, command."""
+def header_for(desc: SessionDescription, started_at: float) -> FittedHeader:
+    """The asciicast header of a session (docs/recording.md): the client's node, logins,
+    command; fitted under the header limit (HeaderTooLarge if it cannot be)."""
     command = desc.command or ""
     if not command and desc.subsystem:
         command = desc.subsystem
-    return CastHeader.for_session(
+    return fit_header(CastHeader.for_session(
         desc.peer, ssh_user=desc.login, local_user=desc.local_user,
         connection_id=desc.conn_id, started_at=started_at,
         width=desc.width if desc.pty else 0, height=desc.height if desc.pty else 0,
         command=command, term=desc.term, includes_stderr=not desc.pty,
-    )
+    ))
 
 
 @dataclass
@@ -184,9 +186,14 @@ class SessionRecorders:
             targets, names = [], {}
         options = replace(self._options, enforce=rule.enforce,
                           source_address=desc.source_address or None)
-        header = header_for(desc, time.time())
         session: SessionRecording | None = None
         base = self._audit_fields(desc, rule)
+        try:
+            fitted = header_for(desc, time.time())
+        except HeaderTooLarge as e:
+            audit.warning("session recording refused", extra={
+                **base, "event": "recording.refused", "attempts": [], "reason": str(e)})
+            raise RecorderUnavailable(str(e)) from None
 
         def failed(error: RecordingFailed) -> None:
             if session is not None:
@@ -196,8 +203,8 @@ class SessionRecorders:
             on_failure(error)
 
         try:
-            recording = await self.worker.start_recording(targets, header, options=options,
-                                                          on_failure=failed)
+            recording = await self.worker.start_recording(targets, fitted.header,
+                                                          options=options, on_failure=failed)
         except RecorderUnavailable as e:
             attempts = tuple(a for a in e.attempts if isinstance(a, Attempt))
             self._note_attempts(attempts, names)
@@ -206,6 +213,8 @@ class SessionRecorders:
                 "attempts": [a.to_json() for a in attempts], "reason": str(e)})
             raise
         self._note_attempts(recording.attempts, names)
+        for marker in fitted.markers:  # what the header had no room for, before any output
+            recording.marker_nowait(marker)
         stats = recording.stats()
         outcome = {"v2": "recorder", "v1": "recorder", "local": "local", None: "unrecorded"}
         audit.log(

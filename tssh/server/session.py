@@ -37,6 +37,7 @@ from tssh.server.pty import (
 )
 from tssh.server.recording import (
     FAILED_MESSAGE,
+    RECORDING_FAILED_EXIT_STATUS,
     REFUSED_EXIT_STATUS,
     REFUSED_MESSAGE,
     RecordingRequest,
@@ -53,6 +54,9 @@ PIPE_SIZE = 1024 * 1024
 CHANNEL_HIGH_WATER = 1024 * 1024
 STDIN_HIGH_WATER = 256 * 1024
 HANGUP_GRACE = 2.0  # seconds between SIGHUP and SIGKILL of a closed session's processes
+# ... and of a session whose enforced recording failed: nothing it does is recorded any more,
+# so it gets no more time than it takes to act on SIGHUP (docs/recording.md).
+UNRECORDED_GRACE = 0.1
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -131,9 +135,9 @@ class HungUpGroups:
     def __init__(self) -> None:
         self._pending: set[int] = set()
 
-    def add(self, pgid: int) -> None:
+    def add(self, pgid: int, grace: float = HANGUP_GRACE) -> None:
         self._pending.add(pgid)
-        asyncio.get_running_loop().call_later(HANGUP_GRACE, self._kill, pgid)
+        asyncio.get_running_loop().call_later(grace, self._kill, pgid)
 
     def _kill(self, pgid: int) -> None:
         if pgid in self._pending:
@@ -205,6 +209,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._finished = False
         self._start_task: asyncio.Task[None] | None = None
         self.recording: SessionRecording | None = None
+        self._unrecorded = False  # the enforced recording failed: nothing more may run
         self._chan_paused = False
         self._finish_task: asyncio.Task[None] | None = None
 
@@ -294,8 +299,13 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def _recording_failed(self, error: RecordingFailed) -> None:
-        if self.recording is not None and self.recording.rule.enforce:
-            self.terminate(FAILED_MESSAGE)
+        """Enforced: no more input reaches the process, no more output the client, and the
+        process group is killed after UNRECORDED_GRACE (or as soon as it exists)."""
+        if self.recording is None or not self.recording.rule.enforce:
+            return
+        self._unrecorded = True
+        self._write_error(f"\r\n{FAILED_MESSAGE}\r\n")
+        self.hangup(UNRECORDED_GRACE)
 
     async def _start(self) -> None:
         if self._settle is not None:
@@ -310,6 +320,12 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         ctx = self._ctx
         account = ctx.account
         if ctx.recording is not None and not await self._start_recording(ctx.recording):
+            return
+        if self._unrecorded:  # the recording failed between its start and here
+            self._starting = False
+            assert self.recording is not None
+            self.recording.end(RECORDING_FAILED_EXIT_STATUS)
+            self._send_exit(RECORDING_FAILED_EXIT_STATUS, None, False)
             return
         if self._want_pty and self._subsystem is None:
             self._pty = open_pty(self._modes, self._size)
@@ -348,6 +364,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._release_fds()
             self.hangup()
             return
+        if self._unrecorded:  # the recording failed while the process was being started
+            self.hangup(UNRECORDED_GRACE)
         self._resume_output()
         self._starting = False
         if self._stdin_buf:  # input that arrived while the process started
@@ -471,7 +489,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- input: channel -> process ----------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
-        if self._stdin_eof:
+        if self._stdin_eof or self._unrecorded:
             return
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
@@ -625,6 +643,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         message = await self.recording.finish(code)
         if message is not None:
             self._write_error(message + "\r\n")
+        if self._unrecorded or message is not None:  # a script must see that recording failed
+            self._send_exit(RECORDING_FAILED_EXIT_STATUS, None, False)
+            return
         self._send_exit(status, signum, core)
 
     def _send_exit(self, status: int | None, signum: int | None, core: bool) -> None:
@@ -667,12 +688,12 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             os.close(fd)
         self._outputs.clear()
 
-    def hangup(self) -> None:
-        """SIGHUP the session's process group now, SIGKILL what is left after a grace."""
+    def hangup(self, grace: float = HANGUP_GRACE) -> None:
+        """SIGHUP the session's process group now, SIGKILL what is left after ``grace``."""
         if self._pid is None or self._hung_up:
             return
         self._hung_up = True
         if not self._signal_group(signal.SIGHUP):
             return  # the group is gone: nothing to kill later (and its id may be reused)
         self._signal_group(signal.SIGCONT)
-        self._hung_up_groups.add(self._pid)
+        self._hung_up_groups.add(self._pid, grace)
