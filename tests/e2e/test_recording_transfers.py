@@ -185,6 +185,8 @@ def test_rsync_push_and_pull_are_recorded_as_transfers(
     assert second.cast()[0]["command"].startswith("rsync --server --sender ")
     _assert_transfer(first, "rsync", content)
     _assert_transfer(second, "rsync", content)
+    starts = recording.wait_audit(daemon, "recording.start")
+    assert [e["transfer"] for e in starts] == ["rsync", "rsync"]
 
 
 def test_sftp_is_recorded_as_a_transfer(recording: RecordingSetup,
@@ -262,3 +264,5 @@ def test_scp_to_a_restricted_shell_goes_through_that_shell(
         assert upload.cast()[0]["command"] == "scp -t f.bin"
         assert not _is_transfer(upload)
         assert says in upload.output()
+        [start] = recording.wait_audit(daemon, "recording.start")
+        assert start["transfer"] is None

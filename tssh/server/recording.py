@@ -203,7 +203,7 @@ class SessionRecorders:
     def _audit_fields(desc: SessionDescription, rule: RecordingRule) -> dict[str, object]:
         return {"session": desc.session_id, "conn": desc.conn_id, "peer": desc.peer.name,
                 "login": desc.login, "local_user": desc.local_user,
-                "enforced": rule.enforce}
+                "enforced": rule.enforce, "transfer": desc.transfer}
 
     def _note_attempts(self, attempts: Iterable[Attempt], names: dict[str, str]) -> None:
         now = time.time()
