@@ -248,6 +248,18 @@ def test_an_unquoted_operator_is_never_a_transfer(words: list[str], separator: s
     assert parse(command + " " + separator + " " + tail) is None
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_scp.filter(_valid_scp), _rsync), _separators, st.data())
+def test_an_unquoted_operator_between_any_two_words_is_never_a_transfer(
+        words: list[str], separator: str, data: st.DataObject) -> None:
+    quoted = [shlex.quote(w) for w in words]
+    k = data.draw(st.integers(1, len(quoted)))
+    glued = data.draw(st.booleans())  # `a;b` as well as `a ; b`
+    joint = separator if glued else f" {separator} "
+    command = " ".join(quoted[:k]) + joint + " ".join(quoted[k:])
+    assert parse(command) is None
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.text(max_size=60))
 def test_anything_accepted_splits_as_posix_quoting_does(command: str) -> None:
