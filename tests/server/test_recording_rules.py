@@ -1,40 +1,19 @@
-"""The daemon's recording decisions that need no recorder: transfers, headers, rules."""
+"""The daemon's recording decisions that need no recorder: headers, rules (which sessions
+are transfers: test_transfer.py)."""
 
 from __future__ import annotations
-
-import pytest
 
 from tssh.identity.base import Peer
 from tssh.policy import Decision
 from tssh.server.recording import (
     RecordingRule,
     SessionDescription,
-    file_transfer,
     header_for,
 )
 
 LAPTOP = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("100.64.0.2",),
               user="alice@example.com", user_id="42")
 CI = Peer(name="ci", id="nCI1", addresses=("100.64.0.3",), tags=("tag:ci",))
-
-
-@pytest.mark.parametrize(("command", "subsystem", "expected"), [
-    (None, "sftp", "sftp"),
-    ("/usr/lib/openssh/sftp-server", None, "sftp"),
-    ("scp -t /tmp", None, "scp"),
-    ("scp -f 'a file'", None, "scp"),
-    ("rsync --server -logDtpre.iLsfxCIvu . dest/", None, "rsync"),
-    ("/usr/bin/rsync --server --sender -e.LsfxCIvu . src/", None, "rsync"),
-    ("rsync -a src/ dst/", None, None),  # rsync as an ordinary command on the server
-    ("scp a b", None, None),
-    ("ls -l", None, None),
-    ("", None, None),
-    (None, None, None),
-    ("echo 'unbalanced", None, None),
-])
-def test_file_transfer(command: str | None, subsystem: str | None,
-                       expected: str | None) -> None:
-    assert file_transfer(command, subsystem) == expected
 
 
 def _desc(**kw: object) -> SessionDescription:

@@ -5,7 +5,10 @@ a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` b
 process exists (DESIGN §5). Nothing slips past: shells, exec with and without a pty, and
 file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
 its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
-protocol stream is no terminal output; a transfer audit is a separate feature).
+protocol stream is no terminal output; a transfer audit is a separate feature). Which
+sessions are transfers the session decides (the sftp subsystem, or a command the daemon
+execs itself: ``tssh.server.transfer``, docs/recording.md); nothing here guesses it from
+the command's text.
 
 Recordings run in the daemon's recording worker process (``tssh.recording.remote``): the
 daemon hands over raw bytes, the worker encodes and uploads them on another core. The session
@@ -27,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -54,10 +56,6 @@ UNCONFIRMED_MESSAGE = ("tssh: the session recorder did not confirm the end of th
 REFUSED_EXIT_STATUS = 254  # what tailscaled returns when a required recording cannot start
 RECORDING_FAILED_EXIT_STATUS = 254  # and what a script sees when it failed midway (enforced)
 SHUTDOWN_GRACE = 5.0  # seconds the daemon waits at exit for recordings still finishing
-
-# Programs whose stdin/stdout is a file transfer protocol, not terminal output.
-_TRANSFER_SERVERS = {"sftp-server": None, "scp": ("-t", "-f"), "rsync": ("--server",)}
-
 
 @dataclass(frozen=True)
 class RecordingRule:
@@ -89,27 +87,9 @@ class SessionDescription:
     width: int
     height: int
     pty: bool
-
-
-def file_transfer(command: str | None, subsystem: str | None) -> str | None:
-    """The transfer protocol a session speaks (``sftp``, ``scp``, ``rsync``), else None. Pure."""
-    if subsystem is not None:
-        return subsystem
-    if not command:
-        return None
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return None
-    if not words:
-        return None
-    program = words[0].rsplit("/", 1)[-1]
-    if program not in _TRANSFER_SERVERS:
-        return None
-    flags = _TRANSFER_SERVERS[program]
-    if flags is not None and not any(w in flags for w in words[1:]):
-        return None  # e.g. `rsync` run as a client on the server: an ordinary command
-    return "sftp" if program == "sftp-server" else program
+    # The transfer protocol (sftp, scp, rsync) when the session is a file transfer the daemon
+    # runs itself (recorded as metadata only); None: an ordinary session, recorded in full.
+    transfer: str | None = None
 
 
 def header_for(desc: SessionDescription, started_at: float) -> FittedHeader:
@@ -224,8 +204,7 @@ class SessionRecorders:
                    "outcome": outcome[stats.protocol], "destination": stats.destination,
                    "protocol": stats.protocol,
                    "attempts": [a.to_json() for a in recording.attempts]})
-        session = SessionRecording(self, recording, rule, desc,
-                                   file_transfer(desc.command, desc.subsystem))
+        session = SessionRecording(self, recording, rule, desc)
         self._live.add(session)
         return session
 
@@ -233,7 +212,7 @@ class SessionRecorders:
     def _audit_fields(desc: SessionDescription, rule: RecordingRule) -> dict[str, object]:
         return {"session": desc.session_id, "conn": desc.conn_id, "peer": desc.peer.name,
                 "login": desc.login, "local_user": desc.local_user,
-                "enforced": rule.enforce}
+                "enforced": rule.enforce, "transfer": desc.transfer}
 
     def _note_attempts(self, attempts: Iterable[Attempt], names: dict[str, str]) -> None:
         now = time.time()
@@ -292,13 +271,12 @@ class SessionRecording:
     """One session's recording, fed from the session's callbacks (never blocks)."""
 
     def __init__(self, service: SessionRecorders, recording: RemoteRecording,
-                 rule: RecordingRule,
-                 desc: SessionDescription, transfer: str | None) -> None:
+                 rule: RecordingRule, desc: SessionDescription) -> None:
         self._service = service
         self._recording = recording
         self.rule = rule
         self.desc = desc
-        self.transfer = transfer
+        self.transfer = transfer = desc.transfer
         self._ended = False
         self.failure: RecordingFailed | None = None  # set when the upload fails midway
         if transfer is not None:

@@ -45,6 +45,7 @@ from tssh.server.recording import (
     SessionRecording,
 )
 from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn_async
+from tssh.server.transfer import TransferCommand, parse_transfer
 
 log = logging.getLogger("tssh.session")
 
@@ -193,6 +194,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._want_pty = False
         self._command: str | None = None
         self._subsystem: str | None = None
+        self._transfer: tuple[TransferCommand | None] | None = None  # decided once
         self._pty: Pty | None = None
         self._pid: int | None = None
         self._pidfd: int | None = None
@@ -269,10 +271,30 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     # --- process start -------------------------------------------------------------
 
+    def _transfer_command(self) -> TransferCommand | None:
+        """The exec command as a file transfer the daemon runs itself (no shell, no PTY), or
+        None (docs/recording.md). Decided once, so the recording and the process agree."""
+        if self._transfer is None:
+            command = self._command
+            transfer = None
+            if command is not None and self._subsystem is None and not self._want_pty:
+                transfer = parse_transfer(command, self._ctx.account.shell)
+            self._transfer = (transfer,)
+        return self._transfer[0]
+
+    def _transfer_kind(self) -> str | None:
+        """What the recording calls the session if it is a file transfer (metadata only)."""
+        if self._subsystem == "sftp":
+            return "sftp"
+        transfer = self._transfer_command()
+        return transfer.protocol if transfer is not None else None
+
     def _argv(self) -> tuple[str, list[str]]:
         account = self._ctx.account
         if self._subsystem == "sftp":
             return self._sftp_server, [os.path.basename(self._sftp_server)]
+        if (transfer := self._transfer_command()) is not None:
+            return transfer.executable, list(transfer.argv)
         if self._command is not None:
             return account.shell, [account.shell_name, "-c", self._command]
         return account.shell, [f"-{account.shell_name}"]
@@ -285,6 +307,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             local_user=ctx.account.name, source_address=ctx.local_ip, command=self._command,
             subsystem=self._subsystem, term=self._term, width=self._size.cols,
             height=self._size.rows, pty=self._want_pty and self._subsystem is None,
+            transfer=self._transfer_kind(),
         )
         try:
             self.recording = await request.start(desc, self._recording_failed)
