@@ -43,8 +43,10 @@ def test_unknown_peer_refused_with_banner(daemon: TsshDaemon) -> None:
     result = run_ssh(daemon, "root", "true", source=UNKNOWN_IP)
     assert result.returncode == 255
     assert f"tssh: unknown peer {UNKNOWN_IP}".encode() in result.stderr
-    entries = [e for e in daemon.log_entries() if e.get("msg") == "login refused"]
+    # Refused at accept (docs/daemon.md): audited there, never reaching a login.
+    entries = [e for e in daemon.log_entries() if e.get("event") == "connection.unknown_peer"]
     assert entries and entries[-1]["peer_ip"] == UNKNOWN_IP
+    assert not [e for e in daemon.log_entries() if e.get("msg") == "login refused"]
     assert not [e for e in daemon.log_entries() if e.get("msg") == "session started"]
 
 

@@ -10,6 +10,7 @@ from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
+from tssh.server.screen import Screened
 from tssh.server.session import HungUpGroups
 
 SERVER = Peer(name="server", id="nS", addresses=("127.0.0.10",), tags=("tag:prod",))
@@ -136,11 +137,17 @@ class _Gate:
         self.full = full  # as when too many connections are logging in
         self.opened = 0
         self.logged_in = 0
+        self.whois_calls = 0
+        self.current = True  # the accept-time answer stands
 
     async def whois(self, address: str) -> Peer | None:
+        self.whois_calls += 1
         if self.fail:
             raise IdentityError("tailscaled is not running")
         return ALICE if address == "127.0.0.2" else None
+
+    def still_current(self, screened: Screened) -> bool:
+        return self.current
 
     async def policy_settled(self) -> bool:
         return True
@@ -231,3 +238,24 @@ def test_nonroot_skips_uid0_aliases_and_missing_accounts_to_later_rules(login: s
         assert admission.account == _account("toor", 0)
     else:
         assert admission.message == "no local user 'ghost' on this node"
+
+
+@pytest.mark.parametrize("current", [True, False])
+async def test_login_reuses_the_accept_time_answer_only_while_current(current: bool) -> None:
+    conn, gate = _FakeConn(), _Gate()
+    gate.current = current
+    conn.screened = Screened("known", "127.0.0.2", ALICE)  # type: ignore[attr-defined]
+    server = TsshServer(gate)
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is False
+    assert gate.whois_calls == (0 if current else 1)
+
+
+async def test_login_asks_again_after_a_backend_failure_at_accept() -> None:
+    conn, gate = _FakeConn(), _Gate()
+    gate.current = False  # as AcceptScreen.is_current says of an "error" answer
+    conn.screened = Screened("error", "127.0.0.2", error="down")  # type: ignore[attr-defined]
+    server = TsshServer(gate)
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is False  # tailscaled is back
+    assert gate.whois_calls == 1

@@ -10,7 +10,6 @@ Tailscale SSH.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -33,6 +32,7 @@ from tssh.server.account import (
     lookup_account,
 )
 from tssh.server.recording import RecordingRequest
+from tssh.server.screen import Screened, unknown_peer_message
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
@@ -75,7 +75,7 @@ def decide(
     login maps to; None skips it, for decisions that are not logins (a policy change).
     """
     if peer is None:
-        return Admission(None, f"unknown peer {peer_ip}: not a node of this tailnet")
+        return Admission(None, unknown_peer_message(peer_ip))
     if decider is None:
         return Admission(None, "no valid policy is loaded on this node")
     # The policy's "same name" mappings (autogroup:nonroot, "=") skip root, uid-0 aliases and
@@ -124,6 +124,10 @@ class Gatekeeper(Protocol):
 
     async def whois(self, address: str) -> Peer | None: ...
 
+    def still_current(self, screened: Screened) -> bool:
+        """May the login go by this accept-time answer, or must it ask again?"""
+        ...
+
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
 
     def connection_opened(self, server: TsshServer) -> bool:
@@ -168,7 +172,8 @@ class TsshServer(asyncssh.SSHServer):
         self.context: ConnectionContext | None = None
         self._ended = False
         self.sessions: dict[str, ProcessSession] = {}
-        self._peer_lookup: asyncio.Task[Peer | None] | None = None
+        self._refused = False
+        self._screened: Screened | None = None
         self._session_count = 0
 
     def connection_made(self, conn: Any) -> None:
@@ -176,31 +181,28 @@ class TsshServer(asyncssh.SSHServer):
         self.peer_ip, self.peer_port = _addr(conn.get_extra_info("peername"))
         self.local_ip, self.local_port = _addr(conn.get_extra_info("sockname"))
         if not self._gate.connection_opened(self):
+            self._refused = True
             conn.abort()  # before the version exchange: costs the daemon nothing more
             return
-        # Resolve while key exchange runs; the answer is needed at the first auth request.
-        self._peer_lookup = asyncio.ensure_future(self._gate.whois(self.peer_ip))
+        # The listener asked the identity backend at accept; the login reuses that answer
+        # while it is current.
+        screened = getattr(conn, "screened", None)
+        self._screened = screened if isinstance(screened, Screened) else None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        lookup = self._peer_lookup
-        if lookup is not None:
-            if not lookup.done():
-                lookup.cancel()
-            elif not lookup.cancelled():
-                lookup.exception()  # retrieved: a failure before any auth request is no news
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
         self._gate.connection_closed(self)
 
     async def begin_auth(self, username: str) -> bool:
         """Return False (no further authentication) when admitted; disconnect otherwise."""
-        if self._peer_lookup is None:  # refused in connection_made
+        if self._refused:  # in connection_made
             return True
         if self.context is not None:
             # A second user name on the same connection: decide again from scratch.
             self.context = None
         try:
-            peer = await self._peer_lookup
+            peer = await self._peer()
         except Exception as e:
             log.warning("identity lookup failed", extra={"conn": self.conn_id,
                                                           "peer_ip": self.peer_ip,
@@ -231,6 +233,14 @@ class TsshServer(asyncssh.SSHServer):
         )
         self._gate.login_finished(self)
         return False
+
+    async def _peer(self) -> Peer | None:
+        """Who the peer is now: the accept-time answer while it is current (the same
+        identity file, a few seconds old), else the backend is asked again."""
+        screened = self._screened
+        if screened is not None and self._gate.still_current(screened):
+            return screened.peer
+        return await self._gate.whois(self.peer_ip)
 
     def _refuse(self, message: str) -> None:
         conn = self.conn

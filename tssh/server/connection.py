@@ -42,6 +42,8 @@ import asyncssh.connection
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
+from tssh.server.screen import Screened
+
 KEX_ALGS = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org")
 ENCRYPTION_ALGS = (
     "chacha20-poly1305@openssh.com",
@@ -113,6 +115,9 @@ def algorithm_options() -> dict[str, Any]:
 class TsshServerConnection(asyncssh.SSHServerConnection):
     """asyncssh's server connection: SHA-2 host key signatures only, no per-packet
     ``SSH_MSG_IGNORE``, TCP acknowledgements sent at once."""
+
+    # Who the listener found the peer to be at accept (tssh.server.screen), for the login.
+    screened: Screened | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: Any, acceptor: Any = None,
                  error_handler: Any = None, wait: str | None = None) -> None:

@@ -33,6 +33,13 @@ from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorith
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import host_keypairs, load_host_keys
 from tssh.server.recording import SessionRecorders
+from tssh.server.screen import (
+    AcceptScreen,
+    Screened,
+    Screening,
+    ScreeningProtocol,
+    refusal_bytes,
+)
 from tssh.server.session import HungUpGroups
 from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
@@ -82,6 +89,10 @@ class Daemon:
         self._connections: set[TsshServer] = set()
         self._logging_in: set[TsshServer] = set()  # counted by _startups
         self._startups = StartupLimiter()
+        # Asked at accept, before a start-up slot: an unknown address gets neither a slot nor
+        # an SSH handshake (docs/daemon.md, "A connection, step by step").
+        self._screen = AcceptScreen(resolver.whois)
+        self._screening = Screening()
         self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
@@ -135,7 +146,7 @@ class Daemon:
         if isinstance(self._resolver, Reloadable):
             # a node's user or tags may change: live connections are decided again
             self._identity_task = asyncio.create_task(follow_identity_file(
-                self._resolver, self._recheck_connections, POLICY_POLL_SECONDS))
+                self._resolver, self._identity_changed, POLICY_POLL_SECONDS))
         log.info(
             "daemon started",
             extra={"node": self._self_node.name, "addresses": list(self._addresses),
@@ -161,9 +172,17 @@ class Daemon:
     async def _open_listeners(self) -> None:
         loop = asyncio.get_running_loop()
         options = self._options
+        version = b"SSH-2.0-" + options.version
 
-        def factory() -> TsshServerConnection:
-            return TsshServerConnection(loop, options, None, None)
+        def ssh(screened: Screened) -> TsshServerConnection:
+            conn = TsshServerConnection(loop, options, None, None)
+            conn.screened = screened
+            return conn
+
+        def factory() -> ScreeningProtocol:
+            return ScreeningProtocol(self._screen, ssh,
+                                     lambda text: refusal_bytes(version, text),
+                                     self._screening)
 
         # With the wireguard backend the sockets take only packets that came through the
         # WireGuard interface (the kernel refuses the rest); refusing to start beats silently
@@ -197,6 +216,7 @@ class Daemon:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
     async def _end_connections(self, message: str) -> None:
+        self._screening.close()
         for server in list(self._connections):
             server.end(message)
         # Give the disconnect messages a moment to leave; bounded.
@@ -209,6 +229,9 @@ class Daemon:
 
     async def whois(self, address: str) -> Peer | None:
         return await self._resolver.whois(address)
+
+    def still_current(self, screened: Screened) -> bool:
+        return self._screen.is_current(screened)
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str, *,
                     at_login: bool = True) -> Admission:
@@ -287,6 +310,10 @@ class Daemon:
     def _policy_changed(self, decider: Decider) -> None:
         self._decider = decider
         log.info("policy updated", extra={"rules": decider.rule_count})
+        self._recheck_connections()
+
+    def _identity_changed(self) -> None:
+        self._screen.forget()  # a node added to the file may connect at once
         self._recheck_connections()
 
     def _recheck_connections(self) -> None:
