@@ -134,8 +134,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _reindex(args: argparse.Namespace) -> int:
     from recorder.app import open_service
+    from recorder.service import Reindexed
 
-    async def run() -> int:
+    async def run() -> Reindexed:
         service = open_service(_settings(args))
         await service.storage.start()
         await service.index.open()
@@ -144,8 +145,10 @@ def _reindex(args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    count = asyncio.run(run())
-    print(f"indexed {count} recordings")
+    done = asyncio.run(run())
+    print(f"indexed {done.indexed} recordings"
+          + (f"; dropped {done.dropped} index rows of recordings no longer in storage"
+             if done.dropped else ""))
     return 0
 
 
