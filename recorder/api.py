@@ -19,19 +19,30 @@ from recorder.service import RecorderService
 from tssh.errors import IdentityError
 from tssh.server.socket_owner import loopback_peer_uid
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
+_BEYOND = 1 << 63  # stands for any position past every possible size (no int of 5,000 digits)
+
+
+def _position(digits: str) -> int:
+    """A range position; one longer than 18 digits (after leading zeros) is past any size,
+    whatever its value, so it is never converted (Python refuses ints over 4,300 digits)."""
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND if len(digits) > 18 else int(digits)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """A single ``bytes=`` range as [start, end); None when unsatisfiable (416)."""
-    m = _RANGE.match(header.strip())
+    """A single ``bytes=`` range as [start, end); None when unsatisfiable (416).
+
+    RFC 9110 §14.1.2: positions are ASCII digits of any length; an end past the size means
+    the end; a start at or past the size, or a suffix of 0, is unsatisfiable."""
+    m = _RANGE.fullmatch(header.strip(" \t"))
     if m is None or (not m.group(1) and not m.group(2)):
         raise HTTPException(416, "only one 'bytes=START-END' range is supported")
     if not m.group(1):
-        suffix = int(m.group(2))
+        suffix = _position(m.group(2))
         return (max(0, size - suffix), size) if suffix > 0 and size > 0 else None
-    start = int(m.group(1))
-    end = size if not m.group(2) else min(size, int(m.group(2)) + 1)
+    start = _position(m.group(1))
+    end = size if not m.group(2) else min(size, _position(m.group(2)) + 1)
     return (start, end) if start < size and start < end else None
 
 

@@ -19,6 +19,7 @@ from recorder.api import build_api
 from recorder.groups import load_groups
 from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
+from recorder.limits import UploadLimits, raise_fd_limit
 from recorder.metrics import Metrics
 from recorder.seal import load_or_create_key
 from recorder.service import RecorderService
@@ -75,7 +76,8 @@ def build_app(
     api = build_api(service, access, local_owner=settings.local_owner)
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack,
-        sync_pace=settings.sync_pace,
+        sync_pace=settings.sync_pace, header_timeout=settings.header_timeout,
+        limits=UploadLimits(settings.max_uploads_per_node, settings.max_uploads),
     )
     return RecorderApp(service, resolver, ingest)
 
@@ -95,7 +97,12 @@ def hypercorn_config(settings: RecorderSettings) -> HypercornConfig:
         config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (and closes) it from here
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75
+    # hypercorn's idle timer runs from the connection's start until a request head is
+    # complete (bytes trickling in do not reset it), and between requests: so this also
+    # bounds a connection that never completes its request head. Reads have no timeout
+    # (read_timeout None): a recording legitimately idles for hours (docs/recorder.md,
+    # "Limits"). h11_max_incomplete_size (16 KiB) bounds the head's size.
+    config.keep_alive_timeout = settings.header_timeout
     config.graceful_timeout = 5
     return config
 
@@ -120,6 +127,7 @@ async def serve_recorder(
     h2tuning.install()
     if settings.ui:
         log.warning("--ui: the web UI is not part of this version; serving the API only")
+    raise_fd_limit()  # each upload holds a connection and a file (docs/recorder.md, "Limits")
     await service.start()
     follow = asyncio.create_task(follow_identity_file(resolver)) \
         if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recorder import __version__
@@ -24,6 +24,20 @@ IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface"
 
 def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a positive ``kind`` below 10⁹ (NaN and infinity are refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < 10**9:
+            raise argparse.ArgumentTypeError(f"expected a positive number, not {text[:40]!r}")
+        return value
+
+    return parse
 
 
 def _storage_flags(p: argparse.ArgumentParser) -> None:
@@ -60,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "verify here, for recorders sharing a bucket (repeatable)")
     serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
                        help="serve the web UI at / [TSRECORDER_UI]")
+    serve.add_argument("--max-uploads-per-node", type=_positive(int), metavar="N",
+                       default=env("TSRECORDER_MAX_UPLOADS_PER_NODE", "256"),
+                       help="uploads one node may run at once; more get 503 (default 256) "
+                       "[TSRECORDER_MAX_UPLOADS_PER_NODE]")
+    serve.add_argument("--max-uploads", type=_positive(int), metavar="N",
+                       default=env("TSRECORDER_MAX_UPLOADS", "4096"),
+                       help="uploads running at once in all; more get 503 (default 4096) "
+                       "[TSRECORDER_MAX_UPLOADS]")
+    serve.add_argument("--header-timeout", type=_positive(float), metavar="SECONDS",
+                       default=env("TSRECORDER_HEADER_TIMEOUT", "30"),
+                       help="time an upload has to send its request head and asciicast header "
+                       "(default 30) [TSRECORDER_HEADER_TIMEOUT]")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
@@ -102,6 +128,8 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
         ui=getattr(args, "ui", False),
         trusted_keys=trusted,
+        **{name: getattr(args, name) for name in (
+            "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
     )
 
 
@@ -134,8 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _reindex(args: argparse.Namespace) -> int:
     from recorder.app import open_service
+    from recorder.service import Reindexed
 
-    async def run() -> int:
+    async def run() -> Reindexed:
         service = open_service(_settings(args))
         await service.storage.start()
         await service.index.open()
@@ -144,8 +173,10 @@ def _reindex(args: argparse.Namespace) -> int:
         finally:
             await service.close()
 
-    count = asyncio.run(run())
-    print(f"indexed {count} recordings")
+    done = asyncio.run(run())
+    print(f"indexed {done.indexed} recordings"
+          + (f"; dropped {done.dropped} index rows of recordings no longer in storage"
+             if done.dropped else ""))
     return 0
 
 

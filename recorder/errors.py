@@ -23,6 +23,19 @@ class StorageError(RecorderError):
     """The storage backend could not store or read a recording (disk full, S3 down, ...)."""
 
 
+class HeaderTimeoutError(CastError):
+    """An upload sent no complete asciicast header line within the header timeout."""
+
+
+class UploadLimitError(RecorderError):
+    """Starting an upload would exceed a cap on running uploads; ``reason`` labels the
+    refusal in ``tsrecorder_errors_total``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class RecordingNotFoundError(RecorderError):
     """No recording with this id exists in the index."""
 

@@ -17,7 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from recorder.errors import CastError, StorageError
+from recorder.errors import CastError, HeaderTimeoutError, StorageError, UploadLimitError
+from recorder.limits import UploadLimits
 from recorder.metrics import Metrics
 from recorder.model import Status
 from recorder.service import RecorderService, Recording
@@ -42,7 +43,10 @@ ACK_INTERVAL = 0.0  # pause after each ack; 0: acks follow the group commit rate
 # this (a terminal) still gets each write acked as soon as its group commit is done.
 SYNC_PACE = 0.1
 V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety and live
-HEADER_TIMEOUT = 30.0  # seconds a v2 upload may stay open without a complete header
+# Seconds an upload (v1 or v2) may stay open without a complete asciicast header line. After
+# the header there is no idle limit: an idle session legitimately sends nothing for hours
+# (docs/recorder.md, "Limits").
+HEADER_TIMEOUT = 30.0
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
 
 
@@ -73,6 +77,8 @@ class Upload:
         self.scanner = CastScanner()
         self.recording: Recording | None = None
         self.data = asyncio.Event()
+        self.headed = asyncio.Event()  # the header line is complete (the recording may not
+        # have begun yet)
         self.ended = False  # the client ended its body
         self.disconnected = False
         self.body_done = False  # no more request messages will come
@@ -101,6 +107,7 @@ class Upload:
         self.metrics.bytes.inc(len(body))
         out = self.scanner.feed(body)
         if self.recording is None and self.scanner.header is not None:
+            self.headed.set()
             header = self.scanner.header
             try:
                 known = await self._known(header.src_node_id)
@@ -140,6 +147,8 @@ class Upload:
 
 
 def _reason(e: Exception) -> str:
+    if isinstance(e, HeaderTimeoutError):
+        return "header_timeout"
     if isinstance(e, CastError):
         return "bad_cast"
     if isinstance(e, StorageError):
@@ -164,8 +173,10 @@ class IngestApp:
         self, service: RecorderService, resolver: Resolver, fallback: ASGIApp,
         *, ack_interval: float = ACK_INTERVAL, idle_ack: float = IDLE_ACK,
         header_timeout: float = HEADER_TIMEOUT, sync_pace: float = SYNC_PACE,
+        limits: UploadLimits | None = None,
     ) -> None:
         self.service = service
+        self.limits = limits or UploadLimits()
         self.resolver = resolver
         self.fallback = fallback
         self.ack_interval = ack_interval
@@ -198,6 +209,17 @@ class IngestApp:
             return None
         return peer, address
 
+    async def _admit(self, peer: Peer, send: Send) -> bool:
+        """Takes a place for ``peer``'s upload, or answers 503 (before the body is read)."""
+        try:
+            self.limits.acquire(peer.id)
+        except UploadLimitError as e:
+            self.service.metrics.errors.labels(e.reason).inc()
+            log.warning("upload from %s refused: %s", peer.name, e)
+            await _simple(send, 503, str(e))
+            return False
+        return True
+
     async def _v2(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         http2 = scope.get("http_version") == "2"
@@ -211,8 +233,14 @@ class IngestApp:
             await _simple(send, 505, "/v2/record needs HTTP/2 (h2c); use /record over HTTP/1.1")
             return
         who = await self._uploader(scope, send)
-        if who is None:
+        if who is None or not await self._admit(who[0], send):
             return
+        try:
+            await self._v2_upload(who, receive, send)
+        finally:
+            self.limits.release(who[0].id)
+
+    async def _v2_upload(self, who: tuple[Peer, str], receive: Receive, send: Send) -> None:
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
         await send({
             "type": "http.response.start", "status": 200,
@@ -232,7 +260,14 @@ class IngestApp:
             timer = loop.call_later(self.idle_ack, tick)
 
         timer = loop.call_later(self.idle_ack, tick)
-        opened = loop.time()
+        header_late = False
+
+        def header_due() -> None:
+            nonlocal header_late
+            header_late = True
+            upload.data.set()
+
+        deadline = loop.call_later(self.header_timeout, header_due)
         synced = -math.inf  # when the last sync started
         try:
             while not reader.done():
@@ -240,8 +275,10 @@ class IngestApp:
                 upload.data.clear()
                 if reader.done():
                     break
-                if upload.recording is None and loop.time() - opened > self.header_timeout:
-                    raise CastError(f"no asciicast header within {self.header_timeout:.0f} s")
+                if header_late and not upload.headed.is_set():
+                    raise HeaderTimeoutError(
+                        f"no asciicast header within {self.header_timeout:g} s"
+                    )
                 pause = synced + self.sync_pace - loop.time()
                 if pause > 0 and not idle_due:
                     # the end of the body (or an error) ends the pause: the final ack is not
@@ -266,6 +303,7 @@ class IngestApp:
             error = "internal error in the recorder"
             self.service.metrics.errors.labels(_reason(e)).inc()
         finally:
+            deadline.cancel()
             if timer is not None:
                 timer.cancel()
             if not reader.done():
@@ -286,6 +324,18 @@ class IngestApp:
                     await _drain(receive, DRAIN_LIMIT)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    async def _header_within_timeout(self, upload: Upload, reader: asyncio.Task[None]) -> None:
+        """Raises HeaderTimeoutError if neither the header line nor the end of the body
+        arrives within ``header_timeout`` (v2 checks the same in its ack loop)."""
+        headed = asyncio.ensure_future(upload.headed.wait())
+        try:
+            await asyncio.wait((reader, headed), timeout=self.header_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            headed.cancel()
+        if not reader.done() and not upload.headed.is_set():
+            raise HeaderTimeoutError(f"no asciicast header within {self.header_timeout:g} s")
+
     async def _ack(self, send: Send, n: int) -> None:
         frame = (json.dumps({"ack": n}) + "\n").encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
@@ -296,21 +346,35 @@ class IngestApp:
             await _simple(send, 405, "use POST")
             return
         who = await self._uploader(scope, send)
-        if who is None:
+        if who is None or not await self._admit(who[0], send):
             return
+        try:
+            await self._v1_upload(who, receive, send)
+        finally:
+            self.limits.release(who[0].id)
+
+    async def _v1_upload(self, who: tuple[Peer, str], receive: Receive, send: Send) -> None:
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
         error: str | None = None
         status = 200
+        reader = asyncio.create_task(upload.receive_loop(receive))
         try:
-            await upload.receive_loop(receive)
+            await self._header_within_timeout(upload, reader)
+            await reader
         except (CastError, StorageError) as e:
             error = str(e)
-            status = 400 if isinstance(e, CastError) else 507
+            status = (408 if isinstance(e, HeaderTimeoutError)
+                      else 400 if isinstance(e, CastError) else 507)
             self.service.metrics.errors.labels(_reason(e)).inc()
         except Exception as e:
             log.exception("upload from %s failed", who[0].name)
             error, status = "internal error in the recorder", 500
             self.service.metrics.errors.labels(_reason(e)).inc()
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
         size = await upload.finish(error)
         if upload.disconnected:
             return

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 Status = Literal["live", "complete", "incomplete"]
 STATUSES: tuple[Status, ...] = ("live", "complete", "incomplete")
+# 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: outside them iso() cannot format a time
+_TIMES = (-62135596800.0, 253402300799.0)
 
 
 def iso(t: float | None) -> str | None:
@@ -20,16 +22,22 @@ def iso(t: float | None) -> str | None:
 
 
 def parse_time(value: str) -> float:
-    """RFC 3339 (``Z`` or offset) or unix seconds; ValueError otherwise."""
+    """RFC 3339 (``Z`` or offset) or unix seconds; ValueError otherwise (also for NaN, an
+    infinity, or a time outside the years 1-9999)."""
     text = value.strip()
     try:
-        return float(text)
+        t = float(text)
     except ValueError:
-        pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            t = dt.timestamp()
+        except OverflowError as e:
+            raise ValueError(f"time {text[:40]!r} is out of range") from e
+    if not _TIMES[0] <= t <= _TIMES[1]:
+        raise ValueError(f"time {text[:40]!r} is out of range")
+    return t
 
 
 @dataclass(frozen=True)

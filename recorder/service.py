@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from nacl.signing import SigningKey
 
 from recorder import seal
-from recorder.errors import CastError, RecordingNotFoundError, StorageError
+from recorder.errors import (
+    CastError,
+    InvalidRecordingIdError,
+    RecordingNotFoundError,
+    StorageError,
+)
 from recorder.index.base import Index
 from recorder.keys import check_recording_id, new_recording_id, storage_key
 from recorder.live import LiveHub
@@ -27,11 +32,19 @@ from recorder.stream import CastHeader, CastScanner
 from tssh.identity.base import Peer
 
 log = logging.getLogger("tssh.recorder")
-_KEY_ATTEMPTS = 8
+# the plain name, then random suffixes: a 16th clash in a row means the store answers
+# "exists" for every name (docs/recorder.md, "Storage")
+_KEY_ATTEMPTS = 16
 
 
 def _connection_fallback(start: float) -> str:
     return f"rec-{int(start)}"
+
+
+@dataclass(frozen=True)
+class Reindexed:
+    indexed: int  # recordings in storage, now in the index
+    dropped: int  # index rows deleted: their recordings are no longer in storage
 
 
 @dataclass
@@ -209,23 +222,34 @@ class RecorderService:
             count += 1
         return count
 
-    async def reindex(self) -> int:
-        count = 0
+    async def reindex(self) -> Reindexed:
+        """Makes the index hold exactly the recordings in storage: a row is put for every
+        readable metadata document whose cast exists, and every other row is deleted (its
+        recording was removed from storage, or its files are unreadable)."""
+        found: set[str] = set()
         async for key in self.storage.keys():
             doc = await self.storage.get_meta(key)
             if doc is None:
                 continue
             try:
                 meta = RecordingMeta.from_json(json.loads(doc))
-            except (ValueError, KeyError, TypeError) as e:
+                check_recording_id(meta.id)
+            except (ValueError, KeyError, TypeError, AttributeError, InvalidRecordingIdError) as e:
                 log.warning("skipping %s: unreadable metadata: %s", key, e)
                 continue
             if meta.key != key:
                 log.warning("skipping %s: its metadata names key %s", key, meta.key)
                 continue
+            if await self.storage.size(key) is None:
+                log.warning("skipping %s: its metadata is there but its cast is gone", key)
+                continue
             await self.index.put(meta)
-            count += 1
-        return count
+            found.add(meta.id)
+        dropped = await self.index.retain(found)
+        if dropped:
+            log.info("reindex: dropped %d index rows of recordings no longer in storage",
+                     dropped)
+        return Reindexed(len(found), dropped)
 
     async def get(self, recording_id: str) -> RecordingMeta:
         check_recording_id(recording_id)

@@ -41,6 +41,10 @@ class RecorderSettings:
     ack_interval: float = 0.0  # seconds to wait after an ack (0: the group commit batches)
     idle_ack: float = 10.0  # seconds between acks of an idle v2 stream
     sync_pace: float = 0.1  # seconds: a v2 upload starts at most one sync this often
+    # seconds an upload may take to send its request head and asciicast header line
+    header_timeout: float = 30.0
+    max_uploads_per_node: int = 256  # uploads running at once from one node; 503 past it
+    max_uploads: int = 4096  # uploads running at once in all
     # Loopback demo: API readers must be local processes of this uid (every local account
     # shares the 127.0.0.1 source address the viewer identity comes from).
     local_owner: int | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,14 +52,37 @@ class CastHeader:
         return value if value is not None and _SAFE_ID.match(value) else None
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise CastError(f"asciicast header: number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise CastError(f"asciicast header: {name} is not a JSON number")
+
+
 def parse_header(line: bytes) -> CastHeader:
-    """Validates an asciicast v2 header line (without its newline)."""
+    """Validates an asciicast v2 header line (without its newline).
+
+    Besides the fields below, the header must be storable and servable as strict JSON, since
+    it is kept in the metadata document and returned by the API: no NaN or infinite numbers,
+    no lone surrogates, no nesting deeper than the parser's recursion limit."""
     try:
-        fields = json.loads(line.decode("utf-8"))
+        fields = json.loads(line.decode("utf-8"), parse_float=_finite,
+                            parse_constant=_no_constant)
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")  # lone surrogates
     except UnicodeDecodeError as e:
         raise CastError("asciicast header is not UTF-8") from e
+    except UnicodeEncodeError as e:
+        raise CastError("asciicast header has a lone UTF-16 surrogate (\\ud800-\\udfff)") from e
     except json.JSONDecodeError as e:
         raise CastError(f"asciicast header is not JSON: {e.msg} at column {e.colno}") from e
+    except RecursionError as e:
+        raise CastError("asciicast header is nested too deeply") from e
+    except ValueError as e:  # an integer of more than 4,300 digits
+        raise CastError(f"asciicast header: {e}") from e
     if not isinstance(fields, dict):
         raise CastError("asciicast header must be a JSON object")
     if fields.get("version") != 2:
@@ -224,7 +248,9 @@ class CastScanner:
         m = _EVENT_PREFIX.match(self._prefix)
         if m is not None:
             with contextlib.suppress(ValueError):
-                self.last_time = float(m.group(1))
+                t = float(m.group(1))
+                if math.isfinite(t):  # 1e999 would be an infinity the API cannot answer
+                    self.last_time = t
             if m.group(2) == b"x" and m.group(3) is not None:
                 self.exit_status = int(m.group(3))
         self._line_len = 0

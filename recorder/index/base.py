@@ -69,6 +69,11 @@ class Index(abc.ABC):
     async def query(self, query: Query) -> Page: ...
 
     @abc.abstractmethod
+    async def retain(self, ids: set[str]) -> int:
+        """Deletes every row whose id is not in ``ids``; returns how many (reindex: the index
+        holds exactly what storage holds)."""
+
+    @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         """Recordings this recorder (by public key) left ``live``: to finish after a crash."""
 

@@ -154,6 +154,20 @@ class SqliteIndex(Index):
             nxt = Cursor(rows[-1][1], rows[-1][2])
         return Page([RecordingMeta.from_json(json.loads(r[0])) for r in rows], nxt)
 
+    async def retain(self, ids: set[str]) -> int:
+        def do() -> int:
+            db = self._conn()
+            stale = [
+                str(r[0]) for r in db.execute("SELECT id FROM recordings").fetchall()
+                if str(r[0]) not in ids
+            ]
+            with db:  # one transaction
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM recordings WHERE id = ?", [(i,) for i in stale])
+            return len(stale)
+
+        return int(await self._run(do))
+
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         def do() -> list[str]:
             return [

@@ -163,6 +163,40 @@ def test_reindex_rebuilds_the_index_from_storage(recorder: RecorderProc) -> None
     assert [r["seal"] for r in after] == [r["seal"] for r in before]
 
 
+def test_reindex_drops_rows_of_recordings_gone_from_storage(recorder: RecorderProc) -> None:
+    """Reindex used to keep the rows of recordings whose files were deleted from storage
+    ("73 indexed, 74 rows"); now the index holds exactly what storage holds."""
+    import sqlite3
+
+    for i in range(5):
+        _upload(recorder, SERVER, cast_header(conn=f"ssh-conn-g{i}") + event(0.1, f"{i}\n"))
+    with recorder.client(ALICE) as c:
+        before = c.get("/api/v1/recordings").json()["recordings"]
+    assert len(before) == 5
+    recorder.stop()
+    store = recorder.tmp / "store"
+    no_meta, no_cast, bad_meta = before[0], before[1], before[2]
+    (store / f"{no_meta['storageKey']}.json").unlink()
+    (store / f"{no_cast['storageKey']}.cast").unlink()
+    (store / f"{bad_meta['storageKey']}.json").write_text("[]")
+    out = subprocess.run(
+        [sys.executable, "-m", "recorder", "reindex", "--dst", recorder.dst,
+         "--state-dir", str(recorder.state_dir)],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "indexed 2 recordings; dropped 3 index rows" in out.stdout, out.stdout
+    assert "Traceback" not in out.stderr
+    with sqlite3.connect(recorder.state_dir / "index.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM recordings").fetchone()[0] == 2
+    recorder.start()
+    with recorder.client(ALICE) as c:
+        after = c.get("/api/v1/recordings").json()["recordings"]
+        assert [r["id"] for r in after] == [r["id"] for r in before[3:]]
+        for gone in (no_meta, no_cast, bad_meta):
+            assert c.get(f"/api/v1/recordings/{gone['id']}").status_code == 404
+
+
 def test_cli_errors_are_one_line(tmp_path: object) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-m", "recorder", "--listen", "127.0.0.1:0"],
