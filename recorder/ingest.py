@@ -240,7 +240,9 @@ class IngestApp:
                 upload.data.clear()
                 if reader.done():
                     break
-                if upload.recording is None and loop.time() - opened > self.header_timeout:
+                # the header's arrival is timed, not its storing: many uploads starting at
+                # once queue their begin() (file, metadata, index) behind each other
+                if upload.scanner.header is None and loop.time() - opened > self.header_timeout:
                     raise CastError(f"no asciicast header within {self.header_timeout:.0f} s")
                 pause = synced + self.sync_pace - loop.time()
                 if pause > 0 and not idle_due:

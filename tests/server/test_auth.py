@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncssh
+import asyncssh.constants
 import pytest
 
 from tssh.errors import IdentityError
@@ -10,7 +12,7 @@ from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
-from tssh.server.session import HungUpGroups
+from tssh.server.session import HungUpGroups, ProcessSession
 
 SERVER = Peer(name="server", id="nS", addresses=("127.0.0.10",), tags=("tag:prod",))
 ALICE = Peer(name="laptop", id="nA", addresses=("127.0.0.2",), user="alice@example.com")
@@ -231,3 +233,18 @@ def test_nonroot_skips_uid0_aliases_and_missing_accounts_to_later_rules(login: s
         assert admission.account == _account("toor", 0)
     else:
         assert admission.message == "no local user 'ghost' on this node"
+
+
+async def test_sessions_beyond_max_sessions_are_refused_with_a_reason() -> None:
+    conn = _FakeConn()
+    server = TsshServer(_Gate(), max_sessions=2)
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is False
+    first, second = server.session_requested(), server.session_requested()
+    assert isinstance(first, ProcessSession) and isinstance(second, ProcessSession)
+    with pytest.raises(asyncssh.ChannelOpenError) as refused:
+        server.session_requested()
+    assert refused.value.code == asyncssh.constants.OPEN_RESOURCE_SHORTAGE
+    assert "at most 2 sessions per connection (max_sessions)" in refused.value.reason
+    first.connection_lost(None)  # a session that ended makes room for the next
+    assert isinstance(server.session_requested(), ProcessSession)
