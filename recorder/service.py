@@ -27,7 +27,9 @@ from recorder.stream import CastHeader, CastScanner
 from tssh.identity.base import Peer
 
 log = logging.getLogger("tssh.recorder")
-_KEY_ATTEMPTS = 8
+# the plain name, then random suffixes: a 16th clash in a row means the store answers
+# "exists" for every name (docs/recorder.md, "Storage")
+_KEY_ATTEMPTS = 16
 
 
 def _connection_fallback(start: float) -> str:
