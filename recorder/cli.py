@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ui", action="store_true", default=_env_bool("TSRECORDER_UI"),
                        help="serve the web UI at / [TSRECORDER_UI]")
     serve.add_argument("--max-uploads-per-node", type=_positive(int), metavar="N",
-                       default=env("TSRECORDER_MAX_UPLOADS_PER_NODE", "256"),
-                       help="uploads one node may run at once; more get 503 (default 256) "
+                       default=env("TSRECORDER_MAX_UPLOADS_PER_NODE", "1024"),
+                       help="uploads one node may run at once; more get 503 (default 1024) "
                        "[TSRECORDER_MAX_UPLOADS_PER_NODE]")
     serve.add_argument("--max-uploads", type=_positive(int), metavar="N",
                        default=env("TSRECORDER_MAX_UPLOADS", "4096"),

@@ -43,7 +43,7 @@ class RecorderSettings:
     sync_pace: float = 0.1  # seconds: a v2 upload starts at most one sync this often
     # seconds an upload may take to send its request head and asciicast header line
     header_timeout: float = 30.0
-    max_uploads_per_node: int = 256  # uploads running at once from one node; 503 past it
+    max_uploads_per_node: int = 1024  # uploads running at once from one node; 503 past it
     max_uploads: int = 4096  # uploads running at once in all
     # Loopback demo: API readers must be local processes of this uid (every local account
     # shares the 127.0.0.1 source address the viewer identity comes from).

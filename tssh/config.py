@@ -75,6 +75,8 @@ class Config:
     log_level: str = "info"
     # Debug only: when no recorder is reachable, write the stream to this directory instead.
     local_recording_dir: Path | None = None
+    # Session channels one SSH connection may have open at once (sshd's MaxSessions).
+    max_sessions: int = 64
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -115,6 +117,19 @@ def _port(value: object, _base: Path) -> int:
         raise ValueError(f"must be a port number from 1 to 65535, not {value!r}")
     if not 1 <= value <= 65535:
         raise ValueError(f"must be a port number from 1 to 65535, not {value}")
+    return value
+
+
+MAX_SESSIONS_LIMIT = 100_000
+
+
+def _count(value: object, _base: Path) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {value!r}")
+    if not 1 <= value <= MAX_SESSIONS_LIMIT:
+        raise ValueError(f"must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {value}")
     return value
 
 
@@ -174,6 +189,7 @@ PARSERS: dict[str, Parser] = {
     "log_format": _choice(get_args(LogFormat)),
     "log_level": _choice(LOG_LEVELS),
     "local_recording_dir": _path,
+    "max_sessions": _count,
 }
 
 

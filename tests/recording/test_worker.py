@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -184,3 +185,36 @@ async def test_a_daemon_giving_up_on_a_close_cuts_the_upload_and_frees_the_worke
             assert time.monotonic() - started < 5
         finally:
             release.set()
+
+
+async def test_many_recordings_started_at_once_all_start_on_one_worker(
+        worker: RecordingWorker, recorder: FakeRecorder) -> None:
+    """Many sessions may start at once (one connection with dozens of channels, or many
+    connections). Start requests are datagrams on a SOCK_SEQPACKET control socket; the
+    kernel holds those the worker has not read yet within the socket's send buffer (about
+    90 of them with the default 208 KiB). The next send returned EAGAIN, which the daemon
+    took for a dead worker: the session was refused and a second worker replaced the first,
+    which then cut its live recordings ("recording worker exited")."""
+    count = 40
+    worker.prewarm()
+    first = worker.pid
+    assert first is not None
+    control = worker._control  # the smallest send buffer: a few requests fill it
+    assert control is not None
+    control._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+    os.kill(first, signal.SIGSTOP)  # the worker reads nothing: the kernel's queue fills
+    try:
+        starts = [asyncio.ensure_future(worker.start_recording(
+            target(recorder), header(), options=options(enforce=True))) for _ in range(count)]
+        await asyncio.sleep(0.5)
+        assert not any(s.done() for s in starts)  # waiting, not refused
+    finally:
+        os.kill(first, signal.SIGCONT)
+    recs = await asyncio.wait_for(asyncio.gather(*starts), 60)
+    assert worker.pid == first
+    for i, rec in enumerate(recs):
+        rec.output_nowait(f"session {i}".encode())
+    stats = await asyncio.wait_for(asyncio.gather(*(rec.close() for rec in recs)), 60)
+    assert [s.state for s in stats] == ["finished"] * count
+    assert sorted(output_of(bytes(u.body)) for u in recorder.uploads) == \
+        sorted(f"session {i}" for i in range(count))

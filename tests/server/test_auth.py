@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncssh
+import asyncssh.constants
 import pytest
 
 from tssh.errors import IdentityError
@@ -11,7 +13,7 @@ from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
 from tssh.server.screen import Screened
-from tssh.server.session import HungUpGroups
+from tssh.server.session import HungUpGroups, ProcessSession
 
 SERVER = Peer(name="server", id="nS", addresses=("127.0.0.10",), tags=("tag:prod",))
 ALICE = Peer(name="laptop", id="nA", addresses=("127.0.0.2",), user="alice@example.com")
@@ -259,3 +261,18 @@ async def test_login_asks_again_after_a_backend_failure_at_accept() -> None:
     server.connection_made(conn)
     assert await server.begin_auth("alice") is False  # tailscaled is back
     assert gate.whois_calls == 1
+
+
+async def test_sessions_beyond_max_sessions_are_refused_with_a_reason() -> None:
+    conn = _FakeConn()
+    server = TsshServer(_Gate(), max_sessions=2)
+    server.connection_made(conn)
+    assert await server.begin_auth("alice") is False
+    first, second = server.session_requested(), server.session_requested()
+    assert isinstance(first, ProcessSession) and isinstance(second, ProcessSession)
+    with pytest.raises(asyncssh.ChannelOpenError) as refused:
+        server.session_requested()
+    assert refused.value.code == asyncssh.constants.OPEN_RESOURCE_SHORTAGE
+    assert "at most 2 sessions per connection (max_sessions)" in refused.value.reason
+    first.connection_lost(None)  # a session that ended makes room for the next
+    assert isinstance(server.session_requested(), ProcessSession)

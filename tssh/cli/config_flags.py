@@ -28,6 +28,7 @@ HELP = {
     "log_format": "log format: json or text",
     "log_level": "log level: debug, info, warning or error",
     "local_recording_dir": "debug: write recordings here when no recorder accepts them",
+    "max_sessions": "session channels one SSH connection may have open at once",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

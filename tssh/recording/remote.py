@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -89,10 +90,11 @@ class RemoteRecording:
 
     # -- start -----------------------------------------------------------------------------
 
-    async def _wait_started(self) -> None:
+    async def _wait_started(self, waited: float = 0.0) -> None:
+        """``waited``: seconds already spent handing the request to the worker."""
         timeout = self._options.connect_timeout + START_SLACK
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(timeout - waited, 0.0)):
                 self._stats = await self._started
         except TimeoutError:
             raise RecorderUnavailable(
@@ -305,13 +307,103 @@ class RemoteRecording:
         self._sock.close()
 
 
+class ControlChannel:
+    """Start requests to the worker, in order: one datagram each on the control socket,
+    with the recording's socket attached (SCM_RIGHTS).
+
+    The kernel keeps the datagrams the worker has not read yet within the control socket's
+    send buffer (about 90 start requests with Linux's default 208 KiB). A worker busy
+    starting other recordings, or still starting itself, lets that fill when many sessions
+    start at once; ``EAGAIN`` then means "wait", not "the worker is gone": requests wait
+    here and go out as the worker reads. Any other error is a broken socket (a dead worker):
+    every waiting request fails with it, and ``on_broken`` is told.
+    """
+
+    def __init__(self, sock: socket.socket, on_broken: Callable[[OSError], None]) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._on_broken = on_broken
+        self._waiting: deque[tuple[bytes, socket.socket, asyncio.Future[None]]] = deque()
+        self._watching = False
+        self.broken: OSError | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def send(self, request: bytes, recording_sock: socket.socket) -> asyncio.Future[None]:
+        """Done once the request is in the kernel's queue (the worker will read it), or with
+        the socket's OSError. The caller keeps ``recording_sock`` open until then; cancelling
+        the future withdraws a request not sent yet."""
+        sent: asyncio.Future[None] = self._loop.create_future()
+        if self.broken is not None:
+            sent.set_exception(self.broken)
+            return sent
+        self._waiting.append((request, recording_sock, sent))
+        if len(self._waiting) == 1:
+            self._flush()
+        return sent
+
+    def _flush(self) -> None:
+        while self._waiting:
+            request, recording_sock, sent = self._waiting[0]
+            if sent.done():  # withdrawn (the session gave up waiting)
+                self._waiting.popleft()
+                continue
+            try:
+                socket.send_fds(self._sock, [request], [recording_sock.fileno()])
+            except (BlockingIOError, InterruptedError):
+                self._watch(True)  # the worker has not read enough yet
+                return
+            except OSError as e:
+                self._break(e)
+                return
+            self._waiting.popleft()
+            sent.set_result(None)
+        self._watch(False)
+
+    def _watch(self, on: bool) -> None:
+        if on and not self._watching:
+            self._loop.add_writer(self._fd, self._flush)
+        elif not on and self._watching:
+            self._loop.remove_writer(self._fd)
+        self._watching = on
+
+    def _break(self, error: OSError) -> None:
+        self.broken = error
+        self._fail_waiting(error)
+        self._on_broken(error)
+
+    def _fail_waiting(self, error: OSError) -> None:
+        self._watch(False)
+        while self._waiting:
+            _, _, sent = self._waiting.popleft()
+            if not sent.done():
+                sent.set_exception(error)
+                sent.add_done_callback(_consume)
+
+    def close(self) -> None:
+        if self.broken is None:
+            self.broken = ConnectionResetError("the recording worker's control socket closed")
+        self._fail_waiting(self.broken)
+        self._sock.close()
+
+
+def _consume(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class RecordingWorker:
     """The daemon's recording worker process: started on first use, restarted after death."""
 
     def __init__(self, *, log_format: str = "json", log_level: str = "info") -> None:
         self._log_args = ["--log-format", log_format, "--log-level", log_level]
         self._proc: subprocess.Popen[bytes] | None = None
-        self._control: socket.socket | None = None
+        self._control: ControlChannel | None = None
+        # Workers whose control socket broke while they still ran: they finish their live
+        # recordings and exit by themselves (the daemon still waits for them at close).
+        self._retired: list[subprocess.Popen[bytes]] = []
 
     @property
     def pid(self) -> int | None:
@@ -324,12 +416,17 @@ class RecordingWorker:
         except OSError as e:
             log.error("cannot start the recording worker", extra={"error": str(e)})
 
-    def _ensure(self) -> socket.socket:
+    def _ensure(self) -> ControlChannel:
         if self._proc is not None and self._proc.poll() is None and self._control is not None:
             return self._control
         if self._proc is not None:
-            log.error("recording worker exited; starting a new one",
-                      extra={"pid": self._proc.pid, "status": self._proc.returncode})
+            if self._proc.poll() is None:
+                log.error("recording worker's control socket failed; starting a new worker",
+                          extra={"pid": self._proc.pid})
+                self._retired.append(self._proc)
+            else:
+                log.error("recording worker exited; starting a new one",
+                          extra={"pid": self._proc.pid, "status": self._proc.returncode})
         self._discard_control()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
@@ -345,9 +442,14 @@ class RecordingWorker:
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._control = ours
+        control = ControlChannel(ours, lambda error: self._control_broken(control, error))
+        self._control = control
         log.info("recording worker started", extra={"pid": self._proc.pid})
-        return ours
+        return control
+
+    def _control_broken(self, control: ControlChannel, error: OSError) -> None:
+        if self._control is control:
+            self._discard_control()
 
     async def start_recording(
         self, recorders: Sequence[RecorderAddress], header: CastHeader, *,
@@ -356,48 +458,57 @@ class RecordingWorker:
     ) -> RemoteRecording:
         """As ``uploader.start_recording``, in the worker."""
         request = StartRequest(tuple(recorders), header, options).encode()
+        limit = options.connect_timeout + START_SLACK  # for the handover and the answer
+        started_at = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        remote = RemoteRecording(ours, options, on_failure)
+        sent: asyncio.Future[None] | None = None
         try:
-            ours.setblocking(False)
-            try:
-                socket.send_fds(self._ensure(), [request], [theirs.fileno()])
-            except OSError as e:
-                self._discard_control()
-                raise RecorderUnavailable(
-                    f"cannot hand the recording to the recording worker: {e.strerror or e}"
-                ) from None
+            sent = self._ensure().send(request, theirs)
+            async with asyncio.timeout(limit):
+                await sent
+            await remote._wait_started(time.monotonic() - started_at)
+        except (RecorderUnavailable, TimeoutError, OSError) as e:
+            if isinstance(e, RecorderUnavailable):
+                error = e
+            elif isinstance(e, TimeoutError):
+                error = RecorderUnavailable(
+                    f"the recording worker did not take the recording in {limit:g}s")
+            else:
+                error = RecorderUnavailable(
+                    f"cannot hand the recording to the recording worker: {e.strerror or e}")
+            remote._give_up(error)
+            if options.enforce:
+                raise error from None
+            # unenforced: the session goes on unrecorded, as start_recording would do
+            log.warning("session goes on unrecorded", extra={"reason": str(error)})
         except BaseException:
-            ours.close()
+            remote._give_up(RecorderUnavailable("recording start cancelled"))
             raise
         finally:
-            theirs.close()
-        remote = RemoteRecording(ours, options, on_failure)
-        try:
-            await remote._wait_started()
-        except RecorderUnavailable as e:
-            remote._give_up(e)
-            if options.enforce:
-                raise
-            # unenforced: the session goes on unrecorded, as start_recording would do
-            log.warning("session goes on unrecorded", extra={"reason": str(e)})
+            if sent is not None:
+                sent.cancel()  # withdrawn if still waiting (no-op once sent)
+            theirs.close()  # the worker has its own copy once sent
         return remote
 
     def _discard_control(self) -> None:
-        if self._control is not None:
-            self._control.close()
-            self._control = None
+        control, self._control = self._control, None
+        if control is not None:
+            control.close()
 
     async def close(self) -> None:
         """At daemon exit, after the recordings ended: let the worker finish, then stop it."""
         self._discard_control()  # the worker ends when its recordings have
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            await asyncio.to_thread(proc.wait, STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            log.warning("recording worker did not exit; killing it", extra={"pid": proc.pid})
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
+        procs = [*self._retired, *([self._proc] if self._proc is not None else [])]
+        self._proc, self._retired = None, []
+        for proc in procs:
+            try:
+                await asyncio.to_thread(proc.wait, STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                log.warning("recording worker did not exit; killing it",
+                            extra={"pid": proc.pid})
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.to_thread(proc.wait)
 

@@ -50,6 +50,10 @@ READ_SIZE = 256 * 1024
 STATS_INTERVAL = 1.0  # seconds between stats reports while a recording changes
 EXIT_GRACE = 60.0  # after the daemon went away: how long recordings may still finish
 MAX_START_REQUEST = 1024 * 1024
+# One read buffer for every relay (one thread; FrameReader copies what it keeps): 256 KiB
+# each would make the worker's memory grow by a quarter MiB per live recording.
+_READ_BUFFER = bytearray(READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
 
 
 class Relay:
@@ -62,8 +66,6 @@ class Relay:
         self._request = request
         self._loop = asyncio.get_running_loop()
         self._frames = FrameReader()
-        self._buf = bytearray(READ_SIZE)
-        self._view = memoryview(self._buf)
         self._rec: Recording | None = None
         self._ended: asyncio.Future[bool] = self._loop.create_future()  # True: CLOSE frame
         self._reading = False
@@ -116,7 +118,7 @@ class Relay:
         """Frames until CLOSE; after it, only the socket's end is looked for: a daemon that
         stops waiting for the end of the upload (shutting down) cuts it."""
         try:
-            n = self._sock.recv_into(self._buf)
+            n = self._sock.recv_into(_READ_BUFFER)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -127,7 +129,7 @@ class Relay:
         if self._ended.done():
             return  # nothing may follow CLOSE
         try:
-            frames = self._frames.feed(self._view[:n])
+            frames = self._frames.feed(_READ_VIEW[:n])
         except RelayError as e:
             log.error("recording relay failed", extra={"reason": str(e)})
             self._socket_ended()

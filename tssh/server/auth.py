@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncssh
+from asyncssh.constants import OPEN_RESOURCE_SHORTAGE
 
+from tssh.config import Config
 from tssh.identity.base import Peer
 from tssh.policy import Decision
 from tssh.policy.decider import Decider
@@ -147,6 +149,9 @@ class Gatekeeper(Protocol):
     def hung_up_groups(self) -> HungUpGroups: ...
 
 
+DEFAULT_MAX_SESSIONS = Config.max_sessions
+
+
 def new_connection_id() -> str:
     """Tailscale's shape: ``ssh-conn-<UTC time>-<10 hex>``."""
     return f"ssh-conn-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(5)}"
@@ -161,8 +166,9 @@ def _addr(info: Any) -> tuple[str, int]:
 class TsshServer(asyncssh.SSHServer):
     """asyncssh's per-connection server object: the decision, then session channels."""
 
-    def __init__(self, gate: Gatekeeper) -> None:
+    def __init__(self, gate: Gatekeeper, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
         self._gate = gate
+        self._max_sessions = max_sessions
         self.conn_id = new_connection_id()
         self.conn: Any = None
         self.peer_ip = ""
@@ -262,6 +268,14 @@ class TsshServer(asyncssh.SSHServer):
     def session_requested(self) -> ProcessSession | bool:
         if self.context is None:
             return False
+        if len(self.sessions) >= self._max_sessions:
+            # The client's channel open fails with this reason (OpenSSH prints "channel N:
+            # open failed: resource shortage: ..."); its other sessions go on.
+            log.warning("session refused: too many sessions on this connection",
+                        extra={"conn": self.conn_id, "max_sessions": self._max_sessions})
+            raise asyncssh.ChannelOpenError(
+                OPEN_RESOURCE_SHORTAGE,
+                f"tssh: at most {self._max_sessions} sessions per connection (max_sessions)")
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
