@@ -34,6 +34,7 @@ ALICE_IP = "127.0.0.2"
 BOB_IP = "127.0.0.3"
 CAROL_IP = "127.0.0.4"
 UNKNOWN_IP = "127.0.0.5"
+SCANNER_IP = "127.0.0.1"
 
 NETMAP = {
     "self": "server",
@@ -43,6 +44,10 @@ NETMAP = {
         {"name": "bobpc", "id": "nBOB1", "addresses": [BOB_IP], "user": "bob@example.com"},
         {"name": "carolpc", "id": "nCAR1", "addresses": [CAROL_IP],
          "user": "carol@example.com"},
+        # Tools that cannot choose a source address (ssh-keyscan, ssh-audit) connect from
+        # 127.0.0.1: a node, so that it gets a key exchange, which no rule lets log in.
+        {"name": "scanner", "id": "nSCN1", "addresses": [SCANNER_IP],
+         "user": "scanner@example.com"},
     ],
 }
 

@@ -16,8 +16,10 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
 )
 
 
-def _live_recording(daemon: TsshDaemon, timeout: float = 10) -> dict[str, Any]:
-    """The recording entry of the one live session, once everything sent is acked."""
+def _live_recording(daemon: TsshDaemon, at_least: int = 1, timeout: float = 10
+                    ) -> dict[str, Any]:
+    """The recording entry of the one live session, once at least ``at_least`` bytes were
+    sent and everything sent is acked (the header alone is acked as soon as it starts)."""
     deadline = time.monotonic() + timeout
     rec: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -25,7 +27,7 @@ def _live_recording(daemon: TsshDaemon, timeout: float = 10) -> dict[str, Any]:
         assert isinstance(sessions, list)
         if sessions and sessions[0]["recording"]:
             rec = sessions[0]["recording"]
-            if rec["bytesSent"] > 0 and rec["bytesAcked"] == rec["bytesSent"]:
+            if rec["bytesSent"] >= at_least and rec["bytesAcked"] == rec["bytesSent"]:
                 return rec
         time.sleep(0.1)
     raise AssertionError(f"no acknowledged live recording in status: {rec}")
@@ -33,7 +35,7 @@ def _live_recording(daemon: TsshDaemon, timeout: float = 10) -> dict[str, Any]:
 
 def test_status_shows_the_live_recording(recording: RecordingSetup,
                                          local_user: LocalUser) -> None:
-    recording.recorder(host=REC2_IP)  # rec1 is down: the status shows it unhealthy
+    rec2_node = recording.recorder(host=REC2_IP)  # rec1 is down: the status shows it unhealthy
     daemon = recording.daemon(enforce=True)
     argv = ssh_command(daemon, local_user.name, "seq 1 100; read line")
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -41,7 +43,11 @@ def test_status_shows_the_live_recording(recording: RecordingSetup,
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"1\n"
-        rec = _live_recording(daemon)
+        deadline = time.monotonic() + 10  # the recorder has the whole output ...
+        while b'100\\n' not in (body := recording.loop.uploads(rec2_node)[0].body):
+            assert time.monotonic() < deadline, body
+            time.sleep(0.05)
+        rec = _live_recording(daemon, at_least=len(body))  # ... and the status says so
         assert rec["recorder"] == f"{REC2_IP}:{recording.recorder_port}"
         assert rec["protocol"] == "v2"
         assert rec["state"] == "recording"

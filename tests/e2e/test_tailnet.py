@@ -251,7 +251,12 @@ def test_wireguard_peer_missing_from_the_inventory_is_refused(tailnet: Tailnet) 
     result = tailnet.ssh("rogue", tailnet.user, "true")
     assert result.returncode == 255
     assert f"tssh: unknown peer {rogue}".encode() in result.stderr
-    assert tailnet.refusal(rogue)["peer"] is None
+    # refused at accept, before any SSH: one audit line, and no login was ever considered
+    entries = tailnet.log_entries()
+    assert [e for e in entries if e.get("event") == "connection.unknown_peer"
+            and e.get("peer_ip") == rogue]
+    assert not [e for e in entries if e.get("peer_ip") == rogue
+                and e.get("msg") in ("login accepted", "login refused")]
 
 
 @contextlib.contextmanager

@@ -11,7 +11,13 @@ import pytest
 
 from tssh.errors import IdentityError
 from tssh.identity.base import Peer
-from tssh.server.screen import AcceptScreen, disconnect_packet, refusal_bytes
+from tssh.server.screen import (
+    AcceptScreen,
+    Screening,
+    ScreeningProtocol,
+    disconnect_packet,
+    refusal_bytes,
+)
 
 ALICE = Peer(name="laptop", id="n1", addresses=("127.0.0.2",), user="alice@example.com")
 
@@ -165,3 +171,38 @@ def test_refusal_is_a_version_line_and_a_disconnect_openssh_can_read() -> None:
     reason, text_len = struct.unpack(">II", payload[1:9])
     assert reason == asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT
     assert payload[9:9 + text_len].decode() == text
+
+
+async def test_bytes_that_arrive_before_the_answer_reach_ssh() -> None:
+    """CPython 3.11.2's selector transport delivers data even after ``pause_reading()`` in
+    ``connection_made``: what arrives before the answer (the client's version line) must
+    reach SSH, not be dropped (a daemon on that Python hung every login)."""
+    backend = _Backend()
+    backend.gate = asyncio.Event()
+    received: list[bytes] = []
+
+    class _Ssh(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.append(data)
+
+    class _Transport(asyncio.Transport):  # what such a transport does: delivers anyway
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.2", 50000) if name == "peername" else default
+
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+        def is_closing(self) -> bool:
+            return False
+
+        def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
+
+    screening = ScreeningProtocol(_screen(backend, _Clock()), lambda screened: _Ssh(),
+                                  lambda text: b"", Screening())
+    screening.connection_made(_Transport())
+    screening.data_received(b"SSH-2.0-OpenSSH_9.2\r\n")
+    backend.gate.set()
+    for _ in range(100):
+        if received:
+            break
+        await asyncio.sleep(0.01)
+    assert b"".join(received) == b"SSH-2.0-OpenSSH_9.2\r\n"

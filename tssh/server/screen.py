@@ -42,6 +42,7 @@ LOG_LINES = 64  # refusal lines per interval from all addresses together; the re
 PENDING_LIMIT = 256  # connections waiting for their accept-time answer
 LINGER_SECONDS = 1.0  # a refused connection is read (and dropped) this long, then closed
 LINGER_LIMIT = 256  # refused connections lingering; past this they are reset at once
+EARLY_LIMIT = 64 * 1024  # bytes kept from a connection waiting for its answer
 
 Verdict = Literal["known", "unknown", "error", "busy"]
 
@@ -232,6 +233,10 @@ class ScreeningProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._handed_over = False
+        self._refusing = False
+        # What arrived before the answer, for SSH: pause_reading() in connection_made is not
+        # honoured by every asyncio (CPython 3.11.2's selector transport still delivers).
+        self._early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -264,6 +269,9 @@ class ScreeningProtocol(asyncio.Protocol):
             protocol = self._ssh(screened)
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
+            if self._early:
+                early, self._early = bytes(self._early), bytearray()
+                protocol.data_received(early)
             transport.resume_reading()
 
     def _refuse(self, transport: asyncio.Transport, address: str) -> None:
@@ -273,6 +281,8 @@ class ScreeningProtocol(asyncio.Protocol):
         if len(self._live.lingering) >= LINGER_LIMIT:
             transport.abort()
             return
+        self._refusing = True
+        self._early = bytearray()
         transport.write(self._refusal(f"tssh: {unknown_peer_message(address)}"))
         if transport.can_write_eof():
             transport.write_eof()
@@ -281,7 +291,11 @@ class ScreeningProtocol(asyncio.Protocol):
         self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
-        pass  # a refused client's version line and KEXINIT: dropped
+        if self._refusing:
+            return  # a refused client's version line and KEXINIT: dropped
+        self._early += data
+        if len(self._early) > EARLY_LIMIT:  # no SSH client sends this much unanswered
+            self.close()
 
     def eof_received(self) -> bool:
         return False  # the transport closes
