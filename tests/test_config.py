@@ -103,6 +103,13 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('wireguard_interface = "wg/0"', "'wg/0' is not a network interface name"),
         ('wireguard_interface = "a-very-long-interface"', "is not a network interface name"),
         ("port = ", "tssh.toml: Invalid value (at line 1, column 8)"),
+        ("check_timeout = 0", "check_timeout: must be whole seconds from 1 to 86400, not 0"),
+        ("check_timeout = 1.5", "check_timeout: must be whole seconds"),
+        ('check_oidc_issuer = "http://idp.example.com"',
+         "check_oidc_issuer: must be an https:// URL (http:// only on loopback)"),
+        ('check_oidc_issuer = "idp.example.com"', "check_oidc_issuer: must be an https:// URL"),
+        ('check_oidc_client_id = ""', "check_oidc_client_id: must not be empty"),
+        ("check_port = 0", "check_port: must be a port number"),
     ],
 )
 def test_bad_file_values_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -140,6 +147,13 @@ def test_backend_requirements(tmp_path: Path) -> None:
     config = load_config(None, {}, {"identity": "wireguard", "wireguard_interface": "wg0",
                                     "netmap": "inv", "policy": "p"})
     assert config.wireguard_interface == "wg0"
+    with pytest.raises(ConfigError, match="check_oidc_issuer needs the client's id"):
+        load_config(None, {}, {"netmap": "m", "policy": "p",
+                               "check_oidc_issuer": "https://idp.example.com/"})
+    config = load_config(None, {"TSSH_CHECK_TIMEOUT": "30"}, {
+        "netmap": "m", "policy": "p", "check_oidc_issuer": "http://127.0.0.1:9000/",
+        "check_oidc_client_id": "tssh"})
+    assert (config.check_timeout, config.check_oidc_issuer) == (30, "http://127.0.0.1:9000")
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

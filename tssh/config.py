@@ -8,11 +8,13 @@ and a bad one is reported with where it came from (``tssh.toml: port``, ``TSSH_P
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,14 @@ class Config:
     local_recording_dir: Path | None = None
     # Session channels one SSH connection may have open at once (sshd's MaxSessions).
     max_sessions: int = 64
+    # Seconds a login held by a check rule waits for an approval before it is refused.
+    check_timeout: int = 600
+    # Approval through the identity provider (OIDC): issuer URL, this client's id, a file
+    # holding its secret (none: a public client, PKCE only), and the approval pages' port.
+    check_oidc_issuer: str | None = None
+    check_oidc_client_id: str | None = None
+    check_oidc_client_secret_file: Path | None = None
+    check_port: int = 8022
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -131,6 +141,40 @@ def _count(value: object, _base: Path) -> int:
     if not 1 <= value <= MAX_SESSIONS_LIMIT:
         raise ValueError(f"must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {value}")
     return value
+
+
+CHECK_TIMEOUT_LIMIT = 86_400
+
+
+def _seconds(value: object, _base: Path) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value!r}")
+    if not 1 <= value <= CHECK_TIMEOUT_LIMIT:
+        raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value}")
+    return value
+
+
+def _issuer(value: object, _base: Path) -> str:
+    text = _text(value).rstrip("/")
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme == "https" and parts.hostname:
+        return text
+    if parts.scheme == "http" and parts.hostname:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(parts.hostname).is_loopback:
+                return text
+        if parts.hostname == "localhost":
+            return text
+    raise ValueError(f"must be an https:// URL (http:// only on loopback), not {value!r}")
+
+
+def _nonempty(value: object, _base: Path) -> str:
+    text = _text(value)
+    if not text:
+        raise ValueError("must not be empty")
+    return text
 
 
 def _items(value: object) -> list[object]:
@@ -190,6 +234,11 @@ PARSERS: dict[str, Parser] = {
     "log_level": _choice(LOG_LEVELS),
     "local_recording_dir": _path,
     "max_sessions": _count,
+    "check_timeout": _seconds,
+    "check_oidc_issuer": _issuer,
+    "check_oidc_client_id": _nonempty,
+    "check_oidc_client_secret_file": _path,
+    "check_port": _port,
 }
 
 
@@ -321,6 +370,9 @@ def _check_backend(config: Config, sources: Mapping[str, str]) -> None:
             raise ConfigError(
                 f"{chosen} needs an inventory of nodes and their keys: {where('netmap')}"
             )
+    if config.check_oidc_issuer is not None and config.check_oidc_client_id is None:
+        raise ConfigError(
+            f"check_oidc_issuer needs the client's id: {where('check_oidc_client_id')}")
     if config.identity != "tailscale" and config.policy is None:
         raise ConfigError(
             f"{chosen} needs a policy file (only the tailscale backend can take the policy"

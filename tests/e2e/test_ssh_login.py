@@ -66,10 +66,12 @@ def test_user_not_in_rule_refused(daemon: TsshDaemon) -> None:
     assert b"not available" in allowed.stdout + allowed.stderr
 
 
-def test_check_rule_refused_until_check_mode_exists(daemon: TsshDaemon) -> None:
+def test_check_rule_holds_then_times_out(daemon_factory: DaemonFactory) -> None:
+    """The whole check flow is in test_check_mode.py; nobody approves here."""
+    daemon = daemon_factory(extra_args=["--check-timeout", "1"])
     result = run_ssh(daemon, "sys", "true", source=BOB_IP)
     assert result.returncode == 255
-    assert b"tssh: check mode not available yet" in result.stderr
+    assert b"tssh: approval for sys@server not given within 1 s: login refused" in result.stderr
 
 
 def test_unknown_local_user_refused(daemon: TsshDaemon) -> None:

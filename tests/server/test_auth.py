@@ -11,7 +11,7 @@ from tssh.identity.base import Peer
 from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError, AccountExpiredError
-from tssh.server.auth import CHECK_UNAVAILABLE, Admission, TsshServer, decide
+from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.screen import Screened
 from tssh.server.session import HungUpGroups, ProcessSession
 
@@ -59,9 +59,17 @@ def test_policy_rejection_message_passes_through() -> None:
     assert admission.message == 'tailnet policy does not permit you to SSH as user "root"'
 
 
-def test_check_is_refused_for_now() -> None:
+def test_check_rule_maps_the_account_and_needs_a_check() -> None:
     admission = decide(POLICY, BOB, "127.0.0.3", SERVER, "bob", lookup=_lookup, daemon_uid=0)
-    assert not admission.accepted and admission.message == CHECK_UNAVAILABLE
+    assert admission.account == _account("bob") and admission.message is None
+    assert admission.check_needed and not admission.accepted
+    # A login the account rules refuse is refused before any hold.
+    ghost = decide(FileDecider(parse_policy("""{"tagOwners": {"tag:prod": ["bob@example.com"]},
+      "ssh": [{"action": "check", "src": ["bob@example.com"], "dst": ["tag:prod"],
+               "users": ["ghost"]}]}""")), BOB, "127.0.0.3", SERVER, "ghost", lookup=_lookup,
+                   daemon_uid=0)
+    assert ghost.account is None and not ghost.check_needed
+    assert ghost.message == "no local user 'ghost' on this node"
 
 
 def test_missing_local_account() -> None:

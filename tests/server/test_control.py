@@ -13,10 +13,12 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from tssh.errors import ControlError
+from tssh.server.check import CheckError
 from tssh.server.control import ControlServer, control_request, get_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +47,26 @@ class FakeDaemon:
             "sessions": [],
             "version": "test",
         }
+
+    HELD: ClassVar[dict[str, object]] = {
+        "id": "k7qdm2xa9fpt", "node": "bobpc", "login": "sys", "localUser": "sys",
+        "since": "2026-12-03T18:00:00Z", "url": None}
+
+    def check_list(self) -> list[dict[str, object]]:
+        return [dict(self.HELD)]
+
+    def check_approve(self, hold_id: str) -> dict[str, object]:
+        if hold_id != self.HELD["id"]:
+            raise CheckError(f"no login held as {hold_id!r}")
+        return {"id": hold_id, "login": "sys", "node": "bobpc",
+                "expires": "2026-12-04T06:00:00Z"}
+
+    def check_deny(self, hold_id: str) -> dict[str, object]:
+        return {"id": hold_id, "login": "sys", "node": "bobpc"}
+
+    async def check_revoke(self, login: str | None) -> dict[str, object]:
+        self.revoked = login
+        return {"revoked": ["a", "b"], "connectionsEnded": 1}
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
@@ -378,3 +400,35 @@ async def test_a_status_that_is_not_json_gets_an_error_answer(
     finally:
         await server.close()
     assert "not JSON serializable" in caplog.text
+
+
+async def test_check_commands(daemon: tuple[FakeDaemon, Path]) -> None:
+    handler, state = daemon
+    code, out, err = await cli("check", "list", "--json", "--state-dir", str(state))
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"pending": [FakeDaemon.HELD]}
+    code, out, _ = await cli("check", "list", "--state-dir", str(state))
+    assert out == "k7qdm2xa9fpt  sys from bobpc as sys, waiting since 2026-12-03T18:00:00Z\n"
+    code, out, _ = await cli("check", "approve", "k7qdm2xa9fpt", "--state-dir", str(state))
+    assert (code, out) == (0, "approved sys from bobpc until 2026-12-04T06:00:00Z\n")
+    code, out, err = await cli("check", "approve", "nope", "--state-dir", str(state))
+    assert code == 1 and err == "tssh: no login held as 'nope'\n"
+    code, out, _ = await cli("check", "deny", "k7qdm2xa9fpt", "--state-dir", str(state))
+    assert (code, out) == (0, "denied sys from bobpc\n")
+    code, out, _ = await cli("check", "revoke", "--login", "sys", "--state-dir", str(state))
+    assert (code, out) == (0, "revoked 2 approval(s); ended 1 connection(s)\n")
+    assert handler.revoked == "sys"
+    code, out, _ = await cli("check", "revoke", "--state-dir", str(state))
+    assert code == 0 and handler.revoked is None
+
+
+@pytest.mark.parametrize(("request_", "error"), [
+    ({"op": "check.approve"}, "check.approve: id must be the held login's id"),
+    ({"op": "check.deny", "id": 3}, "check.deny: id must be the held login's id"),
+    ({"op": "check.revoke", "login": ""}, "check.revoke: login must be a login name"),
+])
+async def test_check_requests_checked(daemon: tuple[FakeDaemon, Path],
+                                      request_: dict[str, object], error: str) -> None:
+    _, state = daemon
+    with pytest.raises(ControlError, match=error):
+        await asyncio.to_thread(control_request, state / "control.sock", request_)

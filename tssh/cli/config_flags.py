@@ -29,6 +29,11 @@ HELP = {
     "log_level": "log level: debug, info, warning or error",
     "local_recording_dir": "debug: write recordings here when no recorder accepts them",
     "max_sessions": "session channels one SSH connection may have open at once",
+    "check_timeout": "seconds a login held by a check rule waits for an approval",
+    "check_oidc_issuer": "OIDC issuer URL for approving held logins through the identity provider",
+    "check_oidc_client_id": "this daemon's OIDC client id",
+    "check_oidc_client_secret_file": "file holding the OIDC client secret (none: PKCE only)",
+    "check_port": "port of the approval pages (with check_oidc_issuer)",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

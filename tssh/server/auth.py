@@ -33,16 +33,12 @@ from tssh.server.account import (
     daemon_user,
     lookup_account,
 )
+from tssh.server.check import Approval
 from tssh.server.recording import RecordingRequest
 from tssh.server.screen import Screened, unknown_peer_message
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
-
-CHECK_UNAVAILABLE = (
-    "check mode not available yet: the policy holds this login for a check, which this "
-    "tssh version cannot perform"
-)
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,14 @@ class Admission:
 
     @property
     def accepted(self) -> bool:
-        return self.account is not None
+        """Admitted outright (an accept rule); see ``check_needed`` for a check rule."""
+        return self.account is not None and not self.check_needed
+
+    @property
+    def check_needed(self) -> bool:
+        """A check rule decides: the login may run as ``account`` once approved."""
+        return (self.account is not None and self.decision is not None
+                and self.decision.action == "check")
 
 
 def decide(
@@ -95,9 +98,9 @@ def decide(
 
     decision = decider.decide(peer, peer_ip, self_node, login, is_root_account=is_root,
                               account_exists=lambda name: find(name) is not None)
-    if decision.action == "check":
-        return Admission(None, CHECK_UNAVAILABLE, decision)
-    if decision.action != "accept" or decision.local_user is None:
+    # A check rule's login is judged as an accept's (the account must exist and be usable),
+    # then held for an approval by the daemon (Admission.check_needed).
+    if decision.action not in ("accept", "check") or decision.local_user is None:
         message = decision.message or "tailnet policy does not permit you to SSH to this node"
         return Admission(None, message, decision)
     try:
@@ -131,6 +134,12 @@ class Gatekeeper(Protocol):
         ...
 
     async def admit(self, peer: Peer | None, peer_ip: str, login: str) -> Admission: ...
+
+    async def check_login(self, server: TsshServer, peer: Peer, login: str,
+                          admission: Admission) -> Admission:
+        """For a check rule's admission: the admission to go on with once approved (by a
+        remembered approval, or after holding the login), or a refusal (account None)."""
+        ...
 
     def connection_opened(self, server: TsshServer) -> bool:
         """False: refused (too many logging in, or another local user in the demo);
@@ -181,6 +190,7 @@ class TsshServer(asyncssh.SSHServer):
         self._refused = False
         self._screened: Screened | None = None
         self._session_count = 0
+        self.approval: Approval | None = None  # the check approval that admitted this login
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -217,9 +227,11 @@ class TsshServer(asyncssh.SSHServer):
                          "is not answering; try again later")
             return True
         admission = await self._gate.admit(peer, self.peer_ip, username)
+        if admission.check_needed and peer is not None:
+            admission = await self._gate.check_login(self, peer, username, admission)
         decision = admission.decision
         log.info(
-            "login accepted" if admission.accepted else "login refused",
+            "login accepted" if admission.account is not None else "login refused",
             extra={
                 "conn": self.conn_id, "peer_ip": self.peer_ip,
                 "peer": peer.name if peer else None, "login": username,
@@ -247,6 +259,15 @@ class TsshServer(asyncssh.SSHServer):
         if screened is not None and self._gate.still_current(screened):
             return screened.peer
         return await self._gate.whois(self.peer_ip)
+
+    def hold(self, text: str) -> None:
+        """The login is held for a check: tell the client (an auth banner, shown before any
+        answer to its request) and stop asyncssh's login timer (the check has its own)."""
+        with contextlib.suppress(OSError):
+            self.conn.send_auth_banner(text)
+        suspend = getattr(self.conn, "suspend_login_timer", None)
+        if suspend is not None:
+            suspend()
 
     def _refuse(self, message: str) -> None:
         conn = self.conn

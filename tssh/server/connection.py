@@ -132,6 +132,11 @@ class TsshServerConnection(asyncssh.SSHServerConnection):
         allowed = [alg for alg in peer_host_key_algs if alg in _HOST_KEY_ALGS]
         return bool(super().choose_server_host_key(allowed))
 
+    def suspend_login_timer(self) -> None:
+        """A login held for a check (tssh.server.check) waits longer than ``login_timeout``;
+        the hold has its own timeout (``check_timeout``)."""
+        self._cancel_login_timer()
+
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == _INSERTED_IGNORE_ARGS:
             return

@@ -15,6 +15,13 @@ ending in ``\\n``); the server sends one response line and closes the connection
     <- {"ok": true, "result": {...the daemon's status object...}}
     -> {"op": "set", "ssh": false}
     <- {"ok": true, "result": {"ssh": false}}
+    -> {"op": "check.list"}
+    <- {"ok": true, "result": {"pending": [{"id", "node", "login", "localUser", "since",
+                                            "url"}]}}
+    -> {"op": "check.approve", "id": "k7qdm2xa9fpt"}     (also "check.deny")
+    <- {"ok": true, "result": {"id", "login", "node", "expires"}}
+    -> {"op": "check.revoke", "login": "sys"}            (login absent or null: all)
+    <- {"ok": true, "result": {"revoked": [ids], "connectionsEnded": 1}}
     <- {"ok": false, "error": "permission denied: ..."}        (any failure)
 
 Unknown ops and malformed requests get ``ok: false`` with a message. The status object is
@@ -62,8 +69,24 @@ class ControlHandler(Protocol):
         ``ssh`` (bool), ``listening`` (list of "addr:port"), ``identity`` (backend name),
         ``policy`` ({"source": str, "error": str | None}), ``recorders`` (list of
         {"name", "address", "healthy", "error"}), ``sessions`` (list of {"id", "user",
-        "localUser", "from", "started"}); any other key is shown as it is.
+        "localUser", "from", "started"}), ``checks`` ({"pending": [...], "approvals":
+        [{"id", "node", "login", "localUser", "period", "approved", "expires"}]}); any other
+        key is shown as it is.
         """
+        ...
+
+    def check_list(self) -> list[dict[str, object]]:
+        """Logins held for a check: {"id", "node", "login", "localUser", "since", "url"}."""
+        ...
+
+    def check_approve(self, hold_id: str) -> dict[str, object]:
+        """Approve a held login; raises a TsshError for an id that is not held."""
+        ...
+
+    def check_deny(self, hold_id: str) -> dict[str, object]: ...
+
+    async def check_revoke(self, login: str | None) -> dict[str, object]:
+        """Drop approvals (all, or ``login``'s); end the live connections only they admit."""
         ...
 
 
@@ -209,6 +232,20 @@ class ControlServer:
                 return _error("set: ssh must be true or false")
             await self._handler.set_ssh(enabled)
             return {"ok": True, "result": {"ssh": enabled}}
+        if op == "check.list":
+            return {"ok": True, "result": {"pending": self._handler.check_list()}}
+        if op in ("check.approve", "check.deny"):
+            hold_id = request.get("id")
+            if not isinstance(hold_id, str) or not hold_id.strip():
+                return _error(f"{op}: id must be the held login's id (tssh check list)")
+            if op == "check.approve":
+                return {"ok": True, "result": self._handler.check_approve(hold_id)}
+            return {"ok": True, "result": self._handler.check_deny(hold_id)}
+        if op == "check.revoke":
+            login = request.get("login")
+            if login is not None and (not isinstance(login, str) or not login):
+                return _error("check.revoke: login must be a login name, or absent for all")
+            return {"ok": True, "result": await self._handler.check_revoke(login)}
         return _error(f"unknown op {op!r}")
 
 
@@ -318,3 +355,8 @@ def set_ssh(path: Path, enabled: bool) -> None:
 
 def get_status(path: Path) -> dict[str, Any]:
     return control_request(path, {"op": "status"})
+
+
+def check_request(path: Path, op: str, **fields: object) -> dict[str, Any]:
+    """``tssh check``: one ``check.*`` request."""
+    return control_request(path, {"op": f"check.{op}", **fields})

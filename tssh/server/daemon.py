@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config as HypercornConfig
 
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
@@ -29,9 +31,19 @@ from tssh.policy.decider import Decider
 from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.account import check_account_current
 from tssh.server.auth import Admission, TsshServer, decide
+from tssh.server.check import (
+    Approval,
+    CheckBook,
+    CheckError,
+    CheckKey,
+    Hold,
+    load_approvals,
+    save_approvals,
+)
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import host_keypairs, load_host_keys
+from tssh.server.oidc import OidcApprover
 from tssh.server.recording import SessionRecorders
 from tssh.server.screen import (
     AcceptScreen,
@@ -45,11 +57,18 @@ from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
 
 log = logging.getLogger("tssh.daemon")
+# How a hold ends besides an approval.
+DENIED, GONE, POLICY = "denied", "gone", "policy"
+HoldOutcome = Approval | str
+audit = logging.getLogger("tssh.audit")
 
 STATE_FILE = "ssh.json"
 DISABLED_MESSAGE = "tssh: SSH disabled on this node"
 REVOKED_MESSAGE = "tssh: access revoked by a policy change"
 SHUTDOWN_MESSAGE = "tssh: the SSH daemon on this node is shutting down"
+CHECK_REVOKED_MESSAGE = "tssh: access revoked: the check approval for this login was revoked"
+CHECK_NEEDED_MESSAGE = ("tssh: access revoked by a policy change: this login now needs a "
+                        "check; log in again")
 POLICY_POLL_SECONDS = 1.0
 SETTLE_TIMEOUT = 10.0  # seconds a new session waits for live connections to be re-checked
 
@@ -106,6 +125,13 @@ class Daemon:
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
         self._hung_up = HungUpGroups()
+        # Check mode: held logins and approvals (docs/daemon.md, "Check mode").
+        self._checks = CheckBook()
+        self._hold_waiters: dict[str, tuple[TsshServer, asyncio.Future[HoldOutcome]]] = {}
+        self.clock = time.time
+        self._oidc: OidcApprover | None = None
+        self._oidc_stop = asyncio.Event()
+        self._oidc_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -139,6 +165,9 @@ class Daemon:
             keepalive_count_max=3,
             **algorithm_options(),
         )
+        self._load_approvals()
+        if config.check_oidc_issuer is not None:
+            await self._start_oidc()
         self._enabled = read_ssh_enabled(config.state_dir)
         if self._enabled:
             await self._open_listeners()
@@ -164,6 +193,10 @@ class Daemon:
                 await self._watch_task
         await self._close_listeners()
         await self._end_connections(SHUTDOWN_MESSAGE)
+        if self._oidc_task is not None:
+            self._oidc_stop.set()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._oidc_task, 5)
         await self._recorders.close()
         await self._hung_up.finish()
         await self._policy.close()
@@ -254,7 +287,7 @@ class Daemon:
         else:
             admission = decide(self._decider, peer, peer_ip, self._self_node, login,
                                check_account=check)
-        if admission.accepted:
+        if admission.account is not None:  # accepted, or once a check approves it
             admission = replace(admission, recording=self._recorders.request(admission.decision))
         return admission
 
@@ -290,10 +323,232 @@ class Daemon:
     def connection_closed(self, server: TsshServer) -> None:
         self.login_finished(server)
         self._connections.discard(server)
+        for hold_id, (held_by, waiter) in list(self._hold_waiters.items()):
+            if held_by is server:  # the client left while held: no hold stays behind
+                held = self._checks.drop(hold_id)
+                if held is not None:
+                    audit.info("check abandoned: the client left", extra=self._check_fields(
+                        "check.abandoned", held, server))
+                if not waiter.done():
+                    waiter.set_result(GONE)
 
     @property
     def hung_up_groups(self) -> HungUpGroups:
         return self._hung_up
+
+    # --- check mode -----------------------------------------------------------------------
+
+    async def check_login(self, server: TsshServer, peer: Peer, login: str,
+                          admission: Admission) -> Admission:
+        """Hold a check rule's login until it is approved, denied or times out; a remembered
+        approval for (node, login, local user) admits it at once."""
+        assert admission.account is not None and admission.decision is not None
+        assert self._self_node is not None
+        period = admission.decision.check_period or "12h"
+        key = CheckKey(peer.id or peer.name, login, admission.account.name)
+        target = f"{login}@{self._self_node.name}"
+        remembered = self._checks.find(key, self.clock(), period)
+        if remembered is not None:
+            server.approval = remembered
+            log.info("check passed by a remembered approval", extra={
+                "conn": server.conn_id, "approval": remembered.id, "login": login,
+                "expires": _iso(remembered.expires)})
+            return admission
+        held = self._checks.hold(key, peer.name, period, self.clock(), user=peer.user)
+        if self._oidc is not None:
+            held.url = self._oidc.url_for(held.id)
+        waiter: asyncio.Future[HoldOutcome] = asyncio.get_running_loop().create_future()
+        self._hold_waiters[held.id] = (server, waiter)
+        audit.info("check held: login waits for an approval", extra=self._check_fields(
+            "check.held", held, server, timeout=self.config.check_timeout))
+        server.hold(f"tssh: approval required for {target}: {held.id}\r\n"
+                    f"tssh: waiting up to {self.config.check_timeout} s; on {self._self_node.name} "
+                    f"run: tssh check approve {held.id}\r\n"
+                    + (f"tssh: or approve as {peer.user} at {held.url}\r\n"
+                       if held.url and peer.user else ""))
+        try:
+            async with asyncio.timeout(self.config.check_timeout):
+                outcome = await waiter
+        except TimeoutError:
+            if self._checks.drop(held.id) is not None:
+                audit.warning("check timed out", extra=self._check_fields(
+                    "check.timeout", held, server, timeout=self.config.check_timeout))
+            return replace(admission, account=None, message=(
+                f"approval for {target} not given within {self.config.check_timeout} s: "
+                "login refused"))
+        finally:
+            self._hold_waiters.pop(held.id, None)
+        if outcome == DENIED:
+            return replace(admission, account=None,
+                           message=f"approval for {target} was denied: login refused")
+        if outcome == GONE:  # the client left, or the daemon is ending its connections
+            return replace(admission, account=None, message="the connection closed while "
+                           "the login was held")
+        # The policy may have changed while the login waited (POLICY: it did, and no longer
+        # holds this login): decide it again.
+        again = await self.admit(peer, server.peer_ip, login)
+        if again.account is None or again.account.name != admission.account.name:
+            return again if again.account is None else replace(
+                again, account=None, message="the policy changed while this login was held")
+        if again.check_needed:
+            if not isinstance(outcome, Approval):
+                return replace(again, account=None, message="the policy changed while this "
+                               "login was held: log in again")
+            server.approval = outcome
+        return again
+
+    async def _recheck_holds(self) -> None:
+        """After a policy or identity change: a held login the policy no longer holds for a
+        check (now accepted outright, or refused) stops waiting and is decided anew."""
+        for hold_id, (server, waiter) in list(self._hold_waiters.items()):
+            held = self._checks.holds.get(hold_id)
+            if held is None or waiter.done():
+                continue
+            try:
+                peer = await self._resolver.whois(server.peer_ip)
+            except IdentityError:
+                continue  # judged when approved
+            admission = await self.admit(peer, server.peer_ip, held.key.login, at_login=False)
+            if admission.check_needed:
+                continue
+            if self._checks.drop(hold_id) is not None and not waiter.done():
+                audit.info("check dropped: the policy no longer holds this login",
+                           extra=self._check_fields("check.dropped", held, server))
+                waiter.set_result(POLICY)
+
+    def _check_fields(self, event: str, held: Hold, server: TsshServer | None,
+                      **more: object) -> dict[str, object]:
+        fields: dict[str, object] = {
+            "event": event, "check": held.id, "node": held.node, "node_id": held.key.node_id,
+            "login": held.key.login, "local_user": held.key.local_user,
+            "check_period": held.period, **more}
+        if server is not None:
+            fields.update(conn=server.conn_id, peer_ip=server.peer_ip)
+        return fields
+
+    def check_list(self) -> list[dict[str, object]]:
+        return [dict(h.to_json(), since=_iso(h.since)) for h in self._checks.pending()]
+
+    def check_approve(self, hold_id: str, **how: object) -> dict[str, object]:
+        """Raises CheckError (a TsshError for the control socket) for an unknown id.
+        ``how``: audit fields saying who approved other than on the node (OIDC)."""
+        held = self._checks.get(hold_id)
+        waiter = self._hold_waiters.get(held.id)
+        approval = self._checks.approve(held.id, self.clock())
+        if approval.remembered:
+            self._save_approvals()
+        audit.info("check approved", extra=self._check_fields(
+            "check.approved", held, waiter[0] if waiter else None,
+            expires=_iso(approval.expires), **how))
+        if waiter is not None and not waiter[1].done():
+            waiter[1].set_result(approval)
+        return {"id": held.id, "login": held.key.login, "node": held.node,
+                "expires": _iso(approval.expires)}
+
+    async def _start_oidc(self) -> None:
+        config = self.config
+        assert config.check_oidc_issuer is not None and config.check_oidc_client_id is not None
+        secret = None
+        if config.check_oidc_client_secret_file is not None:
+            try:
+                secret = config.check_oidc_client_secret_file.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"check_oidc_client_secret_file: cannot read "
+                                  f"{config.check_oidc_client_secret_file}: "
+                                  f"{e.strerror or e}") from None
+        approver = OidcApprover(
+            config.check_oidc_issuer, config.check_oidc_client_id, secret,
+            f"http://{_host_port(self._addresses[0], config.check_port)}",
+            is_held=lambda hold_id: hold_id in self._checks.holds,
+            approve=self._approve_oidc)
+        hc = HypercornConfig()
+        hc.bind = [_host_port(a, config.check_port) for a in self._addresses]
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("hypercorn.error")
+        hc.keep_alive_timeout = 10
+        hc.graceful_timeout = 2
+        self._oidc = approver
+        self._oidc_task = asyncio.create_task(
+            hypercorn_serve(approver.asgi, hc,  # type: ignore[arg-type]
+                            shutdown_trigger=self._oidc_stop.wait))
+        self._oidc_task.add_done_callback(_log_pages_ended)
+        try:
+            await approver.provider()
+        except TsshError as e:  # asked again at the first approval page
+            log.warning("OIDC discovery failed; approval pages will try again",
+                        extra={"error": str(e)})
+        log.info("check approval pages", extra={"url": approver.url_for("ID"),
+                                                "issuer": config.check_oidc_issuer})
+
+    async def _approve_oidc(self, hold_id: str, email: str) -> str:
+        """The identity provider says ``email`` signed in: approve if that is the tailnet
+        user of the held login's node."""
+        held = self._checks.get(hold_id)
+        if held.user is None or held.user.lower() != email.lower():
+            audit.warning("check approval refused: signed in as someone else",
+                          extra=self._check_fields("check.oidc_refused", held, None,
+                                                   signed_in=email, user=held.user))
+            raise CheckError(f"signed in as {email}, but this login is held for "
+                             f"{held.user or 'a tagged node'}: not approved")
+        result = self.check_approve(hold_id, via="oidc", approver=email)
+        expires = f" until {result['expires']}" if result.get("expires") else ""
+        return f"approved {held.key.login} from {held.node}{expires}; you may close this page"
+
+    def check_deny(self, hold_id: str) -> dict[str, object]:
+        held = self._checks.deny(hold_id)
+        waiter = self._hold_waiters.get(held.id)
+        audit.info("check denied", extra=self._check_fields(
+            "check.denied", held, waiter[0] if waiter else None))
+        if waiter is not None and not waiter[1].done():
+            waiter[1].set_result(DENIED)
+        return {"id": held.id, "login": held.key.login, "node": held.node}
+
+    async def check_revoke(self, login: str | None) -> dict[str, object]:
+        """Drop approvals (for ``login`` only, if given); live connections they admitted are
+        judged again, and ended when nothing but the approval admitted them."""
+        dropped = self._checks.revoke(login)
+        self._save_approvals()
+        ids = {a.id for a in dropped}
+        affected = [server for server in list(self._connections)
+                    if server.approval is not None and (
+                        server.approval.id in ids or (not server.approval.remembered and (
+                            login is None or server.approval.key.login == login)))]
+        for gone in dropped:
+            audit.info("access revoked: check approval dropped", extra={
+                "event": "access.revoked", "approval": gone.id, "node": gone.node,
+                "login": gone.key.login, "local_user": gone.key.local_user})
+        ended = 0
+        for server in affected:
+            approval, server.approval = server.approval, None
+            peer = server.context.peer if server.context else None
+            if not await self._rejudge(server, CHECK_REVOKED_MESSAGE, peer):
+                ended += 1
+                if approval is not None and not approval.remembered:
+                    audit.info("access revoked: check approval dropped", extra={
+                        "event": "access.revoked", "approval": approval.id,
+                        "node": approval.node, "login": approval.key.login,
+                        "local_user": approval.key.local_user, "conn": server.conn_id})
+        return {"revoked": [a.id for a in dropped], "connectionsEnded": ended}
+
+    def _load_approvals(self) -> None:
+        try:
+            approvals = load_approvals(self.config.state_dir)
+        except ValueError as e:
+            log.error("cannot read the saved check approvals; starting with none",
+                      extra={"error": str(e)})
+            return
+        now = self.clock()
+        for approval in approvals:
+            self._checks.approvals[approval.id] = approval
+        self._checks.prune(now)
+
+    def _save_approvals(self) -> None:
+        self._checks.prune(self.clock())
+        try:
+            save_approvals(self.config.state_dir, self._checks.current(self.clock()))
+        except OSError as e:
+            log.error("cannot save the check approvals; they last until the daemon stops",
+                      extra={"error": str(e)})
 
     # --- policy reload -------------------------------------------------------------------
 
@@ -353,6 +608,7 @@ class Daemon:
         return True
 
     async def _revalidate_connections(self) -> None:
+        await self._recheck_holds()
         for server in list(self._connections):
             ctx = server.context
             if ctx is None:
@@ -364,16 +620,39 @@ class Daemon:
                             "judged as the node it was at login",
                             extra={"conn": ctx.conn_id, "error": str(e)})
                 peer = ctx.peer
-            admission = await self.admit(peer, ctx.peer_ip, ctx.login, at_login=False)
-            if peer is None or admission.account is None \
-                    or admission.account.name != ctx.account.name:
-                log.info("connection revoked", extra={
-                    "conn": ctx.conn_id,
-                    "reason": admission.message if peer else "peer no longer known"})
-                server.end(REVOKED_MESSAGE)
-            elif admission.recording != ctx.recording or peer != ctx.peer:
-                # Sessions opened from now on run (and are recorded) as the new rule says.
-                server.context = replace(ctx, peer=peer, recording=admission.recording)
+            await self._rejudge(server, REVOKED_MESSAGE, peer)
+
+    async def _rejudge(self, server: TsshServer, message: str, now_peer: Peer | None) -> bool:
+        """Decide a live connection again; end it with ``message`` if it is not admitted as
+        the same local user any more. ``now_peer``: who the node is now. True if it goes
+        on."""
+        ctx = server.context
+        if ctx is None:
+            return True
+        admission = await self.admit(now_peer, ctx.peer_ip, ctx.login, at_login=False)
+        reason = admission.message if now_peer else "peer no longer known"
+        if now_peer is not None and admission.check_needed and server.approval is None:
+            # A check rule decides now: an approval must cover it (it may be remembered).
+            assert admission.account is not None and admission.decision is not None
+            server.approval = self._checks.find(
+                CheckKey(now_peer.id or now_peer.name, ctx.login, admission.account.name),
+                self.clock(), admission.decision.check_period or "12h")
+            if server.approval is None:
+                if message == REVOKED_MESSAGE:
+                    message = CHECK_NEEDED_MESSAGE
+                reason = "a check rule decides and no approval covers the connection"
+                admission = replace(admission, account=None)
+        if admission.accepted:
+            server.approval = None  # an accept rule admits it now: no approval needed
+        if now_peer is None or admission.account is None \
+                or admission.account.name != ctx.account.name:
+            log.info("connection revoked", extra={"conn": ctx.conn_id, "reason": reason})
+            server.end(message)
+            return False
+        if admission.recording != ctx.recording or now_peer != ctx.peer:
+            # Sessions opened from now on run (and are recorded) as the new rule says.
+            server.context = replace(ctx, peer=now_peer, recording=admission.recording)
+        return True
 
     # --- control socket (ControlHandler) -------------------------------------------------
 
@@ -413,7 +692,25 @@ class Daemon:
             "recordingWorker": {"pid": self._recorders.worker.pid},
             "connections": len(self._connections),
             "sessions": sessions,
+            "checks": {
+                "pending": [dict(h.to_json(), since=_iso(h.since))
+                            for h in self._checks.pending()],
+                "approvals": [{"id": a.id, "node": a.node, "login": a.key.login,
+                               "localUser": a.key.local_user, "period": a.period,
+                               "approved": _iso(a.approved_at), "expires": _iso(a.expires)}
+                              for a in self._checks.current(self.clock())],
+            },
         }
+
+
+def _log_pages_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the check approval pages stopped; only tssh check approve can approve",
+                  extra={"error": str(task.exception())})
+
+
+def _iso(when: float | None) -> str | None:
+    return None if when is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def _tailnet_identity(peer: Peer) -> str:
