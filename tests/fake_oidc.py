@@ -26,6 +26,8 @@ class FakeOidc:
         self.codes: dict[str, dict[str, str]] = {}
         self.token_requests: list[dict[str, str]] = []
         self.nonce_override: str | None = None
+        self.auth_age = 5  # seconds since the user "signed in"; None: no auth_time claim
+        self.extra_claims: dict[str, object] = {}
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,7 +80,9 @@ class FakeOidc:
                 claims = {"iss": provider.issuer, "aud": provider.client_id, "sub": "u1",
                           "email": provider.user, "email_verified": True,
                           "nonce": provider.nonce_override or asked["nonce"],
-                          "iat": now, "exp": now + 300}
+                          "iat": now, "exp": now + 300, **provider.extra_claims}
+                if provider.auth_age is not None:
+                    claims["auth_time"] = now - provider.auth_age
                 token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, provider.key)
                 self._json({"access_token": "at", "token_type": "Bearer", "expires_in": 300,
                             "id_token": token})

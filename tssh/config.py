@@ -86,6 +86,8 @@ class Config:
     check_oidc_issuer: str | None = None
     check_oidc_client_id: str | None = None
     check_oidc_client_secret_file: Path | None = None
+    check_oidc_claim: str = "email"
+    check_oidc_max_age: int = 300
     check_port: int = 8022
 
 
@@ -238,6 +240,8 @@ PARSERS: dict[str, Parser] = {
     "check_oidc_issuer": _issuer,
     "check_oidc_client_id": _nonempty,
     "check_oidc_client_secret_file": _path,
+    "check_oidc_claim": _nonempty,
+    "check_oidc_max_age": _seconds,
     "check_port": _port,
 }
 

@@ -111,3 +111,44 @@ async def test_pages(idp: FakeOidc) -> None:
         assert start.headers["location"].startswith(idp.issuer + "/authorize?")
         assert (await http.get("/check/callback?state=x&code=y")).status_code == 403
         assert (await http.post("/check/held1")).status_code == 405
+
+
+async def test_authorization_asks_for_a_fresh_sign_in(idp: FakeOidc) -> None:
+    a = approver(idp, [])
+    url = await a.begin("held1")
+    assert parse_qs(urlsplit(url).query)["max_age"] == ["300"]
+
+
+async def test_stale_or_missing_auth_time_refused(idp: FakeOidc) -> None:
+    approved: list[tuple[str, str]] = []
+    a = approver(idp, approved)
+    idp.auth_age = 300 + 31 + 60  # over max_age and the leeway
+    state, code = await sign_in(a)
+    with pytest.raises(OidcError, match="more than check_oidc_max_age"):
+        await a.finish(state, code)
+    idp.auth_age = None
+    state, code = await sign_in(a)
+    with pytest.raises(OidcError, match="auth_time"):
+        await a.finish(state, code)
+    idp.auth_age = 290  # old, but within max_age
+    state, code = await sign_in(a)
+    assert await a.finish(state, code) == "approved"
+    assert approved == [("held1", "bob@example.com")]
+
+
+async def test_another_claim_names_the_login(idp: FakeOidc) -> None:
+    approved: list[tuple[str, str]] = []
+
+    async def approve(hold_id: str, login: str) -> str:
+        approved.append((hold_id, login))
+        return "approved"
+
+    a = OidcApprover(idp.issuer, idp.client_id, None, "http://127.0.0.10:8022",
+                     is_held=lambda _: True, approve=approve, claim="preferred_username")
+    state, code = await sign_in(a)
+    with pytest.raises(OidcError, match="no 'preferred_username' claim"):
+        await a.finish(state, code)
+    idp.extra_claims = {"preferred_username": "bob@corp.example"}
+    state, code = await sign_in(a)
+    assert await a.finish(state, code) == "approved"
+    assert approved == [("held1", "bob@corp.example")]

@@ -33,6 +33,8 @@ HELP = {
     "check_oidc_issuer": "OIDC issuer URL for approving held logins through the identity provider",
     "check_oidc_client_id": "this daemon's OIDC client id",
     "check_oidc_client_secret_file": "file holding the OIDC client secret (none: PKCE only)",
+    "check_oidc_claim": "ID token claim that must equal the peer's login (default email)",
+    "check_oidc_max_age": "seconds a sign-in at the provider may be old to approve a login",
     "check_port": "port of the approval pages (with check_oidc_issuer)",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own

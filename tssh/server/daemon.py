@@ -460,7 +460,8 @@ class Daemon:
             config.check_oidc_issuer, config.check_oidc_client_id, secret,
             f"http://{_host_port(self._addresses[0], config.check_port)}",
             is_held=lambda hold_id: hold_id in self._checks.holds,
-            approve=self._approve_oidc)
+            approve=self._approve_oidc, claim=config.check_oidc_claim,
+            max_age=config.check_oidc_max_age)
         hc = HypercornConfig()
         hc.bind = [_host_port(a, config.check_port) for a in self._addresses]
         hc.accesslog = None

@@ -6,9 +6,13 @@ banner). That page starts the authorization code flow with PKCE (S256) and a fre
 and ``nonce`` (Authlib's OAuth 2 client); the identity provider sends the browser back to
 ``/check/callback``, where the code is exchanged, the ID token verified against the
 issuer's JWKS (signature, ``iss``, ``aud``, ``exp``, ``nonce``: joserfc, Authlib's JOSE
-library), and the hold approved only if the token's verified ``email`` is the tailnet user
-of the held login's source node. Endpoints come from OIDC discovery
-(``<issuer>/.well-known/openid-configuration``), fetched at the first use and kept.
+library), and the hold approved only if the token's verified ``email`` (or the claim named by
+``check_oidc_claim``) is the tailnet user of the held login's source node. The approval is a
+fresh sign-in, as Tailscale's: the authorization request asks for ``max_age``
+(``check_oidc_max_age``), so the provider makes the user sign in again when their session is
+older, and a token whose ``auth_time`` is older than that approves nothing. Endpoints come
+from OIDC discovery (``<issuer>/.well-known/openid-configuration``), fetched at the first use
+and kept.
 
 A flow (state, nonce, verifier) is single-use and lasts ``FLOW_SECONDS``; at most
 ``MAX_FLOWS`` are open at once (the oldest go first).
@@ -48,6 +52,7 @@ FLOW_SECONDS = 600.0
 MAX_FLOWS = 1024
 ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
 CALLBACK_PATH = "/check/callback"
+LEEWAY = 30  # seconds of clock difference allowed between this node and the provider
 
 
 class OidcError(TsshError):
@@ -78,14 +83,17 @@ class OidcApprover:
     """The approval pages and the OIDC client behind them."""
 
     def __init__(self, issuer: str, client_id: str, client_secret: str | None, base_url: str,
-                 *, is_held: Callable[[str], bool], approve: Approve,
-                 clock: Callable[[], float] = time.time, timeout: float = 10.0) -> None:
+                 *, is_held: Callable[[str], bool], approve: Approve, claim: str = "email",
+                 max_age: int = 300, clock: Callable[[], float] = time.time,
+                 timeout: float = 10.0) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.client_secret = client_secret
         self.base_url = base_url.rstrip("/")
         self._is_held = is_held
         self._approve = approve
+        self.claim = claim
+        self.max_age = max_age
         self._clock = clock
         self._timeout = timeout
         self._provider: Provider | None = None
@@ -137,7 +145,7 @@ class OidcApprover:
         async with self._client() as client:
             url, _ = client.create_authorization_url(
                 provider.authorization_endpoint, state=state, code_verifier=verifier,
-                nonce=nonce)
+                nonce=nonce, max_age=str(self.max_age))
         self._flows[state] = Flow(hold_id, nonce, verifier, now)
         while len(self._flows) > MAX_FLOWS:
             self._flows.popitem(last=False)
@@ -170,14 +178,16 @@ class OidcApprover:
         return await self._approve(flow.hold_id, email)
 
     def verify(self, id_token: object, jwks: Any, nonce: str) -> str:
-        """The verified email of a valid ID token for this client and flow."""
+        """The verified login (``email`` or ``claim``) of a valid, fresh ID token for this
+        client and flow."""
         if not isinstance(id_token, str):
             raise OidcError("the identity provider sent no ID token")
         try:
             decoded = jwt.decode(id_token, KeySet.import_key_set(jwks),
                                  algorithms=list(ALGORITHMS))
+            now = int(self._clock())
             jwt.JWTClaimsRegistry(
-                now=int(self._clock()), leeway=30,
+                now=now, leeway=LEEWAY,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.client_id},
                 nonce={"essential": True, "value": nonce},
@@ -186,10 +196,19 @@ class OidcApprover:
         except (JoseError, ValueError, TypeError, KeyError) as e:
             raise OidcError(f"the ID token is not valid: {e}") from None
         claims = decoded.claims
-        email = claims.get("email")
-        if not isinstance(email, str) or not email or claims.get("email_verified") is False:
-            raise OidcError("the ID token carries no verified email")
-        return email
+        auth_time = claims.get("auth_time")
+        if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+            raise OidcError("the ID token does not say when the user signed in (auth_time); "
+                            "the provider must honour max_age")
+        if now - auth_time > self.max_age + LEEWAY:
+            raise OidcError(f"the sign-in is {int(now - auth_time)} s old, more than "
+                            f"check_oidc_max_age ({self.max_age} s): sign in again")
+        login = claims.get(self.claim)
+        if not isinstance(login, str) or not login:
+            raise OidcError(f"the ID token carries no {self.claim!r} claim")
+        if self.claim == "email" and claims.get("email_verified") is False:
+            raise OidcError("the ID token's email is not verified")
+        return login
 
     # --- the pages (ASGI, served by hypercorn) ---
 
