@@ -1,4 +1,4 @@
-"""The read API (DESIGN §6): list, metadata, cast (with Range), live follow, verify; health,
+"""The read API (docs/recorder.md): list, metadata, cast (with Range), live follow, verify; health,
 metrics and the public key. Every recording route goes through ``access``."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from recorder.index.base import Query as IndexQuery
 from recorder.model import RecordingMeta, parse_time
 from recorder.service import RecorderService
 from tssh.errors import IdentityError
-from tssh.server.socket_owner import loopback_peer_uid
+from tssh.socket_owner import loopback_peer_uid
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
 _BEYOND = 1 << 63  # stands for any position past every possible size (no int of 5,000 digits)

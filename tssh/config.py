@@ -29,7 +29,7 @@ ENV_PREFIX = "TSSH_"
 
 
 def default_state_dir() -> Path:
-    """``/var/lib/tssh`` for root, else ``$XDG_STATE_HOME/tssh`` (DESIGN §4).
+    """``/var/lib/tssh`` for root, else ``$XDG_STATE_HOME/tssh`` (docs/daemon.md).
 
     Raises ConfigError when there is no home directory to put it in (a uid with no passwd
     entry and no ``$HOME``, as in containers): the state directory must then be named.

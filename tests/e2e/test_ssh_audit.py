@@ -1,4 +1,4 @@
-"""DESIGN §4: an independent SSH auditor (ssh-audit) finds nothing critical in the daemon.
+"""docs/daemon.md: an independent SSH auditor (ssh-audit) finds nothing critical in the daemon.
 
 ssh-audit connects, reads the server's KEXINIT and host keys, and rates every offered
 algorithm against its own database. The same check run on stock OpenSSH 9.2 with its default

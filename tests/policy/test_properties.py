@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,10 +113,26 @@ def test_unknown_peer_always_rejected(policy: Policy, dst: Peer, login: str) -> 
 def test_root_only_when_listed(policy: Policy, src: Peer, dst: Peer, login: str) -> None:
     """autogroup:nonroot and localpart never yield root or a uid 0 account."""
     d = evaluate(policy, src, dst, login, is_root_account=UID0.__contains__)
-    if d.local_user is not None and (d.local_user in UID0):
-        assert d.rule is not None
-        listed = {e.name for e in policy.ssh[d.rule].users if isinstance(e, LocalUser)}
-        assert d.local_user in listed
+    rule = policy.ssh[d.rule] if d.rule is not None else None
+    listed = {e.name for e in rule.users if isinstance(e, LocalUser)} if rule else set()
+    assert d.local_user is None or d.local_user not in UID0 or d.local_user in listed
+
+
+@pytest.mark.parametrize(("users", "expected"), [
+    (["root"], "root"),
+    (["autogroup:nonroot", "localpart:*@example.com", "group:ops"], None),
+])
+def test_root_is_given_when_listed_and_only_then(users: list[str], expected: str | None) -> None:
+    """The property above, where it cannot hold vacuously: root asked for and matched."""
+    src = Peer("u1", "nU1", ("100.64.0.2",), user="alice@example.com")
+    dst = Peer("t1", "nT1", ("100.64.0.1",), tags=("tag:prod",))
+    policy = parse_policy(json.dumps({
+        "groups": GROUPS, "tagOwners": {"tag:prod": ["group:ops"]},
+        "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:prod"],
+                 "users": users}]}))
+    d = evaluate(policy, src, dst, "root", is_root_account=UID0.__contains__)
+    assert d.local_user == expected
+    assert d.action == ("accept" if expected else "reject")
 
 
 @given(st.text(alphabet="abAB_-*?", max_size=8), st.text(alphabet="abAB_-", max_size=10))

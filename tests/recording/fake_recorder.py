@@ -1,6 +1,6 @@
 """A small recorder for the uploader's tests: h2c and HTTP/1.1 on one port, failures on demand.
 
-Speaks DESIGN §5 as a recorder does (HEAD probe, full-duplex ``/v2/record`` with cumulative
+Speaks docs/recording.md as a recorder does (HEAD probe, full-duplex ``/v2/record`` with cumulative
 acks, ``/record`` with ``100 Continue``) and misbehaves when told: no h2c, no v2, refusal,
 stall, death or an early end after N body bytes, no acks, error frames.
 """

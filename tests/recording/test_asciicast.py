@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -83,10 +84,14 @@ def test_connection_id_format() -> None:
     when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
     assert format_connection_id(when, bytes.fromhex("00ab12cd34")) == \
         "ssh-conn-20260304T050607-00ab12cd34"
+    before = datetime.now(UTC).replace(microsecond=0)
     fresh = new_connection_id()
     prefix, stamp, nonce = fresh.rsplit("-", 2)
-    assert prefix == "ssh-conn" and len(stamp) == 15 and stamp[8] == "T"
-    assert len(nonce) == 10 and int(nonce, 16) >= 0
+    assert prefix == "ssh-conn"
+    assert before <= datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=UTC) \
+        <= datetime.now(UTC)
+    assert re.fullmatch("[0-9a-f]{10}", nonce)
+    assert len({new_connection_id() for _ in range(100)}) == 100
     with pytest.raises(ValueError):
         format_connection_id(when, b"abc")
 

@@ -1,6 +1,6 @@
 """The uploader against hypercorn, the HTTP server the recorder node runs on.
 
-A minimal raw-ASGI recorder (as DESIGN §5 describes one) served by hypercorn in-process:
+A minimal raw-ASGI recorder (as docs/recording.md describes one) served by hypercorn in-process:
 checks the client against a production h2c and HTTP/1.1 stack (flow control, SETTINGS,
 ``100 Continue``) rather than only against the tests' own fake.
 """

@@ -1,4 +1,4 @@
-"""``tssh recordings list|show|get|play|verify``: a client of the recorder's API (DESIGN §6)."""
+"""``tssh recordings ...``: a client of the recorder's API (docs/recorder.md)."""
 
 from __future__ import annotations
 

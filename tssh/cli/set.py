@@ -1,4 +1,4 @@
-"""``tssh set --ssh[=BOOL]``: switch the running daemon's SSH server on or off (DESIGN §4)."""
+"""``tssh set --ssh[=BOOL]``: switch the running daemon's SSH server on or off (docs/daemon.md)."""
 
 from __future__ import annotations
 

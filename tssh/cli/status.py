@@ -1,4 +1,4 @@
-"""``tssh status [--json]``: what the running daemon is doing (DESIGN §4).
+"""``tssh status [--json]``: what the running daemon is doing (docs/daemon.md).
 
 The daemon defines the status object; ``render_status`` (pure) presents the keys it knows
 (see ``ControlHandler.status``) and shows any other key as it is, so a new field in the

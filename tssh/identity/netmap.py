@@ -1,4 +1,4 @@
-"""The ``netmap`` identity backend: who is who, from a static HuJSON file (DESIGN §2).
+"""The ``netmap`` identity backend: who is who, from a static HuJSON file (docs/config.md).
 
 The same file format is the ``wireguard`` backend's inventory, where each node also names its
 ``wireguardKey``. Parsing and validation (``parse_netmap``) are pure; ``NetmapFile`` adds the
@@ -25,10 +25,10 @@ from typing import Any
 
 from tssh.errors import IdentityError, NetmapError, PolicyError
 from tssh.file_signature import file_signature
+from tssh.hujson import Document, parse
+from tssh.hujson import Path as JSONPath
 from tssh.identity.address import canonical_address
 from tssh.identity.base import Peer
-from tssh.policy.hujson import Document, parse
-from tssh.policy.hujson import Path as JSONPath
 
 _TOP_KEYS = frozenset({"self", "nodes"})
 # Some 80,000 nodes; anything larger is the wrong file, and reading it all would be costly.

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from tssh.errors import PolicyError
+from tssh.hujson import parse
 from tssh.policy.evaluate import evaluate
-from tssh.policy.hujson import parse
 from tssh.policy.model import Decision, Policy, SshRule, SshTest
 from tssh.policy.selectors import Selector, parse_selector, src_matches
 from tssh.policy.validate import build_policy

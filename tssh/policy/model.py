@@ -103,7 +103,7 @@ class Decision:
         return parse_duration(self.check_period) / 1e9
 
     def to_json(self) -> dict[str, object]:
-        """The ``tssh policy eval --json`` object (DESIGN §3)."""
+        """The ``tssh policy eval --json`` object (docs/policy.md)."""
         return {
             "action": self.action,
             "localUser": self.local_user,

@@ -12,8 +12,8 @@ import ipaddress
 from typing import Any
 
 from tssh.errors import PolicyError
+from tssh.hujson import Document, Path
 from tssh.policy.duration import DurationError, format_duration, parse_duration
-from tssh.policy.hujson import Document, Path
 from tssh.policy.model import (
     CHECK_ALWAYS,
     DEFAULT_CHECK_PERIOD,

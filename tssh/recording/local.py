@@ -18,7 +18,7 @@ from tssh.errors import RecordingFailed
 
 
 def cast_file_name(started_at: float, connection_id: str, n: int = 0) -> str:
-    """``<UTC start>-<connection id>[-n].cast``, the recorder's naming (DESIGN §6)."""
+    """``<UTC start>-<connection id>[-n].cast``, the recorder's naming (docs/recorder.md)."""
     stamp = datetime.fromtimestamp(started_at, UTC).strftime("%Y%m%dT%H%M%SZ")
     safe_id = "".join(c if c.isalnum() or c in "-_" else "_" for c in connection_id)
     return f"{stamp}-{safe_id}{f'-{n}' if n else ''}.cast"

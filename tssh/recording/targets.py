@@ -2,7 +2,7 @@
 
 Pure. A selector is a tag (every node carrying it), a node name (short or FQDN), or a literal
 address (``IP`` or ``IP:PORT``, ``[IPv6]:PORT``). Each node is dialed at its first IPv4
-address (else its first address) on the recorder port (DESIGN §4: recorders are reached at
+address (else its first address) on the recorder port (docs/daemon.md: recorders are reached at
 their tailnet addresses on ``Config.recorder_port``). Order: selectors in rule order, nodes
 in the backend's order within a tag; duplicates dropped. The uploader tries them in turn.
 """

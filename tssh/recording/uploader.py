@@ -1,7 +1,7 @@
 """Streams a session's recording to a recorder: dial, probe, failover, backpressure.
 
 The asyncio driver around the pure parts (``asciicast`` encodes, ``wire`` decides). Behaviour
-follows tailscaled's client (DESIGN §5): recorders are tried in order; on each, an h2c
+follows tailscaled's client (docs/recording.md): recorders are tried in order; on each, an h2c
 ``HEAD /v2/record`` probe picks v2 (full duplex, acked) on a ``200``, else v1 (HTTP/1.1,
 ``Expect: 100-continue``) on a new connection to the same recorder. Dial timeout 5 s per
 connection, 30 s for connecting to all recorders (probes and the wait for the upload's

@@ -1,4 +1,4 @@
-"""The recording wire protocol (DESIGN §5) as sans-I/O state: bytes in, events and bytes out.
+"""The recording wire protocol (docs/recording.md) as sans-I/O state: bytes in, events, bytes out.
 
 Nothing here touches a socket or a clock: callers pass received bytes and the current
 (monotonic) time, and send what ``data_to_send`` returns. HTTP framing is done by the h2 and

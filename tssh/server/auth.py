@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +24,7 @@ from tssh.config import Config
 from tssh.identity.base import Peer
 from tssh.policy import Decision
 from tssh.policy.decider import Decider
+from tssh.recording.asciicast import new_connection_id
 from tssh.server.account import (
     Account,
     AccountError,
@@ -159,11 +158,6 @@ class Gatekeeper(Protocol):
 
 
 DEFAULT_MAX_SESSIONS = Config.max_sessions
-
-
-def new_connection_id() -> str:
-    """Tailscale's shape: ``ssh-conn-<UTC time>-<10 hex>``."""
-    return f"ssh-conn-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(5)}"
 
 
 def _addr(info: Any) -> tuple[str, int]:
@@ -307,7 +301,7 @@ class TsshServer(asyncssh.SSHServer):
     def _session_closed(self, session: ProcessSession) -> None:
         self.sessions.pop(session.info.id, None)
 
-    # Forwarding is off until the daemon's config can allow it per rule (DESIGN §4).
+    # Forwarding is off until the daemon's config can allow it per rule (docs/daemon.md).
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> bool:
         return False

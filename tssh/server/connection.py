@@ -1,6 +1,6 @@
 """The SSH transport tssh serves: asyncssh's server connection, its algorithms, three changes.
 
-Algorithms (DESIGN §4): modern only. Key exchange curve25519 and the ML-KEM hybrid
+Algorithms (docs/daemon.md): modern only. Key exchange curve25519 and the ML-KEM hybrid
 (asyncssh has no sntrup761); ed25519 and rsa-sha2-* host key signatures; AEAD ciphers, then
 AES-CTR with encrypt-then-MAC SHA-2 MACs. No SHA-1, no NIST-curve key exchange, no CBC.
 

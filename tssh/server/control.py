@@ -1,4 +1,4 @@
-"""The daemon's local control socket: ``tssh set --ssh``, ``tssh status`` (DESIGN §4).
+"""The daemon's local control socket: ``tssh set --ssh``, ``tssh status`` (docs/daemon.md).
 
 Socket: ``<state_dir>/control.sock``, a Unix stream socket, mode 0600.
 

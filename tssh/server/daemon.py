@@ -28,7 +28,6 @@ from tssh.identity.base import Peer, Reloadable, Resolver
 from tssh.identity.follow import follow_identity_file
 from tssh.listensocket import listen_device, open_listening_socket
 from tssh.policy.decider import Decider
-from tssh.policy.source import PolicySource, open_policy_source
 from tssh.server.account import check_account_current
 from tssh.server.auth import Admission, TsshServer, decide
 from tssh.server.check import (
@@ -44,6 +43,7 @@ from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorith
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import host_keypairs, load_host_keys
 from tssh.server.oidc import OidcApprover
+from tssh.server.policy_source import PolicySource, open_policy_source
 from tssh.server.recording import SessionRecorders
 from tssh.server.screen import (
     AcceptScreen,
@@ -53,8 +53,8 @@ from tssh.server.screen import (
     refusal_bytes,
 )
 from tssh.server.session import HungUpGroups
-from tssh.server.socket_owner import loopback_peer_uid
 from tssh.server.startups import StartupLimiter
+from tssh.socket_owner import loopback_peer_uid
 
 log = logging.getLogger("tssh.daemon")
 # How a hold ends besides an approval.

@@ -74,7 +74,7 @@ def host_keypairs(keys: Sequence[Any], algorithms: Sequence[str]) -> list[Any]:
     """``keys`` as key pairs that offer only ``algorithms`` as host key algorithms.
 
     asyncssh advertises every signature an RSA key can make, SHA-1 ``ssh-rsa`` and the
-    ``ssh-rsa-sha*@ssh.com`` variants included; DESIGN §4 allows only rsa-sha2-* for RSA.
+    ``ssh-rsa-sha*@ssh.com`` variants included; docs/daemon.md allows only rsa-sha2-* for RSA.
     A key left with no allowed algorithm is a configuration error, not silently dropped.
     """
     allowed = [a.encode("ascii") for a in algorithms]

@@ -2,7 +2,7 @@
 
 The daemon owns one ``SessionRecorders``; a connection whose decision names recorders carries
 a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` before its
-process exists (DESIGN §5). Nothing slips past: shells, exec with and without a pty, and
+process exists (docs/recording.md). Nothing slips past: shells, exec with and without a pty, and
 file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
 its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
 protocol stream is no terminal output; a transfer audit is a separate feature). Which

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from tssh.server.socket_owner import find_owner, loopback_peer_uid
+from tssh.socket_owner import find_owner, loopback_peer_uid
 
 TABLE = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

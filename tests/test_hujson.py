@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tssh.errors import PolicyError
-from tssh.policy.hujson import MAX_DEPTH, Position, loads, parse
+from tssh.hujson import MAX_DEPTH, Position, loads, parse
 
 
 def error_of(text: str | bytes) -> PolicyError:

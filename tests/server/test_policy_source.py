@@ -21,10 +21,10 @@ from tssh.errors import ConfigError, IdentityError, PolicyError
 from tssh.identity.base import Peer
 from tssh.identity.tailnet_policy import Backoff
 from tssh.policy import Policy, load_policy
-from tssh.policy import source as policy_source
 from tssh.policy.compiled import parse_compiled_policy
 from tssh.policy.decider import CompiledDecider, Decider
-from tssh.policy.source import (
+from tssh.server import policy_source
+from tssh.server.policy_source import (
     FilePolicySource,
     PolicySource,
     TailnetPolicySource,

@@ -5,8 +5,9 @@ Two sources behind one interface: a policy file, polled for changes, and the tai
 backend and no policy file configured). Either way a bad update never replaces a good policy:
 the last good one stays in force and the error is kept for ``tssh status``.
 
-This is the I/O edge of the policy package (it reads files and follows tailscaled); deciding
-stays in the pure modules behind :class:`~tssh.policy.decider.Decider`.
+It lives beside the daemon, not in ``tssh.policy``, because it does I/O (it polls files and
+follows tailscaled); deciding stays in the pure policy package, behind
+:class:`~tssh.policy.decider.Decider` (docs/architecture.md).
 """
 
 from __future__ import annotations
