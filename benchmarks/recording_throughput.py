@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.recording.fake_recorder import FakeRecorder
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastEncoder, CastHeader
-from tssh.recording.uploader import RecordingOptions, start_recording
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import start_recording
 
 EVENT = 32 * 1024  # the uploader's largest event (MAX_EVENT_INPUT)
 EVENTS = 512

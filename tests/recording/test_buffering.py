@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader
-from tssh.recording.uploader import Recording, RecordingOptions
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import Recording
 
 PEER = Peer(name="laptop", id="nLAP1", addresses=(), user="alice@example.com", user_id="1")
 

@@ -19,7 +19,8 @@ from hypercorn.config import Config as HypercornConfig
 from tests.ports import free_port
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader
-from tssh.recording.uploader import RecordingOptions, start_recording
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import start_recording
 
 Message = MutableMapping[str, Any]
 PEER = Peer(name="laptop", id="nLAP1", addresses=(), user="alice@example.com", user_id="1")

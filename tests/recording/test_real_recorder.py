@@ -20,7 +20,8 @@ from tests.ports import free_port, wait_for_port
 from tests.processes import stop_process
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader, new_connection_id
-from tssh.recording.uploader import RecordingOptions, start_recording
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import start_recording
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_IP, LAPTOP_IP, RECORDER_IP = "127.0.0.10", "127.0.0.2", "127.0.0.20"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader
+from tssh.recording.model import RecordingOptions
 from tssh.recording.relay import (
     FRAME,
     MAX_PAYLOAD,
@@ -24,7 +25,6 @@ from tssh.recording.relay import (
     frame_header,
 )
 from tssh.recording.targets import RecorderAddress
-from tssh.recording.uploader import RecordingOptions
 
 frames_strategy = st.lists(st.tuples(st.sampled_from(list(Kind)),
                                      st.floats(allow_nan=False, allow_infinity=False),

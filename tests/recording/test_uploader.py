@@ -15,12 +15,9 @@ from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastEncoder, CastHeader
-from tssh.recording.uploader import (
-    Recording,
-    RecordingOptions,
-    check_recorder,
-    start_recording,
-)
+from tssh.recording.model import RecordingOptions
+from tssh.recording.transport import check_recorder
+from tssh.recording.uploader import Recording, start_recording
 
 ALICE = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("127.0.0.2",),
              user="alice@example.com", user_id="7")

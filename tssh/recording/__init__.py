@@ -4,7 +4,12 @@
 - ``wire``: the recorder protocol's state (h2c probe and upload with acks, HTTP/1.1 with
   ``100 Continue``), sans-I/O.
 - ``targets``: which recorder addresses a rule's ``recorder`` selectors name, pure.
-- ``uploader``: the asyncio driver a session uses (``start_recording``); its docstring shows how.
+- ``model``: the values every layer passes around (options, attempts, stats).
+- ``transport``: one recorder connection, dial, probe and upload (v2 or v1), behind ``Sink``.
+- ``uploader``: the asyncio driver a session uses (``start_recording``): failover, buffer,
+  backpressure; its docstring shows how.
+- ``worker``, ``relay``, ``remote``, ``outbox``: the recording worker process, the messages
+  that cross to it, the daemon's side of it, and the non-blocking writes both ends use.
 - ``local``: the debug fallback to a local ``.cast`` file.
 
 Nothing is re-exported here, so that importing a pure module pulls in no I/O.

@@ -29,8 +29,8 @@ from typing import Any
 
 from tssh.errors import RecordingFailed
 from tssh.recording.asciicast import CastHeader
+from tssh.recording.model import RecordingOptions
 from tssh.recording.targets import RecorderAddress
-from tssh.recording.uploader import RecordingOptions
 
 FRAME = struct.Struct("<BdI")  # kind, monotonic time, payload length
 RESIZE = struct.Struct("<II")  # cols, rows

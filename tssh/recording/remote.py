@@ -37,6 +37,7 @@ from typing import Any
 
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.recording.asciicast import CastHeader
+from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
 from tssh.recording.outbox import Outbox
 from tssh.recording.relay import (
     DROPPED,
@@ -49,7 +50,6 @@ from tssh.recording.relay import (
     frame_header,
 )
 from tssh.recording.targets import RecorderAddress
-from tssh.recording.uploader import Attempt, RecordingOptions, RecordingStats
 
 log = logging.getLogger("tssh.recording")
 

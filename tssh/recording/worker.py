@@ -30,6 +30,7 @@ from typing import Any
 
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.logformat import configure_logging
+from tssh.recording.model import Attempt
 from tssh.recording.outbox import Outbox
 from tssh.recording.relay import (
     DROPPED,
@@ -42,7 +43,7 @@ from tssh.recording.relay import (
     StartRequest,
     encode_report,
 )
-from tssh.recording.uploader import Attempt, Recording, start_recording
+from tssh.recording.uploader import Recording, start_recording
 
 log = logging.getLogger("tssh.recording")
 

@@ -40,9 +40,9 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer, Resolver
 from tssh.policy import Decision
 from tssh.recording.asciicast import CastHeader, FittedHeader, HeaderTooLarge, fit_header
+from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
 from tssh.recording.remote import RecordingWorker, RemoteRecording
 from tssh.recording.targets import RecorderAddress, recorder_targets
-from tssh.recording.uploader import Attempt, RecordingOptions, RecordingStats
 
 log = logging.getLogger("tssh.recording")
 audit = logging.getLogger("tssh.audit")
