@@ -3,11 +3,31 @@ config, made as the session's user, ended with the connection on revocation."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.e2e.conftest import REPO, write_identity_files
+import pytest
+
+from tests.e2e.conftest import (
+    ALICE_IP,
+    POLICY,
+    REPO,
+    SERVER_IP,
+    DaemonFactory,
+    TsshDaemon,
+    ssh_command,
+    write_identity_files,
+)
+from tests.polling import wait_for
+from tests.ports import free_port
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,3 +55,207 @@ def test_check_config_explains_forwarding(tmp_path: Path) -> None:
     assert "  allow_agent_forwarding = false  (match 1)" in bob.stdout
     unknown = _check(*base, "--explain", "nosuch", "root")
     assert unknown.returncode != 0 and "no node 'nosuch'" in unknown.stderr
+
+
+# --- helpers: an echo server, a client with a shell on the same connection ----------------
+
+class EchoServer:
+    """A TCP (or Unix socket) echo server in a thread of the test, on loopback."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = int(self.sock.getsockname()[1])
+        else:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(str(path))
+            self.port = 0
+        self.sock.listen(16)
+        self.peers: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, addr = self.sock.accept()
+            except OSError:
+                return
+            self.peers.append(str(addr))
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def roundtrip(sock: socket.socket, payload: bytes = b"ping through the tunnel") -> bytes:
+    sock.settimeout(10)
+    sock.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def connect_retry(port: int, proc: subprocess.Popen[bytes], host: str = "127.0.0.1",
+                  timeout: float = 20) -> socket.socket:
+    """A connection to a port the ssh client (or the daemon) is about to listen on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            raise AssertionError(f"ssh exited {proc.returncode}: {proc.stderr.read()!r}")
+        with contextlib.suppress(OSError):
+            return socket.create_connection((host, port), timeout=2)
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+SHELL = "echo started; read line; echo got $line; exec sleep 30"
+
+
+@contextlib.contextmanager
+def client(daemon: TsshDaemon, user: str, *options: str,
+           remote: str = SHELL) -> Iterator[subprocess.Popen[bytes]]:
+    """``ssh OPTIONS user@server`` with a shell that says ``started``, then echoes one line
+    (see ``shell_goes_on``); killed on the way out."""
+    proc = subprocess.Popen(ssh_command(daemon, user, remote, options=options),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        if remote == SHELL:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"started\n"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def shell_goes_on(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"still-here\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"got still-here\n"
+
+
+def stderr_until(proc: subprocess.Popen[bytes], text: str, timeout: float = 10) -> str:
+    """Read the client's stderr until ``text`` shows (without blocking past ``timeout``)."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    os.set_blocking(fd, False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and text.encode() not in seen:
+        with contextlib.suppress(BlockingIOError, TypeError):
+            seen += os.read(fd, 65536)
+        time.sleep(0.05)
+    assert text.encode() in seen, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def socks5_connect(port: int, host: str, dest_port: int) -> socket.socket:
+    """The SOCKS5 handshake (no authentication, CONNECT to an IPv4 address)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"\x05\x01\x00")
+    assert sock.recv(2) == b"\x05\x00"
+    sock.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + dest_port.to_bytes(2, "big"))
+    reply = sock.recv(10)
+    if reply[:2] != b"\x05\x00":
+        sock.close()
+        raise ConnectionRefusedError(f"SOCKS5 reply {reply!r}")
+    return sock
+
+
+FWD = ("-o", "ExitOnForwardFailure=yes")
+
+
+# --- -L, -D, -R, -W ------------------------------------------------------------------------
+
+def test_local_forward(daemon: TsshDaemon, echo: EchoServer) -> None:
+    port = free_port()
+    with client(daemon, "root", *FWD, "-L", f"{port}:127.0.0.1:{echo.port}") as proc:
+        with connect_retry(port, proc) as sock:
+            assert roundtrip(sock) == b"ping through the tunnel"
+            big = os.urandom(3 * 1024 * 1024)
+            assert roundtrip(sock, big) == big
+            live = daemon.status()["forwards"]
+            assert isinstance(live, list)
+            assert [(f["kind"], f["destination"]) for f in live] == [
+                ("local", f"127.0.0.1:{echo.port}")]
+            assert live[0]["bytesSent"] >= len(big)
+        shell_goes_on(proc)
+    entries = daemon.log_entries()
+    opened = [e for e in entries if e.get("event") == "forward.open"]
+    assert opened and opened[0]["destination"] == f"127.0.0.1:{echo.port}"
+    assert opened[0]["localUser"] == "root" and opened[0]["login"] == "root"
+    closed = wait_for(lambda: [e for e in daemon.log_entries()
+                               if e.get("event") == "forward.close"])
+    assert closed[0]["bytesSent"] >= 3 * 1024 * 1024 + 23
+    assert closed[0]["bytesReceived"] == closed[0]["bytesSent"]
+
+
+def test_dynamic_forward_socks(daemon: TsshDaemon, echo: EchoServer) -> None:
+    port = free_port()
+    with client(daemon, "root", *FWD, "-D", str(port)) as proc:
+        connect_retry(port, proc).close()
+        with socks5_connect(port, "127.0.0.1", echo.port) as sock:
+            assert roundtrip(sock) == b"ping through the tunnel"
+        shell_goes_on(proc)
+
+
+def test_remote_forward_and_port_zero(daemon: TsshDaemon, echo: EchoServer) -> None:
+    port = free_port()
+    with client(daemon, "root", *FWD, "-o", "LogLevel=INFO",
+                "-R", f"{port}:127.0.0.1:{echo.port}",
+                "-R", f"0:127.0.0.1:{echo.port}") as proc:
+        text = stderr_until(proc, "Allocated port")
+        allocated = int(re.search(r"Allocated port (\d+)", text).group(1))  # type: ignore[union-attr]
+        for p in (port, allocated):
+            with connect_retry(p, proc) as sock:
+                assert roundtrip(sock) == b"ping through the tunnel"
+        listeners = {f["destination"] for f in daemon.status()["forwards"]  # type: ignore[union-attr]
+                     if f["kind"] == "remote-listener"}
+        assert listeners == {f"127.0.0.1:{port}", f"127.0.0.1:{allocated}"}
+        shell_goes_on(proc)
+
+
+def test_stdio_forward_through_proxyjump(daemon_factory: DaemonFactory,
+                                         echo: EchoServer) -> None:
+    """``ssh -J``: the jump (alice, via -W) reaches the same daemon again, from 127.0.0.1."""
+    daemon_factory.policy.write_text(POLICY.replace('"ssh": [', '''"ssh": [
+    {"action": "accept", "src": ["scanner@example.com"], "dst": ["tag:prod"],
+     "users": ["root"]},'''))
+    daemon = daemon_factory()
+    config = daemon.workdir / "ssh_config"
+    config.write_text(f"Host jump\n  HostName {SERVER_IP}\n  Port {daemon.port}\n  User root\n"
+                      f"  BindAddress {ALICE_IP}\nHost *\n  StrictHostKeyChecking no\n"
+                      "  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n")
+    hop = subprocess.run(["ssh", "-F", str(config), "-J", "jump", "-p", str(daemon.port),
+                          f"root@{SERVER_IP}", "echo through-the-jump"],
+                         capture_output=True, timeout=60)
+    assert hop.returncode == 0, hop.stderr
+    assert hop.stdout == b"through-the-jump\n"
+    opened = [e for e in daemon.log_entries() if e.get("event") == "forward.open"]
+    assert opened[0]["destination"] == f"{SERVER_IP}:{daemon.port}"
+    stdio = subprocess.run(ssh_command(daemon, "root", options=("-W", f"127.0.0.1:{echo.port}")),
+                           input=b"plain -W\n", capture_output=True, timeout=30)
+    assert stdio.stdout == b"plain -W\n"
