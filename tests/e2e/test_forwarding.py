@@ -22,7 +22,9 @@ from tests.e2e.conftest import (
     REPO,
     SERVER_IP,
     DaemonFactory,
+    LocalUser,
     TsshDaemon,
+    require_tool,
     ssh_command,
     write_identity_files,
 )
@@ -259,3 +261,162 @@ def test_stdio_forward_through_proxyjump(daemon_factory: DaemonFactory,
     stdio = subprocess.run(ssh_command(daemon, "root", options=("-W", f"127.0.0.1:{echo.port}")),
                            input=b"plain -W\n", capture_output=True, timeout=30)
     assert stdio.stdout == b"plain -W\n"
+
+
+# --- Unix sockets and the agent, as the user ------------------------------------------------
+
+def test_unix_socket_forward(daemon: TsshDaemon, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.sock"
+    server = EchoServer(remote)
+    local = tmp_path / "local.sock"
+    try:
+        with client(daemon, "root", *FWD, "-L", f"{local}:{remote}") as proc:
+            deadline = time.monotonic() + 20
+            while not local.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(local))
+                assert roundtrip(sock) == b"ping through the tunnel"
+            shell_goes_on(proc)
+    finally:
+        server.close()
+    kinds = [e["kind"] for e in daemon.log_entries() if e.get("event") == "forward.open"]
+    assert kinds == ["local-unix"]
+
+
+def test_agent_forwarding(daemon: TsshDaemon, local_user: LocalUser, tmp_path: Path) -> None:
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    sock = agent_dir / "agent.sock"
+    agent = subprocess.Popen([require_tool("ssh-agent"), "-D", "-a", str(sock)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, what="ssh-agent socket")
+        key = tmp_path / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "forwarded-key",
+                        "-f", str(key)], check=True)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+        remote = ('ssh-add -l; stat -c "%U %a" "$SSH_AUTH_SOCK" "$(dirname "$SSH_AUTH_SOCK")";'
+                  ' echo "$SSH_AUTH_SOCK"')
+        result = subprocess.run(ssh_command(daemon, local_user.name, remote, options=("-A",)),
+                                env=env, capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.decode().splitlines()
+        assert "forwarded-key (ED25519)" in lines[0]
+        assert lines[1:3] == [f"{local_user.name} 600", f"{local_user.name} 700"]
+        path = Path(lines[3])
+        wait_for(lambda: not path.exists() and not path.parent.exists(),
+                 what="agent socket removed")
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_agent_refused_shell_goes_on(daemon_factory: DaemonFactory, tmp_path: Path) -> None:
+    daemon = daemon_factory(["--allow-agent-forwarding", "no"])
+    agent_sock = tmp_path / "a.sock"
+    agent = subprocess.Popen([require_tool("ssh-agent"), "-D", "-a", str(agent_sock)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(agent_sock.exists, what="ssh-agent socket")
+        result = subprocess.run(
+            ssh_command(daemon, "root", 'echo "${SSH_AUTH_SOCK:-none}"',
+                        options=("-A", "-o", "LogLevel=DEBUG1")),
+            env={**os.environ, "SSH_AUTH_SOCK": str(agent_sock)}, capture_output=True,
+            timeout=60)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"none\n"
+    assert (b"Remote: tssh: allow_agent_forwarding = false refuses agent forwarding"
+            in result.stderr)
+
+
+# --- refusals: the text names the setting, the shell on the connection goes on -------------
+
+# The client prints a failed channel open at LogLevel INFO (the tests' default is ERROR).
+INFO = ("-o", "LogLevel=INFO")
+REFUSED_LOCAL = 'tssh: allow_tcp_forwarding = "remote" refuses local forwarding'
+
+
+def test_local_dynamic_and_stdio_refused(daemon_factory: DaemonFactory,
+                                         echo: EchoServer) -> None:
+    daemon = daemon_factory(["--allow-tcp-forwarding", "remote"])
+    port, socks = free_port(), free_port()
+    with client(daemon, "root", *INFO, "-L", f"{port}:127.0.0.1:{echo.port}",
+                "-D", str(socks)) as proc:
+        with connect_retry(port, proc) as sock:
+            sock.settimeout(10)
+            assert sock.recv(100) == b""  # the client closes it: the channel open failed
+        stderr_until(proc, f"administratively prohibited: {REFUSED_LOCAL}")
+        with pytest.raises((ConnectionRefusedError, ConnectionResetError, AssertionError)):
+            socks5_connect(socks, "127.0.0.1", echo.port).close()
+        shell_goes_on(proc)
+    stdio = subprocess.run(ssh_command(daemon, "root",
+                                       options=(*INFO, "-W", f"127.0.0.1:{echo.port}")),
+                           input=b"x", capture_output=True, timeout=30)
+    assert stdio.returncode == 255
+    assert REFUSED_LOCAL.encode() in stdio.stderr
+    refused = [e for e in daemon.log_entries() if e.get("event") == "forward.refused"]
+    assert refused and refused[0]["reason"] == REFUSED_LOCAL
+    assert echo.peers == []
+
+
+def test_permit_open_refuses_other_destinations(daemon_factory: DaemonFactory,
+                                                echo: EchoServer) -> None:
+    daemon = daemon_factory(["--permit-open", "127.0.0.1:1"])
+    port = free_port()
+    with client(daemon, "root", *INFO, "-L", f"{port}:127.0.0.1:{echo.port}") as proc:
+        connect_retry(port, proc).close()
+        stderr_until(proc, f"tssh: permit_open does not include 127.0.0.1:{echo.port}")
+        shell_goes_on(proc)
+
+
+def test_remote_refused(daemon_factory: DaemonFactory, echo: EchoServer) -> None:
+    daemon = daemon_factory(["--allow-tcp-forwarding", "local"])
+    port = free_port()
+    with client(daemon, "root", "-o", "LogLevel=DEBUG1", "-R",
+                f"{port}:127.0.0.1:{echo.port}") as proc:
+        text = stderr_until(proc, "remote port forwarding failed")
+        assert ('Remote: tssh: allow_tcp_forwarding = "local" refuses remote forwarding'
+                in text)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        shell_goes_on(proc)
+
+
+def test_unix_socket_refused_by_match_block(daemon_factory: DaemonFactory,
+                                            tmp_path: Path) -> None:
+    config = tmp_path / "tssh.toml"
+    config.write_text('[[match]]\nsrc = ["alice@example.com"]\nusers = ["root"]\n'
+                      'allow_stream_local_forwarding = "no"\n')
+    daemon = daemon_factory(["--config", str(config)])
+    remote = tmp_path / "r.sock"
+    server = EchoServer(remote)
+    local = tmp_path / "l.sock"
+    try:
+        with client(daemon, "root", *INFO, "-L", f"{local}:{remote}") as proc:
+            wait_for(local.exists, timeout=20, what="the client's Unix socket")
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(local))
+                sock.settimeout(10)
+                assert sock.recv(10) == b""
+            stderr_until(proc, 'tssh: allow_stream_local_forwarding = "no" refuses Unix '
+                         "socket forwarding to this node (match 1)")
+            shell_goes_on(proc)
+    finally:
+        server.close()
+
+
+def test_low_port_refused_to_a_normal_user(daemon: TsshDaemon, local_user: LocalUser,
+                                           echo: EchoServer) -> None:
+    """The listener is made as the user: the kernel refuses a port below 1024."""
+    with client(daemon, local_user.name, "-o", "LogLevel=DEBUG1",
+                "-R", f"127.0.0.1:999:127.0.0.1:{echo.port}") as proc:
+        stderr_until(proc, f"Remote: tssh: cannot listen on 127.0.0.1:999 as "
+                     f"{local_user.name}: Permission denied")
+        shell_goes_on(proc)
+    with client(daemon, local_user.name, "-L", f"{free_port()}:127.0.0.1:{echo.port}") as proc:
+        shell_goes_on(proc)  # a normal user may forward otherwise

@@ -39,9 +39,26 @@ def _helper_source() -> str:
 
 
 def _interpreter() -> str:
-    """The base interpreter (not a virtualenv's link, whose directory the user may not be
-    allowed to enter); the helper needs only the standard library."""
-    return str(getattr(sys, "_base_executable", None) or sys.executable)
+    """A Python 3 every user may run: the daemon's own (its base interpreter, not a
+    virtualenv's link) when everyone may reach it, else the system's. The helper needs only
+    the standard library, so any Python 3.11 or later will do."""
+    for candidate in (getattr(sys, "_base_executable", None), sys.executable,
+                      "/usr/bin/python3", "/usr/local/bin/python3"):
+        if candidate and _anyone_may_run(Path(candidate)):
+            return candidate
+    return sys.executable
+
+
+def _anyone_may_run(path: Path) -> bool:
+    """Every directory on the way searchable by others and the file executable by them
+    (the daemon may be root, for which ``os.access`` says yes to everything)."""
+    try:
+        real = path.resolve(strict=True)
+        if not real.stat().st_mode & 0o001:
+            return False
+        return all(parent.stat().st_mode & 0o001 for parent in real.parents)
+    except OSError:
+        return False
 
 
 class DialerError(OSError):
