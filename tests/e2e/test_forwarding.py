@@ -28,6 +28,11 @@ from tests.e2e.conftest import (
     ssh_command,
     write_identity_files,
 )
+from tests.e2e.recorders import (  # noqa: F401  (fixtures)
+    RecordingSetup,
+    recorder_loop_fixture,
+    recording_fixture,
+)
 from tests.polling import wait_for
 from tests.ports import free_port
 
@@ -75,6 +80,7 @@ class EchoServer:
             self.port = 0
         self.sock.listen(16)
         self.peers: list[str] = []
+        self.open = 0  # connections not yet closed by their other end
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -87,11 +93,12 @@ class EchoServer:
             self.peers.append(str(addr))
             threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
+    def _echo(self, conn: socket.socket) -> None:
+        self.open += 1
+        with conn, contextlib.suppress(OSError):
             while data := conn.recv(65536):
                 conn.sendall(data)
+        self.open -= 1
 
     def close(self) -> None:
         self.sock.close()
@@ -420,3 +427,81 @@ def test_low_port_refused_to_a_normal_user(daemon: TsshDaemon, local_user: Local
         shell_goes_on(proc)
     with client(daemon, local_user.name, "-L", f"{free_port()}:127.0.0.1:{echo.port}") as proc:
         shell_goes_on(proc)  # a normal user may forward otherwise
+
+
+# --- revocation ends the whole connection ---------------------------------------------------
+
+ONLY_NONROOT = POLICY.replace('"users": ["autogroup:nonroot", "root"]',
+                              '"users": ["autogroup:nonroot"]')
+
+
+@pytest.mark.parametrize("how", ["policy", "set-ssh-false"])
+def test_revocation_ends_shell_tunnels_and_listeners(daemon: TsshDaemon, echo: EchoServer,
+                                                     how: str) -> None:
+    local, remote = free_port(), free_port()
+    with client(daemon, "root", *FWD, "-L", f"{local}:127.0.0.1:{echo.port}",
+                "-R", f"{remote}:127.0.0.1:{echo.port}") as proc:
+        tunnel = connect_retry(local, proc)
+        assert roundtrip(tunnel) == b"ping through the tunnel"
+        with connect_retry(remote, proc) as through_listener:
+            assert roundtrip(through_listener) == b"ping through the tunnel"
+        wait_for(lambda: echo.open == 1, what="one connection left open at the echo server")
+        if how == "policy":
+            daemon.policy.write_text(ONLY_NONROOT)
+        else:
+            result = daemon.tssh("set", "--ssh=false")
+            assert result.returncode == 0, result.stderr
+        out, err = proc.communicate(timeout=15)
+        ended = time.monotonic()
+        message = (b"tssh: access revoked by a policy change" if how == "policy"
+                   else b"tssh: SSH disabled on this node")
+        assert message in out + err
+        assert b"not-reached" not in out
+        # The daemon's side of the tunnel and the -R listener are gone too, within a second.
+        wait_for(lambda: echo.open == 0, timeout=1.0, what="the tunnel closed at the far end")
+        tunnel.settimeout(1)
+        with contextlib.suppress(ConnectionResetError):
+            assert tunnel.recv(10) == b""
+        tunnel.close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", remote), timeout=1).close()
+        assert time.monotonic() - ended < 1.0
+    assert daemon.status()["forwards"] == []
+    closes = [e for e in daemon.log_entries() if e.get("event") == "forward.close"]
+    assert {e["kind"] for e in closes} >= {"local", "remote", "remote-listener"}
+
+
+# --- recorded connections ------------------------------------------------------------------
+
+def test_forwards_marked_in_the_recording(recording: RecordingSetup, local_user: LocalUser,
+                                          echo: EchoServer) -> None:
+    rec = recording.recorder()
+    daemon = recording.daemon(enforce=False)
+    port = free_port()
+    with client(daemon, local_user.name, *FWD, "-L", f"{port}:127.0.0.1:{echo.port}") as proc:
+        with connect_retry(port, proc) as sock:
+            assert roundtrip(sock) == b"ping through the tunnel"
+        wait_for(lambda: [e for e in daemon.log_entries() if e.get("event") == "forward.close"],
+                 what="the forward closed")
+        shell_goes_on(proc)
+        proc.terminate()
+    [upload] = recording.loop.wait_upload(rec)
+    markers = [e[2] for e in upload.cast()[1] if e[1] == "m"]
+    assert f"tssh: forward opened: local 127.0.0.1:{echo.port}" in markers
+    assert (f"tssh: forward closed: local 127.0.0.1:{echo.port} (23 bytes sent, 23 received)"
+            in markers)
+
+
+def test_match_recorded_forbids_forwards(recording: RecordingSetup, local_user: LocalUser,
+                                         echo: EchoServer, tmp_path: Path) -> None:
+    recording.recorder()
+    config = tmp_path / "tssh.toml"
+    config.write_text('[[match]]\nrecorded = true\nallow_tcp_forwarding = "no"\n')
+    daemon = recording.daemon(enforce=False, extra_args=("--config", str(config)))
+    port = free_port()
+    with client(daemon, local_user.name, *INFO, "-L", f"{port}:127.0.0.1:{echo.port}") as proc:
+        connect_retry(port, proc).close()
+        stderr_until(proc, 'tssh: allow_tcp_forwarding = "no" refuses local forwarding '
+                     "(match 1)")
+        shell_goes_on(proc)
+    assert echo.peers == []
