@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from tssh.errors import ConfigError
+from tssh.forwarding import (
+    FORWARDING_KEYS,
+    VALUE_PARSERS,
+    ForwardingConfig,
+    ForwardingSettings,
+    MatchBlock,
+    Mode,
+    Permit,
+    parse_match_blocks,
+)
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
 LogFormat = Literal["json", "text"]
@@ -89,6 +99,22 @@ class Config:
     check_oidc_claim: str = "email"
     check_oidc_max_age: int = 300
     check_port: int = 8022
+    # Forwarding (sshd_config's keywords; docs/config.md, "Forwarding").
+    allow_tcp_forwarding: Mode = "yes"
+    allow_stream_local_forwarding: Mode = "yes"
+    allow_agent_forwarding: bool = True
+    permit_open: tuple[Permit, ...] | None = None  # None: any
+    permit_listen: tuple[Permit, ...] | None = None  # None: any
+    gateway_ports: bool = False
+    match: tuple[MatchBlock, ...] = ()  # [[match]] tables, file only
+
+    def forwarding(self) -> ForwardingConfig:
+        """The forwarding keys as ``tssh.forwarding.effective_forwarding`` takes them."""
+        top = ForwardingSettings(**{key: getattr(self, key) for key in FORWARDING_KEYS})
+        default = ForwardingSettings()
+        origins = {key: "top level" for key in FORWARDING_KEYS
+                   if getattr(top, key) != getattr(default, key)}
+        return ForwardingConfig(top, self.match, origins)
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -221,6 +247,11 @@ def _interface(value: object, _base: Path) -> str:
     return text
 
 
+def _forwarding(key: str) -> Parser:
+    parse = VALUE_PARSERS[key]
+    return lambda value, _base: parse(value)
+
+
 PARSERS: dict[str, Parser] = {
     "identity": _choice(get_args(IdentityBackend)),
     "netmap": _path,
@@ -243,7 +274,11 @@ PARSERS: dict[str, Parser] = {
     "check_oidc_claim": _nonempty,
     "check_oidc_max_age": _seconds,
     "check_port": _port,
+    **{key: _forwarding(key) for key in FORWARDING_KEYS},
+    "match": lambda value, _base: parse_match_blocks(value),
 }
+# Keys only the file can set (a table has no environment or flag spelling).
+FILE_ONLY_KEYS = frozenset({"match"})
 
 
 def env_var(key: str) -> str:
@@ -343,7 +378,7 @@ def _layer(
     cwd = Path.cwd()
     for key in keys:
         name = env_var(key)
-        if name in env:
+        if name in env and key not in FILE_ONLY_KEYS:
             take(key, env[name], f"environment {name}", cwd)
 
     for key, raw in overrides.items():

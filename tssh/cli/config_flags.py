@@ -11,9 +11,9 @@ import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
-from tssh.config import PARSERS, env_var, flag
+from tssh.config import FILE_ONLY_KEYS, PARSERS, env_var, flag
 
-LIST_KEYS = frozenset({"listen", "host_keys"})
+LIST_KEYS = frozenset({"listen", "host_keys", "permit_open", "permit_listen"})
 HELP = {
     "identity": "identity backend: netmap, tailscale or wireguard",
     "netmap": "netmap file (identity netmap) or WireGuard inventory (identity wireguard)",
@@ -36,6 +36,12 @@ HELP = {
     "check_oidc_claim": "ID token claim that must equal the peer's login (default email)",
     "check_oidc_max_age": "seconds a sign-in at the provider may be old to approve a login",
     "check_port": "port of the approval pages (with check_oidc_issuer)",
+    "allow_tcp_forwarding": "TCP forwarding: yes, no, local (-L, -D, -W) or remote (-R)",
+    "allow_stream_local_forwarding": "Unix socket forwarding: yes, no, local or remote",
+    "allow_agent_forwarding": "agent forwarding (ssh -A): yes or no",
+    "permit_open": "host:port -L/-D/-W may reach (repeatable; * for either part)",
+    "permit_listen": "host:port -R may listen on (repeatable; * for either part)",
+    "gateway_ports": "-R listeners on other addresses than loopback: yes or no",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 
@@ -49,6 +55,8 @@ def add_config_arguments(
         help=f"TOML configuration file (default: ${env_var('config')}, else none)",
     )
     for key in keys if keys is not None else PARSERS:
+        if key in FILE_ONLY_KEYS:
+            continue
         if key not in PARSERS:
             raise ValueError(f"no config key {key!r}")
         parser.add_argument(

@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
+from tssh.forwarding import effective_forwarding
 from tssh.identity.base import Peer, Reloadable, Resolver
 from tssh.identity.follow import follow_identity_file
 from tssh.listensocket import listen_device, open_listening_socket
@@ -124,6 +125,7 @@ class Daemon:
         self._generation = 0  # of policy and identity changes: which re-check is the latest
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
+        self._forwarding = config.forwarding()
         self._hung_up = HungUpGroups()
         # Check mode: held logins and approvals (docs/daemon.md, "Check mode").
         self._checks = CheckBook()
@@ -287,8 +289,12 @@ class Daemon:
         else:
             admission = decide(self._decider, peer, peer_ip, self._self_node, login,
                                check_account=check)
-        if admission.account is not None:  # accepted, or once a check approves it
-            admission = replace(admission, recording=self._recorders.request(admission.decision))
+        if admission.account is not None and peer is not None:  # accepted, or once approved
+            recording = self._recorders.request(admission.decision)
+            groups = self._decider.groups if self._decider is not None else {}
+            forwarding = effective_forwarding(self._forwarding, peer, admission.account.name,
+                                              recording is not None, groups)
+            admission = replace(admission, recording=recording, forwarding=forwarding)
         return admission
 
     def connection_opened(self, server: TsshServer) -> bool:
@@ -650,9 +656,12 @@ class Daemon:
             log.info("connection revoked", extra={"conn": ctx.conn_id, "reason": reason})
             server.end(message)
             return False
-        if admission.recording != ctx.recording or now_peer != ctx.peer:
-            # Sessions opened from now on run (and are recorded) as the new rule says.
-            server.context = replace(ctx, peer=now_peer, recording=admission.recording)
+        if (admission.recording != ctx.recording or now_peer != ctx.peer
+                or admission.forwarding != ctx.forwarding):
+            # Sessions and forwards opened from now on run (and are recorded) as the new
+            # rule says.
+            server.context = replace(ctx, peer=now_peer, recording=admission.recording,
+                                     forwarding=admission.forwarding)
         return True
 
     # --- control socket (ControlHandler) -------------------------------------------------
@@ -680,6 +689,12 @@ class Daemon:
              "recording": s.recording.status() if s.recording else None}
             for server in self._connections for s in server.sessions.values()
         ]
+        forwards = [
+            {"connection": server.conn_id, "localUser": server.context.account.name
+             if server.context else None, **f}
+            for server in self._connections if server.forwards is not None
+            for f in server.forwards.status()
+        ]
         return {
             "ssh": self._enabled,
             "node": self._self_node.name if self._self_node else None,
@@ -693,6 +708,7 @@ class Daemon:
             "recordingWorker": {"pid": self._recorders.worker.pid},
             "connections": len(self._connections),
             "sessions": sessions,
+            "forwards": forwards,
             "checks": {
                 "pending": [dict(h.to_json(), since=_iso(h.since))
                             for h in self._checks.pending()],

@@ -302,6 +302,11 @@ class SessionRecording:
                 self._recording.output_nowait(data)
         return True
 
+    def marker(self, label: str) -> None:
+        """An ``"m"`` event (a forward opened or closed on this session's connection)."""
+        if not self._ended:
+            self._recording.marker_nowait(label)
+
     def resize(self, cols: int, rows: int) -> None:
         if self.desc.pty:
             self._recording.resize_nowait(cols, rows)

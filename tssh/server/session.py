@@ -24,6 +24,7 @@ from typing import Any
 import asyncssh
 
 from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
@@ -75,6 +76,8 @@ class ConnectionContext:
     local_port: int
     accept_env: tuple[str, ...] = ()
     recording: RecordingRequest | None = None  # the rule names recorders
+    # docs/config.md, "Forwarding"
+    forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
 
 
 @dataclass
@@ -363,6 +366,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._chan.get_environment(),
             ctx.accept_env,
         )
+        agent = self._chan.get_agent_path()
+        if agent:  # ssh -A: the connection's agent socket (tssh/server/forward.py)
+            env["SSH_AUTH_SOCK"] = agent
         executable, argv = self._argv()
         if self._pty is not None:
             pty = self._pty
