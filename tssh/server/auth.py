@@ -21,7 +21,6 @@ from typing import Any, Protocol
 import asyncssh
 from asyncssh.constants import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_RESOURCE_SHORTAGE
 
-from tssh.config import Config
 from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.policy import Decision
@@ -37,11 +36,13 @@ from tssh.server.account import (
 from tssh.server.check import Approval
 from tssh.server.dialer import UserDialer
 from tssh.server.forward import ForwardContext, Forwards
+from tssh.server.limits import ConnectionLimits, IdleWatch, idle_message
 from tssh.server.recording import RecordingRequest
 from tssh.server.screen import Screened, unknown_peer_message
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
+audit = logging.getLogger("tssh.audit")
 _finishing: set[asyncio.Task[None]] = set()  # forwarding helpers of closed connections
 
 
@@ -163,7 +164,6 @@ class Gatekeeper(Protocol):
     def hung_up_groups(self) -> HungUpGroups: ...
 
 
-DEFAULT_MAX_SESSIONS = Config.max_sessions
 
 
 def _addr(info: Any) -> tuple[str, int]:
@@ -175,9 +175,11 @@ def _addr(info: Any) -> tuple[str, int]:
 class TsshServer(asyncssh.SSHServer):
     """asyncssh's per-connection server object: the decision, then session channels."""
 
-    def __init__(self, gate: Gatekeeper, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+    def __init__(self, gate: Gatekeeper, limits: ConnectionLimits | None = None) -> None:
         self._gate = gate
-        self._max_sessions = max_sessions
+        self._limits = limits or ConnectionLimits()
+        self._max_sessions = self._limits.max_sessions
+        self._idle_task: asyncio.Task[None] | None = None
         self.conn_id = new_connection_id()
         self.conn: Any = None
         self.peer_ip = ""
@@ -207,6 +209,8 @@ class TsshServer(asyncssh.SSHServer):
         self._screened = screened if isinstance(screened, Screened) else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         self._end_forwards()
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
@@ -258,8 +262,11 @@ class TsshServer(asyncssh.SSHServer):
             local_port=self.local_port,
             accept_env=tuple(decision.accept_env) if decision else (),
             recording=admission.recording, forwarding=admission.forwarding,
+            session_max_duration=self._limits.session_max_duration,
         )
         self._gate.login_finished(self)
+        if self._limits.idle_timeout and self._idle_task is None:
+            self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
         return False
 
     async def _peer(self) -> Peer | None:
@@ -316,6 +323,30 @@ class TsshServer(asyncssh.SSHServer):
 
     def _session_closed(self, session: ProcessSession) -> None:
         self.sessions.pop(session.info.id, None)
+
+    def _bytes_moved(self) -> int:
+        """Every byte through this connection's sessions and forwards so far."""
+        total = sum(s.info.bytes_in + s.info.bytes_out for s in self.sessions.values())
+        if self.forwards is not None:
+            total += sum(f.sent + f.received for f in self.forwards.live.values())
+        return total + len(self.sessions) + (len(self.forwards.live) if self.forwards else 0)
+
+    async def _watch_idle(self) -> None:
+        """``idle_timeout``: no byte in or out on any channel for that long ends the
+        connection with a message (docs/daemon.md, "Limits")."""
+        limits = self._limits
+        watch = IdleWatch(limits.idle_timeout)
+        loop = asyncio.get_running_loop()
+        while not self._ended:
+            if watch.idle(self._bytes_moved(), loop.time()):
+                log.info("connection idle: closing it", extra={
+                    "conn": self.conn_id, "idle_timeout": limits.idle_timeout})
+                audit.info("connection idle", extra={
+                    "event": "connection.idle", "conn": self.conn_id,
+                    "idle_timeout": limits.idle_timeout})
+                self.end(idle_message(limits.idle_timeout))
+                return
+            await asyncio.sleep(limits.idle_check_interval)
 
     # --- forwarding (tssh/server/forward.py; docs/daemon.md, "Forwarding") -------------
 

@@ -43,6 +43,7 @@ from tssh.server.check import (
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import host_keypairs, load_host_keys
+from tssh.server.limits import ConnectionLimits
 from tssh.server.oidc import OidcApprover
 from tssh.server.policy_source import PolicySource, open_policy_source
 from tssh.server.recording import SessionRecorders
@@ -108,7 +109,8 @@ class Daemon:
         self._listeners: list[asyncio.Server] = []
         self._connections: set[TsshServer] = set()
         self._logging_in: set[TsshServer] = set()  # counted by _startups
-        self._startups = StartupLimiter()
+        self._startups = StartupLimiter(per_source=config.per_source_max_startups,
+                                        max_startups=config.max_startups)
         # Asked at accept, before a start-up slot: an unknown address gets neither a slot nor
         # an SSH handshake (docs/daemon.md, "A connection, step by step").
         self._screen = AcceptScreen(resolver.whois)
@@ -154,7 +156,7 @@ class Daemon:
             )
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
-            server_factory=lambda: TsshServer(self, max_sessions=config.max_sessions),
+            server_factory=lambda: TsshServer(self, ConnectionLimits.from_config(config)),
             server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
             encoding=None,
@@ -162,9 +164,9 @@ class Daemon:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
-            login_timeout=60,
-            keepalive_interval=60,
-            keepalive_count_max=3,
+            login_timeout=config.login_grace_time,  # 0: none, as asyncssh and sshd take it
+            keepalive_interval=config.client_alive_interval,
+            keepalive_count_max=config.client_alive_count_max,
             **algorithm_options(),
         )
         self._load_approvals()
@@ -684,7 +686,7 @@ class Daemon:
             {"id": s.info.id, "user": _tailnet_identity(server.context.peer)
              if server.context else None,
              "localUser": s.info.user, "from": f"{s.info.peer} ({s.info.peer_ip})",
-             "kind": s.info.kind,
+             "kind": s.info.kind, "bytesIn": s.info.bytes_in, "bytesOut": s.info.bytes_out,
              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started)),
              "recording": s.recording.status() if s.recording else None}
             for server in self._connections for s in server.sessions.values()

@@ -28,6 +28,7 @@ from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
+from tssh.server.limits import duration_message
 from tssh.server.pty import (
     Pty,
     WindowSize,
@@ -78,6 +79,7 @@ class ConnectionContext:
     recording: RecordingRequest | None = None  # the rule names recorders
     # docs/config.md, "Forwarding"
     forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
+    session_max_duration: int = 0  # seconds a session may run; 0: no limit
 
 
 @dataclass
@@ -90,6 +92,8 @@ class SessionInfo:
     peer_ip: str
     kind: str  # shell | exec | subsystem
     started: float = field(default_factory=time.time)
+    bytes_in: int = 0  # from the client
+    bytes_out: int = 0  # to the client (stdout and stderr)
 
 
 def _signal_number(name: str) -> int | None:
@@ -217,6 +221,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._unrecorded = False  # the enforced recording failed: nothing more may run
         self._chan_paused = False
         self._finish_task: asyncio.Task[None] | None = None
+        self._duration_timer: asyncio.TimerHandle | None = None
 
     # --- asyncssh callbacks: requests -------------------------------------------------
 
@@ -402,6 +407,10 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._loop.add_writer(self._stdin_fd, self._flush_stdin)
         elif self._stdin_eof:
             self._close_stdin()
+        if ctx.session_max_duration:
+            self._duration_timer = self._loop.call_later(
+                ctx.session_max_duration, self.terminate,
+                duration_message(ctx.session_max_duration))
         log.info(
             "session started",
             extra={"session": self.info.id, "conn": ctx.conn_id, "user": account.name,
@@ -474,6 +483,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
+        self.info.bytes_out += len(data)
         stderr = self._outputs.get(fd, False)
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
@@ -518,6 +528,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- input: channel -> process ----------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.info.bytes_in += len(data)
         if self._stdin_eof or self._unrecorded:
             return
         if self._stdin_fd is None:
@@ -647,6 +658,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         self._exit = decode_wait_status(status)
         self._drain_pty()
         self._maybe_finish()
@@ -701,6 +714,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         self._release_fds()
         self.hangup()
         self._on_close(self)
