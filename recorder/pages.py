@@ -29,6 +29,7 @@ class ListView:
     live_only: bool = False
     automation: Automation = "group"
     cursor: str | None = None
+    limit: int | None = None  # page size, the API's default when None
 
     def query(self, **changes: str | None) -> str:
         """This view's query string, with ``changes`` (None removes a parameter)."""
@@ -39,6 +40,8 @@ class ListView:
             params["automation"] = self.automation
         if self.cursor:
             params["cursor"] = self.cursor
+        if self.limit:
+            params["limit"] = str(self.limit)
         params.update(changes)
         return urlencode({k: v for k, v in params.items() if v})
 
@@ -101,6 +104,7 @@ def _page(title: str, body: str, *, scripts: Sequence[str] = (),
     tags = "".join(f'<script src="{escape(s)}"></script>' for s in scripts)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,">'
             f'<base href="/"><title>{escape(title)}</title>{links}</head>'
             f"<body>{body}{tags}</body></html>\n")
 
@@ -221,7 +225,7 @@ def list_page(listing: Mapping[str, Any], view: ListView, *, error: str | None =
     )
     nxt = listing.get("next")
     pager = '<nav class="pager">'
-    if view.cursor:
+    if view.cursor:  # the cursor only goes on: back to the start is the way back
         pager += f'<a href="./?{escape(view.query(cursor=None))}">« Newest</a>'
     if nxt:
         pager += f'<a class="older" href="./?{escape(view.query(cursor=str(nxt)))}">Older »</a>'

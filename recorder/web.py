@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError
+from recorder.index.base import MAX_LIMIT
 from recorder.pages import AUTOMATION, FILTERS, ListView, Marker, list_page, player_page, rows
 from recorder.service import RecorderService
 
@@ -56,7 +57,12 @@ def _view(request: Request) -> ListView:
         live_only=params.get("live") == "true",
         automation=automation if automation in AUTOMATION else "group",
         cursor=params.get("cursor") or None,
+        limit=_limit(params.get("limit")),
     )
+
+
+def _limit(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() and 1 <= int(text) <= MAX_LIMIT else None
 
 
 def build_ui(service: RecorderService, list_recordings: ListRecordings) -> APIRouter:
@@ -67,6 +73,8 @@ def build_ui(service: RecorderService, list_recordings: ListRecordings) -> APIRo
     async def listing(view: ListView, **extra: Any) -> tuple[dict[str, Any], str | None]:
         args: dict[str, Any] = {**view.filters, "live": True if view.live_only else None,
                                 "cursor": view.cursor, **extra}
+        if view.limit is not None:
+            args.setdefault("limit", view.limit)
         try:
             return await list_recordings(**args), None
         except HTTPException as e:

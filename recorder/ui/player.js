@@ -73,6 +73,8 @@
     state.player = AsciinemaPlayer.create({ data: state.cast }, el, {
       startAt: startAt || 0, autoPlay: autoPlay, preload: true, markers: state.markers,
       speed: Number(speed.value), fit: "width",
+      // paused at a time (?t=, a speed change): show that moment's screen, not a blank one
+      poster: !autoPlay && startAt ? "npt:" + startAt : undefined,
     });
     track(state.player);
   }
