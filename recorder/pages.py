@@ -263,7 +263,9 @@ def player_page(meta: Mapping[str, Any], *, t: float | None, hits: Sequence[Mark
         ("Command", str(header.get("command") or ("shell" if interactive(meta) else "-"))),
         ("Exit status", "-" if exit_status is None else str(exit_status)),
     ]
-    dl = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+    # ids (who, node, ..., exit-status): player.js fills in the end of a live session
+    dl = "".join(f'<dt>{escape(k)}</dt><dd id="{k.lower().replace(" ", "-")}">{escape(v)}</dd>'
+                 for k, v in facts)
     dl += f'<dt>Status</dt><dd id="status">{_status(meta)}</dd>'
     warnings = "".join(f'<p class="warning">{escape(str(w))}</p>'
                        for w in meta.get("warnings") or [])

@@ -97,22 +97,26 @@
   }
 
   async function ended() {
+    // The live stream ended: say how, then show the whole recording, paused at its end
+    // (seekable, with its markers) instead of the player's "stream ended" overlay.
     state.playing = false;
+    let meta = null;
     try {
-      const meta = await (await fetch(cfg.meta, { cache: "no-store" })).json();
-      const exit = meta.exitStatus === null ? "no exit status" : "exit status " + meta.exitStatus;
-      note.textContent = "The session ended (" + meta.status + ", " + exit + "). ";
-      const badge = document.querySelector("#status .status");
-      if (badge) { badge.textContent = meta.status; badge.className = "status " + meta.status; }
+      meta = await (await fetch(cfg.meta, { cache: "no-store" })).json();
     } catch (e) {
-      note.textContent = "The session ended. ";
+      note.textContent = "The session ended.";
+      return;
     }
-    const b = document.createElement("button");
-    b.type = "button";
-    b.id = "replay";
-    b.textContent = "Replay with seek";
-    b.addEventListener("click", () => loadRecording(0, true));
-    note.appendChild(b);
+    const exit = meta.exitStatus === null ? "no exit status" : "exit status " + meta.exitStatus;
+    note.textContent = "The session ended (" + meta.status + ", " + exit + ").";
+    const badge = document.querySelector("#status .status");
+    if (badge) { badge.textContent = meta.status; badge.className = "status " + meta.status; }
+    document.getElementById("exit-status").textContent =
+      meta.exitStatus === null ? "-" : String(meta.exitStatus);
+    if (typeof meta.duration === "number") {
+      document.getElementById("duration").textContent = meta.duration.toFixed(1) + "s";
+    }
+    await loadRecording(meta.duration || 0, false);
   }
 
   function createLive() {

@@ -222,6 +222,12 @@ def test_live_recording_appears_and_plays_as_it_happens(
         _wait(lambda: "exit status 7" in page.locator("#live-note").inner_text(),
               "the session's end and exit status")
         assert "complete" in page.locator("#status").inner_text()
+        assert page.locator("#exit-status").inner_text() == "7"
+        assert page.locator("#duration").inner_text() == "1.5s"
+        # then the whole recording, paused at its end, seekable
+        page.wait_for_function("window.tsshPlayer.mode === 'recording'")
+        _wait(lambda: "written after the page opened" in _terminal(page), "the final screen")
+        assert "exit status 7" in page.locator("#markers").inner_text()
         browsing.shot(page, "player-live-ended")
         # the list row turns complete without a reload
         listing.locator(f'tr.rec[data-id="{rid}"] .status.complete').wait_for(timeout=10_000)
