@@ -86,7 +86,8 @@ class Browsing:
         self.browser = browser
         self.shots = shots
         self.outside: list[str] = []
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # script errors and console errors (a CSP refusal...)
+        self.expect_refusals = False  # the 403 test: the browser logs each refused load
 
     def page(self) -> Page:
         context = self.browser.new_context(viewport={"width": 1000, "height": 800})
@@ -102,6 +103,8 @@ class Browsing:
         context.route("**/*", guard)
         page = context.new_page()
         page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("console", lambda m: self.errors.append(f"console: {m.text}")
+                if m.type == "error" and not self.expect_refusals else None)
         return page
 
     def shot(self, page: Page, name: str) -> None:
@@ -162,6 +165,10 @@ def test_list_shows_an_uploaded_recording_and_the_player_plays_it(
     assert "server" in row.locator("td.node").inner_text()
     assert row.locator(".status").inner_text() == "complete"
     browsing.shot(page, "list")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    browsing.shot(page, "list-phone")
+    page.set_viewport_size({"width": 1000, "height": 800})
 
     row.locator("td.start a").click()
     page.wait_for_url(f"**/play/{rid}")
@@ -238,6 +245,7 @@ def test_live_recording_appears_and_plays_as_it_happens(
 
 def test_non_viewer_gets_403(tmp_path: Path, browsing: Browsing) -> None:
     rec = _recorder(tmp_path, "carolpc")
+    browsing.expect_refusals = True
     try:
         rid = _upload(rec, SESSION)
         page = browsing.page()
