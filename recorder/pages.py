@@ -9,6 +9,7 @@ is the UI's own files, so a recorded ``<script>`` stays text.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
@@ -50,7 +51,7 @@ def interactive(rec: Mapping[str, Any]) -> bool:
     """A session with a PTY. Without one (``ssh host cmd``, transfers, automation such as
     Ansible, one session per task) the header says so: tssh's ``"tssh": {"stderr": true}``,
     and for any uploader a 0x0 terminal (docs/recording.md)."""
-    header = rec.get("header") or {}
+    header = _header(rec)
     extra = header.get("tssh")
     if isinstance(extra, dict) and extra.get("stderr") is True:
         return False
@@ -58,14 +59,27 @@ def interactive(rec: Mapping[str, Any]) -> bool:
 
 
 def who(rec: Mapping[str, Any]) -> str:
-    header = rec.get("header") or {}
-    src = header.get("srcNodeUser") or ",".join(header.get("srcNodeTags") or []) or "?"
+    """``login → local user``; header fields are as the uploader sent them, any JSON type."""
+    header = _header(rec)
+    tags = header.get("srcNodeTags")
+    tags_text = ",".join(str(t) for t in tags) if isinstance(tags, list) else ""
+    src = header.get("srcNodeUser") or tags_text or "?"
     local = header.get("localUser") or header.get("sshUser")
     return f"{src} → {local}" if local else str(src)
 
 
+def _header(rec: Mapping[str, Any]) -> Mapping[str, Any]:
+    header = rec.get("header")
+    return header if isinstance(header, dict) else {}
+
+
+def _command(rec: Mapping[str, Any]) -> str:
+    command = _header(rec).get("command")
+    return str(command) if command else ("shell" if interactive(rec) else "-")
+
+
 def duration_text(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return "-"
     s = int(seconds)
     if s < 60:
@@ -130,9 +144,8 @@ def _matches(rec: Mapping[str, Any], q: str | None) -> str:
 
 
 def _row(rec: Mapping[str, Any], q: str | None) -> str:
-    header = rec.get("header") or {}
     rid = str(rec["id"])
-    command = header.get("command") or ("shell" if interactive(rec) else "")
+    command = _command(rec)
     return (
         f'<tr class="rec" data-id="{escape(rid)}" data-status="{escape(str(rec.get("status")))}">'
         f'<td class="start"><a href="{player_href(rid)}">{escape(start_text(rec.get("start")))}'
@@ -147,11 +160,11 @@ def _row(rec: Mapping[str, Any], q: str | None) -> str:
 
 def _group(members: list[Mapping[str, Any]], q: str | None) -> str:
     first = members[0]
-    header = first.get("header") or {}
+    header = _header(first)
     live = sum(1 for m in members if m.get("status") == "live")
     commands = "".join(
         f'<li><a href="{player_href(str(m["id"]))}">{escape(start_text(m.get("start")))}</a> '
-        f'<code>{escape(str((m.get("header") or {}).get("command") or "?"))}</code> '
+        f'<code>{escape(_command(m))}</code> '
         f'{_status(m)}{_matches(m, q)}</li>' for m in members)
     size = sum(m.get("size") or 0 for m in members if isinstance(m.get("size"), int))
     badge = '<span class="status live">live</span>' if live else ""
@@ -183,8 +196,8 @@ def rows(recordings: Sequence[Mapping[str, Any]], view: ListView) -> str:
         if view.automation == "hide":
             hidden += 1
             continue
-        header = rec.get("header") or {}
-        key = (str((rec.get("node") or {}).get("id")), str(header.get("connectionID") or rec["id"]))
+        conn = _header(rec).get("connectionID") or rec["id"]
+        key = (str((rec.get("node") or {}).get("id")), str(conn))
         if key not in groups:
             groups[key] = []
             order.append(key)
@@ -253,14 +266,13 @@ def player_page(meta: Mapping[str, Any], *, t: float | None, hits: Sequence[Mark
                 vendor_problem: str | None) -> str:
     """One recording: its metadata and the player (asciinema-player, driven by player.js:
     the eventsource driver for a live recording, the cast file otherwise)."""
-    header = meta.get("header") or {}
     rid = str(meta["id"])
     exit_status = meta.get("exitStatus")
     facts = [
         ("Who", who(meta)), ("Node", str((meta.get("node") or {}).get("name", "?"))),
         ("Start", start_text(meta.get("start"))), ("Duration", duration_text(meta.get("duration"))),
         ("Size", size_text(meta.get("size"))),
-        ("Command", str(header.get("command") or ("shell" if interactive(meta) else "-"))),
+        ("Command", _command(meta)),
         ("Exit status", "-" if exit_status is None else str(exit_status)),
     ]
     # ids (who, node, ..., exit-status): player.js fills in the end of a live session
