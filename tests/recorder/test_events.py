@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from recorder.api import _keepalive
 from recorder.sse import CastEvents
 from tests.recorder.conftest import (
     ALICE,
@@ -204,3 +205,35 @@ def test_pages_name_nothing_outside_the_recorder(ui_recorder: RecorderProc) -> N
             text = c.get(path).text
             for external in ("http:", "https:", '="//', "url(//"):
                 assert external not in text, (path, external)
+
+
+async def test_keepalive_between_quiet_items_and_source_closed_on_exit() -> None:
+    closed = asyncio.Event()
+
+    async def source() -> AsyncIterator[bytes]:
+        try:
+            yield b"a"
+            await asyncio.sleep(0.35)
+            yield b"b"
+            await asyncio.sleep(10)
+            yield b"never"
+        finally:
+            closed.set()
+
+    out: list[bytes | None] = []
+    stream = _keepalive(source(), 0.1)
+    async for item in stream:
+        out.append(item)
+        if item == b"b":
+            break
+    await stream.aclose()  # the client went away: the follower is released
+    await asyncio.wait_for(closed.wait(), 2)
+    assert out[0] == b"a" and out[-1] == b"b" and 2 <= out.count(None) <= 4
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"x"
+        raise OSError("storage went away")
+
+    with pytest.raises(OSError, match="storage went away"):
+        async for _ in _keepalive(failing(), 1):
+            pass
