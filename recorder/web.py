@@ -43,8 +43,9 @@ _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
 ListRecordings = Callable[..., Awaitable[dict[str, Any]]]
 
 
-def vendor_problem(directory: Path = VENDOR_DIR) -> str | None:
-    """None when the player files are installed, else what to do about it."""
+def vendor_problem(directory: Path | None = None) -> str | None:
+    """None when the player files are installed (in ``VENDOR_DIR``), else what to do."""
+    directory = VENDOR_DIR if directory is None else directory
     missing = [name for name in VENDOR_FILES if not (directory / name).is_file()]
     return None if not missing else INSTALL_HINT
 
@@ -62,7 +63,11 @@ def _view(request: Request) -> ListView:
 
 
 def _limit(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() and 1 <= int(text) <= MAX_LIMIT else None
+    """The UI's page size; anything but 1-MAX_LIMIT in ASCII digits is the default (a
+    5,000-digit value is never converted: Python refuses ints over 4,300 digits)."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 4:
+        return None
+    return int(text) if 1 <= int(text) <= MAX_LIMIT else None
 
 
 def build_ui(service: RecorderService, list_recordings: ListRecordings) -> APIRouter:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from recorder.app import RecorderApp
@@ -62,6 +62,8 @@ def test_ui_routes_never_fail_on_bad_input(ui_app: UiInProcess,
     @FUZZ
     @given(params=params_st, rid=st.one_of(st.sampled_from(ids), _ANY_TEXT),
            path=st.sampled_from(["/", "/play/", "/ui/", "/ui/vendor/"]))
+    @example(params={"limit": "9" * 5000, "t": "9" * 5000}, rid="x", path="/").via(
+        "int() of 5,000 digits")
     def one(params: dict[str, str], rid: str, path: str) -> None:
         async def go() -> None:
             async with ui_app.client(ALICE) as c:
@@ -74,3 +76,24 @@ def test_ui_routes_never_fail_on_bad_input(ui_app: UiInProcess,
 
     one()
     _no_tracebacks(caplog)
+
+
+def test_missing_player_files_are_explained(ui_app: UiInProcess, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import recorder.web
+
+    monkeypatch.setattr(recorder.web, "VENDOR_DIR", tmp_path / "no-vendor")
+    assert ui_app.upload(cast_header() + event(0.1, "x\n")).status_code == 200
+    [rid] = [m["id"] for m in ui_app.listing()]
+
+    async def go() -> None:
+        async with ui_app.client(ALICE) as c:
+            page = await c.get(f"/play/{rid}")
+            assert page.status_code == 200
+            assert 'id="player-missing"' in page.text and "npm ci" in page.text
+            assert "asciinema-player.min.js\"" not in page.text  # no script that cannot load
+            js = await c.get("/ui/vendor/asciinema-player.min.js")
+            assert js.status_code == 404 and "npm ci" in js.json()["detail"]
+            assert (await c.get("/")).status_code == 200  # the list works without it
+
+    ui_app.run(go())
