@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 from tests.recorder.conftest import REPO, SERVER, RecorderProc, cast_header, event
+from tests.recorder.h2upload import H2Upload
+from tssh.cli.recordings import LiveEvent, live_event
 
 
 def tssh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +73,48 @@ def test_refusals_are_one_clear_line(recorder: RecorderProc) -> None:
     assert r.returncode == 1 and "403" in r.stderr and "Traceback" not in r.stderr
     r = tssh("list", "--recorder", "http://127.0.0.1:1")
     assert r.returncode == 1 and "cannot reach" in r.stderr
+
+
+async def test_play_follow_prints_a_live_session_until_it_ends(recorder: RecorderProc) -> None:
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=SERVER)
+    first = cast_header() + event(0.1, "before the follower\r\n")
+    try:
+        assert await up.wait_headers() == 200
+        await up.send(first)
+        await up.wait_ack(len(first))
+        token = recorder.token()
+        listing = tssh("list", "--live", "--json", "--recorder", recorder.url, "--token", token)
+        rid = json.loads(listing.stdout)["recordings"][0]["id"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tssh", "recordings", "play", "--follow", rid,
+            "--recorder", recorder.url, "--token", token, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert line == b"before the follower\r\n"
+            await up.send(event(0.5, "while following\r\n"))
+            assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"while following\r\n"
+            await up.send(event(0.6, "5", "x"))
+            await up.end()
+            rest, err = await asyncio.wait_for(proc.communicate(), 10)
+            assert proc.returncode == 0, err
+            assert rest == b""
+            assert b"following" in err and b"session ended, complete, exit status 5" in err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await up.wait_end()
+    finally:
+        await up.close()
+
+
+def test_live_event_lines() -> None:
+    assert live_event(b'{"version":2,"width":100,"height":30}') == LiveEvent(size=(100, 30))
+    assert live_event(b'[1.0,"o","hi"]') == LiveEvent(output="hi")
+    assert live_event(b'[1.0,"r","90x20"]') == LiveEvent(size=(90, 20))
+    assert live_event(b'[1.0,"x","-2"]') == LiveEvent(exit_status=-2)
+    assert live_event(b'[1.0,"m","marker"]') == LiveEvent()
+    assert live_event(b'[1.0,"o",') == LiveEvent()  # a torn last line

@@ -1,4 +1,5 @@
-"""``tssh recordings ...``: a client of the recorder's API (docs/recorder.md)."""
+"""``tssh recordings list|show|get|play|verify``: a client of the recorder's API
+(docs/recorder.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -65,6 +68,9 @@ def register(subparsers: Any) -> None:
     play.add_argument("id")
     play.add_argument("--speed", type=float, default=1.0, help="playback speed (default 1)")
     play.add_argument("--idle-time-limit", type=float, help="cap pauses to this many seconds")
+    play.add_argument("-f", "--follow", action="store_true",
+                      help="a live recording: print what it has so far, then its new output "
+                      "as it happens, until the session ends")
     play.set_defaults(func=_play)
 
     verify = sub.add_parser("verify", help="check a recording's seal (exit 1 if broken)")
@@ -107,6 +113,19 @@ class _Api:
             return self._check(r).json()
         except ValueError as e:
             raise RecordingsError(f"recorder {self.base} answered with invalid JSON") from e
+
+    def lines(self, path: str) -> Iterator[bytes]:
+        """The lines of a streamed answer (``/live``), as they arrive; no read timeout, since
+        a live session may be quiet for hours."""
+        try:
+            with self.client.stream("GET", path, timeout=httpx.Timeout(30, read=None)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                self._check(r)
+                for line in r.iter_lines():
+                    yield line.encode()
+        except httpx.HTTPError as e:
+            raise RecordingsError(f"following the recording at {self.base} failed: {e}") from e
 
     def download(self, rid: str, out: Any) -> int:
         size = 0
@@ -185,7 +204,67 @@ def _get(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass
+class LiveEvent:
+    """What one line of a followed recording means for the terminal (pure, ``live_event``)."""
+
+    output: str = ""
+    exit_status: int | None = None
+    size: tuple[int, int] | None = None  # the header's or a resize's COLSxROWS
+
+
+def live_event(line: bytes) -> LiveEvent:
+    """The header gives the size; ``"o"`` events give output, ``"x"`` the exit status, ``"r"``
+    a new size; anything else (input, markers, a torn line) shows nothing."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return LiveEvent()
+    if isinstance(doc, dict):
+        w, h = doc.get("width"), doc.get("height")
+        return LiveEvent(size=(w, h) if isinstance(w, int) and isinstance(h, int) else None)
+    if not isinstance(doc, list) or len(doc) < 3 or not isinstance(doc[2], str):
+        return LiveEvent()
+    code, data = doc[1], doc[2]
+    if code == "o":
+        return LiveEvent(output=data)
+    if code == "x" and data.lstrip("-").isdigit():
+        return LiveEvent(exit_status=int(data))
+    if code == "r":
+        cols, _, rows = data.partition("x")
+        if cols.isdigit() and rows.isdigit():
+            return LiveEvent(size=(int(cols), int(rows)))
+    return LiveEvent()
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """``play --follow``: the live stream (``/live``) written to this terminal as it comes."""
+    out = sys.stdout
+    exit_status: int | None = None
+    with _Api(args) as api:
+        meta = api.get_json(f"/api/v1/recordings/{quote(args.id, safe='')}")
+        if meta.get("status") == "live":
+            print(f"following {args.id} (live); Ctrl-C stops", file=sys.stderr, flush=True)
+        for line in api.lines(f"/api/v1/recordings/{quote(args.id, safe='')}/live"):
+            ev = live_event(line)
+            if ev.size is not None and out.isatty():
+                print(f"\r\n[tssh: the session's terminal is {ev.size[0]}x{ev.size[1]}]\r",
+                      file=sys.stderr, flush=True)
+            if ev.output:
+                out.write(ev.output)
+                out.flush()
+            if ev.exit_status is not None:
+                exit_status = ev.exit_status
+        done = api.get_json(f"/api/v1/recordings/{quote(args.id, safe='')}")
+    print(f"\r\n[tssh: session ended, {done.get('status')}, "
+          f"{'no exit status' if exit_status is None else f'exit status {exit_status}'}]",
+          file=sys.stderr, flush=True)
+    return 0
+
+
 def _play(args: argparse.Namespace) -> int:
+    if args.follow:
+        return _follow(args)
     with _Api(args) as api, tempfile.TemporaryDirectory(prefix="tssh-play-") as d:
         path = Path(d) / "recording.cast"
         with open(path, "wb") as f:
