@@ -184,13 +184,14 @@ def _group(members: list[Mapping[str, Any]], q: str | None) -> str:
 def rows(recordings: Sequence[Mapping[str, Any]], view: ListView) -> str:
     """The table body: one row per recording, newest first; non-interactive sessions grouped
     per uploading node and SSH connection (at the place of the group's newest), hidden, or
-    shown as any other, as the view says."""
+    shown as any other, as the view says; those with search matches are always rows."""
     q = view.filters.get("q") or None
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     order: list[Mapping[str, Any] | tuple[str, str]] = []
     hidden = 0
     for rec in recordings:
-        if view.automation == "show" or interactive(rec):
+        # a search hit is what the reader looks for: never folded away or hidden
+        if view.automation == "show" or interactive(rec) or rec.get("matches"):
             order.append(rec)
             continue
         if view.automation == "hide":

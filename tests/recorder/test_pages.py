@@ -59,6 +59,10 @@ def test_non_interactive_sessions_grouped_per_connection_and_node() -> None:
     assert hidden.count("<tr") == 3 and "4 non-interactive sessions hidden" in hidden
     shown = rows(recs, ListView(automation="show"))
     assert shown.count('<tr class="rec"') == 6
+    hit = rec("a4", pty=False, matches=[{"time": 1, "text": "rm -rf"}])
+    for automation in ("group", "hide"):
+        html = rows([hit, *recs], ListView(automation=automation))  # type: ignore[arg-type]
+        assert '<tr class="rec" data-id="a4"' in html and "rm -rf" in html
 
 
 def test_pager_keeps_the_filters() -> None:
