@@ -148,3 +148,13 @@ def test_link_check_catches_a_broken_link(tmp_path: Path) -> None:
     targets = relative_links(page)
     assert targets == ["#title", "missing.md", "#nowhere"]
     assert anchors(page) == {"title"}
+
+
+CITED = re.compile(r"`((?:tests|tssh|recorder|deploy|benchmarks)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_cited_repository_paths_exist(page: Path) -> None:
+    """A page that says "checked by tests/x.py" or "the code: tssh/y.py" names real files."""
+    missing = [p for p in CITED.findall(page.read_text()) if not (ROOT / p).exists()]
+    assert not missing, f"{page.name} cites {missing}"
