@@ -10,6 +10,7 @@ build, so a finished recording's text is what a fresh reindex gives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,52 +23,119 @@ log = logging.getLogger("tssh.recorder.indexer")
 
 FLUSH_INTERVAL = 0.5  # seconds between index writes of live text
 REBUILD_BATCH = 5000  # lines per transaction when text is built from storage
+SLICE = 256 * 1024  # bytes extracted before the event loop gets a turn
+MAX_BACKLOG = 16 * 1024 * 1024  # bytes of one recording waiting for extraction
 
 
 @dataclass
 class _Live:
     text: CastText = field(default_factory=CastText)
+    backlog: list[bytes] = field(default_factory=list)
+    backlog_size: int = 0
+    behind: bool = False  # the backlog overflowed: the text comes from storage at the end
     lines: list[Line] = field(default_factory=list)
     partial: Line | None = None  # as last written to the index
 
 
 class TextIndexer:
-    def __init__(self, index: Index, interval: float = FLUSH_INTERVAL) -> None:
+    """Extraction runs in a task of its own, a slice at a time, so a flood of output never
+    holds up the uploads (storing a byte costs far less than indexing it: docs/performance.md).
+    A recording whose backlog passes ``MAX_BACKLOG`` (output faster than this recorder can
+    index it) stops being indexed live, and ``finish`` reports that its text is to be built
+    from storage."""
+
+    def __init__(self, index: Index, interval: float = FLUSH_INTERVAL,
+                 max_backlog: int = MAX_BACKLOG) -> None:
         self.index = index
         self.interval = interval
+        self.max_backlog = max_backlog
         self._live: dict[str, _Live] = {}
         self._dirty: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: set[str] = set()  # recordings with a backlog
+        self._work = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
 
     def begin(self, recording_id: str) -> None:
         self._live[recording_id] = _Live()
 
     def feed(self, recording_id: str, data: bytes) -> None:
         """Bytes just stored for a live recording; their lines are written within
-        ``interval``."""
+        ``interval`` (unless the recorder is behind)."""
         live = self._live.get(recording_id)
-        if live is None:
+        if live is None or live.behind:
             return
-        live.lines += live.text.feed(data)
-        self._dirty.add(recording_id)
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.interval, self._spawn_flush)
+        if live.backlog_size + len(data) > self.max_backlog:
+            log.warning("recording %s: output arrives faster than it can be indexed; its "
+                        "text will be indexed from storage when it ends", recording_id)
+            live.behind = True
+            live.backlog, live.backlog_size = [], 0
+            self._waiting.discard(recording_id)
+            return
+        live.backlog.append(data)
+        live.backlog_size += len(data)
+        self._waiting.add(recording_id)
+        self._work.set()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._extract_loop())
 
     def discard(self, recording_id: str) -> None:
         """Stops following a recording (its text will be rebuilt from storage)."""
         self._live.pop(recording_id, None)
         self._dirty.discard(recording_id)
+        self._waiting.discard(recording_id)
 
-    async def finish(self, recording_id: str) -> None:
-        """The recording ended: its last line is complete and everything is written now."""
-        live = self._live.pop(recording_id, None)
-        self._dirty.discard(recording_id)
+    async def finish(self, recording_id: str) -> bool:
+        """The recording ended: its last line is complete and everything is written now.
+        False when its text is to be built from storage instead (it fell behind)."""
+        live = self._live.get(recording_id)
         if live is None:
-            return
+            return True
+        while live.backlog and not live.behind:
+            self._extract(recording_id, live)
+            await asyncio.sleep(0)
+        self.discard(recording_id)
+        if live.behind:
+            return False
         live.lines += live.text.end()
         await self._write([TextUpdate(recording_id, live.lines, None)])
+        return True
+
+    def _extract(self, recording_id: str, live: _Live) -> None:
+        """Extracts about one SLICE of a recording's backlog."""
+        taken = 0
+        while live.backlog and taken < SLICE:
+            data = live.backlog.pop(0)
+            if len(data) > SLICE:  # a big write: the rest waits for the next turn
+                live.backlog.insert(0, data[SLICE:])
+                data = data[:SLICE]
+            live.backlog_size -= len(data)
+            taken += len(data)
+            live.lines += live.text.feed(data)
+        if not live.backlog:
+            self._waiting.discard(recording_id)
+        self._dirty.add(recording_id)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._spawn_flush)
+
+    async def _extract_loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while self._waiting:
+                for rid in list(self._waiting):
+                    live = self._live.get(rid)
+                    if live is None:
+                        self._waiting.discard(rid)
+                    else:
+                        try:
+                            self._extract(rid, live)
+                        except Exception:
+                            log.exception("recording %s: text extraction failed", rid)
+                            live.behind, live.backlog, live.backlog_size = True, [], 0
+                            self._waiting.discard(rid)
+                    await asyncio.sleep(0)  # uploads go first
 
     def _spawn_flush(self) -> None:
         self._timer = None
@@ -78,7 +146,9 @@ class TextIndexer:
     async def flush(self) -> None:
         updates = []
         for rid in self._dirty:
-            live = self._live[rid]
+            live = self._live.get(rid)
+            if live is None:
+                continue
             partial = live.text.partial()
             if live.lines or partial != live.partial:
                 updates.append(TextUpdate(rid, live.lines, partial))
@@ -93,6 +163,11 @@ class TextIndexer:
             log.exception("could not index the text of %d recordings", len(updates))
 
     async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

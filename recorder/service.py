@@ -95,18 +95,25 @@ class Recording:
             status = "incomplete"
             with contextlib.suppress(StorageError):  # releases the file even so
                 await self.writer.close()
+        indexed = True
         try:
             if self.failed:  # the text of what storage holds, not of what arrived
                 svc.text.discard(self.meta.id)
                 size, digest = await svc.hash_stored(self.meta.key, text_of=self.meta.id)
             else:
-                await svc.text.finish(self.meta.id)
+                indexed = await svc.text.finish(self.meta.id)
                 size, digest = self.writer.size, self.writer.sha256()
             meta = self.meta.with_(
                 status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
                 last_event_time=scanner.last_time, error=error,
             )
             await svc.seal_and_store(meta, digest)
+            if not indexed:  # it fell behind while streaming: from storage, now it is there
+                try:
+                    await rebuild(svc.index, meta.id, svc.storage.read(meta.key))
+                except StorageError as e:
+                    log.error("recording %s: cannot read it back to index its text: %s",
+                              meta.id, e)
         finally:
             await svc.live.end(self.meta.id)
             svc.metrics.active.dec()

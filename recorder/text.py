@@ -15,8 +15,11 @@ column (wide and combining characters are rare in commands). Control strings (OS
 titles, DCS, SOS, PM, APC) are not text on the screen and are not indexed.
 
 Fast paths: in the ground state a run of printable characters, and inside a control string a
-run of its content, is found with one ``re`` search and taken as a slice; the state machine
-still decides, character by character, everything around them.
+run of its content, is found with one ``re`` search and taken as a slice, and a CSI sequence
+that is whole within one event is read in one match and dispatched as the state machine would
+(``fast=False`` turns this off; the tests check that both give the same lines). Everything
+else — sequences split between events, controls inside a sequence, malformed ones — goes
+through the state machine character by character.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _OSC_STOP = re.compile("[\x07\x18\x1a\x1b\x9c]")
 _STRING_STOP = re.compile("[\x18\x1a\x1b\x9c]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# printable characters and whole SGR sequences (which change no cell of the line model)
+_TEXT_RUN = re.compile("(?:[^\x00-\x1f\x7f-\x9f]+|\x1b\\[[0-9;:]*m)+")
+_SGR = re.compile("\x1b\\[[0-9;:]*m")
+# a whole, well-formed CSI sequence (7-bit or C1 introducer): parameters, intermediates, final
+_WHOLE_CSI = re.compile("(?:\x1b\\[|\x9b)([0-?]*)([ -/]*)([@-~])")
 
 BEL, BS, HT, LF, VT, FF, CR = "\x07", "\x08", "\x09", "\x0a", "\x0b", "\x0c", "\x0d"
 CAN, SUB, ESC, DEL = "\x18", "\x1a", "\x1b", "\x7f"
@@ -45,6 +53,7 @@ IND, NEL, DCS, SOS, CSI, ST, OSC, PM, APC = (
 )
 # CSI finals that move the cursor to another row or change rows: they end the current line
 _ROW_FINALS = frozenset("ABEFHJLMSTdefr")
+_LINE_FINALS = _ROW_FINALS | frozenset("CaDG`KXP@")  # every CSI final that changes the line
 
 
 class _State(Enum):
@@ -78,8 +87,9 @@ class TerminalText:
     """
 
     max_line: int = MAX_LINE
+    fast: bool = True
     _state: _State = _State.GROUND
-    _cells: list[str] = field(default_factory=list)
+    _line: str = ""  # the cells of the current line, from column 0
     _col: int = 0
     _time: float | None = None  # when the current line got its first character
     _params: str = ""
@@ -99,6 +109,17 @@ class TerminalText:
         while i < n:
             state = self._state
             if state is _State.GROUND:
+                if self.fast:
+                    run = _TEXT_RUN.match(text, i)
+                    if run is not None:
+                        chars = run.group()
+                        if "\x1b" in chars:
+                            chars = _SGR.sub("", chars)
+                        if chars:
+                            self._print(time, chars)
+                        i = run.end()
+                        if i >= n:
+                            break
                 m = _CONTROL.search(text, i)
                 end = n if m is None else m.start()
                 if end > i:
@@ -106,6 +127,23 @@ class TerminalText:
                 if m is None:
                     break
                 i = end
+                ch = text[i]
+                if ch == LF:  # the commonest controls, without a call
+                    self._newline()
+                    i += 1
+                    continue
+                if ch == CR:
+                    self._col = 0
+                    i += 1
+                    continue
+                if self.fast:
+                    whole = _WHOLE_CSI.match(text, i)
+                    if whole is not None:
+                        self._params = whole.group(1)[:_MAX_PARAMS]
+                        self._intermediates = whole.group(2)
+                        self._csi(whole.group(3))
+                        i = whole.end()
+                        continue
                 self._ground_control(text[i])
             elif state is _State.OSC_STRING or state is _State.CONTROL_STRING:
                 m = (_OSC_STOP if state is _State.OSC_STRING else _STRING_STOP).search(text, i)
@@ -120,7 +158,7 @@ class TerminalText:
         return out
 
     def partial(self) -> Line | None:
-        text = "".join(self._cells).strip()
+        text = self._line.strip()
         return Line(self._time, text) if text and self._time is not None else None
 
     def end(self) -> list[Line]:
@@ -150,17 +188,20 @@ class TerminalText:
             chunk, run = run[:room], run[room:]
             if self._time is None:
                 self._time = time
-            cells = self._cells
-            if self._col > len(cells):
-                cells.extend(" " * (self._col - len(cells)))
-            cells[self._col : self._col + len(chunk)] = chunk
-            self._col += len(chunk)
+            line, col = self._line, self._col
+            if col == len(line):
+                self._line = line + chunk
+            elif col > len(line):
+                self._line = line + " " * (col - len(line)) + chunk
+            else:
+                self._line = line[:col] + chunk + line[col + len(chunk) :]
+            self._col = col + len(chunk)
 
     def _newline(self) -> None:
         line = self.partial()
         if line is not None:
             self._out.append(line)
-        self._cells = []
+        self._line = ""
         self._time = None
         self._col = 0
 
@@ -286,8 +327,8 @@ class TerminalText:
 
     def _csi(self, final: str) -> None:
         params = self._params
-        if params[:1] in ("<", "=", ">", "?") or self._intermediates:
-            return  # private modes (cursor visibility, alternate screen...): no text
+        if final not in _LINE_FINALS or params[:1] in ("<", "=", ">", "?") or self._intermediates:
+            return  # SGR, private modes (cursor visibility, alternate screen...): no text
         values = [
             min(int(p), _MAX_PARAM_VALUE) if p.isdigit() else 0
             for p in params.split(";")
@@ -304,11 +345,11 @@ class TerminalText:
         elif final == "X":  # ECH
             self._blank(self._col, self._col + n)
         elif final == "P":  # DCH
-            del self._cells[self._col : self._col + n]
+            self._line = self._line[: self._col] + self._line[self._col + n :]
         elif final == "@":  # ICH
-            if self._col < len(self._cells):
-                self._cells[self._col : self._col] = " " * n
-                del self._cells[self.max_line :]
+            line, col = self._line, self._col
+            if col < len(line):
+                self._line = (line[:col] + " " * n + line[col:])[: self.max_line]
         elif final in _ROW_FINALS:
             col = self._col
             self._newline()
@@ -319,15 +360,15 @@ class TerminalText:
 
     def _erase_line(self, mode: int) -> None:
         if mode == 0:
-            del self._cells[self._col :]
+            self._line = self._line[: self._col]
         elif mode == 1:
             self._blank(0, self._col + 1)
         elif mode == 2:
-            self._cells = []
-        if not "".join(self._cells).strip():
+            self._line = ""
+        if not self._line.strip():
             self._time = None  # an erased line starts again with its next character
 
     def _blank(self, start: int, end: int) -> None:
-        end = min(end, len(self._cells))
+        end = min(end, len(self._line))
         if start < end:
-            self._cells[start:end] = " " * (end - start)
+            self._line = self._line[:start] + " " * (end - start) + self._line[end:]

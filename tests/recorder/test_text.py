@@ -179,6 +179,8 @@ def test_any_split_gives_the_same_text(text: str, data: st.DataObject) -> None:
     assert split.partial() == expected_partial
     got += split.end()
     assert got == expected
+    slow = TerminalText(fast=False)  # the fast paths change nothing
+    assert slow.feed(1.0, text) + slow.end() == expected
 
 
 @settings(max_examples=200, deadline=None)
