@@ -110,7 +110,7 @@ QUERIES = (
     ("first list page (50, no q)", None),
     (f"q={RARE} (rare word)", RARE),
     (f"q={COMMON} (in every recording)", COMMON),
-    ('q="took 7" (phrase)', '"took 7"'),
+    ('q="status 3 took" (phrase)', '"status 3 took"'),
 )
 
 

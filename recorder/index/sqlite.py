@@ -77,9 +77,10 @@ RETURNING rkey
 # a recording has a line (or its metadata) in its range of rowids (1 << 32 = 4294967296)
 _PROBE = """EXISTS (SELECT 1 FROM text_fts WHERE text_fts MATCH ? AND text_fts.rowid
     BETWEEN recordings.rkey * 4294967296 AND recordings.rkey * 4294967296 + 4294967295)"""
-# a search whose terms match more lines than this is run recording by recording, newest
-# first, instead of collecting the set of matching recordings first
-_SET_LIMIT = 20_000
+# a search that matches more recordings than this is run recording by recording, newest
+# first (each probe a seek in FTS5's doclists), instead of collecting the set of matching
+# recordings first (one seek per matching recording)
+_SET_LIMIT = 200
 _CONTEXT = 200  # characters of a matching line returned whole; a longer one is cut around a hit
 
 
@@ -211,12 +212,8 @@ class SqliteIndex(Index):
             db = self._conn()
             conditions, values = list(where), list(args)
             if expression is not None:
-                hits = db.execute(
-                    "SELECT rowid FROM text_fts WHERE text_fts MATCH ? LIMIT ?",
-                    (expression, _SET_LIMIT + 1),
-                ).fetchall()
-                if len(hits) <= _SET_LIMIT:
-                    keys = sorted({int(r[0]) >> _LINE_BITS for r in hits})
+                keys = _matching_recordings(db, expression, _SET_LIMIT)
+                if keys is not None:
                     conditions.append("rkey IN (SELECT value FROM json_each(?))")
                     values.append(json.dumps(keys))
                 else:  # common terms: probe each recording, newest first, until the page is full
@@ -369,6 +366,25 @@ def _add_text(db: sqlite3.Connection, update: TextUpdate) -> None:
                    [(i, text) for i, _, text in rows])
     db.execute("UPDATE recordings SET text_lines = ?, text_partial = ? WHERE rkey = ?",
                (n, int(update.partial is not None and n < _MAX_LINE_NO), rkey))
+
+
+def _matching_recordings(db: sqlite3.Connection, expression: str, limit: int) -> list[int] | None:
+    """The rkeys of every recording with a matching line (or metadata), found by seeking
+    from one recording's range to the next, so that a recording with a million hits costs
+    one seek; None when there are more than ``limit``."""
+    keys: list[int] = []
+    low = 0
+    while len(keys) <= limit:
+        r = db.execute(
+            "SELECT rowid FROM text_fts WHERE text_fts MATCH ? AND rowid >= ? "
+            "ORDER BY rowid LIMIT 1", (expression, low),
+        ).fetchone()
+        if r is None:
+            return keys
+        rkey = int(r[0]) >> _LINE_BITS
+        keys.append(rkey)
+        low = (rkey + 1) << _LINE_BITS
+    return None
 
 
 def _matches(db: sqlite3.Connection, expression: str, rkey: int) -> tuple[Match, ...]:

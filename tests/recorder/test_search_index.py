@@ -151,7 +151,7 @@ async def test_common_term_is_probed_newest_first(tmp_path: Path, monkeypatch: o
         assert len(page.matches["rec-00006"]) == 3
         await index.close()
     finally:
-        setattr(sq, "_SET_LIMIT", 20_000)  # noqa: B010
+        setattr(sq, "_SET_LIMIT", 200)  # noqa: B010
 
 
 async def test_retain_drops_text(tmp_path: Path) -> None:
