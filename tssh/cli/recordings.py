@@ -44,7 +44,8 @@ def register(subparsers: Any) -> None:
                       help="only recordings in progress")
     live.add_argument("--finished", dest="live", action="store_const", const=False,
                       help="only finished recordings")
-    ls.add_argument("-q", "--query", dest="q", help="text to search for in the metadata")
+    ls.add_argument("-q", "--query", dest="q",
+                    help="words and \"phrases\" in the output or metadata (as search)")
     ls.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     ls.add_argument("--json", action="store_true", help="print the API's JSON")
     ls.set_defaults(func=_list)
