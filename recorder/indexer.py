@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from recorder.errors import RecorderError
 from recorder.events import CastText
 from recorder.index.base import Index, TextUpdate
 from recorder.text import Line
@@ -25,6 +26,7 @@ FLUSH_INTERVAL = 0.5  # seconds between index writes of live text
 REBUILD_BATCH = 5000  # lines per transaction when text is built from storage
 SLICE = 256 * 1024  # bytes extracted before the event loop gets a turn
 MAX_BACKLOG = 16 * 1024 * 1024  # bytes of one recording waiting for extraction
+MAX_TOTAL_BACKLOG = 128 * 1024 * 1024  # bytes of all recordings waiting for extraction
 
 
 @dataclass
@@ -45,10 +47,16 @@ class TextIndexer:
     from storage."""
 
     def __init__(self, index: Index, interval: float = FLUSH_INTERVAL,
-                 max_backlog: int = MAX_BACKLOG) -> None:
+                 max_backlog: int = MAX_BACKLOG,
+                 max_total_backlog: int = MAX_TOTAL_BACKLOG) -> None:
         self.index = index
         self.interval = interval
         self.max_backlog = max_backlog
+        self.max_total_backlog = max_total_backlog
+        self._total = 0  # bytes in every backlog
+        self._rebuilds: asyncio.Queue[tuple[str, Callable[[], AsyncIterator[bytes]]]] = (
+            asyncio.Queue())
+        self._rebuilder: asyncio.Task[None] | None = None
         self._live: dict[str, _Live] = {}
         self._dirty: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -66,25 +74,50 @@ class TextIndexer:
         live = self._live.get(recording_id)
         if live is None or live.behind:
             return
-        if live.backlog_size + len(data) > self.max_backlog:
+        if (live.backlog_size + len(data) > self.max_backlog
+                or self._total + len(data) > self.max_total_backlog):
             log.warning("recording %s: output arrives faster than it can be indexed; its "
                         "text will be indexed from storage when it ends", recording_id)
-            live.behind = True
-            live.backlog, live.backlog_size = [], 0
-            self._waiting.discard(recording_id)
+            self._fall_behind(recording_id, live)
             return
         live.backlog.append(data)
         live.backlog_size += len(data)
+        self._total += len(data)
         self._waiting.add(recording_id)
         self._work.set()
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._extract_loop())
 
+    def _fall_behind(self, recording_id: str, live: _Live) -> None:
+        live.behind = True
+        self._total -= live.backlog_size
+        live.backlog, live.backlog_size = [], 0
+        self._waiting.discard(recording_id)
+
     def discard(self, recording_id: str) -> None:
         """Stops following a recording (its text will be rebuilt from storage)."""
-        self._live.pop(recording_id, None)
+        live = self._live.pop(recording_id, None)
+        if live is not None:
+            self._total -= live.backlog_size
+            live.backlog, live.backlog_size = [], 0
         self._dirty.discard(recording_id)
         self._waiting.discard(recording_id)
+
+    def rebuild_later(self, recording_id: str,
+                      read: Callable[[], AsyncIterator[bytes]]) -> None:
+        """Queues a rebuild of a recording's text from storage; one runs at a time."""
+        self._rebuilds.put_nowait((recording_id, read))
+        if self._rebuilder is None:
+            self._rebuilder = asyncio.get_running_loop().create_task(self._rebuild_loop())
+
+    async def _rebuild_loop(self) -> None:
+        while True:
+            recording_id, read = await self._rebuilds.get()
+            try:
+                await rebuild(self.index, recording_id, read())
+            except Exception:
+                log.exception("recording %s: cannot index its text from storage (run "
+                              "tssh-recorder reindex)", recording_id)
 
     async def finish(self, recording_id: str) -> bool:
         """The recording ended: its last line is complete and everything is written now.
@@ -111,6 +144,7 @@ class TextIndexer:
                 live.backlog.insert(0, data[SLICE:])
                 data = data[:SLICE]
             live.backlog_size -= len(data)
+            self._total -= len(data)
             taken += len(data)
             live.lines += live.text.feed(data)
         if not live.backlog:
@@ -133,8 +167,7 @@ class TextIndexer:
                             self._extract(rid, live)
                         except Exception:
                             log.exception("recording %s: text extraction failed", rid)
-                            live.behind, live.backlog, live.backlog_size = True, [], 0
-                            self._waiting.discard(rid)
+                            self._fall_behind(rid, live)
                     await asyncio.sleep(0)  # uploads go first
 
     def _spawn_flush(self) -> None:
@@ -163,11 +196,15 @@ class TextIndexer:
             log.exception("could not index the text of %d recordings", len(updates))
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        for task in (self._worker, self._rebuilder):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._worker = self._rebuilder = None
+        if not self._rebuilds.empty():
+            log.warning("%d recordings' text not rebuilt from storage before stopping; run "
+                        "tssh-recorder reindex", self._rebuilds.qsize())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,32 +214,22 @@ class TextIndexer:
 
 
 async def rebuild(index: Index, recording_id: str, chunks: AsyncIterator[bytes]) -> None:
-    """Builds a recording's text from its stored bytes, replacing what the index had. The
-    chunks are always read to the end (the caller may be hashing them), even when the index
-    fails: the failure is logged and the text is left for the next reindex."""
+    """Builds a recording's text from its stored bytes, replacing what the index had. An
+    index failure is logged and leaves the text to the next reindex."""
     text = CastText()
     lines: list[Line] = []
-    broken = False
-
-    async def write(batch: list[Line]) -> None:
-        nonlocal broken
-        try:
-            await index.add_text([TextUpdate(recording_id, batch)])
-        except Exception:
-            log.exception("could not index the text of recording %s", recording_id)
-            broken = True
-
     try:
         await index.clear_text(recording_id)
+        async for chunk in chunks:
+            for i in range(0, len(chunk), SLICE):
+                lines += text.feed(chunk[i : i + SLICE])
+                if len(lines) >= REBUILD_BATCH:
+                    await index.add_text([TextUpdate(recording_id, lines)])
+                    lines = []
+                await asyncio.sleep(0)  # uploads go first
+        await index.add_text([TextUpdate(recording_id, lines + text.end())])
+    except RecorderError:
+        raise  # storage: the caller says what it was doing
     except Exception:
-        log.exception("could not clear the text of recording %s", recording_id)
-        broken = True
-    async for chunk in chunks:
-        if broken:
-            continue
-        lines += text.feed(chunk)
-        if len(lines) >= REBUILD_BATCH:
-            await write(lines)
-            lines = []
-    if not broken:
-        await write(lines + text.end())
+        log.exception("could not index the text of recording %s (run tssh-recorder "
+                      "reindex)", recording_id)

@@ -99,7 +99,8 @@ class Recording:
         try:
             if self.failed:  # the text of what storage holds, not of what arrived
                 svc.text.discard(self.meta.id)
-                size, digest = await svc.hash_stored(self.meta.key, text_of=self.meta.id)
+                indexed = False
+                size, digest = await svc.hash_stored(self.meta.key)
             else:
                 indexed = await svc.text.finish(self.meta.id)
                 size, digest = self.writer.size, self.writer.sha256()
@@ -108,12 +109,8 @@ class Recording:
                 last_event_time=scanner.last_time, error=error,
             )
             await svc.seal_and_store(meta, digest)
-            if not indexed:  # it fell behind while streaming: from storage, now it is there
-                try:
-                    await rebuild(svc.index, meta.id, svc.storage.read(meta.key))
-                except StorageError as e:
-                    log.error("recording %s: cannot read it back to index its text: %s",
-                              meta.id, e)
+            if not indexed:  # from storage, now that it is all there
+                svc.rebuild_text_later(meta)
         finally:
             await svc.live.end(self.meta.id)
             svc.metrics.active.dec()
@@ -201,30 +198,28 @@ class RecorderService:
         return sealed
 
     async def hash_stored(
-        self, key: str, *, text_of: str | None = None,
-        observe: Callable[[bytes], None] | None = None,
+        self, key: str, *, observe: Callable[[bytes], None] | None = None,
     ) -> tuple[int, str]:
-        """Size and SHA-256 of a stored cast, read once; with ``text_of`` the index's text of
-        that recording is rebuilt from the same bytes, and ``observe`` sees each chunk."""
+        """Size and SHA-256 of a stored cast; ``observe`` sees each chunk."""
         hasher = hashlib.sha256()
         size = 0
-
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal size
-            if await self.storage.size(key) is not None:
-                async for chunk in self.storage.read(key):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    if observe is not None:
-                        observe(chunk)
-                    yield chunk
-
-        if text_of is None:
-            async for _ in chunks():
-                pass
-        else:
-            await rebuild(self.index, text_of, chunks())
+        if await self.storage.size(key) is not None:
+            async for chunk in self.storage.read(key):
+                hasher.update(chunk)
+                size += len(chunk)
+                if observe is not None:
+                    observe(chunk)
         return size, hasher.hexdigest()
+
+    def rebuild_text_later(self, meta: RecordingMeta) -> None:
+        """Queues the rebuild of a recording's text from storage (it costs far more than
+        storing: not on the path of an upload's final ack or of the recorder's start)."""
+        key = meta.key
+
+        def read() -> AsyncIterator[bytes]:
+            return self.storage.read(key)
+
+        self.text.rebuild_later(meta.id, read)
 
     async def recover(self) -> int:
         """Finishes every recording this recorder left open (crash, kill): kept, sealed and
@@ -242,8 +237,7 @@ class RecorderService:
                     except CastError:  # a torn recording still gets sealed as it is
                         scanner = None
 
-            # the text indexed before the crash may lack what was stored last
-            size, digest = await self.hash_stored(meta.key, text_of=meta.id, observe=observe)
+            size, digest = await self.hash_stored(meta.key, observe=observe)
             done = meta.with_(
                 status="incomplete", end=time.time(), size=size,
                 exit_status=scanner.exit_status if scanner else None,
@@ -251,6 +245,8 @@ class RecorderService:
                 error="the recorder stopped during the upload",
             )
             await self.seal_and_store(done, digest)
+            # the text indexed before the crash may lack what was stored last
+            self.rebuild_text_later(done)
             count += 1
         return count
 

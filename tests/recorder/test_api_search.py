@@ -189,3 +189,32 @@ def test_ten_thousand_recordings_searched(tmp_path: Path) -> None:
         assert rare < 2 and common < 2, (rare, common)  # generous: a shared, loaded machine
     finally:
         rec.stop()
+
+
+async def test_text_of_a_recording_cut_by_a_crash_is_rebuilt(tmp_path: Path) -> None:
+    rec = RecorderProc(tmp_path, str(tmp_path / "store"))
+    rec.start()
+    try:
+        up = await H2Upload.open("127.0.0.1", rec.port, local_address=SERVER)
+        body = cast_header(conn="ssh-conn-crash") + event(0.1, "$ before-the-crash\r\n") + event(
+            0.2, "$ last-line-stored")
+        try:
+            assert await up.wait_headers() == 200
+            await up.send(body)
+            await up.wait_ack(len(body))
+            rec.kill9()  # maybe before the text was written: it is rebuilt on start
+        finally:
+            await up.close()
+        rec.start()
+        deadline = time.monotonic() + 10
+        while True:
+            hits = await asyncio.to_thread(_search, rec, "last-line-stored")
+            if hits or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        [hit] = hits
+        assert hit["status"] == "incomplete"
+        assert hit["matches"] == [{"time": 0.2, "text": "$ last-line-stored"}]
+        assert len(await asyncio.to_thread(_search, rec, "before-the-crash")) == 1
+    finally:
+        rec.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import time
 
 from tests.recorder.conftest import (
     ALICE,
@@ -73,6 +74,12 @@ async def test_write_error_ends_the_upload_with_an_error_frame(tmp_path: object)
         assert_acked_bytes_survived(rec, sent, acked)
         with rec.client(ALICE) as c:
             assert 'reason="storage"' in c.get("/metrics").text
+            # its text is rebuilt from what storage holds, in the background
+            deadline = time.monotonic() + 20
+            while not (found := c.get("/api/v1/recordings", params={"q": "y"}).json()[
+                    "recordings"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert found and found[0]["matches"][0]["text"] == "y"
     finally:
         rec.stop()
 

@@ -70,3 +70,30 @@ async def test_a_recording_that_falls_behind_is_built_from_storage(tmp_path: Pat
         await text.close()
     finally:
         await index.close()
+
+
+async def test_all_backlogs_together_are_capped_and_rebuilt_later(tmp_path: Path) -> None:
+    index = await opened(tmp_path, "r1", "r2")
+    text = TextIndexer(index, interval=0.1, max_total_backlog=3000)
+    body = HEADER + b"".join(ev(i / 10, f"line {i}\r\n") for i in range(100))
+    try:
+        text.begin("r1")
+        text.begin("r2")
+        text.feed("r1", body[:2000])
+        text.feed("r2", body[:2000])  # both together are over the cap: r2 falls behind
+        assert await text.finish("r1") is True
+        assert await text.finish("r2") is False
+
+        async def read() -> object:
+            yield body
+
+        text.rebuild_later("r2", read)  # type: ignore[arg-type]
+        for _ in range(100):
+            if len(await index.text("r2")) == 100:
+                break
+            await asyncio.sleep(0.05)
+        assert [line.text for line in await index.text("r2")] == [
+            f"line {i}" for i in range(100)]
+        await text.close()
+    finally:
+        await index.close()
