@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,12 @@ async def fill(path: Path, recordings: int, lines: int) -> float:
     finally:
         await index.close()
     return time.perf_counter() - t0
+
+
+async def checkpoint(path: Path) -> None:
+    index = SqliteIndex(path)
+    await index.open()
+    await index.close()  # the last connection's close checkpoints the WAL into the file
 
 
 def timed(fn: object, runs: int) -> tuple[float, float]:
@@ -260,15 +267,25 @@ def main() -> None:
     ap.add_argument("--build-mib", type=int, default=256, help="output for the build cost")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--dir", type=Path, default=Path.cwd())
+    ap.add_argument("--index", type=Path, help="keep the filled index here, or reuse it")
+    ap.add_argument("--skip-build", action="store_true", help="only the query part")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-search-", dir=args.dir) as d:
         tmp = Path(d)
         (tmp / "state").mkdir()
         path = tmp / "state" / "index.sqlite3"
-        print(f"filling an index: {args.recordings} recordings x {args.lines} lines", flush=True)
-        took = asyncio.run(fill(path, args.recordings, args.lines))
-        size = sum(p.stat().st_size for p in path.parent.glob("index.sqlite3*"))
-        print(f"  {took:.1f} s, index {size / MiB:.0f} MiB")
+        if args.index is not None and args.index.exists():
+            shutil.copy(args.index, path)
+            print(f"using a copy of {args.index}")
+        else:
+            print(f"filling an index: {args.recordings} recordings x {args.lines} lines",
+                  flush=True)
+            took = asyncio.run(fill(path, args.recordings, args.lines))
+            size = sum(p.stat().st_size for p in path.parent.glob("index.sqlite3*"))
+            print(f"  {took:.1f} s, index {size / MiB:.0f} MiB")
+            if args.index is not None:
+                asyncio.run(checkpoint(path))
+                shutil.copy(path, args.index)
         print(f"\n{'query':40} {'index median/best ms':>22} {'HTTP median/best ms':>22} found")
         local = asyncio.run(in_process(path, args.runs))
         remote = {name: (m, b, n) for name, m, b, n in over_http(tmp, args.runs)}
@@ -276,6 +293,8 @@ def main() -> None:
             r = remote.get(name)
             http = f"{r[0]:8.1f} / {r[1]:6.1f}" if r else "-"
             print(f"{name:40} {median:10.1f} / {best:6.1f} {http:>22} {found}")
+        if args.skip_build:
+            return
         print(f"\nindex build cost, {args.build_mib} MiB of output:", flush=True)
         cost = asyncio.run(build_cost(tmp, args.build_mib))
         ratio = (cost["extract_cpu"] + cost["insert_cpu"]) / cost["store_cpu"]

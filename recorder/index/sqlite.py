@@ -123,6 +123,10 @@ class SqliteIndex(Index):
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                # the text index outgrows SQLite's 2 MB default cache at a few thousand
+                # recordings: each search seek would read its pages through syscalls
+                db.execute("PRAGMA cache_size=-65536")  # KiB
+                db.execute("PRAGMA mmap_size=1073741824")
                 with db:
                     db.execute("BEGIN IMMEDIATE")
                     old = [r[1] for r in db.execute("PRAGMA table_info(recordings)")]

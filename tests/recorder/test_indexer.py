@@ -40,12 +40,19 @@ async def test_lines_are_written_in_batches_then_finished(tmp_path: Path) -> Non
         assert await index.text("r1") == [Line(0.5, "one"), Line(0.5, "tw")]
         assert await index.text("r2") == [Line(0.7, "other")]
         text.feed("r1", ev(1.0, "o\r\nthree"))
-        assert await text.finish("r1") is True
-        assert await index.text("r1") == [Line(0.5, "one"), Line(0.5, "two"),
-                                          Line(1.0, "three")]
+        assert await text.finish("r1") is True  # the rest is extracted in the background
         text.feed("r1", ev(2.0, "after the end\n"))  # ignored
+        expected = [Line(0.5, "one"), Line(0.5, "two"), Line(1.0, "three")]
+        for _ in range(100):
+            if await index.text("r1") == expected:
+                break
+            await asyncio.sleep(0.02)
+        assert await index.text("r1") == expected
+        # what is waiting when the recorder stops is written before it stops
+        text.feed("r2", ev(3.0, "last words"))
+        assert await text.finish("r2") is True
         await text.close()
-        assert len(await index.text("r1")) == 3
+        assert await index.text("r2") == [Line(0.7, "other"), Line(3.0, "last words")]
     finally:
         await index.close()
 
