@@ -155,10 +155,13 @@ def build_api(service: RecorderService, access: Access, *,
         except ValueError as e:
             raise HTTPException(400, f"bad query: {e}") from e
         page = await service.index.query(query)
-        return {
-            "recordings": [service.with_live_size(m).to_json() for m in page.recordings],
-            "next": page.next.encode() if page.next else None,
-        }
+        found = []
+        for m in page.recordings:
+            doc = service.with_live_size(m).to_json()
+            if q is not None and q.strip():
+                doc["matches"] = [hit.to_json() for hit in page.matches.get(m.id, ())]
+            found.append(doc)
+        return {"recordings": found, "next": page.next.encode() if page.next else None}
 
     @guarded.get("/api/v1/recordings/{recording_id}")
     async def show(recording_id: str) -> dict[str, Any]:

@@ -118,3 +118,25 @@ def test_live_event_lines() -> None:
     assert live_event(b'[1.0,"x","-2"]') == LiveEvent(exit_status=-2)
     assert live_event(b'[1.0,"m","marker"]') == LiveEvent()
     assert live_event(b'[1.0,"o",') == LiveEvent()  # a torn last line
+
+
+def test_search_prints_hits_with_their_times(recorder: RecorderProc) -> None:
+    body = (cast_header(conn="ssh-conn-find") + event(0.1, "$ ")
+            + event(2.5, "sudo rm -rf /srv/old\r\n") + event(75.25, "$ echo rm rf\r\n"))
+    with recorder.client(SERVER) as c:
+        assert c.post("/record", content=iter([body])).status_code == 200
+    common = ["--recorder", recorder.url, "--token", recorder.token()]
+    found = tssh("search", *common, "--", "rm", "-rf")  # words: both lines; -- before -rf
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert "server" in lines[0] and "complete" in lines[0]
+    assert lines[1].split(None, 1) == ["0:00.1", "$ sudo rm -rf /srv/old"]
+    assert lines[2].split(None, 1) == ["1:15.2", "$ echo rm rf"]
+    phrase = tssh("search", "sudo rm", *common)  # one argument with a space: a phrase
+    assert phrase.stdout.splitlines()[1:] == ["     0:00.1  $ sudo rm -rf /srv/old"]
+    assert tssh("search", "rm sudo", *common).returncode == 1
+    as_json = json.loads(tssh("search", "/srv/old", "--json", *common).stdout)
+    assert as_json["recordings"][0]["matches"] == [
+        {"time": 0.1, "text": "$ sudo rm -rf /srv/old"}]
+    missing = tssh("search", "nowhere-to-be-found", *common)
+    assert missing.returncode == 1 and "no recording matches" in missing.stderr

@@ -1,4 +1,4 @@
-"""``tssh recordings list|show|get|play|verify``: a client of the recorder's API
+"""``tssh recordings list|search|show|get|play|verify``: a client of the recorder's API
 (docs/recorder.md)."""
 
 from __future__ import annotations
@@ -47,10 +47,29 @@ def register(subparsers: Any) -> None:
                       help="only recordings in progress")
     live.add_argument("--finished", dest="live", action="store_const", const=False,
                       help="only finished recordings")
-    ls.add_argument("-q", "--query", dest="q", help="text to search for in the metadata")
+    ls.add_argument("-q", "--query", dest="q",
+                    help="words and \"phrases\" in the output or metadata (as search)")
     ls.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     ls.add_argument("--json", action="store_true", help="print the API's JSON")
     ls.set_defaults(func=_list)
+
+    search = sub.add_parser(
+        "search", help="recordings whose output matches words, with the times of the hits",
+        description="Prints each matching recording, newest first, then its first hits: the "
+        "time from the start of the recording and the line as it was shown. A word given "
+        "with spaces in it (quoted for the shell) is a phrase. See docs/recorder.md, Search.",
+    )
+    common(search)
+    search.add_argument("words", nargs="+", metavar="WORD",
+                        help='words, "a phrase" (quoted), or a prefix*; put -- before a '
+                        "word that starts with -")
+    search.add_argument("--node", help="uploading node (name or id)")
+    search.add_argument("--user", help="login, SSH user or local user")
+    search.add_argument("--since", help="RFC 3339 time or unix seconds")
+    search.add_argument("--until", help="RFC 3339 time or unix seconds")
+    search.add_argument("--limit", type=int, default=20, help="how many recordings (default 20)")
+    search.add_argument("--json", action="store_true", help="print the API's JSON")
+    search.set_defaults(func=_search)
 
     show = sub.add_parser("show", help="metadata of one recording")
     common(show)
@@ -154,21 +173,27 @@ def _row(rec: dict[str, Any]) -> list[str]:
     ]
 
 
-def _list(args: argparse.Namespace) -> int:
-    live = None if args.live is None else str(bool(args.live)).lower()
+def _fetch(args: argparse.Namespace, *, live: str | None, q: str | None) -> list[dict[str, Any]]:
+    """Up to ``args.limit`` recordings, following the cursor."""
     with _Api(args) as api:
         out: list[dict[str, Any]] = []
         cursor = None
         while len(out) < args.limit:
             page = api.get_json(
                 "/api/v1/recordings", node=args.node, user=args.user, since=args.since,
-                until=args.until, live=live, q=args.q, limit=min(500, args.limit - len(out)),
+                until=args.until, live=live, q=q, limit=min(500, args.limit - len(out)),
                 cursor=cursor,
             )
             out += page["recordings"]
             cursor = page.get("next")
             if not cursor:
                 break
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    live = None if args.live is None else str(bool(args.live)).lower()
+    out = _fetch(args, live=live, q=args.q)
     if args.json:
         print(json.dumps({"recordings": out}, indent=1))
         return 0
@@ -176,6 +201,42 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def search_query(words: list[str]) -> str:
+    """The ``q=`` of the words given on the command line: one with a space in it is a phrase
+    (the shell's quotes are gone by now), one with a double quote is taken as written."""
+    return " ".join(
+        f'"{w}"' if any(c.isspace() for c in w) and '"' not in w else w for w in words
+    )
+
+
+def offset(seconds: float) -> str:
+    """A time into a recording, as a player shows it: ``m:ss.s`` or ``h:mm:ss.s``."""
+    minutes, sec = divmod(max(0.0, float(seconds)), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{sec:04.1f}" if hours else f"{minutes}:{sec:04.1f}"
+
+
+def _search(args: argparse.Namespace) -> int:
+    q = search_query(args.words)
+    if len(q) > 200:
+        raise RecordingsError("the search is longer than the recorder accepts (200 characters)")
+    out = _fetch(args, live=None, q=q)
+    if args.json:
+        print(json.dumps({"recordings": out}, indent=1))
+        return 0
+    if not out:
+        print(f"no recording matches {q}", file=sys.stderr)
+        return 1
+    for rec in out:
+        print("  ".join(_row(rec)))
+        hits = rec.get("matches") or []
+        for hit in hits:
+            print(f"  {offset(hit['time']):>9}  {hit['text']}")
+        if not hits:
+            print("            (its metadata matches)")
     return 0
 
 
