@@ -89,6 +89,10 @@ class Config:
     check_oidc_claim: str = "email"
     check_oidc_max_age: int = 300
     check_port: int = 8022
+    # The audit log (docs/audit.md): <state_dir>/audit.jsonl rotated at this size, this many
+    # files kept (the current one included).
+    audit_max_bytes: int = 64 * 1024 * 1024
+    audit_files: int = 5
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -156,6 +160,26 @@ def _seconds(value: object, _base: Path) -> int:
     if not 1 <= value <= CHECK_TIMEOUT_LIMIT:
         raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value}")
     return value
+
+
+AUDIT_MAX_BYTES_RANGE = (4096, 1 << 40)
+AUDIT_FILES_LIMIT = 100
+
+
+def _whole(value: object, low: int, high: int, unit: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"must be whole {unit} from {low} to {high}, not {value!r}")
+    return value
+
+
+def _audit_bytes(value: object, _base: Path) -> int:
+    return _whole(value, *AUDIT_MAX_BYTES_RANGE, "bytes")
+
+
+def _audit_files(value: object, _base: Path) -> int:
+    return _whole(value, 1, AUDIT_FILES_LIMIT, "files")
 
 
 def _issuer(value: object, _base: Path) -> str:
@@ -243,6 +267,8 @@ PARSERS: dict[str, Parser] = {
     "check_oidc_claim": _nonempty,
     "check_oidc_max_age": _seconds,
     "check_port": _port,
+    "audit_max_bytes": _audit_bytes,
+    "audit_files": _audit_files,
 }
 
 

@@ -75,7 +75,7 @@ def test_expired_account_refused_until_the_expiry_is_removed(
     audited = [e for e in entries if e.get("event") == "account.expired"]
     assert [e["expired_on"] for e in audited] == [
         (_utc_today() - DAY).isoformat(), "1970-01-02"]
-    assert all(e["user"] == name and e["logger"] == "tssh.audit" for e in audited)
+    assert all(e["local_user"] == name and e["logger"] == "tssh.audit" for e in audited)
     refused = [e for e in entries if e.get("msg") == "login refused"]
     assert [e["reason"] for e in refused] == [
         f'account "{name}" has expired on this node'] * 2

@@ -36,6 +36,8 @@ HELP = {
     "check_oidc_claim": "ID token claim that must equal the peer's login (default email)",
     "check_oidc_max_age": "seconds a sign-in at the provider may be old to approve a login",
     "check_port": "port of the approval pages (with check_oidc_issuer)",
+    "audit_max_bytes": "size at which the audit log (audit.jsonl) is rotated",
+    "audit_files": "audit log files kept, the current one included",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import asyncssh
 from asyncssh.constants import OPEN_RESOURCE_SHORTAGE
 
+from tssh.audit.log import connection_scope, emit, peer_fields, update_connection_scope
 from tssh.config import Config
 from tssh.identity.base import Peer
 from tssh.policy import Decision
@@ -185,6 +187,8 @@ class TsshServer(asyncssh.SSHServer):
         self._screened: Screened | None = None
         self._session_count = 0
         self.approval: Approval | None = None  # the check approval that admitted this login
+        self._opened = time.monotonic()
+        self._audited = False  # a login began: its connection's end is audited too
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -202,7 +206,19 @@ class TsshServer(asyncssh.SSHServer):
     def connection_lost(self, exc: Exception | None) -> None:
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
+        if self._audited:
+            emit("connection.closed", "connection closed", self.audit_fields(),
+                 duration=round(time.monotonic() - self._opened, 3),
+                 sessions=self._session_count, error=str(exc) if exc else None)
         self._gate.connection_closed(self)
+
+    def audit_fields(self) -> dict[str, object]:
+        """The common audit fields of this connection, as far as they are known."""
+        ctx = self.context
+        fields: dict[str, object] = {"conn": self.conn_id, "peer_ip": self.peer_ip}
+        if ctx is not None:
+            fields.update(peer_fields(ctx.peer), login=ctx.login, local_user=ctx.account.name)
+        return fields
 
     async def begin_auth(self, username: str) -> bool:
         """Return False (no further authentication) when admitted; disconnect otherwise."""
@@ -211,27 +227,36 @@ class TsshServer(asyncssh.SSHServer):
         if self.context is not None:
             # A second user name on the same connection: decide again from scratch.
             self.context = None
+        # Events emitted while this login is decided (account checks in worker threads too)
+        # carry the connection's id (tssh.audit.log).
+        connection_scope({"conn": self.conn_id, "peer_ip": self.peer_ip, "login": username})
+        self._audited = True
         try:
             peer = await self._peer()
         except Exception as e:
-            log.warning("identity lookup failed", extra={"conn": self.conn_id,
-                                                          "peer_ip": self.peer_ip,
-                                                          "error": str(e)})
-            self._refuse("cannot tell who you are right now: this node's identity source "
-                         "is not answering; try again later")
+            reason = ("cannot tell who you are right now: this node's identity source "
+                      "is not answering; try again later")
+            emit("connection.refused", "login refused", level=logging.WARNING,
+                 conn=self.conn_id, peer_ip=self.peer_ip, login=username,
+                 reason=reason, error=str(e))
+            self._refuse(reason)
             return True
+        update_connection_scope(**peer_fields(peer))
         admission = await self._gate.admit(peer, self.peer_ip, username)
         if admission.check_needed and peer is not None:
             admission = await self._gate.check_login(self, peer, username, admission)
         decision = admission.decision
-        log.info(
-            "login accepted" if admission.account is not None else "login refused",
-            extra={
-                "conn": self.conn_id, "peer_ip": self.peer_ip,
-                "peer": peer.name if peer else None, "login": username,
-                "local_user": admission.account.name if admission.account else None,
-                "rule": decision.rule if decision else None, "reason": admission.message,
-            },
+        accepted = admission.account is not None and peer is not None
+        emit(
+            "connection.accepted" if accepted else "connection.refused",
+            "login accepted" if accepted else "login refused",
+            level=logging.INFO if accepted else logging.WARNING,
+            conn=self.conn_id, peer_ip=self.peer_ip, **peer_fields(peer),
+            login=username, local_user=admission.account.name if admission.account else None,
+            rule=decision.rule if decision else None,
+            action=decision.action if decision else None, reason=admission.message,
+            approval=self.approval.id if accepted and self.approval else None,
+            recorded=admission.recording is not None if accepted else None,
         )
         if admission.account is None or peer is None:
             self._refuse(admission.message or "not permitted")

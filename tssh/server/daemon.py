@@ -22,6 +22,9 @@ import asyncssh
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from tssh.audit.journal import Journal
+from tssh.audit.log import emit
+from tssh.audit.sink import AuditSink
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
 from tssh.identity.base import Peer, Reloadable, Resolver
@@ -132,6 +135,7 @@ class Daemon:
         self._oidc: OidcApprover | None = None
         self._oidc_stop = asyncio.Event()
         self._oidc_task: asyncio.Task[None] | None = None
+        self._audit: AuditSink | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -141,6 +145,14 @@ class Daemon:
         # Host keys and the SSH switch live here: another user able to write it could plant
         # a host key for us to serve. Checked before anything is read from it.
         check_private_dir(config.state_dir)
+        self._audit = AuditSink.for_state_dir(config.state_dir, config.audit_max_bytes,
+                                              config.audit_files, Journal.if_present())
+        try:
+            self._audit.start()
+        except OSError as e:
+            self._audit = None
+            raise TsshError(f"cannot open the audit log in {config.state_dir}: "
+                            f"{e.strerror or e}") from None
         await self._policy.start()
         self._decider = self._policy.current()
         self._self_node = await self._resolver.self_node()
@@ -201,6 +213,9 @@ class Daemon:
         await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
+        if self._audit is not None:
+            await asyncio.to_thread(self._audit.close)
+            self._audit = None
 
     async def _open_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -647,7 +662,8 @@ class Daemon:
             server.approval = None  # an accept rule admits it now: no approval needed
         if now_peer is None or admission.account is None \
                 or admission.account.name != ctx.account.name:
-            log.info("connection revoked", extra={"conn": ctx.conn_id, "reason": reason})
+            emit("access.revoked", "connection revoked", server.audit_fields(),
+                 reason=reason, client_message=message)
             server.end(message)
             return False
         if admission.recording != ctx.recording or now_peer != ctx.peer:

@@ -302,6 +302,12 @@ class SessionRecording:
                 self._recording.output_nowait(data)
         return True
 
+    def marker(self, text: str) -> None:
+        """A marker event ("m") in the recording: what the session did, in words (a file
+        transfer's audit events, docs/audit.md)."""
+        if not self._ended:
+            self._recording.marker_nowait(text)
+
     def resize(self, cols: int, rows: int) -> None:
         if self.desc.pty:
             self._recording.resize_nowait(cols, rows)

@@ -23,6 +23,10 @@ from typing import Any
 
 import asyncssh
 
+from tssh.audit.log import emit, peer_fields
+from tssh.audit.scp import ScpAudit, scp_command
+from tssh.audit.sftp import SftpAudit
+from tssh.audit.transfer import TransferEvent, TransferParser
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.server.account import Account
@@ -75,6 +79,11 @@ class ConnectionContext:
     local_port: int
     accept_env: tuple[str, ...] = ()
     recording: RecordingRequest | None = None  # the rule names recorders
+
+    def audit_fields(self) -> dict[str, object]:
+        """The common audit fields of the connection (docs/audit.md)."""
+        return {"conn": self.conn_id, "peer_ip": self.peer_ip, **peer_fields(self.peer),
+                "login": self.login, "local_user": self.account.name}
 
 
 @dataclass
@@ -214,6 +223,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._unrecorded = False  # the enforced recording failed: nothing more may run
         self._chan_paused = False
         self._finish_task: asyncio.Task[None] | None = None
+        # The transfer audit of an sftp or scp session: both directions pass through it.
+        self._transfer_audit: TransferParser | None = None
+        self._started_at = time.monotonic()
 
     # --- asyncssh callbacks: requests -------------------------------------------------
 
@@ -252,6 +264,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
+        # Before any data: the parser must see each direction from its first byte.
+        self._transfer_audit = self._transfer_parser(self._argv()[1])
         self._start_task = self._loop.create_task(self._start_safely())
 
     async def _start_safely(self) -> None:
@@ -396,12 +410,37 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._loop.add_writer(self._stdin_fd, self._flush_stdin)
         elif self._stdin_eof:
             self._close_stdin()
-        log.info(
-            "session started",
-            extra={"session": self.info.id, "conn": ctx.conn_id, "user": account.name,
-                   "peer": ctx.peer.name, "kind": self.info.kind, "pty": self._pty is not None,
-                   "pid": self._pid},
-        )
+        self._started_at = time.monotonic()
+        emit("session.start", "session started", ctx.audit_fields(), session=self.info.id,
+             kind=self.info.kind, pty=self._pty is not None, command=self._command,
+             subsystem=self._subsystem, transfer=self._transfer_kind(), pid=self._pid)
+
+    def _transfer_parser(self, argv: list[str]) -> TransferParser | None:
+        """The parser that audits this session's transfers (docs/audit.md), if it is one."""
+        if self._subsystem == "sftp":
+            return SftpAudit()
+        transfer = self._transfer_command()
+        if transfer is None or transfer.protocol != "scp":
+            return None
+        command = scp_command(argv)
+        if command is None:
+            return None
+        target_is_dir = False
+        if command.upload:  # where an upload lands depends on what the target is now
+            target = os.path.join(self._ctx.account.home, command.paths[0])
+            target_is_dir = os.path.isdir(target)
+        return ScpAudit(command, target_is_dir)
+
+    def _transferred(self, events: list[TransferEvent]) -> None:
+        """Each transfer event to the audit log and, on a recorded session, the recording
+        (as a marker the recorder's search can find)."""
+        if not events:
+            return
+        fields = {**self._ctx.audit_fields(), "session": self.info.id}
+        for event in events:
+            emit(event.event, event.summary(), fields, event.fields)
+            if self.recording is not None:
+                self.recording.marker(f"tssh: {event.summary()}")
 
     async def _start_with_pipes(self, executable: str, argv: list[str],
                                 env: dict[str, str]) -> None:
@@ -469,6 +508,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if self._closed:
             return
         stderr = self._outputs.get(fd, False)
+        if self._transfer_audit is not None and not stderr:
+            self._transferred(self._transfer_audit.server(data))
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
             return
@@ -514,6 +555,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self._stdin_eof or self._unrecorded:
             return
+        if self._transfer_audit is not None:
+            self._transferred(self._transfer_audit.client(data))
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
                 self._buffer_stdin(data)
@@ -650,8 +693,14 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self._finished = True
         status, signum, core = self._exit
-        log.info("session ended", extra={"session": self.info.id, "user": self.info.user,
-                                         "exit_status": status, "signal": signum})
+        if self._transfer_audit is not None:
+            self._transferred(self._transfer_audit.close())
+            self._transfer_audit = None
+        emit("session.end", "session ended", self._ctx.audit_fields(), session=self.info.id,
+             kind=self.info.kind, command=self._command, subsystem=self._subsystem,
+             exit_status=status, signal=_signal_name(signum) if signum is not None else None,
+             core_dumped=core or None,
+             duration=round(time.monotonic() - self._started_at, 3))
         if self.recording is not None:
             self._finish_task = self._loop.create_task(
                 self._finish_recording(status, signum, core))
