@@ -56,6 +56,9 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
     """Send every tssh log record to stderr in ``log_format``; keep asyncssh quiet."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    # On the handler too: the audit logger passes every event (the audit file must not
+    # depend on the log level), and this handler still shows only what was asked for.
+    handler.setLevel(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

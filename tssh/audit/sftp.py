@@ -130,9 +130,9 @@ class Framer:
     def __init__(self, prefix_only: frozenset[int]) -> None:
         self._prefix_only = prefix_only
         self._buf = bytearray()
-        self._want = 5  # bytes to collect before looking at the buffer again
+        self._want = 4  # bytes to collect before looking at the buffer again
         self._skip = 0  # bytes of the current packet's content to pass over
-        self._length = 0
+        self._length = 0  # of the current packet; 0: its length is not read yet
         self.broken: str | None = None
 
     @property
@@ -153,14 +153,17 @@ class Framer:
             pos += step
             if len(self._buf) < self._want:
                 break
-            if len(self._buf) == 5 and self._want == 5:
+            if not self._length:
                 (length,) = _U32.unpack_from(self._buf)
                 if not 1 <= length <= MAX_PACKET:
                     self.broken = f"packet length {length} out of range (1-{MAX_PACKET})"
                     self._buf.clear()
                     break
                 self._length = length
-                keep = length + 4
+                self._want = 5
+                continue
+            if self._want == 5:  # the type is in: how much of the packet to keep
+                keep = self._length + 4
                 if self._buf[4] in self._prefix_only:
                     keep = min(keep, 5 + PREFIX)
                 if keep > 5:
@@ -170,7 +173,8 @@ class Framer:
             packets.append(Packet(buf[4], bytes(buf[5:]), self._length - 1))
             self._skip = self._length + 4 - len(buf)
             self._buf = bytearray()
-            self._want = 5
+            self._want = 4
+            self._length = 0
         return packets
 
 

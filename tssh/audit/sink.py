@@ -125,6 +125,7 @@ class AuditSink(logging.Handler):
         self._queue: queue.SimpleQueue[_Line] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._level = logging.NOTSET
 
     @classmethod
     def for_state_dir(cls, state_dir: Path, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -136,6 +137,8 @@ class AuditSink(logging.Handler):
         self.file.open()
         self._thread = threading.Thread(target=self._run, name="tssh-audit", daemon=True)
         self._thread.start()
+        self._level = audit_log.level
+        audit_log.setLevel(logging.INFO)  # whatever the daemon's log level: every event
         audit_log.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -181,6 +184,8 @@ class AuditSink(logging.Handler):
     def close(self) -> None:
         """Write what is queued, then stop (bounded by CLOSE_TIMEOUT)."""
         audit_log.removeHandler(self)
+        if self._thread is not None:
+            audit_log.setLevel(self._level)
         if self._thread is not None:
             self._queue.put(_STOP)
             self._thread.join(CLOSE_TIMEOUT)
