@@ -435,6 +435,7 @@ class Daemon:
                       **more: object) -> dict[str, object]:
         fields: dict[str, object] = {
             "event": event, "check": held.id, "node": held.node, "node_id": held.key.node_id,
+            "user": held.user,
             "login": held.key.login, "local_user": held.key.local_user,
             "check_period": held.period, **more}
         if server is not None:

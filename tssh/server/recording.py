@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tssh.audit.log import peer_fields
 from tssh.config import Config
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer, Resolver
@@ -90,6 +91,7 @@ class SessionDescription:
     # The transfer protocol (sftp, scp, rsync) when the session is a file transfer the daemon
     # runs itself (recorded as metadata only); None: an ordinary session, recorded in full.
     transfer: str | None = None
+    peer_ip: str = ""  # the client's address (for the audit log)
 
 
 def header_for(desc: SessionDescription, started_at: float) -> FittedHeader:
@@ -210,9 +212,10 @@ class SessionRecorders:
 
     @staticmethod
     def _audit_fields(desc: SessionDescription, rule: RecordingRule) -> dict[str, object]:
-        return {"session": desc.session_id, "conn": desc.conn_id, "peer": desc.peer.name,
-                "login": desc.login, "local_user": desc.local_user,
-                "enforced": rule.enforce, "transfer": desc.transfer}
+        return {"session": desc.session_id, "conn": desc.conn_id, **peer_fields(desc.peer),
+                "peer_ip": desc.peer_ip or None, "login": desc.login,
+                "local_user": desc.local_user, "enforced": rule.enforce,
+                "transfer": desc.transfer}
 
     def _note_attempts(self, attempts: Iterable[Attempt], names: dict[str, str]) -> None:
         now = time.time()

@@ -321,7 +321,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             local_user=ctx.account.name, source_address=ctx.local_ip, command=self._command,
             subsystem=self._subsystem, term=self._term, width=self._size.cols,
             height=self._size.rows, pty=self._want_pty and self._subsystem is None,
-            transfer=self._transfer_kind(),
+            transfer=self._transfer_kind(), peer_ip=ctx.peer_ip,
         )
         try:
             self.recording = await request.start(desc, self._recording_failed)
