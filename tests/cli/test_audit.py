@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,18 +68,30 @@ def test_follow_goes_on_across_a_rotation(tmp_path: Path) -> None:
         [sys.executable, "-m", "tssh", "audit", "tail", "--follow", "-n", "0", "--json",
          "--state-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        time.sleep(1.0)  # it opened the file and waits at its end
-        write(tmp_path, 80, start=100, max_bytes=4096)  # rotates several times
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
         assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        # Until it shows one probe, it is still starting.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            write(tmp_path, 1, start=-1)
+            with contextlib.suppress(queue.Empty):
+                if json.loads(lines.get(timeout=0.3))["n"] == -1:
+                    break
+        write(tmp_path, 80, start=100, max_bytes=4096)  # rotates several times
         seen = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while len(seen) < 80 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(json.loads(line)["n"])
-        # from the first line written after it started, nothing lost across the rotations
-        assert seen == list(range(100, 180))
+            with contextlib.suppress(queue.Empty):
+                n = json.loads(lines.get(timeout=0.5))["n"]
+                if n != -1:  # a late probe
+                    seen.append(n)
+        assert seen == list(range(100, 180))  # nothing lost across the rotations
     finally:
         stop_process(proc)

@@ -65,17 +65,38 @@ def _rotated_since(path: Path, old: tuple[int, int]) -> Iterator[dict[str, Any]]
             continue
 
 
-def follow(path: Path, poll: float = POLL) -> Iterator[dict[str, Any]]:
-    """Entries appended to ``path`` from now on; runs until the caller stops."""
+def position(path: Path) -> tuple[int, int, int] | None:
+    """Where ``path`` ends now (inode, device, size): ``follow`` goes on from there."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_dev, st.st_size
+
+
+def follow(path: Path, start: tuple[int, int, int] | None = None,
+           poll: float = POLL) -> Iterator[dict[str, Any]]:
+    """Entries appended to ``path`` after ``start`` (a ``position``; None: from the start
+    of a file yet to appear); runs until the caller stops. Were the file rotated since
+    ``start``, the rotated files newer than it come first."""
     handle = None
     partial = b""
     try:
         while handle is None:
             try:
                 handle = path.open("rb")
-                handle.seek(0, os.SEEK_END)
             except FileNotFoundError:
                 time.sleep(poll)
+                continue
+            if start is not None:
+                opened = os.fstat(handle.fileno())
+                if (opened.st_ino, opened.st_dev) == start[:2]:
+                    handle.seek(start[2])
+                else:
+                    handle.close()
+                    handle = None
+                    yield from _rotated_since(path, start[:2])
+                    start = None
         while True:
             chunk = handle.read(1 << 16)
             if chunk:

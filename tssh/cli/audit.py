@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tssh.audit.reader import follow, read_entries
+from tssh.audit.reader import follow, position, read_entries
 from tssh.audit.sink import AUDIT_FILE
 from tssh.audit.view import AuditFilter, SinceError, parse_since, render
 from tssh.cli.config_flags import config_overrides
@@ -67,11 +67,14 @@ def run_tail(args: argparse.Namespace) -> int:
         raise AuditReadError(f"no audit log at {path}: has the daemon run with this state "
                              "directory (--state-dir)?")
     try:
+        # Where the log ends before it is read: following goes on from there (an entry
+        # written while the last ones are read may show twice, none is left out).
+        start = position(path)
         last: collections.deque[Mapping[str, object]] = collections.deque(maxlen=args.lines)
         last.extend(e for e in read_entries(path) if wanted.matches(e))
         _show(last, args.json)
         if args.follow:
-            _show((e for e in follow(path) if wanted.matches(e)), args.json)
+            _show((e for e in follow(path, start) if wanted.matches(e)), args.json)
     except PermissionError as e:
         raise AuditReadError(f"cannot read the audit log {e.filename}: it is readable by "
                              "root and the daemon's user only") from None
