@@ -27,7 +27,7 @@ import posixpath
 import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tssh.audit.transfer import TransferEvent, text
 
@@ -90,7 +90,13 @@ _READY, _LINE, _DIR_IN, _DIR_OUT, _TIMES = "ready", "line", "dir-in", "dir-out",
 class ScpAudit:
     """The parser of one ``scp -t``/``scp -f`` session (see the module docstring)."""
 
-    def __init__(self, command: ScpCommand, target_is_dir: bool = False) -> None:
+    def __init__(self, command: ScpCommand, target_is_dir: bool = False,
+                 cwd: str | None = None) -> None:
+        """``cwd``: scp's working directory (the user's home), which relative paths are
+        taken from; the events name absolute paths."""
+        if cwd is not None:
+            command = replace(command, paths=tuple(
+                posixpath.join(cwd, p) for p in command.paths))
         self._command = command
         self._target_is_dir = target_is_dir or len(command.paths) > 1
         self._event = "scp.upload" if command.upload else "scp.download"

@@ -27,6 +27,7 @@ cut at 4096 characters. A packet whose fields do not parse is reported (at most
 
 from __future__ import annotations
 
+import posixpath
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -212,7 +213,10 @@ def status_name(code: int) -> str:
 class SftpAudit:
     """The parser of one sftp session (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cwd: str | None = None) -> None:
+        """``cwd``: sftp-server's working directory (the user's home), which relative paths
+        are taken from; the events name absolute paths."""
+        self._cwd = cwd
         self._requests = Framer(frozenset({WRITE}))
         self._replies = Framer(frozenset({DATA}))
         self._pending: OrderedDict[int, _Request] = OrderedDict()
@@ -281,6 +285,12 @@ class SftpAudit:
             "direction": direction, "reason": reason, "action": "packet skipped"}))
 
     # --- requests -----------------------------------------------------------------
+    def _path(self, raw: bytes) -> str:
+        path = text(raw)
+        if self._cwd is not None and not path.startswith("/"):
+            return posixpath.join(self._cwd, path) if path else self._cwd
+        return path
+
     def _remember(self, request_id: int, request: _Request) -> None:
         self._pending[request_id] = request
         self._pending.move_to_end(request_id)
@@ -295,7 +305,7 @@ class SftpAudit:
         r = _Reader(packet.payload)
         request_id = r.u32()
         if op == OPEN:
-            path = text(r.string())
+            path = self._path(r.string())
             pflags = r.u32()
             attrs = r.attrs()
             self._remember(request_id, _Request(op, path, flags=_flags(pflags), attrs=attrs))
@@ -312,27 +322,27 @@ class SftpAudit:
             changes = r.attrs() if op == FSETSTAT else None
             self._remember(request_id, _Request(op, handle=handle, attrs=changes))
         elif op in (OPENDIR, REMOVE, RMDIR):
-            self._remember(request_id, _Request(op, text(r.string())))
+            self._remember(request_id, _Request(op, self._path(r.string())))
         elif op in (MKDIR, SETSTAT):
-            path = text(r.string())
+            path = self._path(r.string())
             self._remember(request_id, _Request(op, path, attrs=r.attrs()))
         elif op == RENAME:
-            old = text(r.string())
-            self._remember(request_id, _Request(op, old, text(r.string())))
+            old = self._path(r.string())
+            self._remember(request_id, _Request(op, old, self._path(r.string())))
         elif op == SYMLINK:
             target = text(r.string())  # OpenSSH's order: target first, then the link
-            self._remember(request_id, _Request(op, text(r.string()), new_path=target))
+            self._remember(request_id, _Request(op, self._path(r.string()), new_path=target))
         elif op == EXTENDED:
             name = r.string().decode("ascii", "replace")
             event = EXTENSION_EVENTS.get(name)
             if event is None:
                 return  # statvfs, fsync, limits, expand-path, ...: nothing changes
-            path = text(r.string())
+            path = self._path(r.string())
             if event == "sftp.setstat":
                 self._remember(request_id, _Request(op, path, attrs=r.attrs(), event=event,
                                                     extension=name))
             else:
-                self._remember(request_id, _Request(op, path, text(r.string()), event=event,
+                self._remember(request_id, _Request(op, path, self._path(r.string()), event=event,
                                                     extension=name))
 
     # --- replies ------------------------------------------------------------------

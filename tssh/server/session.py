@@ -417,8 +417,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def _transfer_parser(self, argv: list[str]) -> TransferParser | None:
         """The parser that audits this session's transfers (docs/audit.md), if it is one."""
+        home = self._ctx.account.home
         if self._subsystem == "sftp":
-            return SftpAudit()
+            return SftpAudit(cwd=home)
         transfer = self._transfer_command()
         if transfer is None or transfer.protocol != "scp":
             return None
@@ -427,9 +428,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return None
         target_is_dir = False
         if command.upload:  # where an upload lands depends on what the target is now
-            target = os.path.join(self._ctx.account.home, command.paths[0])
-            target_is_dir = os.path.isdir(target)
-        return ScpAudit(command, target_is_dir)
+            target_is_dir = os.path.isdir(os.path.join(home, command.paths[0]))
+        return ScpAudit(command, target_is_dir, cwd=home)
 
     def _transferred(self, events: list[TransferEvent]) -> None:
         """Each transfer event to the audit log and, on a recorded session, the recording
