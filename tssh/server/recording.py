@@ -5,7 +5,8 @@ a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` b
 process exists (docs/recording.md). Nothing slips past: shells, exec with and without a pty, and
 file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
 its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
-protocol stream is no terminal output; a transfer audit is a separate feature). Which
+protocol stream is no terminal output; what the transfer did comes as markers from the
+transfer audit, docs/audit.md). Which
 sessions are transfers the session decides (the sftp subsystem, or a command the daemon
 execs itself: ``tssh.server.transfer``, docs/recording.md); nothing here guesses it from
 the command's text.

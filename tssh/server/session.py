@@ -431,6 +431,21 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             target_is_dir = os.path.isdir(os.path.join(home, command.paths[0]))
         return ScpAudit(command, target_is_dir, cwd=home)
 
+    def _audit_transfer(self, parse: Callable[[bytes], list[TransferEvent]],
+                        data: bytes) -> None:
+        """Feed the transfer parser. It never raises on what a peer sends; should it raise
+        anyway (a bug), the audit of this session stops and says so, the session goes on."""
+        try:
+            events = parse(data)
+        except Exception as e:
+            self._transfer_audit = None
+            log.exception("transfer audit failed", extra={"session": self.info.id})
+            emit("transfer.audit_failed", "transfer audit stopped: the parser failed",
+                 self._ctx.audit_fields(), level=logging.ERROR, session=self.info.id,
+                 error=str(e) or type(e).__name__)
+            return
+        self._transferred(events)
+
     def _transferred(self, events: list[TransferEvent]) -> None:
         """Each transfer event to the audit log and, on a recorded session, the recording
         (as a marker the recorder's search can find)."""
@@ -509,7 +524,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         stderr = self._outputs.get(fd, False)
         if self._transfer_audit is not None and not stderr:
-            self._transferred(self._transfer_audit.server(data))
+            self._audit_transfer(self._transfer_audit.server, data)
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
             return
@@ -556,7 +571,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if self._stdin_eof or self._unrecorded:
             return
         if self._transfer_audit is not None:
-            self._transferred(self._transfer_audit.client(data))
+            self._audit_transfer(self._transfer_audit.client, data)
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
                 self._buffer_stdin(data)
@@ -693,9 +708,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self._finished = True
         status, signum, core = self._exit
-        if self._transfer_audit is not None:
-            self._transferred(self._transfer_audit.close())
+        if (parser := self._transfer_audit) is not None:
             self._transfer_audit = None
+            self._audit_transfer(lambda _: parser.close(), b"")
         emit("session.end", "session ended", self._ctx.audit_fields(), session=self.info.id,
              kind=self.info.kind, command=self._command, subsystem=self._subsystem,
              exit_status=status, signal=_signal_name(signum) if signum is not None else None,
