@@ -295,4 +295,4 @@ def test_write_content_is_never_copied_whole() -> None:
     audit.server(w.handle(1, H1))
     packet = w.write(2, H1, 0, b"q" * 200_000)
     audit.client(packet[:150_000])
-    assert audit.held[0] <= s.PREFIX + 5
+    assert audit.held[0] <= s.PREFIX[s.WRITE] + 5

@@ -15,14 +15,15 @@ is an event made, with the outcome as ``status``:
 - Reads that change nothing (``STAT``, ``READDIR``, ``statvfs@openssh.com``, ``fsync``, ...)
   make no event.
 
-A ``WRITE`` or ``DATA`` packet is mostly file content: only its first bytes (up to
-``PREFIX``) are kept to read its fields, the rest is counted and skipped, so the content is
-never copied and a 32 KiB write costs a few slices. Memory is bounded: a packet longer than
-``MAX_PACKET`` (OpenSSH's own limit, 256 KiB) cannot be framed: the direction is reported
-``sftp.unparsable`` once and its bytes pass unparsed from then on; at most ``MAX_PENDING``
-requests and ``MAX_HANDLES`` handles are remembered (the oldest forgotten first); paths are
-cut at 4096 characters. A packet whose fields do not parse is reported (at most
-``MAX_REPORTS`` times) and skipped; nothing a peer sends makes the parser raise.
+A ``WRITE`` or ``DATA`` packet is mostly file content: only its first bytes (``PREFIX``, a
+few hundred at most) are kept to read its fields, the rest is counted and skipped, so the
+content is never copied and a 32 KiB write costs a few small slices. Memory is bounded: a
+packet longer than ``MAX_PACKET`` (OpenSSH's own limit, 256 KiB) cannot be framed: the
+direction is reported ``sftp.unparsable`` once and its bytes pass unparsed from then on; at
+most ``MAX_PENDING`` requests and ``MAX_HANDLES`` handles are remembered (the oldest
+forgotten first); paths are cut at 4096 characters. A packet whose fields do not parse is
+reported (at most ``MAX_REPORTS`` times) and skipped; nothing a peer sends makes the parser
+raise.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ MAX_PACKET = 256 * 1024
 MAX_PENDING = 1024
 MAX_HANDLES = 1024
 MAX_REPORTS = 8
-PREFIX = 2048  # bytes of a WRITE or DATA packet read for its fields (the handle <= 256)
 
 # Packet types (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks).
 INIT, VERSION, OPEN, CLOSE, READ, WRITE = 1, 2, 3, 4, 5, 6
@@ -46,6 +46,10 @@ LSTAT, FSTAT, SETSTAT, FSETSTAT, OPENDIR, READDIR = 7, 8, 9, 10, 11, 12
 REMOVE, MKDIR, RMDIR, REALPATH, STAT, RENAME, READLINK, SYMLINK = 13, 14, 15, 16, 17, 18, 19, 20
 STATUS, HANDLE, DATA, NAME, ATTRS = 101, 102, 103, 104, 105
 EXTENDED, EXTENDED_REPLY = 200, 201
+# Bytes of a WRITE or DATA packet read for its fields, the rest being file content: a
+# WRITE's id, handle (OpenSSH's are 4 bytes; 256 at most in any server), offset and length;
+# a DATA's id and length.
+PREFIX = {WRITE: 4 + 4 + 256 + 8 + 4, DATA: 4 + 4}
 
 STATUS_NAMES = {0: "ok", 1: "eof", 2: "no such file", 3: "permission denied", 4: "failure",
                 5: "bad message", 6: "no connection", 7: "connection lost",
@@ -116,7 +120,7 @@ class _Reader:
 @dataclass(frozen=True)
 class Packet:
     """One framed packet: its type, its payload after the type byte (for WRITE and DATA only
-    the first ``PREFIX`` bytes of it), and the payload's full length."""
+    its first ``PREFIX`` bytes), and the payload's full length."""
 
     type: int
     payload: bytes
@@ -125,10 +129,11 @@ class Packet:
 
 class Framer:
     """Cuts one direction's byte stream into packets (``uint32 length``, ``byte type``, ...),
-    keeping only a prefix of the types in ``prefix_only``. ``broken`` once a length is out of
-    range: the stream cannot be framed any more and ``feed`` returns nothing from then on."""
+    keeping only the first bytes of the types in ``prefix_only`` (type -> bytes kept).
+    ``broken`` once a length is out of range: the stream cannot be framed any more and
+    ``feed`` returns nothing from then on."""
 
-    def __init__(self, prefix_only: frozenset[int]) -> None:
+    def __init__(self, prefix_only: dict[int, int]) -> None:
         self._prefix_only = prefix_only
         self._buf = bytearray()
         self._want = 4  # bytes to collect before looking at the buffer again
@@ -165,8 +170,9 @@ class Framer:
                 continue
             if self._want == 5:  # the type is in: how much of the packet to keep
                 keep = self._length + 4
-                if self._buf[4] in self._prefix_only:
-                    keep = min(keep, 5 + PREFIX)
+                prefix = self._prefix_only.get(self._buf[4])
+                if prefix is not None:
+                    keep = min(keep, 5 + prefix)
                 if keep > 5:
                     self._want = keep
                     continue
@@ -217,8 +223,8 @@ class SftpAudit:
         """``cwd``: sftp-server's working directory (the user's home), which relative paths
         are taken from; the events name absolute paths."""
         self._cwd = cwd
-        self._requests = Framer(frozenset({WRITE}))
-        self._replies = Framer(frozenset({DATA}))
+        self._requests = Framer({WRITE: PREFIX[WRITE]})
+        self._replies = Framer({DATA: PREFIX[DATA]})
         self._pending: OrderedDict[int, _Request] = OrderedDict()
         self._handles: OrderedDict[bytes, _File] = OrderedDict()
         self._reports = 0
