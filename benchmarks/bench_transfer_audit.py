@@ -120,8 +120,9 @@ def main() -> int:
             cpu: dict[str, dict[str, float]] = {n: {"up": 0.0, "down": 0.0} for n in servers}
             for port, _ in servers.values():  # warm up (and fail early)
                 sftp(port, user, "pwd", work)
-            for _ in range(args.rounds):
-                for name, (port, pid) in servers.items():
+            for round_ in range(args.rounds):
+                order = list(servers.items())
+                for name, (port, pid) in order if round_ % 2 == 0 else reversed(order):
                     for way, command in (("up", f"put {source} f.bin"),
                                          ("down", "get f.bin /dev/null")):
                         before = cpu_seconds(pid)

@@ -146,6 +146,9 @@ class Framer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Packet]:
+        if self._skip >= len(data):  # the middle of a file's content: most calls
+            self._skip -= len(data)
+            return []
         packets: list[Packet] = []
         pos, end = 0, len(data)
         while pos < end and self.broken is None:
@@ -242,8 +245,11 @@ class SftpAudit:
     def client(self, data: bytes) -> list[TransferEvent]:
         if self._requests.broken is not None:
             return []
+        packets = self._requests.feed(data)
+        if not packets and self._requests.broken is None:
+            return []
         events: list[TransferEvent] = []
-        for packet in self._requests.feed(data):
+        for packet in packets:
             try:
                 self._request(packet)
             except Malformed as e:
@@ -254,8 +260,11 @@ class SftpAudit:
     def server(self, data: bytes) -> list[TransferEvent]:
         if self._replies.broken is not None:
             return []
+        packets = self._replies.feed(data)
+        if not packets and self._replies.broken is None:
+            return []
         events: list[TransferEvent] = []
-        for packet in self._replies.feed(data):
+        for packet in packets:
             try:
                 event = self._reply(packet)
             except Malformed as e:

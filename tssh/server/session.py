@@ -431,12 +431,18 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             target_is_dir = os.path.isdir(os.path.join(home, command.paths[0]))
         return ScpAudit(command, target_is_dir, cwd=home)
 
-    def _audit_transfer(self, parse: Callable[[bytes], list[TransferEvent]],
-                        data: bytes) -> None:
-        """Feed the transfer parser. It never raises on what a peer sends; should it raise
-        anyway (a bug), the audit of this session stops and says so, the session goes on."""
+    def _audit_transfer(self, data: bytes | None, to_client: bool) -> None:
+        """Feed the transfer parser one direction's ``data`` (None: the session ended). It
+        never raises on what a peer sends; should it raise anyway (a bug), the audit of this
+        session stops and says so, and the session goes on."""
+        parser = self._transfer_audit
+        if parser is None:
+            return
         try:
-            events = parse(data)
+            if data is None:
+                events = parser.close()
+            else:
+                events = parser.server(data) if to_client else parser.client(data)
         except Exception as e:
             self._transfer_audit = None
             log.exception("transfer audit failed", extra={"session": self.info.id})
@@ -444,7 +450,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                  self._ctx.audit_fields(), level=logging.ERROR, session=self.info.id,
                  error=str(e) or type(e).__name__)
             return
-        self._transferred(events)
+        if events:
+            self._transferred(events)
 
     def _transferred(self, events: list[TransferEvent]) -> None:
         """Each transfer event to the audit log and, on a recorded session, the recording
@@ -524,7 +531,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         stderr = self._outputs.get(fd, False)
         if self._transfer_audit is not None and not stderr:
-            self._audit_transfer(self._transfer_audit.server, data)
+            self._audit_transfer(data, to_client=True)
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
             return
@@ -571,7 +578,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if self._stdin_eof or self._unrecorded:
             return
         if self._transfer_audit is not None:
-            self._audit_transfer(self._transfer_audit.client, data)
+            self._audit_transfer(data, to_client=False)
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
                 self._buffer_stdin(data)
@@ -708,9 +715,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self._finished = True
         status, signum, core = self._exit
-        if (parser := self._transfer_audit) is not None:
+        if self._transfer_audit is not None:
+            self._audit_transfer(None, to_client=False)
             self._transfer_audit = None
-            self._audit_transfer(lambda _: parser.close(), b"")
         emit("session.end", "session ended", self._ctx.audit_fields(), session=self.info.id,
              kind=self.info.kind, command=self._command, subsystem=self._subsystem,
              exit_status=status, signal=_signal_name(signum) if signum is not None else None,
