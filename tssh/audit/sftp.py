@@ -65,6 +65,7 @@ EXTENSION_EVENTS = {"posix-rename@openssh.com": "sftp.rename",
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_U32x2 = struct.Struct(">II")
 
 
 class Malformed(ValueError):
@@ -117,7 +118,7 @@ class _Reader:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Packet:
     """One framed packet: its type, its payload after the type byte (for WRITE and DATA only
     its first ``PREFIX`` bytes), and the payload's full length."""
@@ -152,6 +153,20 @@ class Framer:
         packets: list[Packet] = []
         pos, end = 0, len(data)
         while pos < end and self.broken is None:
+            if not self._buf and not self._skip and end - pos >= 5:
+                # A whole header in ``data`` (the usual case): read it in place.
+                (length,) = _U32.unpack_from(data, pos)
+                if 1 <= length <= MAX_PACKET:
+                    keep = length + 4
+                    prefix = self._prefix_only.get(data[pos + 4])
+                    if prefix is not None and prefix + 5 < keep:
+                        keep = prefix + 5
+                    if end - pos >= keep:
+                        packets.append(Packet(data[pos + 4], data[pos + 5:pos + keep],
+                                              length - 1))
+                        self._skip = length + 4 - keep
+                        pos += keep
+                        continue
             if self._skip:
                 step = min(self._skip, end - pos)
                 self._skip -= step
@@ -188,7 +203,7 @@ class Framer:
         return packets
 
 
-@dataclass
+@dataclass(slots=True)
 class _Request:
     op: int
     path: str | None = None
@@ -317,7 +332,16 @@ class SftpAudit:
         op = packet.type
         if op == INIT:
             return
-        r = _Reader(packet.payload)
+        payload = packet.payload
+        if op == WRITE and len(payload) >= 8:  # the most frequent request: read in place
+            (request_id, size) = _U32x2.unpack_from(payload)
+            if len(payload) >= 8 + size + 12:
+                declared = _U32.unpack_from(payload, 16 + size)[0]
+                room = packet.length - (20 + size)
+                self._remember(request_id, _Request(op, handle=payload[8:8 + size],
+                                                    length=max(0, min(declared, room))))
+                return
+        r = _Reader(payload)
         request_id = r.u32()
         if op == OPEN:
             path = self._path(r.string())
@@ -364,6 +388,10 @@ class SftpAudit:
     def _reply(self, packet: Packet) -> TransferEvent | None:
         if packet.type == VERSION:
             return None
+        if packet.type == STATUS and len(packet.payload) >= 8:
+            (request_id, code) = _U32x2.unpack_from(packet.payload)
+            request = self._pending.pop(request_id, None)
+            return None if request is None else self._status(request, status_name(code))
         r = _Reader(packet.payload)
         request_id = r.u32()
         request = self._pending.pop(request_id, None)
