@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     CAROL_IP,
     SERVER_IP,
     SSH_OPTIONS,
+    DaemonFactory,
     LocalUser,
     TsshDaemon,
     require_tool,
@@ -248,3 +249,25 @@ def test_a_recorded_sftp_session_carries_its_transfers_as_markers(
     [close] = [m for m in markers if m.startswith("tssh: sftp.close ")]
     assert f"path={local_user.home}/q.xlsx" in close and "bytes_written=1234" in close
     assert b"x" * 1234 not in upload.body
+
+
+def test_rotation_keeps_the_configured_number_of_files(daemon_factory: DaemonFactory,
+                                                       local_user: LocalUser) -> None:
+    daemon = daemon_factory(extra_args=("--audit-max-bytes", "4096", "--audit-files", "3"))
+    for i in range(12):  # each connection writes about 2.5 KB of audit lines
+        assert run_ssh(daemon, local_user.name, f"echo {i}").returncode == 0
+    # the last connection's close is in the current file
+    entries = wait_for(daemon, lambda es: bool(es) and es[-1]["event"] == "connection.closed"
+                       and any(e.get("command") == "echo 11" for e in es))
+    files = sorted(p.name for p in daemon.state_dir.iterdir() if p.name.startswith("audit"))
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    for name in files:
+        path = daemon.state_dir / name
+        assert path.stat().st_size <= 4096
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # the newest entries are all there, in order, across the files
+    tail = daemon.tssh("audit", "tail", "--json", "-n", "1000")
+    kept = [json.loads(line) for line in tail.stdout.splitlines()]
+    commands = [e["command"] for e in kept if e["event"] == "session.end"]
+    assert commands == [f"echo {i}" for i in range(12 - len(commands), 12)]
+    assert entries[-1] == kept[-1]

@@ -538,13 +538,10 @@ class Daemon:
         for server in affected:
             approval, server.approval = server.approval, None
             peer = server.context.peer if server.context else None
-            if not await self._rejudge(server, CHECK_REVOKED_MESSAGE, peer):
+            # An ended connection is audited there (access.revoked, with the approval).
+            if not await self._rejudge(server, CHECK_REVOKED_MESSAGE, peer,
+                                       approval=approval.id if approval else None):
                 ended += 1
-                if approval is not None and not approval.remembered:
-                    audit.info("access revoked: check approval dropped", extra={
-                        "event": "access.revoked", "approval": approval.id,
-                        "node": approval.node, "login": approval.key.login,
-                        "local_user": approval.key.local_user, "conn": server.conn_id})
         return {"revoked": [a.id for a in dropped], "connectionsEnded": ended}
 
     def _load_approvals(self) -> None:
@@ -639,7 +636,8 @@ class Daemon:
                 peer = ctx.peer
             await self._rejudge(server, REVOKED_MESSAGE, peer)
 
-    async def _rejudge(self, server: TsshServer, message: str, now_peer: Peer | None) -> bool:
+    async def _rejudge(self, server: TsshServer, message: str, now_peer: Peer | None,
+                       approval: str | None = None) -> bool:
         """Decide a live connection again; end it with ``message`` if it is not admitted as
         the same local user any more. ``now_peer``: who the node is now. True if it goes
         on."""
@@ -664,7 +662,7 @@ class Daemon:
         if now_peer is None or admission.account is None \
                 or admission.account.name != ctx.account.name:
             emit("access.revoked", "connection revoked", server.audit_fields(),
-                 reason=reason, client_message=message)
+                 reason=reason, client_message=message, approval=approval)
             server.end(message)
             return False
         if admission.recording != ctx.recording or now_peer != ctx.peer:
