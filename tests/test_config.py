@@ -110,6 +110,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('check_oidc_issuer = "idp.example.com"', "check_oidc_issuer: must be an https:// URL"),
         ('check_oidc_client_id = ""', "check_oidc_client_id: must not be empty"),
         ("check_port = 0", "check_port: must be a port number"),
+        ("audit_max_bytes = 100", "audit_max_bytes: must be whole bytes from 4096 to"),
+        ("audit_files = 0", "audit_files: must be whole files from 1 to 100, not 0"),
+        ('audit_files = "many"', "audit_files: must be whole files from 1 to 100, not 'many'"),
     ],
 )
 def test_bad_file_values_name_file_and_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -182,3 +185,11 @@ def test_config_file_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b'policy = "caf\xe9.hujson"\n')
     with pytest.raises(ConfigError, match=r"tssh\.toml: not UTF-8 text \(byte 0xe9 at offset 13\)"):
         load_config(path, {}, {})
+
+
+def test_audit_log_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, 'netmap = "m"\npolicy = "p"\naudit_max_bytes = 1048576\n')
+    config = load_config(path, {"TSSH_AUDIT_FILES": "3"}, {})
+    assert (config.audit_max_bytes, config.audit_files) == (1048576, 3)
+    default = load_config(write(tmp_path, 'netmap = "m"\npolicy = "p"\n'), {}, {})
+    assert (default.audit_max_bytes, default.audit_files) == (64 * 1024 * 1024, 5)

@@ -18,9 +18,11 @@ IO_MODULES = {
     "botocore", "asyncpg", "hypercorn", "uvloop", "fastapi", "starlette",
 }
 PURE_RECORDING = ["asciicast", "wire", "model", "relay", "targets"]
+PURE_AUDIT = ["entry", "transfer", "sftp", "scp"]
 # Modules of tssh that a pure core may use: the pure cores themselves, and these.
 PURE_TSSH = {"tssh.errors", "tssh.hujson", "tssh.identity.base", "tssh.identity.address",
-             *(f"tssh.recording.{name}" for name in PURE_RECORDING)}
+             *(f"tssh.recording.{name}" for name in PURE_RECORDING),
+             *(f"tssh.audit.{name}" for name in PURE_AUDIT)}
 
 
 def imports(path: Path, text: str | None = None) -> set[str]:
@@ -64,7 +66,8 @@ def pure_violations(path: Path, text: str | None = None) -> list[str]:
 
 
 PURE = [*sources("tssh", "policy"), ROOT / "tssh/hujson.py",
-        *(ROOT / f"tssh/recording/{name}.py" for name in PURE_RECORDING)]
+        *(ROOT / f"tssh/recording/{name}.py" for name in PURE_RECORDING),
+        *(ROOT / f"tssh/audit/{name}.py" for name in PURE_AUDIT)]
 
 
 @pytest.mark.parametrize("path", PURE, ids=lambda p: str(p.relative_to(ROOT)))

@@ -123,6 +123,10 @@ class Config:
         origins = {key: "top level" for key in FORWARDING_KEYS
                    if getattr(top, key) != getattr(default, key)}
         return ForwardingConfig(top, self.match, origins)
+    # The audit log (docs/audit.md): <state_dir>/audit.jsonl rotated at this size, this many
+    # files kept (the current one included).
+    audit_max_bytes: int = 64 * 1024 * 1024
+    audit_files: int = 5
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -232,6 +236,26 @@ def _seconds(value: object, _base: Path) -> int:
     return value
 
 
+AUDIT_MAX_BYTES_RANGE = (4096, 1 << 40)
+AUDIT_FILES_LIMIT = 100
+
+
+def _whole(value: object, low: int, high: int, unit: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"must be whole {unit} from {low} to {high}, not {value!r}")
+    return value
+
+
+def _audit_bytes(value: object, _base: Path) -> int:
+    return _whole(value, *AUDIT_MAX_BYTES_RANGE, "bytes")
+
+
+def _audit_files(value: object, _base: Path) -> int:
+    return _whole(value, 1, AUDIT_FILES_LIMIT, "files")
+
+
 def _issuer(value: object, _base: Path) -> str:
     text = _text(value).rstrip("/")
     parts = urllib.parse.urlsplit(text)
@@ -331,6 +355,8 @@ PARSERS: dict[str, Parser] = {
     "check_port": _port,
     **{key: _forwarding(key) for key in FORWARDING_KEYS},
     "match": lambda value, _base: parse_match_blocks(value),
+    "audit_max_bytes": _audit_bytes,
+    "audit_files": _audit_files,
 }
 # Keys only the file can set (a table has no environment or flag spelling).
 FILE_ONLY_KEYS = frozenset({"match"})

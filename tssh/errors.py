@@ -90,3 +90,7 @@ class RecorderProtocolError(RecordingFailed):
 
 class RecordingsError(TsshError):
     """A recorder's API could not be reached, refused the request, or answered nonsense."""
+
+
+class AuditReadError(TsshError):
+    """The audit log cannot be read (absent, or not ours to read)."""

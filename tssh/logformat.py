@@ -16,8 +16,10 @@ from typing import Any
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
-def _extras(record: logging.LogRecord) -> dict[str, Any]:
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record was given with ``extra=`` (the audit sink writes these too)."""
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,7 +33,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update(_extras(record))
+        entry.update(record_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -41,7 +43,7 @@ class TextFormatter(logging.Formatter):
     """``time level logger: msg key=value ...`` for people reading a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        extras = " ".join(f"{k}={v}" for k, v in record_fields(record).items())
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{stamp} {record.levelname.lower()} {record.name}: {record.getMessage()}"
         line = f"{line} {extras}" if extras else line
@@ -54,6 +56,9 @@ def configure_logging(log_format: str = "json", level: str = "info") -> None:
     """Send every tssh log record to stderr in ``log_format``; keep asyncssh quiet."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    # On the handler too: the audit logger passes every event (the audit file must not
+    # depend on the log level), and this handler still shows only what was asked for.
+    handler.setLevel(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -73,6 +73,12 @@ def held_ssh(daemon: TsshDaemon, user: str, *remote: str) -> subprocess.Popen[by
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def audit_file(daemon: TsshDaemon) -> list[dict[str, Any]]:
+    """The audit log's entries (docs/audit.md)."""
+    path = daemon.state_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def audit(daemon: TsshDaemon, event: str) -> list[dict[str, object]]:
     return [e for e in daemon.log_entries()
             if e.get("logger") == "tssh.audit" and e.get("event") == event]
@@ -112,6 +118,18 @@ def test_held_approved_then_remembered(start: Any, local_user: LocalUser) -> Non
     assert "checks:" in status.stdout and local_user.name in status.stdout
     assert [e["check"] for e in audit(daemon, "check.held")] == [hold["id"]]
     assert [e["check"] for e in audit(daemon, "check.approved")] == [hold["id"]]
+    # In the audit log, the hold and its approval name the connection that waited, and its
+    # acceptance follows them.
+    entries = audit_file(daemon)
+    [held] = [e for e in entries if e["event"] == "check.held"]
+    [approved_line] = [e for e in entries if e["event"] == "check.approved"]
+    conn = held["connectionID"]
+    assert conn and approved_line["connectionID"] == conn
+    assert (held["node"], held["user"], held["localUser"], held["address"]) == (
+        "bobpc", "bob@example.com", local_user.name, BOB_IP)
+    [accepted] = [e for e in entries if e["event"] == "connection.accepted"
+                  and e["connectionID"] == conn]
+    assert accepted["action"] == "check" and accepted["approval"] == approved_line["check"]
     # The approvals file: private, and read again by the next daemon (below).
     path = daemon.state_dir / "check-approvals.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -209,7 +227,13 @@ def test_revoke_ends_the_live_connection(start: Any, local_user: LocalUser) -> N
     assert b"not-reached" not in out
     assert b"tssh: access revoked: the check approval for this login was revoked" in out + err
     assert daemon.status()["checks"]["approvals"] == []  # type: ignore[index]
-    assert len(audit(daemon, "access.revoked")) == 1
+    # The approval dropped, then the connection it admitted ended (with its id).
+    dropped, ended = audit(daemon, "access.revoked")
+    assert dropped["approval"] == ended["approval"] is not None
+    assert dropped.get("conn") is None and str(ended["conn"]).startswith("ssh-conn-")
+    [line] = [e for e in audit_file(daemon) if e["event"] == "access.revoked"
+              and e["connectionID"] is not None]
+    assert line["reason"] and line["localUser"] == local_user.name
     # The next login is held again.
     again = held_ssh(daemon, local_user.name, "true")
     try:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import datetime
 import grp
+import json
 import subprocess
 
 import pytest
 
 from tests.e2e.conftest import (
+    ALICE_IP,
     LocalUser,
     TsshDaemon,
     nonroot_daemon,
@@ -75,7 +77,15 @@ def test_expired_account_refused_until_the_expiry_is_removed(
     audited = [e for e in entries if e.get("event") == "account.expired"]
     assert [e["expired_on"] for e in audited] == [
         (_utc_today() - DAY).isoformat(), "1970-01-02"]
-    assert all(e["user"] == name and e["logger"] == "tssh.audit" for e in audited)
+    assert all(e["local_user"] == name and e["logger"] == "tssh.audit" for e in audited)
+    # In the audit log each names the connection it refused (found in a worker thread,
+    # with the connection in scope: docs/audit.md).
+    lines = [json.loads(line) for line in
+             (daemon.state_dir / "audit.jsonl").read_text().splitlines()]
+    expired = [e for e in lines if e["event"] == "account.expired"]
+    refusals = {e["connectionID"]: e for e in lines if e["event"] == "connection.refused"}
+    assert len(expired) == 2 and all(e["connectionID"] in refusals for e in expired)
+    assert all(e["localUser"] == name and e["address"] == ALICE_IP for e in expired)
     refused = [e for e in entries if e.get("msg") == "login refused"]
     assert [e["reason"] for e in refused] == [
         f'account "{name}" has expired on this node'] * 2

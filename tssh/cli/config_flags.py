@@ -49,6 +49,8 @@ HELP = {
     "permit_open": "host:port -L/-D/-W may reach (repeatable; * for either part)",
     "permit_listen": "host:port -R may listen on (repeatable; * for either part)",
     "gateway_ports": "-R listeners on other addresses than loopback: yes or no",
+    "audit_max_bytes": "size at which the audit log (audit.jsonl) is rotated",
+    "audit_files": "audit log files kept, the current one included",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

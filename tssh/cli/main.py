@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tssh import __version__
+from tssh.cli import audit as audit_command
 from tssh.cli import check as check_command
 from tssh.cli import daemon as daemon_command
 from tssh.cli import demo as demo_command
@@ -20,6 +21,7 @@ from tssh.errors import TsshError
 
 # Each command module exposes ``register(subparsers)``; its subparsers set ``func``.
 COMMAND_MODULES: list[Any] = [
+    audit_command,
     check_command,
     daemon_command,
     demo_command,

@@ -123,7 +123,7 @@ def check_account_current(
         if e.errno == errno.ENOENT:
             return
         audit.error("account check failed", extra={
-            "event": "account.unreadable", "user": account.name, "path": str(shadow_path),
+            "event": "account.unreadable", "local_user": account.name, "path": str(shadow_path),
             "error": e.strerror or str(e),
         })
         raise AccountCheckError(
@@ -134,7 +134,7 @@ def check_account_current(
         entry = find_entry(text, account.name)
     except ShadowFormatError as e:
         audit.error("account check failed", extra={
-            "event": "account.malformed", "user": account.name, "path": str(shadow_path),
+            "event": "account.malformed", "local_user": account.name, "path": str(shadow_path),
             "error": str(e),
         })
         raise AccountCheckError(
@@ -148,7 +148,7 @@ def check_account_current(
     if not state.refuses_login:
         return
     label = state.name.lower()
-    fields: dict[str, object] = {"event": f"account.{label}", "user": account.name}
+    fields: dict[str, object] = {"event": f"account.{label}", "local_user": account.name}
     if state is AccountState.EXPIRED:
         assert entry.expire is not None
         fields["expired_on"] = _day_name(entry.expire)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import asyncssh
 from asyncssh.constants import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_RESOURCE_SHORTAGE
 
+from tssh.audit.log import connection_scope, emit, peer_fields, update_connection_scope
 from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.policy import Decision
@@ -42,7 +44,6 @@ from tssh.server.screen import Screened, unknown_peer_message
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
-audit = logging.getLogger("tssh.audit")
 _finishing: set[asyncio.Task[None]] = set()  # forwarding helpers of closed connections
 
 
@@ -194,6 +195,8 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count = 0
         self.approval: Approval | None = None  # the check approval that admitted this login
         self.forwards: Forwards | None = None  # made at the first forward
+        self._opened = time.monotonic()
+        self._audited = False  # a login began: its connection's end is audited too
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -214,6 +217,10 @@ class TsshServer(asyncssh.SSHServer):
         self._end_forwards()
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
+        if self._audited:
+            emit("connection.closed", "connection closed", self.audit_fields(),
+                 duration=round(time.monotonic() - self._opened, 3),
+                 sessions=self._session_count, error=str(exc) if exc else None)
         self._gate.connection_closed(self)
 
     def _end_forwards(self) -> None:
@@ -223,6 +230,13 @@ class TsshServer(asyncssh.SSHServer):
             task = asyncio.get_running_loop().create_task(forwards.finish())
             _finishing.add(task)
             task.add_done_callback(_finishing.discard)
+    def audit_fields(self) -> dict[str, object]:
+        """The common audit fields of this connection, as far as they are known."""
+        ctx = self.context
+        fields: dict[str, object] = {"conn": self.conn_id, "peer_ip": self.peer_ip}
+        if ctx is not None:
+            fields.update(peer_fields(ctx.peer), login=ctx.login, local_user=ctx.account.name)
+        return fields
 
     async def begin_auth(self, username: str) -> bool:
         """Return False (no further authentication) when admitted; disconnect otherwise."""
@@ -231,27 +245,36 @@ class TsshServer(asyncssh.SSHServer):
         if self.context is not None:
             # A second user name on the same connection: decide again from scratch.
             self.context = None
+        # Events emitted while this login is decided (account checks in worker threads too)
+        # carry the connection's id (tssh.audit.log).
+        connection_scope({"conn": self.conn_id, "peer_ip": self.peer_ip, "login": username})
+        self._audited = True
         try:
             peer = await self._peer()
         except Exception as e:
-            log.warning("identity lookup failed", extra={"conn": self.conn_id,
-                                                          "peer_ip": self.peer_ip,
-                                                          "error": str(e)})
-            self._refuse("cannot tell who you are right now: this node's identity source "
-                         "is not answering; try again later")
+            reason = ("cannot tell who you are right now: this node's identity source "
+                      "is not answering; try again later")
+            emit("connection.refused", "login refused", level=logging.WARNING,
+                 conn=self.conn_id, peer_ip=self.peer_ip, login=username,
+                 reason=reason, error=str(e))
+            self._refuse(reason)
             return True
+        update_connection_scope(**peer_fields(peer))
         admission = await self._gate.admit(peer, self.peer_ip, username)
         if admission.check_needed and peer is not None:
             admission = await self._gate.check_login(self, peer, username, admission)
         decision = admission.decision
-        log.info(
-            "login accepted" if admission.account is not None else "login refused",
-            extra={
-                "conn": self.conn_id, "peer_ip": self.peer_ip,
-                "peer": peer.name if peer else None, "login": username,
-                "local_user": admission.account.name if admission.account else None,
-                "rule": decision.rule if decision else None, "reason": admission.message,
-            },
+        accepted = admission.account is not None and peer is not None
+        emit(
+            "connection.accepted" if accepted else "connection.refused",
+            "login accepted" if accepted else "login refused",
+            level=logging.INFO if accepted else logging.WARNING,
+            conn=self.conn_id, peer_ip=self.peer_ip, **peer_fields(peer),
+            login=username, local_user=admission.account.name if admission.account else None,
+            rule=decision.rule if decision else None,
+            action=decision.action if decision else None, reason=admission.message,
+            approval=self.approval.id if accepted and self.approval else None,
+            recorded=admission.recording is not None if accepted else None,
         )
         if admission.account is None or peer is None:
             self._refuse(admission.message or "not permitted")
@@ -339,11 +362,8 @@ class TsshServer(asyncssh.SSHServer):
         loop = asyncio.get_running_loop()
         while not self._ended:
             if watch.idle(self._bytes_moved(), loop.time()):
-                log.info("connection idle: closing it", extra={
-                    "conn": self.conn_id, "idle_timeout": limits.idle_timeout})
-                audit.info("connection idle", extra={
-                    "event": "connection.idle", "conn": self.conn_id,
-                    "idle_timeout": limits.idle_timeout})
+                emit("connection.idle", "connection idle: closing it", self.audit_fields(),
+                     idle_timeout=limits.idle_timeout)
                 self.end(idle_message(limits.idle_timeout))
                 return
             await asyncio.sleep(limits.idle_check_interval)

@@ -22,6 +22,9 @@ import asyncssh
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from tssh.audit.journal import Journal
+from tssh.audit.log import emit
+from tssh.audit.sink import AuditSink
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
 from tssh.forwarding import effective_forwarding
@@ -136,6 +139,7 @@ class Daemon:
         self._oidc: OidcApprover | None = None
         self._oidc_stop = asyncio.Event()
         self._oidc_task: asyncio.Task[None] | None = None
+        self._audit: AuditSink | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -145,6 +149,14 @@ class Daemon:
         # Host keys and the SSH switch live here: another user able to write it could plant
         # a host key for us to serve. Checked before anything is read from it.
         check_private_dir(config.state_dir)
+        self._audit = AuditSink.for_state_dir(config.state_dir, config.audit_max_bytes,
+                                              config.audit_files, Journal.if_present())
+        try:
+            self._audit.start()
+        except OSError as e:
+            self._audit = None
+            raise TsshError(f"cannot open the audit log in {config.state_dir}: "
+                            f"{e.strerror or e}") from None
         await self._policy.start()
         self._decider = self._policy.current()
         self._self_node = await self._resolver.self_node()
@@ -205,6 +217,9 @@ class Daemon:
         await self._hung_up.finish()
         await self._policy.close()
         await self._resolver.close()
+        if self._audit is not None:
+            await asyncio.to_thread(self._audit.close)
+            self._audit = None
 
     async def _open_listeners(self) -> None:
         loop = asyncio.get_running_loop()
@@ -428,6 +443,7 @@ class Daemon:
                       **more: object) -> dict[str, object]:
         fields: dict[str, object] = {
             "event": event, "check": held.id, "node": held.node, "node_id": held.key.node_id,
+            "user": held.user,
             "login": held.key.login, "local_user": held.key.local_user,
             "check_period": held.period, **more}
         if server is not None:
@@ -530,13 +546,10 @@ class Daemon:
         for server in affected:
             approval, server.approval = server.approval, None
             peer = server.context.peer if server.context else None
-            if not await self._rejudge(server, CHECK_REVOKED_MESSAGE, peer):
+            # An ended connection is audited there (access.revoked, with the approval).
+            if not await self._rejudge(server, CHECK_REVOKED_MESSAGE, peer,
+                                       approval=approval.id if approval else None):
                 ended += 1
-                if approval is not None and not approval.remembered:
-                    audit.info("access revoked: check approval dropped", extra={
-                        "event": "access.revoked", "approval": approval.id,
-                        "node": approval.node, "login": approval.key.login,
-                        "local_user": approval.key.local_user, "conn": server.conn_id})
         return {"revoked": [a.id for a in dropped], "connectionsEnded": ended}
 
     def _load_approvals(self) -> None:
@@ -631,7 +644,8 @@ class Daemon:
                 peer = ctx.peer
             await self._rejudge(server, REVOKED_MESSAGE, peer)
 
-    async def _rejudge(self, server: TsshServer, message: str, now_peer: Peer | None) -> bool:
+    async def _rejudge(self, server: TsshServer, message: str, now_peer: Peer | None,
+                       approval: str | None = None) -> bool:
         """Decide a live connection again; end it with ``message`` if it is not admitted as
         the same local user any more. ``now_peer``: who the node is now. True if it goes
         on."""
@@ -655,7 +669,8 @@ class Daemon:
             server.approval = None  # an accept rule admits it now: no approval needed
         if now_peer is None or admission.account is None \
                 or admission.account.name != ctx.account.name:
-            log.info("connection revoked", extra={"conn": ctx.conn_id, "reason": reason})
+            emit("access.revoked", "connection revoked", server.audit_fields(),
+                 reason=reason, client_message=message, approval=approval)
             server.end(message)
             return False
         if (admission.recording != ctx.recording or now_peer != ctx.peer

@@ -5,7 +5,8 @@ a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` b
 process exists (docs/recording.md). Nothing slips past: shells, exec with and without a pty, and
 file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
 its start, an ``"m"`` marker naming it, and its exit status, not the transferred bytes (the
-protocol stream is no terminal output; a transfer audit is a separate feature). Which
+protocol stream is no terminal output; what the transfer did comes as markers from the
+transfer audit, docs/audit.md). Which
 sessions are transfers the session decides (the sftp subsystem, or a command the daemon
 execs itself: ``tssh.server.transfer``, docs/recording.md); nothing here guesses it from
 the command's text.
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tssh.audit.log import peer_fields
 from tssh.config import Config
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer, Resolver
@@ -90,6 +92,7 @@ class SessionDescription:
     # The transfer protocol (sftp, scp, rsync) when the session is a file transfer the daemon
     # runs itself (recorded as metadata only); None: an ordinary session, recorded in full.
     transfer: str | None = None
+    peer_ip: str = ""  # the client's address (for the audit log)
 
 
 def header_for(desc: SessionDescription, started_at: float) -> FittedHeader:
@@ -210,9 +213,10 @@ class SessionRecorders:
 
     @staticmethod
     def _audit_fields(desc: SessionDescription, rule: RecordingRule) -> dict[str, object]:
-        return {"session": desc.session_id, "conn": desc.conn_id, "peer": desc.peer.name,
-                "login": desc.login, "local_user": desc.local_user,
-                "enforced": rule.enforce, "transfer": desc.transfer}
+        return {"session": desc.session_id, "conn": desc.conn_id, **peer_fields(desc.peer),
+                "peer_ip": desc.peer_ip or None, "login": desc.login,
+                "local_user": desc.local_user, "enforced": rule.enforce,
+                "transfer": desc.transfer}
 
     def _note_attempts(self, attempts: Iterable[Attempt], names: dict[str, str]) -> None:
         now = time.time()
@@ -302,10 +306,11 @@ class SessionRecording:
                 self._recording.output_nowait(data)
         return True
 
-    def marker(self, label: str) -> None:
-        """An ``"m"`` event (a forward opened or closed on this session's connection)."""
+    def marker(self, text: str) -> None:
+        """A marker event ("m") in the recording: what the session did, in words (a file
+        transfer's audit events, docs/audit.md)."""
         if not self._ended:
-            self._recording.marker_nowait(label)
+            self._recording.marker_nowait(text)
 
     def resize(self, cols: int, rows: int) -> None:
         if self.desc.pty:

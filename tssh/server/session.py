@@ -23,6 +23,10 @@ from typing import Any
 
 import asyncssh
 
+from tssh.audit.log import emit, peer_fields
+from tssh.audit.scp import ScpAudit, scp_command
+from tssh.audit.sftp import SftpAudit
+from tssh.audit.transfer import TransferEvent, TransferParser
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
@@ -80,6 +84,11 @@ class ConnectionContext:
     # docs/config.md, "Forwarding"
     forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
     session_max_duration: int = 0  # seconds a session may run; 0: no limit
+
+    def audit_fields(self) -> dict[str, object]:
+        """The common audit fields of the connection (docs/audit.md)."""
+        return {"conn": self.conn_id, "peer_ip": self.peer_ip, **peer_fields(self.peer),
+                "login": self.login, "local_user": self.account.name}
 
 
 @dataclass
@@ -222,6 +231,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._chan_paused = False
         self._finish_task: asyncio.Task[None] | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
+        # The transfer audit of an sftp or scp session: both directions pass through it.
+        self._transfer_audit: TransferParser | None = None
+        self._started_at = time.monotonic()
 
     # --- asyncssh callbacks: requests -------------------------------------------------
 
@@ -260,6 +272,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
+        # Before any data: the parser must see each direction from its first byte.
+        self._transfer_audit = self._transfer_parser(self._argv()[1])
         self._start_task = self._loop.create_task(self._start_safely())
 
     async def _start_safely(self) -> None:
@@ -315,7 +329,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             local_user=ctx.account.name, source_address=ctx.local_ip, command=self._command,
             subsystem=self._subsystem, term=self._term, width=self._size.cols,
             height=self._size.rows, pty=self._want_pty and self._subsystem is None,
-            transfer=self._transfer_kind(),
+            transfer=self._transfer_kind(), peer_ip=ctx.peer_ip,
         )
         try:
             self.recording = await request.start(desc, self._recording_failed)
@@ -411,12 +425,59 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._duration_timer = self._loop.call_later(
                 ctx.session_max_duration, self.terminate,
                 duration_message(ctx.session_max_duration))
-        log.info(
-            "session started",
-            extra={"session": self.info.id, "conn": ctx.conn_id, "user": account.name,
-                   "peer": ctx.peer.name, "kind": self.info.kind, "pty": self._pty is not None,
-                   "pid": self._pid},
-        )
+        self._started_at = time.monotonic()
+        emit("session.start", "session started", ctx.audit_fields(), session=self.info.id,
+             kind=self.info.kind, pty=self._pty is not None, command=self._command,
+             subsystem=self._subsystem, transfer=self._transfer_kind(), pid=self._pid)
+
+    def _transfer_parser(self, argv: list[str]) -> TransferParser | None:
+        """The parser that audits this session's transfers (docs/audit.md), if it is one."""
+        home = self._ctx.account.home
+        if self._subsystem == "sftp":
+            return SftpAudit(cwd=home)
+        transfer = self._transfer_command()
+        if transfer is None or transfer.protocol != "scp":
+            return None
+        command = scp_command(argv)
+        if command is None:
+            return None
+        target_is_dir = False
+        if command.upload:  # where an upload lands depends on what the target is now
+            target_is_dir = os.path.isdir(os.path.join(home, command.paths[0]))
+        return ScpAudit(command, target_is_dir, cwd=home)
+
+    def _audit_transfer(self, data: bytes | None, to_client: bool) -> None:
+        """Feed the transfer parser one direction's ``data`` (None: the session ended). It
+        never raises on what a peer sends; should it raise anyway (a bug), the audit of this
+        session stops and says so, and the session goes on."""
+        parser = self._transfer_audit
+        if parser is None:
+            return
+        try:
+            if data is None:
+                events = parser.close()
+            else:
+                events = parser.server(data) if to_client else parser.client(data)
+        except Exception as e:
+            self._transfer_audit = None
+            log.exception("transfer audit failed", extra={"session": self.info.id})
+            emit("transfer.audit_failed", "transfer audit stopped: the parser failed",
+                 self._ctx.audit_fields(), level=logging.ERROR, session=self.info.id,
+                 error=str(e) or type(e).__name__)
+            return
+        if events:
+            self._transferred(events)
+
+    def _transferred(self, events: list[TransferEvent]) -> None:
+        """Each transfer event to the audit log and, on a recorded session, the recording
+        (as a marker the recorder's search can find)."""
+        if not events:
+            return
+        fields = {**self._ctx.audit_fields(), "session": self.info.id}
+        for event in events:
+            emit(event.event, event.summary(), fields, event.fields)
+            if self.recording is not None:
+                self.recording.marker(f"tssh: {event.summary()}")
 
     async def _start_with_pipes(self, executable: str, argv: list[str],
                                 env: dict[str, str]) -> None:
@@ -485,6 +546,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self.info.bytes_out += len(data)
         stderr = self._outputs.get(fd, False)
+        if self._transfer_audit is not None and not stderr:
+            self._audit_transfer(data, to_client=True)
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
             return
@@ -531,6 +594,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self.info.bytes_in += len(data)
         if self._stdin_eof or self._unrecorded:
             return
+        if self._transfer_audit is not None:
+            self._audit_transfer(data, to_client=False)
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
                 self._buffer_stdin(data)
@@ -669,8 +734,14 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         self._finished = True
         status, signum, core = self._exit
-        log.info("session ended", extra={"session": self.info.id, "user": self.info.user,
-                                         "exit_status": status, "signal": signum})
+        if self._transfer_audit is not None:
+            self._audit_transfer(None, to_client=False)
+            self._transfer_audit = None
+        emit("session.end", "session ended", self._ctx.audit_fields(), session=self.info.id,
+             kind=self.info.kind, command=self._command, subsystem=self._subsystem,
+             exit_status=status, signal=_signal_name(signum) if signum is not None else None,
+             core_dumped=core or None,
+             duration=round(time.monotonic() - self._started_at, 3))
         if self.recording is not None:
             self._finish_task = self._loop.create_task(
                 self._finish_recording(status, signum, core))
