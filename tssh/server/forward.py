@@ -16,7 +16,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -163,9 +163,13 @@ class Forwards:
     def __init__(self, conn: Any, dialer: UserDialer,
                  settings: Callable[[], ForwardingSettings | None],
                  context: Callable[[], ForwardContext],
-                 marker: Callable[[str], None]) -> None:
+                 marker: Callable[[str], None],
+                 settled: Callable[[], Awaitable[bool]] | None = None) -> None:
         """``settings``: the connection's settings now (None: no forward may open);
-        ``marker``: writes an ``"m"`` event into the connection's session recordings."""
+        ``marker``: writes an ``"m"`` event into the connection's session recordings;
+        ``settled``: False when a policy change could not be applied to the connection in
+        time (the forward is refused, as a session would be)."""
+        self._settled = settled
         self._conn = conn
         self._dialer = dialer
         self._settings = settings
@@ -213,6 +217,13 @@ class Forwards:
         if debug:
             with contextlib.suppress(Exception):
                 self._conn.send_debug(text, always_display=True)
+
+    async def _settle(self) -> None:
+        """Wait until a policy change in progress has reached this connection."""
+        if self._settled is not None and not await self._settled():
+            raise asyncssh.ChannelOpenError(
+                OPEN_ADMINISTRATIVELY_PROHIBITED, "tssh: the policy changed and this "
+                "connection could not be re-checked in time; try again")
 
     def _current(self) -> ForwardingSettings:
         settings = self._settings()
@@ -262,6 +273,9 @@ class Forwards:
             sock.close()
             self._close(fwd)
             raise asyncssh.ChannelOpenError(OPEN_CONNECT_FAILED, str(e)) from None
+        if self._ended:  # the connection ended meanwhile: close_all has run already
+            far.close()
+            raise asyncssh.ChannelOpenError(OPEN_CONNECT_FAILED, "tssh: the connection ended")
         near = _Side(sent, peer=far, chunked=True, on_close=done)
         self._closers[fwd.id] = near.close
         return near
@@ -310,14 +324,19 @@ class Forwards:
     # --- direct-tcpip: -L, -D, -W ----------------------------------------------------------
 
     def direct_tcp(self, host: str, port: int, orig_host: str, orig_port: int) -> Any:
-        settings = self._current()
         destination = _host_port(host, port)
-        refusal = tcp_refusal(settings, "local", host, port)
-        if refusal is not None:
-            self._refuse("local", destination, refusal, debug=False)
-            raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        def judge() -> None:
+            refusal = tcp_refusal(self._current(), "local", host, port)
+            if refusal is not None:
+                self._refuse("local", destination, refusal, debug=False)
+                raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        judge()
 
         async def connect() -> SSHForwarder:
+            await self._settle()
+            judge()  # as the policy now says
             try:
                 sock = await self._dialer.tcp_connect(host, port)
             except OSError as e:
@@ -333,6 +352,7 @@ class Forwards:
 
     async def tcp_listen(self, host: str, port: int) -> SSHListener | bool:
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return False
@@ -384,13 +404,17 @@ class Forwards:
     # --- Unix sockets --------------------------------------------------------------------
 
     def direct_unix(self, path: str) -> Any:
-        settings = self._current()
-        refusal = stream_local_refusal(settings, "local")
-        if refusal is not None:
-            self._refuse("local-unix", path, refusal, debug=False)
-            raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+        def judge() -> None:
+            refusal = stream_local_refusal(self._current(), "local")
+            if refusal is not None:
+                self._refuse("local-unix", path, refusal, debug=False)
+                raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        judge()
 
         async def connect() -> SSHForwarder:
+            await self._settle()
+            judge()
             try:
                 sock = await self._dialer.unix_connect(path)
             except OSError as e:
@@ -404,6 +428,7 @@ class Forwards:
 
     async def unix_listen(self, path: str) -> SSHListener | bool:
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return False
@@ -432,6 +457,7 @@ class Forwards:
     async def agent(self) -> _AgentListener | None:
         """The connection's agent socket (made once, as the user), or None: refused."""
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return None
