@@ -76,6 +76,16 @@ class _Side(SSHForwarder):
         self._chunked = chunked
         self._on_close = on_close
         self._hold = hold
+        self._pending: list[bytes] = []
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            super().write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def write_eof(self) -> None:
+        self._flush()
+        super().write_eof()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -94,7 +104,14 @@ class _Side(SSHForwarder):
         super().data_received(data, datatype)
 
     def write(self, data: bytes) -> None:
-        if not self._chunked or len(data) <= CHANNEL_CHUNK:
+        if not self._chunked:
+            # A socket end: packets that arrive together (one read of the SSH connection
+            # holds several) go out in one send, not one system call per 32 KiB packet.
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._pending.append(data)
+            return
+        if len(data) <= CHANNEL_CHUNK:
             super().write(data)
             return
         view = memoryview(data)
@@ -102,6 +119,7 @@ class _Side(SSHForwarder):
             super().write(bytes(view[start:start + CHANNEL_CHUNK]))
 
     def close(self) -> None:
+        self._flush()
         super().close()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
