@@ -116,7 +116,7 @@ class _Side(SSHForwarder):
             return
         view = memoryview(data)
         for start in range(0, len(data), CHANNEL_CHUNK):
-            super().write(bytes(view[start:start + CHANNEL_CHUNK]))
+            super().write(view[start:start + CHANNEL_CHUNK])  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._flush()
