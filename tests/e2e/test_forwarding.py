@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     DaemonFactory,
     LocalUser,
     TsshDaemon,
+    nonroot_daemon,
     require_tool,
     ssh_command,
     write_identity_files,
@@ -580,3 +581,14 @@ def test_vscode_pattern_socks_with_a_script_on_stdin(daemon: TsshDaemon,
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+def test_forwarding_on_a_daemon_that_is_not_root(local_user: LocalUser,
+                                                 echo: EchoServer) -> None:
+    with nonroot_daemon(local_user, [local_user.name]) as daemon:
+        port = free_port()
+        with client(daemon, local_user.name, *FWD, "-L", f"{port}:127.0.0.1:{echo.port}",
+                    "-R", f"0:127.0.0.1:{echo.port}") as proc:
+            with connect_retry(port, proc) as sock:
+                assert roundtrip(sock) == b"ping through the tunnel"
+            shell_goes_on(proc)
