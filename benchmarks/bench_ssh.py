@@ -247,6 +247,8 @@ def bench_tunnel(targets: list[Target], user: str, size: int,
     client, "in" from the client to a server-side sink (both on the server's loopback)."""
     ends = _TunnelEnds(size)
     rates: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    cpu: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    gib = size / (1 << 30)
     tunnels: list[tuple[Target, subprocess.Popen[bytes], int, int]] = []
     try:
         for t in targets:
@@ -261,16 +263,19 @@ def bench_tunnel(targets: list[Target], user: str, size: int,
             wait_for_port("127.0.0.1", out_port, proc)
         for _ in range(rounds):
             for t, _proc, out_port, in_port in tunnels:
-                with socket.create_connection(("127.0.0.1", out_port)) as sock:
+                with CpuSampler(t.pid) as sampler, \
+                        socket.create_connection(("127.0.0.1", out_port)) as sock:
                     start = time.perf_counter()
                     got = 0
                     while chunk := sock.recv(1 << 20):
                         got += len(chunk)
                     rates[t.name]["out"].append(got / (time.perf_counter() - start))
+                cpu[t.name]["out"].append(sampler.seconds / gib)
                 if got != size:
                     raise RuntimeError(f"{t.name}: {got} of {size} bytes through the tunnel")
                 block = bytes(1 << 20)
-                with socket.create_connection(("127.0.0.1", in_port)) as sock:
+                with CpuSampler(t.pid) as sampler, \
+                        socket.create_connection(("127.0.0.1", in_port)) as sock:
                     start = time.perf_counter()
                     left = size
                     while left > 0:
@@ -279,11 +284,13 @@ def bench_tunnel(targets: list[Target], user: str, size: int,
                     sock.shutdown(socket.SHUT_WR)
                     sock.recv(1)  # EOF once the sink read everything and closed
                     rates[t.name]["in"].append(size / (time.perf_counter() - start))
+                cpu[t.name]["in"].append(sampler.seconds / gib)
     finally:
         for _t, proc, _o, _i in tunnels:
             stop_process(proc)
         ends.close()
-    return {name: {way: statistics.median(rates[name][way]) for way in ("out", "in")}
+    return {name: {**{way: statistics.median(rates[name][way]) for way in ("out", "in")},
+                   **{f"cpu_{way}": statistics.median(cpu[name][way]) for way in ("out", "in")}}
             for name in rates}
 
 
@@ -511,6 +518,9 @@ def main() -> int:
                 for way in ("out", "in"):
                     rows.append((f"-L tunnel {way} {args.tunnel_mib} MiB (MiB/s)",
                                  tun["tssh"][way] / mb, tun["openssh"][way] / mb, ">= 0.8x"))
+                for way in ("out", "in"):
+                    rows.append((f"server CPU per GiB through -L {way} (s)",
+                                 tun["tssh"][f"cpu_{way}"], tun["openssh"][f"cpu_{way}"], ""))
             if "echo" in want:
                 echo = asyncio.run(_echo(targets, user, sessions, args.echo_seconds))
                 for p in (50, 99):

@@ -38,6 +38,7 @@ log = logging.getLogger("tssh.forward")
 audit = logging.getLogger("tssh.audit")
 
 CHANNEL_CHUNK = 32 * 1024  # asyncssh slices a larger write quadratically (session.py)
+WRITE_HIGH_WATER = 1024 * 1024
 
 
 @dataclass
@@ -89,6 +90,11 @@ class _Side(SSHForwarder):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # The default high-water marks (64 KiB for both) are below one socket read
+        # (256 KiB): every read would pause and resume the other end (tssh/server/session.py
+        # sizes its channels the same way).
+        with contextlib.suppress(AttributeError, ValueError):
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
         if self._hold:
             transport.pause_reading()  # type: ignore[attr-defined]
 
