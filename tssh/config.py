@@ -105,6 +105,12 @@ class Config:
     permit_listen: tuple[Permit, ...] | None = None  # None: any
     gateway_ports: bool = False
     match: tuple[MatchBlock, ...] = ()  # [[match]] tables, file only
+    # Connection limits (docs/config.md, "Keys"); 0 turns the time limits off.
+    login_grace_time: int = 60  # seconds from accept to a finished login (sshd's)
+    client_alive_interval: int = 60  # seconds between keepalives when the client is quiet
+    client_alive_count_max: int = 3  # unanswered keepalives before the connection is dropped
+    idle_timeout: int = 0  # seconds without input or output on any channel
+    session_max_duration: int = 0  # seconds a login (its sessions, forwards) may last
 
     def forwarding(self) -> ForwardingConfig:
         """The forwarding keys as ``tssh.forwarding.effective_forwarding`` takes them."""
@@ -179,6 +185,17 @@ def _seconds(value: object, _base: Path) -> int:
         raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value!r}")
     if not 1 <= value <= CHECK_TIMEOUT_LIMIT:
         raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value}")
+    return value
+
+
+LIMIT_SECONDS = 7 * 86_400
+
+
+def _seconds_or_off(value: object, _base: Path) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LIMIT_SECONDS:
+        raise ValueError(f"must be whole seconds from 0 (off) to {LIMIT_SECONDS}, not {value!r}")
     return value
 
 
@@ -272,6 +289,11 @@ PARSERS: dict[str, Parser] = {
     "check_port": _port,
     **{key: _forwarding(key) for key in FORWARDING_KEYS},
     "match": lambda value, _base: parse_match_blocks(value),
+    "login_grace_time": _seconds_or_off,
+    "client_alive_interval": _seconds_or_off,
+    "client_alive_count_max": _count,
+    "idle_timeout": _seconds_or_off,
+    "session_max_duration": _seconds_or_off,
 }
 # Keys only the file can set (a table has no environment or flag spelling).
 FILE_ONLY_KEYS = frozenset({"match"})

@@ -40,6 +40,13 @@ HELP = {
     "permit_open": "host:port -L/-D/-W may reach (repeatable; * for either part)",
     "permit_listen": "host:port -R may listen on (repeatable; * for either part)",
     "gateway_ports": "-R listeners on other addresses than loopback: yes or no",
+    "login_grace_time": "seconds from accept to a finished login (0: no limit)",
+    "client_alive_interval": "seconds between keepalives to a quiet client (0: none)",
+    "client_alive_count_max": "unanswered keepalives before the connection is dropped",
+    "idle_timeout": "seconds without input or output on any channel before the connection "
+    "ends (0: never)",
+    "session_max_duration": "seconds a login may last, sessions and forwards included "
+    "(0: no limit)",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

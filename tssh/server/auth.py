@@ -198,6 +198,8 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count = 0
         self.approval: Approval | None = None  # the check approval that admitted this login
         self.forwards: Forwards | None = None  # made at the first forward
+        # For idle_timeout and session_max_duration (monotonic seconds).
+        self.last_activity = self.logged_in_at = time.monotonic()
 
     def connection_made(self, conn: Any) -> None:
         self.conn = conn
@@ -265,6 +267,7 @@ class TsshServer(asyncssh.SSHServer):
             accept_env=tuple(decision.accept_env) if decision else (),
             recording=admission.recording, forwarding=admission.forwarding,
         )
+        self.last_activity = self.logged_in_at = time.monotonic()
         self._gate.login_finished(self)
         return False
 
@@ -316,7 +319,8 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
-                                 self._gate.hung_up_groups, settle=self.current_context)
+                                 self._gate.hung_up_groups, settle=self.current_context,
+                                 on_activity=self.touch)
         self.sessions[session_id] = session
         return session
 
@@ -333,8 +337,17 @@ class TsshServer(asyncssh.SSHServer):
                                                 "tssh: not logged in")
             self.forwards = Forwards(self.conn, UserDialer(ctx.account), self._forward_settings,
                                      self._forward_context, self._mark,
-                                     settled=self._gate.policy_settled)
+                                     settled=self._gate.policy_settled,
+                                     on_activity=self.touch)
         return self.forwards
+
+    def touch(self) -> None:
+        """Data went through a channel of this connection, either way (idle_timeout)."""
+        self.last_activity = time.monotonic()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def _forward_settings(self) -> ForwardingSettings | None:
         return None if self._ended or self.context is None else self.context.forwarding

@@ -70,7 +70,11 @@ SHUTDOWN_MESSAGE = "tssh: the SSH daemon on this node is shutting down"
 CHECK_REVOKED_MESSAGE = "tssh: access revoked: the check approval for this login was revoked"
 CHECK_NEEDED_MESSAGE = ("tssh: access revoked by a policy change: this login now needs a "
                         "check; log in again")
+IDLE_MESSAGE = ("tssh: connection closed after {seconds} s without input or output "
+                "(idle_timeout)")
+MAX_DURATION_MESSAGE = "tssh: connection closed: it lasted {seconds} s (session_max_duration)"
 POLICY_POLL_SECONDS = 1.0
+LIMITS_POLL_SECONDS = 0.5
 SETTLE_TIMEOUT = 10.0  # seconds a new session waits for live connections to be re-checked
 
 
@@ -116,6 +120,7 @@ class Daemon:
         self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
+        self._limits_task: asyncio.Task[None] | None = None
         self._identity_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Set while every live connection has been checked against the current policy;
@@ -162,9 +167,9 @@ class Daemon:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
-            login_timeout=60,
-            keepalive_interval=60,
-            keepalive_count_max=3,
+            login_timeout=config.login_grace_time or None,
+            keepalive_interval=config.client_alive_interval,
+            keepalive_count_max=config.client_alive_count_max,
             **algorithm_options(),
         )
         self._load_approvals()
@@ -174,6 +179,8 @@ class Daemon:
         if self._enabled:
             await self._open_listeners()
         self._watch_task = asyncio.create_task(self._follow_policy())
+        if config.idle_timeout or config.session_max_duration:
+            self._limits_task = asyncio.create_task(self._enforce_time_limits())
         if isinstance(self._resolver, Reloadable):
             # a node's user or tags may change: live connections are decided again
             self._identity_task = asyncio.create_task(follow_identity_file(
@@ -185,6 +192,10 @@ class Daemon:
         )
 
     async def close(self) -> None:
+        if self._limits_task is not None:
+            self._limits_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._limits_task
         if self._identity_task is not None:
             self._identity_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -259,6 +270,25 @@ class Daemon:
             if not self._connections:
                 break
             await asyncio.sleep(0.05)
+
+    async def _enforce_time_limits(self) -> None:
+        """``idle_timeout`` and ``session_max_duration`` (docs/config.md): checked every
+        LIMITS_POLL_SECONDS, so a limit fires up to that much late."""
+        idle, longest = self.config.idle_timeout, self.config.session_max_duration
+        while True:
+            await asyncio.sleep(LIMITS_POLL_SECONDS)
+            now = time.monotonic()
+            for server in list(self._connections):
+                if server.context is None or server.ended:
+                    continue
+                if longest and now - server.logged_in_at >= longest:
+                    log.info("connection reached session_max_duration",
+                             extra={"conn": server.conn_id, "seconds": longest})
+                    server.end(MAX_DURATION_MESSAGE.format(seconds=longest))
+                elif idle and now - server.last_activity >= idle:
+                    log.info("connection idle too long", extra={"conn": server.conn_id,
+                                                                "seconds": idle})
+                    server.end(IDLE_MESSAGE.format(seconds=idle))
 
     # --- Gatekeeper (asked by each connection) ---------------------------------------
 

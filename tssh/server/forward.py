@@ -188,12 +188,14 @@ class Forwards:
                  settings: Callable[[], ForwardingSettings | None],
                  context: Callable[[], ForwardContext],
                  marker: Callable[[str], None],
-                 settled: Callable[[], Awaitable[bool]] | None = None) -> None:
+                 settled: Callable[[], Awaitable[bool]] | None = None,
+                 on_activity: Callable[[], None] | None = None) -> None:
         """``settings``: the connection's settings now (None: no forward may open);
         ``marker``: writes an ``"m"`` event into the connection's session recordings;
         ``settled``: False when a policy change could not be applied to the connection in
         time (the forward is refused, as a session would be)."""
         self._settled = settled
+        self._touch = on_activity or (lambda: None)
         self._conn = conn
         self._dialer = dialer
         self._settings = settings
@@ -276,11 +278,15 @@ class Forwards:
         """The session for the channel of ``fwd``, relaying to ``sock``."""
         loop = asyncio.get_running_loop()
 
+        touch = self._touch
+
         def received(n: int) -> None:
             fwd.received += n
+            touch()
 
         def sent(n: int) -> None:
             fwd.sent += n
+            touch()
 
         def done() -> None:
             self._close(fwd)
@@ -314,10 +320,12 @@ class Forwards:
             fwd_box: list[Forward] = []
 
             def received(n: int) -> None:  # from the local socket: towards the client
+                self._touch()
                 if fwd_box:
                     fwd_box[0].received += n
 
             def sent(n: int) -> None:
+                self._touch()
                 if fwd_box:
                     fwd_box[0].sent += n
 

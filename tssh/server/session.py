@@ -177,11 +177,13 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         hung_up: HungUpGroups,
         sftp_server: str = SFTP_SERVER,
         settle: Callable[[], Awaitable[ConnectionContext | None]] | None = None,
+        on_activity: Callable[[], None] | None = None,
     ) -> None:
         """``settle``: the connection's context as the current policy has it, awaited
         before the process starts (None refuses the session)."""
         self._ctx = ctx
         self._settle = settle
+        self._touch = on_activity or (lambda: None)  # input or output (idle_timeout)
         self._hung_up_groups = hung_up
         self._on_close = on_close
         self._sftp_server = sftp_server
@@ -474,6 +476,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
+        self._touch()
         stderr = self._outputs.get(fd, False)
         # Into the recording first, then to the client.
         if self.recording is not None and not self.recording.record(data, stderr):
@@ -518,6 +521,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- input: channel -> process ----------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self._touch()
         if self._stdin_eof or self._unrecorded:
             return
         if self._stdin_fd is None:
