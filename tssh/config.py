@@ -31,6 +31,7 @@ from tssh.forwarding import (
     Permit,
     parse_match_blocks,
 )
+from tssh.server.startups import PER_SOURCE_STARTUPS, MaxStartups, parse_max_startups
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
 LogFormat = Literal["json", "text"]
@@ -111,6 +112,9 @@ class Config:
     client_alive_count_max: int = 3  # unanswered keepalives before the connection is dropped
     idle_timeout: int = 0  # seconds without input or output on any channel
     session_max_duration: int = 0  # seconds a login (its sessions, forwards) may last
+    # Unauthenticated connections: sshd's random early drop in total, a hard cap per source.
+    max_startups: MaxStartups = field(default_factory=MaxStartups)
+    per_source_max_startups: int = PER_SOURCE_STARTUPS
 
     def forwarding(self) -> ForwardingConfig:
         """The forwarding keys as ``tssh.forwarding.effective_forwarding`` takes them."""
@@ -294,6 +298,8 @@ PARSERS: dict[str, Parser] = {
     "client_alive_count_max": _count,
     "idle_timeout": _seconds_or_off,
     "session_max_duration": _seconds_or_off,
+    "max_startups": lambda value, _base: parse_max_startups(value),
+    "per_source_max_startups": _count,
 }
 # Keys only the file can set (a table has no environment or flag spelling).
 FILE_ONLY_KEYS = frozenset({"match"})

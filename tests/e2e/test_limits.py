@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from tests.e2e.conftest import ALICE_IP, SERVER_IP, DaemonFactory, ssh_command
+from tests.e2e.conftest import ALICE_IP, BOB_IP, SERVER_IP, DaemonFactory, ssh_command
 from tests.polling import wait_for
 
 
@@ -69,3 +69,32 @@ def test_client_alive_drops_a_vanished_client(daemon_factory: DaemonFactory) -> 
         os.kill(proc.pid, signal.SIGCONT)
         proc.kill()
         proc.wait(10)
+
+
+def test_max_startups_in_total(daemon_factory: DaemonFactory) -> None:
+    """``max_startups = 3`` (3:100:3): a fourth connection still logging in is closed at
+    once, from whichever node; a finished login frees its place."""
+    daemon = daemon_factory(["--max-startups", "3"])
+    # The start-up probe's connection (tests.ports.wait_for_port) must be gone first.
+    wait_for(lambda: daemon.status()["connections"] == 0, what="no connection in progress")
+    held: list[socket.socket] = []
+    try:
+        for source in (ALICE_IP, BOB_IP, ALICE_IP, BOB_IP):
+            held.append(socket.create_connection((SERVER_IP, daemon.port), 5,
+                                                 source_address=(source, 0)))
+        greeted = []
+        for s in held:
+            s.settimeout(5)
+            try:
+                greeted.append(s.recv(64).startswith(b"SSH-2.0-"))
+            except OSError:
+                greeted.append(False)
+        # Accepted in the kernel's order, screened concurrently: any one may be the fourth.
+        assert sorted(greeted) == [False, True, True, True]
+    finally:
+        for s in held:
+            s.close()
+    result = wait_for(lambda: (r := subprocess.run(ssh_command(daemon, "root", "echo in"),
+                                                   capture_output=True, timeout=30)
+                               ).returncode == 0 and r, what="a login once they are gone")
+    assert result.stdout == b"in\n"

@@ -45,6 +45,8 @@ HELP = {
     "client_alive_count_max": "unanswered keepalives before the connection is dropped",
     "idle_timeout": "seconds without input or output on any channel before the connection "
     "ends (0: never)",
+    "max_startups": "unauthenticated connections: start:rate:full random early drop (sshd's)",
+    "per_source_max_startups": "unauthenticated connections from one address",
     "session_max_duration": "seconds a login may last, sessions and forwards included "
     "(0: no limit)",
 }

@@ -112,7 +112,9 @@ class Daemon:
         self._listeners: list[asyncio.Server] = []
         self._connections: set[TsshServer] = set()
         self._logging_in: set[TsshServer] = set()  # counted by _startups
-        self._startups = StartupLimiter()
+        self._startups = StartupLimiter(per_source=config.per_source_max_startups,
+                                        total=config.max_startups.full,
+                                        early_drop=config.max_startups)
         # Asked at accept, before a start-up slot: an unknown address gets neither a slot nor
         # an SSH handshake (docs/daemon.md, "A connection, step by step").
         self._screen = AcceptScreen(resolver.whois)
