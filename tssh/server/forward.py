@@ -431,6 +431,8 @@ class Forwards:
 
         listener = _Listener(server, port, closed)
         self._closers[fwd.id] = listener.close
+        if self._ended:  # the connection ended while the socket was being made
+            listener.close()
         return listener
 
     # --- Unix sockets --------------------------------------------------------------------
