@@ -90,11 +90,14 @@ class _Side(SSHForwarder):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        # The default high-water marks (64 KiB for both) are below one socket read
-        # (256 KiB): every read would pause and resume the other end (tssh/server/session.py
-        # sizes its channels the same way).
-        with contextlib.suppress(AttributeError, ValueError):
-            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        # A channel end: asyncssh's default high-water mark (64 KiB) is below one socket read
+        # (256 KiB), so every read would pause and resume the socket (tssh/server/session.py
+        # sizes its channels the same way). A socket end keeps asyncio's 64 KiB: Python
+        # 3.11's transport moves its whole unsent buffer after each partial send.
+        if self._chunked:
+            with contextlib.suppress(AttributeError, ValueError):
+                transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+                    high=WRITE_HIGH_WATER)
         if self._hold:
             transport.pause_reading()  # type: ignore[attr-defined]
 
