@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     DaemonFactory,
     LocalUser,
     TsshDaemon,
+    nonroot_daemon,
     require_tool,
     ssh_command,
     write_identity_files,
@@ -505,3 +506,89 @@ def test_match_recorded_forbids_forwards(recording: RecordingSetup, local_user: 
                      "(match 1)")
         shell_goes_on(proc)
     assert echo.peers == []
+
+
+# --- more: Unix socket listeners and sockets only others may open, X11, VS Code's pattern ---
+
+def test_remote_unix_listener_made_as_the_user(daemon: TsshDaemon, local_user: LocalUser,
+                                               tmp_path: Path, echo: EchoServer) -> None:
+    listen = local_user.home / "fwd.sock"
+    with client(daemon, local_user.name, *FWD, "-R", f"{listen}:127.0.0.1:{echo.port}") as proc:
+        wait_for(listen.exists, timeout=20, what="the listener's socket file")
+        st = listen.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (local_user.uid, 0o600)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(listen))
+            assert roundtrip(sock) == b"ping through the tunnel"
+        shell_goes_on(proc)
+    wait_for(lambda: not listen.exists(), what="the listener's socket removed")
+
+
+def test_unix_socket_the_user_may_not_open(daemon: TsshDaemon, local_user: LocalUser,
+                                           tmp_path: Path) -> None:
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    server = EchoServer(private / "s.sock")
+    local = tmp_path / "l.sock"
+    try:
+        with client(daemon, local_user.name, *INFO,
+                    "-L", f"{local}:{private / 's.sock'}") as proc:
+            wait_for(local.exists, timeout=20, what="the client's Unix socket")
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(local))
+                sock.settimeout(10)
+                assert sock.recv(10) == b""
+            stderr_until(proc, f"connect failed: tssh: cannot connect to {private / 's.sock'} "
+                         f"as {local_user.name}: Permission denied")
+            shell_goes_on(proc)
+    finally:
+        server.close()
+    assert server.peers == []
+
+
+def test_x11_refused_with_a_reason(daemon: TsshDaemon) -> None:
+    result = subprocess.run(ssh_command(daemon, "root", "echo ran",
+                                        options=("-X", "-o", "LogLevel=DEBUG1")),
+                            env={**os.environ, "DISPLAY": "127.0.0.1:99"}, capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ran\n"
+    assert b"Remote: tssh: X11 forwarding is not supported by this server" in result.stderr
+
+
+def test_vscode_pattern_socks_with_a_script_on_stdin(daemon: TsshDaemon,
+                                                     echo: EchoServer) -> None:
+    """VS Code Remote-SSH: ``ssh -T -D PORT host bash``, a script on stdin, then its traffic
+    through the SOCKS port while the script runs."""
+    port = free_port()
+    proc = subprocess.Popen(ssh_command(daemon, "root", "bash",
+                                        options=("-T", *FWD, "-D", str(port))),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"echo server-ready\nread done\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"server-ready\n"
+        for _ in range(3):
+            with socks5_connect(port, "127.0.0.1", echo.port) as sock:
+                assert roundtrip(sock) == b"ping through the tunnel"
+        proc.stdin.write(b"now\necho bye $done\n")
+        proc.stdin.close()
+        assert proc.stdout.readline() == b"bye now\n"
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+def test_forwarding_on_a_daemon_that_is_not_root(local_user: LocalUser,
+                                                 echo: EchoServer) -> None:
+    with nonroot_daemon(local_user, [local_user.name]) as daemon:
+        port = free_port()
+        with client(daemon, local_user.name, *FWD, "-L", f"{port}:127.0.0.1:{echo.port}",
+                    "-R", f"0:127.0.0.1:{echo.port}") as proc:
+            with connect_retry(port, proc) as sock:
+                assert roundtrip(sock) == b"ping through the tunnel"
+            shell_goes_on(proc)

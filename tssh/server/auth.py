@@ -377,7 +377,8 @@ class TsshServer(asyncssh.SSHServer):
                 raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED,
                                                 "tssh: not logged in")
             self.forwards = Forwards(self.conn, UserDialer(ctx.account), self._forward_settings,
-                                     self._forward_context, self._mark)
+                                     self._forward_context, self._mark,
+                                     settled=self._gate.policy_settled)
         return self.forwards
 
     def _forward_settings(self) -> ForwardingSettings | None:

@@ -131,10 +131,6 @@ OPS = {"tcp_connect": _tcp_connect, "tcp_listen": _tcp_listen,
 def _serve(ctl: socket.socket, req: dict[str, object]) -> None:
     rid = req.get("id")
     op = str(req.get("op"))
-    if op == "unlink":
-        _remove(str(req.get("path")))
-        _reply(ctl, {"id": rid, "ok": True}, None)
-        return
     try:
         sock, extra = OPS[op](req)
     except KeyError:
@@ -162,6 +158,9 @@ def main() -> None:
         try:
             req = json.loads(data)
         except ValueError:
+            continue
+        if req.get("op") == "unlink":  # here, not in a thread the exit below could cut short
+            _remove(str(req.get("path")))
             continue
         threading.Thread(target=_serve, args=(ctl, req), daemon=True).start()
     for path in list(_made):

@@ -16,7 +16,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ log = logging.getLogger("tssh.forward")
 audit = logging.getLogger("tssh.audit")
 
 CHANNEL_CHUNK = 32 * 1024  # asyncssh slices a larger write quadratically (session.py)
+WRITE_HIGH_WATER = 1024 * 1024
 
 
 @dataclass
@@ -76,9 +77,27 @@ class _Side(SSHForwarder):
         self._chunked = chunked
         self._on_close = on_close
         self._hold = hold
+        self._pending: list[bytes] = []
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            super().write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def write_eof(self) -> None:
+        self._flush()
+        super().write_eof()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # A channel end: asyncssh's default high-water mark (64 KiB) is below one socket read
+        # (256 KiB), so every read would pause and resume the socket (tssh/server/session.py
+        # sizes its channels the same way). A socket end keeps asyncio's 64 KiB: Python
+        # 3.11's transport moves its whole unsent buffer after each partial send.
+        if self._chunked:
+            with contextlib.suppress(AttributeError, ValueError):
+                transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+                    high=WRITE_HIGH_WATER)
         if self._hold:
             transport.pause_reading()  # type: ignore[attr-defined]
 
@@ -94,14 +113,22 @@ class _Side(SSHForwarder):
         super().data_received(data, datatype)
 
     def write(self, data: bytes) -> None:
-        if not self._chunked or len(data) <= CHANNEL_CHUNK:
+        if not self._chunked:
+            # A socket end: packets that arrive together (one read of the SSH connection
+            # holds several) go out in one send, not one system call per 32 KiB packet.
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._pending.append(data)
+            return
+        if len(data) <= CHANNEL_CHUNK:
             super().write(data)
             return
         view = memoryview(data)
         for start in range(0, len(data), CHANNEL_CHUNK):
-            super().write(bytes(view[start:start + CHANNEL_CHUNK]))
+            super().write(view[start:start + CHANNEL_CHUNK])  # type: ignore[arg-type]
 
     def close(self) -> None:
+        self._flush()
         super().close()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
@@ -163,9 +190,15 @@ class Forwards:
     def __init__(self, conn: Any, dialer: UserDialer,
                  settings: Callable[[], ForwardingSettings | None],
                  context: Callable[[], ForwardContext],
-                 marker: Callable[[str], None]) -> None:
+                 marker: Callable[[str], None],
+                 settled: Callable[[], Awaitable[bool]] | None = None,
+                 on_activity: Callable[[], None] | None = None) -> None:
         """``settings``: the connection's settings now (None: no forward may open);
-        ``marker``: writes an ``"m"`` event into the connection's session recordings."""
+        ``marker``: writes an ``"m"`` event into the connection's session recordings;
+        ``settled``: False when a policy change could not be applied to the connection in
+        time (the forward is refused, as a session would be)."""
+        self._settled = settled
+        self._touch = on_activity or (lambda: None)
         self._conn = conn
         self._dialer = dialer
         self._settings = settings
@@ -214,6 +247,13 @@ class Forwards:
             with contextlib.suppress(Exception):
                 self._conn.send_debug(text, always_display=True)
 
+    async def _settle(self) -> None:
+        """Wait until a policy change in progress has reached this connection."""
+        if self._settled is not None and not await self._settled():
+            raise asyncssh.ChannelOpenError(
+                OPEN_ADMINISTRATIVELY_PROHIBITED, "tssh: the policy changed and this "
+                "connection could not be re-checked in time; try again")
+
     def _current(self) -> ForwardingSettings:
         settings = self._settings()
         if settings is None or self._ended:
@@ -241,11 +281,15 @@ class Forwards:
         """The session for the channel of ``fwd``, relaying to ``sock``."""
         loop = asyncio.get_running_loop()
 
+        touch = self._touch
+
         def received(n: int) -> None:
             fwd.received += n
+            touch()
 
         def sent(n: int) -> None:
             fwd.sent += n
+            touch()
 
         def done() -> None:
             self._close(fwd)
@@ -262,6 +306,9 @@ class Forwards:
             sock.close()
             self._close(fwd)
             raise asyncssh.ChannelOpenError(OPEN_CONNECT_FAILED, str(e)) from None
+        if self._ended:  # the connection ended meanwhile: close_all has run already
+            far.close()
+            raise asyncssh.ChannelOpenError(OPEN_CONNECT_FAILED, "tssh: the connection ended")
         near = _Side(sent, peer=far, chunked=True, on_close=done)
         self._closers[fwd.id] = near.close
         return near
@@ -276,10 +323,12 @@ class Forwards:
             fwd_box: list[Forward] = []
 
             def received(n: int) -> None:  # from the local socket: towards the client
+                self._touch()
                 if fwd_box:
                     fwd_box[0].received += n
 
             def sent(n: int) -> None:
+                self._touch()
                 if fwd_box:
                     fwd_box[0].sent += n
 
@@ -310,14 +359,19 @@ class Forwards:
     # --- direct-tcpip: -L, -D, -W ----------------------------------------------------------
 
     def direct_tcp(self, host: str, port: int, orig_host: str, orig_port: int) -> Any:
-        settings = self._current()
         destination = _host_port(host, port)
-        refusal = tcp_refusal(settings, "local", host, port)
-        if refusal is not None:
-            self._refuse("local", destination, refusal, debug=False)
-            raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        def judge() -> None:
+            refusal = tcp_refusal(self._current(), "local", host, port)
+            if refusal is not None:
+                self._refuse("local", destination, refusal, debug=False)
+                raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        judge()
 
         async def connect() -> SSHForwarder:
+            await self._settle()
+            judge()  # as the policy now says
             try:
                 sock = await self._dialer.tcp_connect(host, port)
             except OSError as e:
@@ -333,6 +387,7 @@ class Forwards:
 
     async def tcp_listen(self, host: str, port: int) -> SSHListener | bool:
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return False
@@ -379,18 +434,24 @@ class Forwards:
 
         listener = _Listener(server, port, closed)
         self._closers[fwd.id] = listener.close
+        if self._ended:  # the connection ended while the socket was being made
+            listener.close()
         return listener
 
     # --- Unix sockets --------------------------------------------------------------------
 
     def direct_unix(self, path: str) -> Any:
-        settings = self._current()
-        refusal = stream_local_refusal(settings, "local")
-        if refusal is not None:
-            self._refuse("local-unix", path, refusal, debug=False)
-            raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+        def judge() -> None:
+            refusal = stream_local_refusal(self._current(), "local")
+            if refusal is not None:
+                self._refuse("local-unix", path, refusal, debug=False)
+                raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
+
+        judge()
 
         async def connect() -> SSHForwarder:
+            await self._settle()
+            judge()
             try:
                 sock = await self._dialer.unix_connect(path)
             except OSError as e:
@@ -404,6 +465,7 @@ class Forwards:
 
     async def unix_listen(self, path: str) -> SSHListener | bool:
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return False
@@ -432,6 +494,7 @@ class Forwards:
     async def agent(self) -> _AgentListener | None:
         """The connection's agent socket (made once, as the user), or None: refused."""
         try:
+            await self._settle()
             settings = self._current()
         except asyncssh.ChannelOpenError:
             return None
