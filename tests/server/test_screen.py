@@ -206,3 +206,36 @@ async def test_bytes_that_arrive_before_the_answer_reach_ssh() -> None:
             break
         await asyncio.sleep(0.01)
     assert b"".join(received) == b"SSH-2.0-OpenSSH_9.2\r\n"
+
+
+async def test_a_refused_client_that_left_already_is_dropped_quietly() -> None:
+    """The answer to an unknown address comes after its client hung up: the refusal's write
+    or EOF fails (ENOTCONN), and the connection is aborted, not left with a task error."""
+    aborted: list[bool] = []
+
+    class _Gone(asyncio.Transport):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.9", 50000) if name == "peername" else default
+
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+        def is_closing(self) -> bool:
+            return False
+
+        def write(self, data: bytes | bytearray | memoryview) -> None: ...
+        def can_write_eof(self) -> bool:
+            return True
+
+        def write_eof(self) -> None:
+            raise OSError(107, "Transport endpoint is not connected")
+
+        def abort(self) -> None:
+            aborted.append(True)
+
+    screening = ScreeningProtocol(_screen(_Backend(), _Clock()), lambda screened: _Gone(),
+                                  lambda text: b"refused", Screening())
+    screening.connection_made(_Gone())
+    task = screening._task
+    assert task is not None
+    await asyncio.wait_for(task, 5)  # raises if the OSError escaped
+    assert aborted == [True]

@@ -283,9 +283,13 @@ class ScreeningProtocol(asyncio.Protocol):
             return
         self._refusing = True
         self._early = bytearray()
-        transport.write(self._refusal(f"tssh: {unknown_peer_message(address)}"))
-        if transport.can_write_eof():
-            transport.write_eof()
+        try:
+            transport.write(self._refusal(f"tssh: {unknown_peer_message(address)}"))
+            if transport.can_write_eof():
+                transport.write_eof()
+        except OSError:  # the client has gone already (ENOTCONN from shutdown)
+            transport.abort()
+            return
         self._live.lingering.add(self)
         transport.resume_reading()
         self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
