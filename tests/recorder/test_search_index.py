@@ -215,10 +215,12 @@ async def test_segments_are_merged_as_text_grows_and_by_compact(tmp_path: Path) 
         assert segments() == 1
         assert len((await index.query(Query(q="common"))).matches["rec-00001"]) == 5
         setattr(sq, "COMPACT_MIN", 0)  # noqa: B010 - compaction while writing
+        setattr(sq, "COMPACT_SHARE", 0.0)  # noqa: B010
         for i in range(40, 80):
             await index.add_text([TextUpdate("rec-00001", [Line(i, f"word{i} common")])])
         assert segments() <= 2
         assert [m.id for m in (await index.query(Query(q="word77"))).recordings] == ["rec-00001"]
     finally:
-        setattr(sq, "COMPACT_MIN", 32 * 1024 * 1024)  # noqa: B010
+        setattr(sq, "COMPACT_MIN", 256 * 1024 * 1024)  # noqa: B010
+        setattr(sq, "COMPACT_SHARE", 1.0)  # noqa: B010
         await index.close()
