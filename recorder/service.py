@@ -276,6 +276,7 @@ class RecorderService:
             await rebuild(self.index, meta.id, self.storage.read(key))
             found.add(meta.id)
         dropped = await self.index.retain(found)
+        await self.index.compact()
         if dropped:
             log.info("reindex: dropped %d index rows of recordings no longer in storage",
                      dropped)

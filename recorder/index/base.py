@@ -116,6 +116,11 @@ class Index(abc.ABC):
         live indexing built what ``reindex`` builds)."""
 
     @abc.abstractmethod
+    async def compact(self) -> None:
+        """After a bulk build (reindex): reorganizes the text index for the fastest searches
+        (may do nothing for an index that keeps itself so)."""
+
+    @abc.abstractmethod
     async def retain(self, ids: set[str]) -> int:
         """Deletes every row (and its text) whose id is not in ``ids``; returns how many
         (reindex: the index holds exactly what storage holds)."""

@@ -193,3 +193,34 @@ async def test_schema_1_index_is_migrated(tmp_path: Path) -> None:
         assert [r.id for r in (await index.query(Query(q="new"))).recordings] == [m.id]
     finally:
         await index.close()
+
+
+async def test_segments_are_merged_as_text_grows_and_by_compact(tmp_path: Path) -> None:
+    import recorder.index.sqlite as sq
+
+    def segments() -> int:
+        db = sqlite3.connect(tmp_path / "index.sqlite3")
+        try:
+            return int(db.execute("SELECT count(DISTINCT segid) FROM text_fts_idx").fetchone()[0])
+        finally:
+            db.close()
+
+    index = await opened(tmp_path)
+    try:
+        await index.put(meta(1))
+        for i in range(40):  # one segment per transaction until FTS5's automerge
+            await index.add_text([TextUpdate("rec-00001", [Line(i, f"word{i} common")])])
+        assert segments() > 1
+        await index.compact()
+        assert segments() == 1
+        assert len((await index.query(Query(q="common"))).matches["rec-00001"]) == 5
+        setattr(sq, "COMPACT_MIN", 0)  # noqa: B010 - compaction while writing
+        setattr(sq, "COMPACT_SHARE", 0.0)  # noqa: B010
+        for i in range(40, 80):
+            await index.add_text([TextUpdate("rec-00001", [Line(i, f"word{i} common")])])
+        assert segments() <= 2
+        assert [m.id for m in (await index.query(Query(q="word77"))).recordings] == ["rec-00001"]
+    finally:
+        setattr(sq, "COMPACT_MIN", 256 * 1024 * 1024)  # noqa: B010
+        setattr(sq, "COMPACT_SHARE", 1.0)  # noqa: B010
+        await index.close()
