@@ -15,16 +15,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from setuptools import build_meta
-from setuptools.build_meta import (  # noqa: F401 (the rest of the PEP 517 interface)
-    build_editable,
-    build_sdist,
-    get_requires_for_build_editable,
-    get_requires_for_build_sdist,
-    get_requires_for_build_wheel,
-    prepare_metadata_for_build_editable,
-    prepare_metadata_for_build_wheel,
-)
+
+def __getattr__(name: str) -> Any:
+    """The other PEP 517 hooks are setuptools' own; imported only when a build asks for one
+    (``./dev`` runs this file in a venv that may have no setuptools)."""
+    if name.startswith(("build_", "get_requires_for_", "prepare_metadata_for_")):
+        from setuptools import build_meta
+
+        return getattr(build_meta, name)
+    raise AttributeError(name)
+
 
 UI = Path(__file__).resolve().parent
 PLAYER_FILES = ("asciinema-player.min.js", "asciinema-player.css")
@@ -67,6 +67,8 @@ def vendor_player(ui: Path = UI) -> None:
 
 def build_wheel(wheel_directory: str, config_settings: dict[str, Any] | None = None,
                 metadata_directory: str | None = None) -> str:
+    from setuptools import build_meta
+
     vendor_player()
     return str(build_meta.build_wheel(wheel_directory, config_settings, metadata_directory))
 
