@@ -123,14 +123,17 @@ def build_api(service: RecorderService, access: Access, *,
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        """Liveness: the recorder answers. Open to everyone."""
         return {"ok": True, "storage": service.storage.describe()}
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        """Prometheus metrics of this recorder process. Open to everyone on the tailnet."""
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     @app.get("/api/v1/key")
     async def key() -> dict[str, str]:
+        """This recorder's Ed25519 public key, which its seals verify with."""
         return {"algorithm": "ed25519", "publicKey": service.public_key}
 
     @guarded.get("/api/v1/recordings")
@@ -144,6 +147,8 @@ def build_api(service: RecorderService, access: Access, *,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: str | None = None,
     ) -> dict[str, Any]:
+        """Recordings, newest first: filters, ``q=`` full-text search (words, "phrases")
+        with ``matches``, and cursor paging (``next``)."""
         try:
             query = IndexQuery(
                 node=node, user=user,
@@ -165,10 +170,12 @@ def build_api(service: RecorderService, access: Access, *,
 
     @guarded.get("/api/v1/recordings/{recording_id}")
     async def show(recording_id: str) -> dict[str, Any]:
+        """One recording's metadata: header fields, node, start, end, size, status, seal."""
         return (await recording(recording_id)).to_json()
 
     @guarded.get("/api/v1/recordings/{recording_id}/cast")
     async def cast(recording_id: str, request: Request) -> Response:
+        """The asciicast file as stored (``Range: bytes=`` honoured)."""
         meta = await recording(recording_id)
         size = meta.size
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
@@ -208,6 +215,7 @@ def build_api(service: RecorderService, access: Access, *,
 
     @guarded.get("/api/v1/recordings/{recording_id}/live")
     async def live(recording_id: str) -> Response:
+        """The events so far, then new ones as they arrive, as NDJSON, until it ends."""
         meta = await recording(recording_id)
         return StreamingResponse(
             follow(meta), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"},
@@ -215,6 +223,7 @@ def build_api(service: RecorderService, access: Access, *,
 
     @guarded.get("/api/v1/recordings/{recording_id}/events")
     async def events(recording_id: str) -> Response:
+        """The same as server-sent events, for the web UI's player (eventsource driver)."""
         """The recording as server-sent events for asciinema-player's eventsource driver
         (``recorder.sse``): what is stored, then new events live, then ``done``."""
         meta = await recording(recording_id)
@@ -242,6 +251,7 @@ def build_api(service: RecorderService, access: Access, *,
 
     @guarded.get("/api/v1/recordings/{recording_id}/verify")
     async def verify(recording_id: str) -> JSONResponse:
+        """Check the recording against its seal: SHA-256 and signed metadata."""
         meta = await recording(recording_id)
         if meta.status == "live":
             raise HTTPException(409, "recording is still live; it is sealed when it ends")
