@@ -24,6 +24,7 @@ from tssh.errors import ConfigError
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
 LogFormat = Literal["json", "text"]
+AuditUnparsable = Literal["pass", "cut"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_PREFIX = "TSSH_"
 
@@ -93,6 +94,9 @@ class Config:
     # files kept (the current one included).
     audit_max_bytes: int = 64 * 1024 * 1024
     audit_files: int = 5
+    # A transfer stream the audit cannot parse: "pass" it on (audited as unparsable), or
+    # "cut" the session.
+    audit_unparsable: AuditUnparsable = "pass"
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -269,6 +273,7 @@ PARSERS: dict[str, Parser] = {
     "check_port": _port,
     "audit_max_bytes": _audit_bytes,
     "audit_files": _audit_files,
+    "audit_unparsable": _choice(get_args(AuditUnparsable)),
 }
 
 

@@ -38,6 +38,7 @@ HELP = {
     "check_port": "port of the approval pages (with check_oidc_issuer)",
     "audit_max_bytes": "size at which the audit log (audit.jsonl) is rotated",
     "audit_files": "audit log files kept, the current one included",
+    "audit_unparsable": "a transfer stream the audit cannot parse: pass or cut",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

@@ -171,9 +171,13 @@ def _addr(info: Any) -> tuple[str, int]:
 class TsshServer(asyncssh.SSHServer):
     """asyncssh's per-connection server object: the decision, then session channels."""
 
-    def __init__(self, gate: Gatekeeper, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+    def __init__(self, gate: Gatekeeper, max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 cut_unparsable: bool = False) -> None:
+        """``cut_unparsable``: end a session whose transfer stream the audit cannot parse
+        (``audit_unparsable = "cut"``, docs/audit.md)."""
         self._gate = gate
         self._max_sessions = max_sessions
+        self._cut_unparsable = cut_unparsable
         self.conn_id = new_connection_id()
         self.conn: Any = None
         self.peer_ip = ""
@@ -319,7 +323,8 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
-                                 self._gate.hung_up_groups, settle=self.current_context)
+                                 self._gate.hung_up_groups, settle=self.current_context,
+                                 cut_unparsable=self._cut_unparsable)
         self.sessions[session_id] = session
         return session
 
