@@ -6,6 +6,7 @@ and cipher, alternating between the servers so drift in the machine's load hits 
 
     sudo python benchmarks/bench_ssh.py            # full run: 1 GiB transfers, 500 sessions
     sudo python benchmarks/bench_ssh.py --quick    # 128 MiB, 100 sessions: about a minute
+    sudo python benchmarks/bench_ssh.py --only tunnel   # 256 MiB each way through ssh -L
 
 Prints a table of tssh/OpenSSH ratios and each figure. Needs root (sshd, the account) and
 openssh-server installed.
@@ -22,6 +23,7 @@ import pwd
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +200,98 @@ def bench_throughput(targets: list[Target], user: str, size: int,
         result[name].update({f"cpu_{way}": statistics.median(cpu[name][way])
                              for way in ("out", "in")})
     return result
+
+
+class _TunnelEnds:
+    """The far ends of a tunnel benchmark, on loopback in this process: a source that sends
+    ``size`` bytes to whoever connects, and a sink that reads until EOF."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.source = socket.create_server(("127.0.0.1", 0))
+        self.sink = socket.create_server(("127.0.0.1", 0))
+        for server, serve in ((self.source, self._send), (self.sink, self._drain)):
+            threading.Thread(target=self._accept, args=(server, serve), daemon=True).start()
+
+    @staticmethod
+    def _accept(server: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    def _send(self, conn: socket.socket) -> None:
+        block = bytes(1 << 20)
+        with conn, contextlib.suppress(OSError):
+            left = self.size
+            while left > 0:
+                conn.sendall(block[:left])
+                left -= len(block)
+
+    @staticmethod
+    def _drain(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(1 << 20):
+                pass
+
+    def close(self) -> None:
+        self.source.close()
+        self.sink.close()
+
+
+def bench_tunnel(targets: list[Target], user: str, size: int,
+                 rounds: int) -> dict[str, dict[str, float]]:
+    """Median MiB/s through an ``ssh -N -L`` tunnel: "out" from a server-side source to the
+    client, "in" from the client to a server-side sink (both on the server's loopback)."""
+    ends = _TunnelEnds(size)
+    rates: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    cpu: dict[str, dict[str, list[float]]] = {t.name: {"out": [], "in": []} for t in targets}
+    gib = size / (1 << 30)
+    tunnels: list[tuple[Target, subprocess.Popen[bytes], int, int]] = []
+    try:
+        for t in targets:
+            out_port, in_port = free_port(), free_port()
+            argv = t.ssh(user)
+            at = argv.index(f"{user}@{t.ip}")
+            argv[at:at] = ["-N", "-o", "ExitOnForwardFailure=yes",
+                           "-L", f"{out_port}:127.0.0.1:{ends.source.getsockname()[1]}",
+                           "-L", f"{in_port}:127.0.0.1:{ends.sink.getsockname()[1]}"]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            tunnels.append((t, proc, out_port, in_port))
+            wait_for_port("127.0.0.1", out_port, proc)
+        for _ in range(rounds):
+            for t, _proc, out_port, in_port in tunnels:
+                with CpuSampler(t.pid) as sampler, \
+                        socket.create_connection(("127.0.0.1", out_port)) as sock:
+                    start = time.perf_counter()
+                    got = 0
+                    while chunk := sock.recv(1 << 20):
+                        got += len(chunk)
+                    rates[t.name]["out"].append(got / (time.perf_counter() - start))
+                cpu[t.name]["out"].append(sampler.seconds / gib)
+                if got != size:
+                    raise RuntimeError(f"{t.name}: {got} of {size} bytes through the tunnel")
+                block = bytes(1 << 20)
+                with CpuSampler(t.pid) as sampler, \
+                        socket.create_connection(("127.0.0.1", in_port)) as sock:
+                    start = time.perf_counter()
+                    left = size
+                    while left > 0:
+                        sock.sendall(block[:left])
+                        left -= len(block)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.recv(1)  # EOF once the sink read everything and closed
+                    rates[t.name]["in"].append(size / (time.perf_counter() - start))
+                cpu[t.name]["in"].append(sampler.seconds / gib)
+    finally:
+        for _t, proc, _o, _i in tunnels:
+            stop_process(proc)
+        ends.close()
+    return {name: {**{way: statistics.median(rates[name][way]) for way in ("out", "in")},
+                   **{f"cpu_{way}": statistics.median(cpu[name][way]) for way in ("out", "in")}}
+            for name in rates}
 
 
 async def _connect(t: Target, user: str) -> asyncssh.SSHClientConnection:
@@ -375,9 +469,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30, help="`ssh true` runs per server")
     parser.add_argument("--rounds", type=int, default=3, help="transfers per direction")
     parser.add_argument("--echo-seconds", type=float, default=5.0)
-    parser.add_argument("--only", choices=("rss", "true", "throughput", "echo"),
+    parser.add_argument("--only", choices=("rss", "true", "throughput", "tunnel", "echo"),
                         help="run one measure")
     parser.add_argument("--idle", type=int, default=200, help="idle connections for RSS")
+    parser.add_argument("--tunnel-mib", type=int, default=256,
+                        help="bytes through the -L tunnel per direction and round (MiB)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench_ssh: needs root (runs sshd and makes a throw-away user)", file=sys.stderr)
@@ -396,7 +492,8 @@ def main() -> int:
             subprocess.run(sshd.ssh(user, "true"), check=True, timeout=30)
             print(f"user {user} (uid {pwd.getpwnam(user).pw_uid}), kex {KEX}, cipher {CIPHER}",
                   flush=True)
-            want = {args.only} if args.only else {"rss", "true", "throughput", "echo"}
+            want = ({args.only} if args.only
+                    else {"rss", "true", "throughput", "tunnel", "echo"})
             # Memory first, while the daemon has not yet grown for the other measures.
             if "rss" in want:
                 rss = {t.name: asyncio.run(_idle_rss(t, user, args.idle)) for t in targets}
@@ -415,6 +512,15 @@ def main() -> int:
                 for way in ("out", "in"):
                     rows.append((f"server CPU per GiB {way} (s)", tput["tssh"][f"cpu_{way}"],
                                  tput["openssh"][f"cpu_{way}"], ""))
+            if "tunnel" in want:
+                tunnel_size = args.tunnel_mib * mb
+                tun = bench_tunnel(targets, user, tunnel_size, args.rounds)
+                for way in ("out", "in"):
+                    rows.append((f"-L tunnel {way} {args.tunnel_mib} MiB (MiB/s)",
+                                 tun["tssh"][way] / mb, tun["openssh"][way] / mb, ">= 0.8x"))
+                for way in ("out", "in"):
+                    rows.append((f"server CPU per GiB through -L {way} (s)",
+                                 tun["tssh"][f"cpu_{way}"], tun["openssh"][f"cpu_{way}"], ""))
             if "echo" in want:
                 echo = asyncio.run(_echo(targets, user, sessions, args.echo_seconds))
                 for p in (50, 99):

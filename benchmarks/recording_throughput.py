@@ -76,9 +76,14 @@ async def upload() -> None:
     async with FakeRecorder() as recorder:
         rec = await start_recording([recorder.address], HEADER,
                                     options=RecordingOptions(enforce=True))
+        resumed = asyncio.Event()  # flow control, as the daemon's sessions do it
+        resumed.set()
+        rec.set_flow_control(resumed.clear, resumed.set)
         start = time.perf_counter()
         for _ in range(READS):
-            await rec.output(UPLOAD)
+            await resumed.wait()
+            rec.output_nowait(UPLOAD)
+            await asyncio.sleep(0)
         stats = await rec.close()
         elapsed = time.perf_counter() - start
         print(f"v2 upload, text: {READS * READ / elapsed / 1e6:6.0f} MB/s of session output "

@@ -1,8 +1,11 @@
-"""The read API (docs/recorder.md): list, metadata, cast (with Range), live follow, verify; health,
-metrics and the public key. Every recording route goes through ``access``."""
+"""The read API (docs/recorder.md): list, metadata, cast (with Range), live follow (NDJSON
+and server-sent events), verify; health, metrics and the public key; with ``ui``, the web UI.
+Every recording route, and every page and file of the UI, goes through ``access``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -16,11 +19,13 @@ from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from recorder.index.base import Query as IndexQuery
 from recorder.model import RecordingMeta, parse_time
 from recorder.service import RecorderService
+from recorder.sse import KEEPALIVE, CastEvents
 from tssh.errors import IdentityError
 from tssh.socket_owner import loopback_peer_uid
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)", re.ASCII)
 _BEYOND = 1 << 63  # stands for any position past every possible size (no int of 5,000 digits)
+SSE_KEEPALIVE = 15.0  # seconds of silence before an SSE comment keeps the stream open
 
 
 def _position(digits: str) -> int:
@@ -46,9 +51,43 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return (start, end) if start < size and start < end else None
 
 
+async def _keepalive(source: AsyncIterator[bytes], every: float) -> AsyncIterator[bytes | None]:
+    """``source``'s items, and None after each ``every`` seconds without one. A task reads
+    ``source`` into a small queue (so backpressure still reaches storage reads): cancelling a
+    pending ``anext`` on the generator itself would close it."""
+    queue: asyncio.Queue[tuple[bytes | None, BaseException | None, bool]] = asyncio.Queue(4)
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                await queue.put((item, None, False))
+            await queue.put((None, None, True))
+        except Exception as e:  # handed to the reader, raised there
+            await queue.put((None, e, True))
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item, error, last = await asyncio.wait_for(queue.get(), every)
+            except TimeoutError:
+                yield None
+                continue
+            if error is not None:
+                raise error
+            if last:
+                return
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def build_api(service: RecorderService, access: Access, *,
-              local_owner: int | None = None) -> FastAPI:
-    """``local_owner``: readers must also be local processes of this uid (loopback demo)."""
+              local_owner: int | None = None, ui: bool = False) -> FastAPI:
+    """``local_owner``: readers must also be local processes of this uid (loopback demo).
+    ``ui``: also serve the web UI (``recorder.web``), behind the same access check."""
     app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
 
     async def reader(request: Request) -> Reader:
@@ -116,10 +155,13 @@ def build_api(service: RecorderService, access: Access, *,
         except ValueError as e:
             raise HTTPException(400, f"bad query: {e}") from e
         page = await service.index.query(query)
-        return {
-            "recordings": [service.with_live_size(m).to_json() for m in page.recordings],
-            "next": page.next.encode() if page.next else None,
-        }
+        found = []
+        for m in page.recordings:
+            doc = service.with_live_size(m).to_json()
+            if q is not None and q.strip():
+                doc["matches"] = [hit.to_json() for hit in page.matches.get(m.id, ())]
+            found.append(doc)
+        return {"recordings": found, "next": page.next.encode() if page.next else None}
 
     @guarded.get("/api/v1/recordings/{recording_id}")
     async def show(recording_id: str) -> dict[str, Any]:
@@ -153,10 +195,8 @@ def build_api(service: RecorderService, access: Access, *,
             body(), status_code=status, headers=headers, media_type="application/x-asciicast"
         )
 
-    @guarded.get("/api/v1/recordings/{recording_id}/live")
-    async def live(recording_id: str) -> Response:
-        meta = await recording(recording_id)
-
+    def follow(meta: RecordingMeta) -> AsyncIterator[bytes]:
+        """The recording's whole lines: those stored, then new ones until it ends."""
         def read(start: int, end: int) -> AsyncIterator[bytes]:
             return service.storage.read(meta.key, start, end)
 
@@ -164,10 +204,41 @@ def build_api(service: RecorderService, access: Access, *,
             done = await service.index.get(meta.id)
             return None if done is None else done.size
 
+        return service.live.follow(meta.id, read, final_size)
+
+    @guarded.get("/api/v1/recordings/{recording_id}/live")
+    async def live(recording_id: str) -> Response:
+        meta = await recording(recording_id)
         return StreamingResponse(
-            service.live.follow(meta.id, read, final_size),
-            media_type="application/x-ndjson", headers={"Cache-Control": "no-store"},
+            follow(meta), media_type="application/x-ndjson", headers={"Cache-Control": "no-store"},
         )
+
+    @guarded.get("/api/v1/recordings/{recording_id}/events")
+    async def events(recording_id: str) -> Response:
+        """The recording as server-sent events for asciinema-player's eventsource driver
+        (``recorder.sse``): what is stored, then new events live, then ``done``."""
+        meta = await recording(recording_id)
+
+        async def body() -> AsyncIterator[bytes]:
+            cast = CastEvents()
+            yield cast.start()
+            tail = b""
+            async for chunk in _keepalive(follow(meta), SSE_KEEPALIVE):
+                if chunk is None:
+                    yield KEEPALIVE
+                    continue
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()
+                out = b"".join(cast.line(line) for line in lines if line)
+                if out:
+                    yield out
+            if tail:
+                yield cast.line(tail)
+            done = await service.index.get(meta.id)
+            yield cast.done(done.status if done is not None else "incomplete")
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={
+            "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @guarded.get("/api/v1/recordings/{recording_id}/verify")
     async def verify(recording_id: str) -> JSONResponse:
@@ -177,5 +248,9 @@ def build_api(service: RecorderService, access: Access, *,
         result = await service.verify(recording_id)
         return JSONResponse({"id": recording_id, **result.to_json()})
 
+    if ui:
+        from recorder.web import build_ui
+
+        guarded.include_router(build_ui(service, list_recordings))
     app.include_router(guarded)
     return app

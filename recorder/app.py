@@ -73,7 +73,7 @@ def build_app(
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
-    api = build_api(service, access, local_owner=settings.local_owner)
+    api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui)
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack,
         sync_pace=settings.sync_pace, header_timeout=settings.header_timeout,
@@ -126,7 +126,11 @@ async def serve_recorder(
             loop.add_signal_handler(sig, stop.set)
     h2tuning.install()
     if settings.ui:
-        log.warning("--ui: the web UI is not part of this version; serving the API only")
+        from recorder.web import vendor_problem
+
+        problem = vendor_problem()
+        if problem is not None:  # the list works; the player page says the same
+            log.warning("--ui: %s", problem)
     raise_fd_limit()  # each upload holds a connection and a file (docs/recorder.md, "Limits")
     await service.start()
     follow = asyncio.create_task(follow_identity_file(resolver)) \

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
@@ -23,6 +24,7 @@ from recorder.errors import (
     StorageError,
 )
 from recorder.index.base import Index
+from recorder.indexer import TextIndexer, rebuild
 from recorder.keys import check_recording_id, new_recording_id, storage_key
 from recorder.live import LiveHub
 from recorder.metrics import Metrics
@@ -64,6 +66,7 @@ class Recording:
         except StorageError:
             self.failed = True
             raise
+        self.service.text.feed(self.meta.id, data)
 
     async def sync(self) -> int:
         try:
@@ -92,16 +95,22 @@ class Recording:
             status = "incomplete"
             with contextlib.suppress(StorageError):  # releases the file even so
                 await self.writer.close()
+        indexed = True
         try:
-            if self.failed:
+            if self.failed:  # the text of what storage holds, not of what arrived
+                svc.text.discard(self.meta.id)
+                indexed = False
                 size, digest = await svc.hash_stored(self.meta.key)
             else:
+                indexed = await svc.text.finish(self.meta.id)
                 size, digest = self.writer.size, self.writer.sha256()
             meta = self.meta.with_(
                 status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
                 last_event_time=scanner.last_time, error=error,
             )
             await svc.seal_and_store(meta, digest)
+            if not indexed:  # from storage, now that it is all there
+                svc.rebuild_text_later(meta)
         finally:
             await svc.live.end(self.meta.id)
             svc.metrics.active.dec()
@@ -120,6 +129,7 @@ class RecorderService:
         self.trusted_keys = frozenset({self.public_key})
         self.metrics = metrics or Metrics()
         self.live = LiveHub()
+        self.text = TextIndexer(index)
 
     async def start(self) -> None:
         await self.storage.start()
@@ -127,6 +137,7 @@ class RecorderService:
         await self.recover()
 
     async def close(self) -> None:
+        await self.text.close()
         await self.storage.close()
         await self.index.close()
 
@@ -167,6 +178,7 @@ class RecorderService:
                 await writer.close()
             raise
         self.live.begin(rid)
+        self.text.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)
         return Recording(self, meta, writer)
@@ -185,14 +197,29 @@ class RecorderService:
         log.info("recording %s %s: %d bytes", meta.id, meta.status, meta.size)
         return sealed
 
-    async def hash_stored(self, key: str) -> tuple[int, str]:
+    async def hash_stored(
+        self, key: str, *, observe: Callable[[bytes], None] | None = None,
+    ) -> tuple[int, str]:
+        """Size and SHA-256 of a stored cast; ``observe`` sees each chunk."""
         hasher = hashlib.sha256()
         size = 0
         if await self.storage.size(key) is not None:
             async for chunk in self.storage.read(key):
                 hasher.update(chunk)
                 size += len(chunk)
+                if observe is not None:
+                    observe(chunk)
         return size, hasher.hexdigest()
+
+    def rebuild_text_later(self, meta: RecordingMeta) -> None:
+        """Queues the rebuild of a recording's text from storage (it costs far more than
+        storing: not on the path of an upload's final ack or of the recorder's start)."""
+        key = meta.key
+
+        def read() -> AsyncIterator[bytes]:
+            return self.storage.read(key)
+
+        self.text.rebuild_later(meta.id, read)
 
     async def recover(self) -> int:
         """Finishes every recording this recorder left open (crash, kill): kept, sealed and
@@ -200,32 +227,34 @@ class RecorderService:
         count = 0
         for meta in await self.index.open_recordings(self.public_key):
             await self.storage.reopen(meta.key)
-            hasher = hashlib.sha256()
             scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
-            size = 0
-            if await self.storage.size(meta.key) is not None:
-                async for chunk in self.storage.read(meta.key):
-                    hasher.update(chunk)
-                    size += len(chunk)
-                    if scanner is not None:
-                        try:
-                            scanner.feed(chunk)
-                        except CastError:  # a torn recording still gets sealed as it is
-                            scanner = None
+
+            def observe(chunk: bytes) -> None:
+                nonlocal scanner
+                if scanner is not None:
+                    try:
+                        scanner.feed(chunk)
+                    except CastError:  # a torn recording still gets sealed as it is
+                        scanner = None
+
+            size, digest = await self.hash_stored(meta.key, observe=observe)
             done = meta.with_(
                 status="incomplete", end=time.time(), size=size,
                 exit_status=scanner.exit_status if scanner else None,
                 last_event_time=scanner.last_time if scanner else None,
                 error="the recorder stopped during the upload",
             )
-            await self.seal_and_store(done, hasher.hexdigest())
+            await self.seal_and_store(done, digest)
+            # the text indexed before the crash may lack what was stored last
+            self.rebuild_text_later(done)
             count += 1
         return count
 
     async def reindex(self) -> Reindexed:
-        """Makes the index hold exactly the recordings in storage: a row is put for every
-        readable metadata document whose cast exists, and every other row is deleted (its
-        recording was removed from storage, or its files are unreadable)."""
+        """Makes the index hold exactly the recordings in storage: a row, and the output text
+        read from its cast, for every readable metadata document whose cast exists; every
+        other row is deleted (its recording was removed from storage, or its files are
+        unreadable)."""
         found: set[str] = set()
         async for key in self.storage.keys():
             doc = await self.storage.get_meta(key)
@@ -244,6 +273,7 @@ class RecorderService:
                 log.warning("skipping %s: its metadata is there but its cast is gone", key)
                 continue
             await self.index.put(meta)
+            await rebuild(self.index, meta.id, self.storage.read(key))
             found.add(meta.id)
         dropped = await self.index.retain(found)
         if dropped:

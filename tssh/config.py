@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from tssh.errors import ConfigError
+from tssh.forwarding import (
+    FORWARDING_KEYS,
+    VALUE_PARSERS,
+    ForwardingConfig,
+    ForwardingSettings,
+    MatchBlock,
+    Mode,
+    Permit,
+    parse_match_blocks,
+)
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
 LogFormat = Literal["json", "text"]
@@ -80,6 +90,14 @@ class Config:
     local_recording_dir: Path | None = None
     # Session channels one SSH connection may have open at once (sshd's MaxSessions).
     max_sessions: int = 64
+    # Connection limits, with sshd_config's meanings (docs/daemon.md, "Limits"); 0 is off.
+    login_grace_time: int = 60
+    max_startups: MaxStartups = field(default_factory=lambda: MaxStartups(10, 30, 100))
+    per_source_max_startups: int = 32
+    client_alive_interval: int = 60
+    client_alive_count_max: int = 3
+    idle_timeout: int = 0
+    session_max_duration: int = 0
     # Seconds a login held by a check rule waits for an approval before it is refused.
     check_timeout: int = 600
     # Approval through the identity provider (OIDC): issuer URL, this client's id, a file
@@ -90,6 +108,22 @@ class Config:
     check_oidc_claim: str = "email"
     check_oidc_max_age: int = 300
     check_port: int = 8022
+    # Forwarding (sshd_config's keywords; docs/config.md, "Forwarding").
+    allow_tcp_forwarding: Mode = "yes"
+    allow_stream_local_forwarding: Mode = "yes"
+    allow_agent_forwarding: bool = True
+    permit_open: tuple[Permit, ...] | None = None  # None: any
+    permit_listen: tuple[Permit, ...] | None = None  # None: any
+    gateway_ports: bool = False
+    match: tuple[MatchBlock, ...] = ()  # [[match]] tables, file only
+
+    def forwarding(self) -> ForwardingConfig:
+        """The forwarding keys as ``tssh.forwarding.effective_forwarding`` takes them."""
+        top = ForwardingSettings(**{key: getattr(self, key) for key in FORWARDING_KEYS})
+        default = ForwardingSettings()
+        origins = {key: "top level" for key in FORWARDING_KEYS
+                   if getattr(top, key) != getattr(default, key)}
+        return ForwardingConfig(top, self.match, origins)
     # The audit log (docs/audit.md): <state_dir>/audit.jsonl rotated at this size, this many
     # files kept (the current one included).
     audit_max_bytes: int = 64 * 1024 * 1024
@@ -154,6 +188,46 @@ def _count(value: object, _base: Path) -> int:
 
 
 CHECK_TIMEOUT_LIMIT = 86_400
+
+
+def _seconds_or_off(value: object, _base: Path) -> int:
+    """Whole seconds, 0 for "no limit" (sshd's spelling)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= CHECK_TIMEOUT_LIMIT * 365:
+        raise ValueError(f"must be whole seconds, 0 for no limit, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class MaxStartups:
+    """sshd's ``MaxStartups start:rate:full``: from ``start`` unauthenticated connections on,
+    refuse a new one with probability ``rate`` % rising linearly to 100 % at ``full``."""
+
+    start: int
+    rate: int
+    full: int
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.rate}:{self.full}"
+
+
+def _max_startups(value: object, _base: Path) -> MaxStartups:
+    if isinstance(value, MaxStartups):
+        return value
+    text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) \
+        else None
+    parts = text.split(":") if text else []
+    if len(parts) == 1 and parts[0].isdigit():
+        parts = [parts[0], "100", parts[0]]  # sshd: a single number is a hard limit
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f'must be "start:rate:full" (e.g. "10:30:100") or a number, '
+                         f"not {value!r}")
+    start, rate, full = (int(p) for p in parts)
+    if not (1 <= start <= full <= MAX_SESSIONS_LIMIT and rate <= 100):
+        raise ValueError(f"must have 1 <= start <= full and rate <= 100, not {value!r}")
+    return MaxStartups(start, rate, full)
 
 
 def _seconds(value: object, _base: Path) -> int:
@@ -249,6 +323,11 @@ def _interface(value: object, _base: Path) -> str:
     return text
 
 
+def _forwarding(key: str) -> Parser:
+    parse = VALUE_PARSERS[key]
+    return lambda value, _base: parse(value)
+
+
 PARSERS: dict[str, Parser] = {
     "identity": _choice(get_args(IdentityBackend)),
     "netmap": _path,
@@ -264,6 +343,13 @@ PARSERS: dict[str, Parser] = {
     "log_level": _choice(LOG_LEVELS),
     "local_recording_dir": _path,
     "max_sessions": _count,
+    "login_grace_time": _seconds_or_off,
+    "max_startups": _max_startups,
+    "per_source_max_startups": _count,
+    "client_alive_interval": _seconds_or_off,
+    "client_alive_count_max": _count,
+    "idle_timeout": _seconds_or_off,
+    "session_max_duration": _seconds_or_off,
     "check_timeout": _seconds,
     "check_oidc_issuer": _issuer,
     "check_oidc_client_id": _nonempty,
@@ -271,10 +357,14 @@ PARSERS: dict[str, Parser] = {
     "check_oidc_claim": _nonempty,
     "check_oidc_max_age": _seconds,
     "check_port": _port,
+    **{key: _forwarding(key) for key in FORWARDING_KEYS},
+    "match": lambda value, _base: parse_match_blocks(value),
     "audit_max_bytes": _audit_bytes,
     "audit_files": _audit_files,
     "audit_unparsable": _choice(get_args(AuditUnparsable)),
 }
+# Keys only the file can set (a table has no environment or flag spelling).
+FILE_ONLY_KEYS = frozenset({"match"})
 
 
 def env_var(key: str) -> str:
@@ -374,7 +464,7 @@ def _layer(
     cwd = Path.cwd()
     for key in keys:
         name = env_var(key)
-        if name in env:
+        if name in env and key not in FILE_ONLY_KEYS:
             take(key, env[name], f"environment {name}", cwd)
 
     for key, raw in overrides.items():

@@ -1,7 +1,9 @@
-"""The index interface: metadata of every recording, queried by the API.
+"""The index interface: metadata and output text of every recording, queried by the API.
 
 The index is a cache of storage (``tssh-recorder reindex`` rebuilds it from the ``.json``
-documents); SQLite in the state dir by default, PostgreSQL for a fleet (next to come).
+documents and the casts); SQLite in the state dir by default, PostgreSQL for a fleet (next to
+come). The text of a recording is a sequence of lines (``recorder/text.py``), appended while
+it streams; a search (``recorder/search.py``, docs/recorder.md "Search") matches lines.
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from recorder.model import RecordingMeta
+from recorder.text import Line
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_MATCHES = 5  # hits returned per recording of a search
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,40 @@ class Query:
     since: float | None = None  # start >= since
     until: float | None = None  # start < until
     live: bool | None = None
-    q: str | None = None  # free text; a substring match on metadata for now
+    q: str | None = None  # words and "phrases" (recorder/search.py)
     limit: int = DEFAULT_LIMIT
     cursor: Cursor | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """A line of output that matches a search, and when it was first shown."""
+
+    time: float
+    text: str
+
+    def to_json(self) -> dict[str, float | str]:
+        return {"time": self.time, "text": self.text}
 
 
 @dataclass(frozen=True)
 class Page:
     recordings: list[RecordingMeta]
     next: Cursor | None
+    # with ``q``: the first MAX_MATCHES matching lines of each recording, in time order (empty
+    # when only its metadata matched)
+    matches: dict[str, tuple[Match, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextUpdate:
+    """New output text of one recording: ``lines`` are complete and appended in order;
+    ``partial`` is the line still being written, shown to searches until the next update
+    replaces it (with its complete form among ``lines``, or a newer ``partial``)."""
+
+    recording_id: str
+    lines: Sequence[Line]
+    partial: Line | None = None
 
 
 class Index(abc.ABC):
@@ -66,12 +96,29 @@ class Index(abc.ABC):
     async def get(self, recording_id: str) -> RecordingMeta | None: ...
 
     @abc.abstractmethod
-    async def query(self, query: Query) -> Page: ...
+    async def query(self, query: Query) -> Page:
+        """Recordings newest first; with ``q`` only those with a matching line (or metadata),
+        and their matches."""
+
+    @abc.abstractmethod
+    async def add_text(self, updates: Sequence[TextUpdate]) -> None:
+        """Applies the updates in one transaction. An update for a recording not in the
+        index is dropped (the recording row is put first, when it begins)."""
+
+    @abc.abstractmethod
+    async def clear_text(self, recording_id: str) -> None:
+        """Deletes a recording's output text (its metadata stays searchable), before the
+        text is built again from storage."""
+
+    @abc.abstractmethod
+    async def text(self, recording_id: str) -> list[Line]:
+        """A recording's indexed output lines in order, its partial line last (a check that
+        live indexing built what ``reindex`` builds)."""
 
     @abc.abstractmethod
     async def retain(self, ids: set[str]) -> int:
-        """Deletes every row whose id is not in ``ids``; returns how many (reindex: the index
-        holds exactly what storage holds)."""
+        """Deletes every row (and its text) whose id is not in ``ids``; returns how many
+        (reindex: the index holds exactly what storage holds)."""
 
     @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:

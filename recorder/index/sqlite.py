@@ -1,7 +1,8 @@
 """SQLite index in the state dir: embedded, nothing to run.
 
 One connection used from a single worker thread (queries are short); WAL mode so a crash
-never corrupts it, and the index can anyway be rebuilt from storage.
+never corrupts it, and the index can anyway be rebuilt from storage. Output text is an FTS5
+table over ``text_lines`` (docs/recorder.md, "Search").
 """
 
 from __future__ import annotations
@@ -9,19 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from recorder.errors import RecorderError
-from recorder.index.base import MAX_LIMIT, Cursor, Index, Page, Query
+from recorder.index.base import (
+    MAX_LIMIT,
+    MAX_MATCHES,
+    Cursor,
+    Index,
+    Match,
+    Page,
+    Query,
+    TextUpdate,
+)
 from recorder.model import RecordingMeta
+from recorder.search import Term, metadata_text, parse_query
+from recorder.text import Line
 
 T = TypeVar("T")
 
+# Line ids: rkey << 32 | n, n = 0 the metadata line, 1... the output lines in order; so a
+# recording's lines are one range of the FTS5 rowid, which FTS5 seeks to without a scan.
+_LINE_BITS = 32
+_MAX_LINE_NO = (1 << _LINE_BITS) - 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
-    id TEXT PRIMARY KEY,
+    rkey INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     storage_key TEXT NOT NULL,
     node_id TEXT NOT NULL,
     node_name TEXT NOT NULL,
@@ -32,12 +51,51 @@ CREATE TABLE IF NOT EXISTS recordings (
     status TEXT NOT NULL,
     start REAL NOT NULL,
     recorder TEXT NOT NULL,
-    search TEXT NOT NULL,
-    document TEXT NOT NULL
+    document TEXT NOT NULL,
+    text_lines INTEGER NOT NULL DEFAULT 0,  -- output lines indexed: numbers 1..text_lines
+    text_partial INTEGER NOT NULL DEFAULT 0  -- 1: the last of them is the partial line
 );
 CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start DESC, id DESC);
 CREATE INDEX IF NOT EXISTS recordings_status ON recordings (status, recorder);
+CREATE TABLE IF NOT EXISTS text_lines (id INTEGER PRIMARY KEY, time REAL, text TEXT NOT NULL);
+CREATE VIRTUAL TABLE IF NOT EXISTS text_fts USING fts5(
+    text, content='text_lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+);
 """
+_UPSERT = """
+INSERT INTO recordings (id, storage_key, node_id, node_name, node_user, src_user, ssh_user,
+                        local_user, status, start, recorder, document)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    storage_key = excluded.storage_key, node_id = excluded.node_id,
+    node_name = excluded.node_name, node_user = excluded.node_user,
+    src_user = excluded.src_user, ssh_user = excluded.ssh_user,
+    local_user = excluded.local_user, status = excluded.status, start = excluded.start,
+    recorder = excluded.recorder, document = excluded.document
+RETURNING rkey
+"""
+# a recording has a line (or its metadata) in its range of rowids (1 << 32 = 4294967296)
+_PROBE = """EXISTS (SELECT 1 FROM text_fts WHERE text_fts MATCH ? AND text_fts.rowid
+    BETWEEN recordings.rkey * 4294967296 AND recordings.rkey * 4294967296 + 4294967295)"""
+# a search that matches more recordings than this is run recording by recording, newest
+# first (each probe a seek in FTS5's doclists), instead of collecting the set of matching
+# recordings first (one seek per matching recording)
+_SET_LIMIT = 200
+_CONTEXT = 200  # characters of a matching line returned whole; a longer one is cut around a hit
+
+
+def _fts_expression(terms: tuple[Term, ...]) -> str:
+    """FTS5 syntax with every term a quoted string: nothing the user typed is an operator."""
+    parts = []
+    for t in terms:
+        quoted = '"' + t.text.replace('"', '""') + '"'
+        parts.append(quoted + (" *" if t.prefix else ""))
+    return " AND ".join(parts)
+
+
+def _span(rkey: int) -> tuple[int, int]:
+    """The rowids of a recording's output lines."""
+    return (rkey << _LINE_BITS) + 1, (rkey << _LINE_BITS) + _MAX_LINE_NO
 
 
 def _like_escape(text: str) -> str:
@@ -65,7 +123,19 @@ class SqliteIndex(Index):
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
+                # the text index outgrows SQLite's 2 MB default cache at a few thousand
+                # recordings: each search seek would read its pages through syscalls
+                db.execute("PRAGMA cache_size=-65536")  # KiB
+                db.execute("PRAGMA mmap_size=1073741824")
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    old = [r[1] for r in db.execute("PRAGMA table_info(recordings)")]
+                    if old and "rkey" not in old:
+                        _migrate_v1(db)
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except sqlite3.Error as e:
                 raise RecorderError(f"cannot open the index {self.path}: {e}") from e
             self._db = db
@@ -82,8 +152,8 @@ class SqliteIndex(Index):
         self._pool.shutdown(wait=True)
 
     async def put(self, meta: RecordingMeta) -> None:
-        doc = meta.to_json()
         h = meta.header
+
         def text(name: str) -> str | None:
             value = h.get(name)
             return value if isinstance(value, str) else None
@@ -91,15 +161,16 @@ class SqliteIndex(Index):
         row = (
             meta.id, meta.key, meta.node.id, meta.node.name, meta.node.user,
             text("srcNodeUser"), text("sshUser"), text("localUser"),
-            meta.status, meta.start, meta.recorder,
-            json.dumps({"node": doc["node"], "header": h}, ensure_ascii=False).lower(),
-            json.dumps(doc, ensure_ascii=False),
+            meta.status, meta.start, meta.recorder, json.dumps(meta.to_json(), ensure_ascii=False),
         )
+        line = metadata_text(meta)
 
         def do() -> None:
-            self._conn().execute(
-                "INSERT OR REPLACE INTO recordings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", row
-            )
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                rkey = _put_row(db, row)
+                _set_line(db, rkey << _LINE_BITS, None, line)
 
         await self._run(do)
 
@@ -130,40 +201,105 @@ class SqliteIndex(Index):
             args.append(query.until)
         if query.live is not None:
             where.append("status = 'live'" if query.live else "status != 'live'")
-        if query.q:
-            where.append("search LIKE ? ESCAPE '\\'")
-            args.append(f"%{_like_escape(query.q.lower())}%")
         if query.cursor is not None:
             where.append("(start < ? OR (start = ? AND id < ?))")
             args += [query.cursor.start, query.cursor.start, query.cursor.id]
         limit = max(1, min(query.limit, MAX_LIMIT))
-        sql = "SELECT document, start, id FROM recordings"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY start DESC, id DESC LIMIT ?"
-        args.append(limit + 1)
+        expression: str | None = None
+        if query.q is not None and query.q.strip():
+            terms = parse_query(query.q)
+            if not terms:
+                return Page([], None)
+            expression = _fts_expression(terms)
 
-        def do() -> list[tuple[str, float, str]]:
-            rows = self._conn().execute(sql, args).fetchall()
-            return [(str(r[0]), float(r[1]), str(r[2])) for r in rows]
+        def do() -> tuple[list[tuple[str, float, str, int]], dict[str, tuple[Match, ...]]]:
+            db = self._conn()
+            conditions, values = list(where), list(args)
+            if expression is not None:
+                keys = _matching_recordings(db, expression, _SET_LIMIT)
+                if keys is not None:
+                    conditions.append("rkey IN (SELECT value FROM json_each(?))")
+                    values.append(json.dumps(keys))
+                else:  # common terms: probe each recording, newest first, until the page is full
+                    conditions.append(_PROBE)
+                    values.append(expression)
+            sql = "SELECT document, start, id, rkey FROM recordings"
+            if conditions:
+                sql += " WHERE " + " AND ".join(conditions)
+            sql += " ORDER BY start DESC, id DESC LIMIT ?"
+            values.append(limit + 1)
+            rows = [(str(r[0]), float(r[1]), str(r[2]), int(r[3]))
+                    for r in db.execute(sql, values).fetchall()]
+            matches: dict[str, tuple[Match, ...]] = {}
+            if expression is not None:
+                for r in rows[:limit]:
+                    matches[r[2]] = _matches(db, expression, r[3])
+            return rows, matches
 
-        rows = await self._run(do)
+        try:
+            rows, matches = await self._run(do)
+        except sqlite3.OperationalError as e:
+            if expression is not None and "fts5" in str(e):
+                return Page([], None)  # a term FTS5 tokenizes to nothing
+            raise
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
             nxt = Cursor(rows[-1][1], rows[-1][2])
-        return Page([RecordingMeta.from_json(json.loads(r[0])) for r in rows], nxt)
+        return Page([RecordingMeta.from_json(json.loads(r[0])) for r in rows], nxt, matches)
+
+    async def add_text(self, updates: Sequence[TextUpdate]) -> None:
+        def do() -> None:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                for update in updates:
+                    _add_text(db, update)
+
+        if updates:
+            await self._run(do)
+
+    async def clear_text(self, recording_id: str) -> None:
+        def do() -> None:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                r = db.execute("SELECT rkey FROM recordings WHERE id = ?",
+                               (recording_id,)).fetchone()
+                if r is not None:
+                    _clear_lines(db, int(r[0]), *_span(int(r[0])))
+                    db.execute("UPDATE recordings SET text_lines = 0, text_partial = 0 "
+                               "WHERE rkey = ?", (int(r[0]),))
+
+        await self._run(do)
+
+    async def text(self, recording_id: str) -> list[Line]:
+        def do() -> list[Line]:
+            db = self._conn()
+            r = db.execute("SELECT rkey FROM recordings WHERE id = ?",
+                           (recording_id,)).fetchone()
+            if r is None:
+                return []
+            return [Line(float(t), str(x)) for t, x in db.execute(
+                "SELECT time, text FROM text_lines WHERE id BETWEEN ? AND ? ORDER BY id",
+                _span(int(r[0])),
+            ).fetchall()]
+
+        return list(await self._run(do))
 
     async def retain(self, ids: set[str]) -> int:
         def do() -> int:
             db = self._conn()
             stale = [
-                str(r[0]) for r in db.execute("SELECT id FROM recordings").fetchall()
+                (str(r[0]), int(r[1]))
+                for r in db.execute("SELECT id, rkey FROM recordings").fetchall()
                 if str(r[0]) not in ids
             ]
             with db:  # one transaction
                 db.execute("BEGIN")
-                db.executemany("DELETE FROM recordings WHERE id = ?", [(i,) for i in stale])
+                for _, rkey in stale:
+                    _clear_lines(db, rkey, rkey << _LINE_BITS, (rkey << _LINE_BITS) + _MAX_LINE_NO)
+                db.executemany("DELETE FROM recordings WHERE rkey = ?", [(k,) for _, k in stale])
             return len(stale)
 
         return int(await self._run(do))
@@ -179,3 +315,112 @@ class SqliteIndex(Index):
             ]
 
         return [RecordingMeta.from_json(json.loads(d)) for d in await self._run(do)]
+
+
+def _put_row(db: sqlite3.Connection, row: tuple[Any, ...]) -> int:
+    """Inserts or updates the row, keeping its rkey (and so its lines' ids) and text counts."""
+    r = db.execute(_UPSERT, row).fetchone()
+    return int(r[0])
+
+
+def _set_line(db: sqlite3.Connection, line_id: int, time: float | None, text: str) -> None:
+    old = db.execute("SELECT time, text FROM text_lines WHERE id = ?", (line_id,)).fetchone()
+    if old is not None:
+        if old[0] == time and old[1] == text:
+            return
+        _delete_line(db, line_id, str(old[1]))
+    db.execute("INSERT INTO text_lines (id, time, text) VALUES (?, ?, ?)", (line_id, time, text))
+    db.execute("INSERT INTO text_fts (rowid, text) VALUES (?, ?)", (line_id, text))
+
+
+def _delete_line(db: sqlite3.Connection, line_id: int, text: str) -> None:
+    # an external-content FTS5 table forgets a row when told its old text
+    db.execute("INSERT INTO text_fts (text_fts, rowid, text) VALUES ('delete', ?, ?)",
+               (line_id, text))
+    db.execute("DELETE FROM text_lines WHERE id = ?", (line_id,))
+
+
+def _clear_lines(db: sqlite3.Connection, rkey: int, first: int, last: int) -> None:
+    for line_id, text in db.execute(
+        "SELECT id, text FROM text_lines WHERE id BETWEEN ? AND ?", (first, last)
+    ).fetchall():
+        _delete_line(db, int(line_id), str(text))
+
+
+def _add_text(db: sqlite3.Connection, update: TextUpdate) -> None:
+    r = db.execute("SELECT rkey, text_lines, text_partial FROM recordings WHERE id = ?",
+                   (update.recording_id,)).fetchone()
+    if r is None:
+        return
+    rkey, n, partial = int(r[0]), int(r[1]), bool(r[2])
+    base = rkey << _LINE_BITS
+    if partial:
+        old = db.execute("SELECT text FROM text_lines WHERE id = ?", (base + n,)).fetchone()
+        if old is not None:
+            _delete_line(db, base + n, str(old[0]))
+        n -= 1
+    rows = []
+    for line in (*update.lines, *((update.partial,) if update.partial else ())):
+        if n >= _MAX_LINE_NO:
+            break  # four billion lines: the rest of this recording is not searchable
+        n += 1
+        rows.append((base + n, line.time, line.text))
+    db.executemany("INSERT INTO text_lines (id, time, text) VALUES (?, ?, ?)", rows)
+    db.executemany("INSERT INTO text_fts (rowid, text) VALUES (?, ?)",
+                   [(i, text) for i, _, text in rows])
+    db.execute("UPDATE recordings SET text_lines = ?, text_partial = ? WHERE rkey = ?",
+               (n, int(update.partial is not None and n < _MAX_LINE_NO), rkey))
+
+
+def _matching_recordings(db: sqlite3.Connection, expression: str, limit: int) -> list[int] | None:
+    """The rkeys of every recording with a matching line (or metadata), found by seeking
+    from one recording's range to the next, so that a recording with a million hits costs
+    one seek; None when there are more than ``limit``."""
+    keys: list[int] = []
+    low = 0
+    while len(keys) <= limit:
+        r = db.execute(
+            "SELECT rowid FROM text_fts WHERE text_fts MATCH ? AND rowid >= ? "
+            "ORDER BY rowid LIMIT 1", (expression, low),
+        ).fetchone()
+        if r is None:
+            return keys
+        rkey = int(r[0]) >> _LINE_BITS
+        keys.append(rkey)
+        low = (rkey + 1) << _LINE_BITS
+    return None
+
+
+def _matches(db: sqlite3.Connection, expression: str, rkey: int) -> tuple[Match, ...]:
+    first, last = _span(rkey)
+    rows = db.execute(
+        "SELECT rowid, CASE WHEN length(text) <= ? THEN text "
+        "ELSE snippet(text_fts, 0, '', '', '…', 24) END "
+        "FROM text_fts WHERE text_fts MATCH ? AND rowid BETWEEN ? AND ? ORDER BY rowid LIMIT ?",
+        (_CONTEXT, expression, first, last, MAX_MATCHES),
+    ).fetchall()
+    out = []
+    for line_id, text in rows:
+        t = db.execute("SELECT time FROM text_lines WHERE id = ?", (line_id,)).fetchone()
+        out.append(Match(float(t[0]) if t and t[0] is not None else 0.0, str(text)))
+    return tuple(out)
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Index schema 1 (metadata only, no rkey): its rows are copied into schema 2 and given
+    their metadata line; their output text comes with the next ``tssh-recorder reindex``."""
+    db.execute("ALTER TABLE recordings RENAME TO recordings_v1")
+    db.execute("DROP INDEX IF EXISTS recordings_start")
+    db.execute("DROP INDEX IF EXISTS recordings_status")
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    for (doc,) in db.execute("SELECT document FROM recordings_v1").fetchall():
+        meta = RecordingMeta.from_json(json.loads(doc))
+        h = meta.header
+        row = (meta.id, meta.key, meta.node.id, meta.node.name, meta.node.user,
+               *(h.get(k) if isinstance(h.get(k), str) else None
+                 for k in ("srcNodeUser", "sshUser", "localUser")),
+               meta.status, meta.start, meta.recorder, str(doc))
+        _set_line(db, _put_row(db, row) << _LINE_BITS, None, metadata_text(meta))
+    db.execute("DROP TABLE recordings_v1")

@@ -76,3 +76,21 @@ def test_control_characters_are_shown_escaped() -> None:
         "note\\x1b[2J: multi\\nline\n"
     )
     assert all(ch == "\n" or ch.isprintable() for ch in text)
+
+
+def test_forwards_listed() -> None:
+    text = render_status({"forwards": [
+        {"connection": "ssh-conn-1", "localUser": "alice", "id": 1, "kind": "local",
+         "destination": "127.0.0.1:5432", "origin": "127.0.0.1:40000",
+         "opened": "2026-01-01T00:00:00Z", "bytesSent": 10, "bytesReceived": 20},
+        {"connection": "ssh-conn-1", "localUser": "alice", "id": 2, "kind": "remote-listener",
+         "destination": "127.0.0.1:8080", "origin": "", "opened": "2026-01-01T00:00:00Z",
+         "bytesSent": 0, "bytesReceived": 0},
+    ]})
+    assert text == (
+        "forwards: 2\n"
+        "  ssh-conn-1: local 127.0.0.1:5432 from 127.0.0.1:40000 as alice since "
+        "2026-01-01T00:00:00Z: sent 10 B, received 20 B\n"
+        "  ssh-conn-1: remote-listener 127.0.0.1:8080 as alice since 2026-01-01T00:00:00Z: "
+        "sent 0 B, received 0 B\n")
+    assert render_status({"forwards": []}) == "forwards: none\n"

@@ -77,6 +77,9 @@ def require_tool(name: str) -> str:
     return path
 
 
+TEST_MAX_STARTUPS = "256"
+
+
 @dataclass
 class TsshDaemon:
     """A `tssh daemon` process, started and stopped by PID."""
@@ -101,7 +104,10 @@ class TsshDaemon:
         return [
             self.python, "-m", "tssh", "daemon", "--netmap", str(self.netmap),
             "--policy", str(self.policy), "--port", str(self.port),
-            "--state-dir", str(self.state_dir), *self.extra_args,
+            "--state-dir", str(self.state_dir),
+            # Tests open many connections at once; the default random early drop (sshd's
+            # 10:30:100) is driven on its own in test_limits.py and tests/server.
+            "--max-startups", TEST_MAX_STARTUPS, *self.extra_args,
         ]
 
     def start(self, expect_listening: bool = True) -> None:

@@ -36,6 +36,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recorder_loop_fixture,
     recording_fixture,
 )
+from tests.e2e.test_forwarding import EchoServer
 
 Entry = dict[str, Any]
 
@@ -304,3 +305,23 @@ def test_audit_unparsable_cut_ends_the_session(daemon_factory: DaemonFactory,
     batch = local_user.home / "batch"
     batch.write_text("pwd\n")
     _sftp(daemon, local_user.name, batch)
+
+
+def test_a_forward_is_audited_once_with_its_bytes(daemon: TsshDaemon) -> None:
+    echo = EchoServer()
+    try:
+        payload = os.urandom(100_000)
+        stdio = subprocess.run(
+            ssh_command(daemon, "root", options=("-W", f"127.0.0.1:{echo.port}")),
+            input=payload, capture_output=True, timeout=30)
+        assert stdio.stdout == payload
+    finally:
+        echo.close()
+    entries = wait_for(daemon, lambda es: bool(events(es, "forward.close")) and ended(1)(es))
+    [accepted] = events(entries, "connection.accepted")
+    [opened] = events(entries, "forward.open")
+    [closed] = events(entries, "forward.close")
+    assert opened["destination"] == closed["destination"] == f"127.0.0.1:{echo.port}"
+    assert opened["connectionID"] == closed["connectionID"] == accepted["connectionID"]
+    assert (closed["bytesSent"], closed["bytesReceived"]) == (len(payload), len(payload))
+    assert closed["localUser"] == "root" and closed["address"] == ALICE_IP

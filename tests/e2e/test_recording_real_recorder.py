@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import REPO, LocalUser, run_ssh, ssh_command
 from tests.e2e.recorders import (  # noqa: F401  (fixtures)
+    REC1_IP,
     RecorderNode,
     RecordingSetup,
     recorder_loop_fixture,
@@ -88,3 +89,58 @@ def test_recording_end_audit_reports_what_the_recorder_acked_last(
     stored = sorted(len(p.read_bytes()) for p in recorder_node.casts())
     assert sorted(e["recording"]["bytesAcked"] for e in ends) == stored
     assert all(e["recording"]["bytesSent"] == e["recording"]["bytesAcked"] for e in ends)
+
+
+def test_word_typed_in_a_recorded_session_is_found_by_search(
+        recording: RecordingSetup, recorder_node: RecorderNode,
+        local_user: LocalUser, tmp_path: Path) -> None:
+    """Typed key by key at a bash prompt (each key its own event, echoed with readline's
+    escapes), the word is found by ``tssh recordings search`` with the time it was shown."""
+    import os
+
+    import pexpect
+
+    daemon = recording.daemon(enforce=True, recorders=("tag:recorder",))
+    argv = ssh_command(daemon, local_user.name, "bash --norc -i", options=("-t",))
+    child = pexpect.spawn(argv[0], argv[1:], timeout=15, dimensions=(30, 100),
+                          env={**os.environ, "TERM": "xterm-256color"})
+    try:
+        child.sendline("PS1='\\[\\e[1;32m\\]prompt\\[\\e[0m\\]$ '")
+        # a window title (OSC) whose text is not typed as such: win + dowtitle77
+        child.sendline("printf '\\033]0;%s%s\\007' win dowtitle77")
+        for key in "echo quartz-zeb":
+            child.send(key)
+            time.sleep(0.02)
+        child.send("x\x08")  # a typo, erased
+        child.sendline("ra-17")
+        child.expect("quartz-zebra-17")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    recorder_node.wait_cast(b'"x","0"]')
+    token = subprocess.run(
+        [sys.executable, "-m", "recorder", "token", "--state-dir",
+         str(tmp_path / "recorder-state"), "create", "e2e"],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()
+    url = f"http://{REC1_IP}:{recording.recorder_port}"
+
+    def search(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tssh", "recordings", "search", "--recorder", url,
+             "--token", token, *words],
+            cwd=REPO, capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    found = search("quartz-zebra-17")
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert "complete" in lines[0] and local_user.name in lines[0]
+    hits = [line.split(None, 1) for line in lines[1:]]
+    assert [text for _, text in hits] == [
+        "prompt$ echo quartz-zebra-17", "quartz-zebra-17"], found.stdout
+    assert all(t.startswith("0:") for t, _ in hits)  # seconds into the session
+    assert search("windowtitle77").returncode == 1  # the window title is not output text
+    assert search("quartz-zebx").returncode == 1  # the erased typo

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import (
@@ -106,9 +107,10 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         # the wait at once.
         wait_for_port("127.0.0.1", port, proc, timeout=60)
         assert proc.stdout is not None
-        banner = "".join(proc.stdout.readline() for _ in range(4))
+        banner = "".join(proc.stdout.readline() for _ in range(5))
         user = getpass.getuser()
         assert f"ssh -p {port} {user}@127.0.0.1" in banner
+        assert f"web UI:      http://127.0.0.3:{recorder_port}/\n" in banner
         assert f"--recorder http://127.0.0.3:{recorder_port}" in banner
         # No -b: this machine's own source address is the demo node, reaching itself.
         result = subprocess.run(
@@ -127,6 +129,10 @@ def test_demo_lets_current_user_in_and_stops_on_sigint(tmp_path: Path) -> None:
         [recording] = json.loads(listing.stdout)["recordings"]
         assert recording["header"]["command"] == "id -un"
         assert recording["status"] == "complete"
+        # ...and in the web UI the banner names (its list, and the player page)
+        ui = httpx.get(f"http://127.0.0.3:{recorder_port}/", timeout=30)
+        assert ui.status_code == 200 and "id -un" in ui.text
+        assert f'href="play/{recording["id"]}"' in ui.text
         # `tssh status` as the banner says reaches the demo's daemon
         [command] = [line.split(":", 1)[1].split() for line in banner.splitlines()
                      if line.strip().startswith("status:")]

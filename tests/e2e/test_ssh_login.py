@@ -165,11 +165,20 @@ def test_unauthenticated_connections_per_source_are_bounded(daemon: TsshDaemon) 
     assert b"tailnet policy does not permit you" in result.stderr
 
 
-def test_forwarding_refused_until_the_config_allows_it(daemon: TsshDaemon) -> None:
-    result = run_ssh(daemon, "root", options=("-W", f"{SERVER_IP}:{daemon.port}",
-                                              "-o", "LogLevel=INFO"))
+def test_forwarding_allowed_by_default_refused_by_the_config(
+        daemon_factory: DaemonFactory) -> None:
+    """As Tailscale SSH: an admitted login may forward; the config narrows it (more in
+    tests/e2e/test_forwarding.py)."""
+    daemon = daemon_factory()
+    result = run_ssh(daemon, "root", options=("-W", f"{SERVER_IP}:{daemon.port}"),
+                     input=b"", timeout=30)
+    assert result.stdout.startswith(b"SSH-2.0-tssh")
+    narrowed = daemon_factory(["--allow-tcp-forwarding", "no"],
+                              state_dir=daemon_factory.workdir / "state-narrowed")
+    result = run_ssh(narrowed, "root", options=("-W", f"{SERVER_IP}:{narrowed.port}",
+                                                "-o", "LogLevel=INFO"))
     assert result.returncode == 255
-    assert b"forwarding failed" in result.stderr or b"prohibited" in result.stderr
+    assert b'administratively prohibited: tssh: allow_tcp_forwarding = "no"' in result.stderr
 
 
 def test_explicit_listen_address(daemon_factory: DaemonFactory) -> None:

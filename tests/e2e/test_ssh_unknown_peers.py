@@ -8,7 +8,7 @@ import time
 
 from tests.e2e.conftest import SERVER_IP, UNKNOWN_IP, TsshDaemon, run_ssh
 from tssh.server.screen import LINGER_LIMIT
-from tssh.server.startups import PER_SOURCE_STARTUPS, TOTAL_STARTUPS
+from tssh.server.startups import MAX_STARTUPS, PER_SOURCE_STARTUPS
 
 # Nine addresses the netmap does not know, 300 connections: more than one source may hold
 # (32) and more than all may (256) if they were counted.
@@ -48,7 +48,7 @@ def _read_until_eof(socks: list[socket.socket], timeout: float) -> dict[socket.s
 
 
 def test_unknown_addresses_do_not_lock_out_known_users(daemon: TsshDaemon) -> None:
-    assert HELD > TOTAL_STARTUPS and HELD // len(UNKNOWN_SOURCES) > PER_SOURCE_STARTUPS
+    assert MAX_STARTUPS.full < HELD and HELD // len(UNKNOWN_SOURCES) > PER_SOURCE_STARTUPS
     held: list[socket.socket] = []
     try:
         for i in range(HELD):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from tssh.policy import load_policy
+from tssh.policy.sshtests import rules_exercised
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "policy.example.hujson"
@@ -191,6 +195,14 @@ def test_example_policy_passes_check() -> None:
         pytest.fail("policy.example.hujson is missing from the repository root")
     out = tssh("policy", "check", str(EXAMPLE))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_example_policy_tests_every_rule() -> None:
+    policy = load_policy(EXAMPLE)
+    assert rules_exercised(policy) == set(range(len(policy.ssh)))
+    # and the check can fail: a rule that no test reaches (here shadowed by its twin) is missing
+    extra = replace(policy, ssh=(*policy.ssh, policy.ssh[-1]))
+    assert len(policy.ssh) not in rules_exercised(extra)
 
 
 def test_eval_example_policy(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_listing_filters_and_cursor(recorder: RecorderProc) -> None:
         assert len(by_user) == 2
         by_login = c.get("/api/v1/recordings", params={"user": "alice@example.com"}).json()
         assert len(by_login["recordings"]) == 5  # the connecting user, from the header
-        by_q = c.get("/api/v1/recordings", params={"q": "CMD-3-MARK"}).json()["recordings"]
+        by_q = c.get("/api/v1/recordings", params={"q": "CMD-3-MARKER"}).json()["recordings"]
         assert [r["header"]["command"] for r in by_q] == ["cmd-3-marker"]
         assert c.get("/api/v1/recordings", params={"live": "true"}).json()["recordings"] == []
         since = every[1]["start"]

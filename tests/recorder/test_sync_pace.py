@@ -57,8 +57,9 @@ async def test_fast_stream_gets_paced_acks_that_cover_everything(
     # at most one sync starts per pace until the body ends (+ the header's and the final)
     streamed = up.ack_times[-1][0] - started
     during = [n for n in acks[:-1] if n < len(sent)]
+    # (A bound by time, not by chunk count: on a loaded machine the stream takes longer and
+    # rightly gets more acks; a count bound failed there while pacing worked.)
     assert len(during) <= streamed / SYNC_PACE + 3, (len(during), streamed)
-    assert len(during) < len(chunks) / 4
     stored = next((recorder.tmp / "store").rglob("*.cast")).read_bytes()
     assert stored == sent
 

@@ -108,8 +108,8 @@ async def test_upload_through_hypercorn(served: tuple[MiniRecorder, int], v2: bo
                                 options=RecordingOptions(enforce=True, ack_window=5.0))
     fed = b"0123456789abcdef" * 65536  # 1 MiB: well beyond the initial flow-control windows
     for i in range(0, len(fed), 8192):
-        await rec.output(fed[i:i + 8192])
-    await rec.exit(0)
+        rec.output_nowait(fed[i:i + 8192])
+    rec.exit_nowait(0)
     stats = await rec.close()
     assert stats.state == "finished"
     assert stats.protocol == ("v2" if v2 else "v1")

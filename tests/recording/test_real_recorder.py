@@ -76,9 +76,9 @@ async def test_upload_to_the_real_recorder(real_recorder: tuple[int, Path]) -> N
     assert rec.stats().protocol == "v2"
     fed = "".join(f"line {i} été ✓\r\n" for i in range(2000)).encode()
     for i in range(0, len(fed), 777):
-        await rec.output(fed[i:i + 777])
-    await rec.resize(120, 40)
-    await rec.exit(0)
+        rec.output_nowait(fed[i:i + 777])
+    rec.resize_nowait(120, 40)
+    rec.exit_nowait(0)
     stats = await rec.close()
     assert stats.state == "finished", stats
     assert stats.bytes_acked == stats.bytes_sent == stats.bytes_written

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -12,12 +13,18 @@ import pytest
 from tests.polling import wait_until
 from tests.ports import free_port
 from tests.recording.fake_recorder import Behavior, FakeRecorder
+from tests.recording.pacing import Pacer
 from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastEncoder, CastHeader
 from tssh.recording.model import RecordingOptions
 from tssh.recording.transport import check_recorder
-from tssh.recording.uploader import Recording, start_recording
+from tssh.recording.uploader import (
+    COALESCE_SECONDS,
+    MAX_EVENT_INPUT,
+    Recording,
+    start_recording,
+)
 
 ALICE = Peer(name="laptop.example.ts.net", id="nLAP1", addresses=("127.0.0.2",),
              user="alice@example.com", user_id="7")
@@ -59,11 +66,13 @@ async def recorder() -> AsyncIterator[FakeRecorder]:
 
 
 async def run_session(rec: Recording) -> None:
-    await rec.output("héllo\r\n".encode()[:2])
-    await rec.output("héllo\r\n".encode()[2:])
-    await rec.resize(100, 30)
-    await rec.output(b"bye\r\n")
-    await rec.exit(0)
+    rec.output_nowait("héllo\r\n".encode()[:2])
+    await asyncio.sleep(COALESCE_SECONDS * 4)  # two events: "é" split between them
+    rec.output_nowait("héllo\r\n".encode()[2:])
+    rec.resize_nowait(100, 30)
+    rec.output_nowait(b"bye\r\n")
+    rec.exit_nowait(0)
+    await asyncio.sleep(0)
 
 
 async def test_v2_full_duplex_upload_with_acks(recorder: FakeRecorder) -> None:
@@ -183,20 +192,15 @@ async def test_recorder_killed_mid_upload(enforce: bool, h2c: bool) -> None:
         for _ in range(20):
             if rec.failure:
                 break
-            try:
-                await rec.output(b"x" * 500)
-            except RecordingFailed:
-                assert enforce
-                break
+            rec.output_nowait(b"x" * 500)
             await asyncio.sleep(0.02)
         await wait_until(lambda: bool(failures))
         assert len(failures) == 1
         assert "connection" in str(failures[0])
-        if enforce:
-            with pytest.raises(RecordingFailed):
-                await rec.output(b"more")
-        else:
-            await rec.output(b"more")  # never raises without enforcement
+        written = rec.stats().bytes_written
+        rec.output_nowait(b"more")  # never raises: the failure went to on_failure
+        await asyncio.sleep(0.02)
+        assert rec.stats().bytes_written == written  # and nothing more is taken
         stats = await rec.close()
         assert stats.state == "failed" and stats.error == str(failures[0])
         assert len(failures) == 1
@@ -246,7 +250,7 @@ async def test_idle_acks_keep_an_idle_upload_alive() -> None:
                                     options=options(ack_window=0.4), on_failure=failures.append)
         await asyncio.sleep(1.0)  # idle for more than twice the window
         assert failures == []
-        await rec.output(b"still here")
+        rec.output_nowait(b"still here")
         assert (await rec.close()).state == "finished"
 
 
@@ -283,23 +287,26 @@ async def test_stalled_recorder_without_enforcement_drops_and_marks() -> None:
         peak = 0
         chunk = b"0123456789abcdef" * 256  # 4 KiB
         for _ in range(512):  # 2 MiB while the recorder does not read
-            await rec.output(chunk)
+            rec.output_nowait(chunk)
             peak = max(peak, rec.stats().bytes_buffered)
+            await asyncio.sleep(0)
         assert peak <= LIMIT
         dropped = rec.stats().bytes_dropped
         assert dropped > 0 and rec.stats().events_dropped > 0
         release.set()  # the recorder reads again
         await wait_until(lambda: rec.stats().bytes_buffered == 0)
-        await rec.output(b"after the stall")
+        rec.output_nowait(b"after the stall")
         stats = await rec.close()
         assert stats.state == "finished"
         body = bytes(recorder.uploads[0].body)
         events = lines(body)
         markers = [e for e in events[1:] if isinstance(e, list) and e[1] == "m"]
-        assert len(markers) == 1 and f"{dropped} bytes" in str(markers[0][2])
+        # Each marker tells the loss since the one before (the upload made progress between).
+        assert markers and sum(int(m[2].split()[1]) for m in markers) == dropped
         assert output_of(body).endswith("after the stall")
-        assert stats.bytes_written == len(body) - len(json.dumps(markers[0],
-                                        ensure_ascii=False, separators=(",", ":"))) - 1 + dropped
+        marker_bytes = sum(len(json.dumps(m, ensure_ascii=False, separators=(",", ":"))
+                               .encode()) + 1 for m in markers)
+        assert stats.bytes_written == len(body) - marker_bytes + dropped
 
 
 async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
@@ -308,6 +315,7 @@ async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
         rec = await start_recording([recorder.address], header(),
                                     options=options(enforce=True, buffer_limit=LIMIT,
                                                     ack_window=5.0))
+        pacer = Pacer(rec)
         peak = 0
         written = 0
         chunk = b"z" * 4096
@@ -315,18 +323,19 @@ async def test_stalled_recorder_with_enforcement_applies_backpressure() -> None:
         async def writer() -> None:
             nonlocal peak, written
             for _ in range(256):  # 1 MiB
-                await rec.output(chunk)
+                await pacer.ready()
+                rec.output_nowait(chunk)
                 written += len(chunk)
                 peak = max(peak, rec.stats().bytes_buffered)
 
         task = asyncio.create_task(writer())
         await asyncio.sleep(0.5)
-        assert not task.done()  # the session waits for the recorder
+        assert not task.done() and pacer.pauses == 1  # the session waits for the recorder
         assert written < 1024 * 1024
-        assert rec.stats().bytes_buffered <= LIMIT
         release.set()
         await asyncio.wait_for(task, 10)  # the recorder resumed: everything goes through
-        assert peak <= LIMIT
+        # Over the limit by at most the last write: one event of coalesced output.
+        assert LIMIT <= peak <= LIMIT + MAX_EVENT_INPUT + 64
         stats = await rec.close()
         assert stats.state == "finished" and stats.bytes_dropped == 0
         assert output_of(bytes(recorder.uploads[0].body)) == "z" * (1024 * 1024)
@@ -340,13 +349,17 @@ async def test_v1_recorder_that_stops_reading_fails_after_the_window() -> None:
                                     options=options(enforce=True, ack_window=0.5,
                                                     buffer_limit=LIMIT),
                                     on_failure=failures.append)
+        pacer = Pacer(rec)
         started = time.monotonic()
-        with pytest.raises(RecordingFailed, match="stopped reading"):
-            for _ in range(4096):  # up to 16 MiB: far more than the socket buffers hold
-                await rec.output(b"v" * 4096)
+        for _ in range(4096):  # up to 16 MiB: far more than the socket buffers hold
+            if failures:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pacer.ready(), 0.1)
+                rec.output_nowait(b"v" * 4096)
+        assert len(failures) == 1 and "stopped reading" in str(failures[0])
         assert time.monotonic() - started < 5
-        assert rec.stats().bytes_buffered <= LIMIT
-        assert len(failures) == 1
+        assert pacer.pauses >= 1 and rec.stats().bytes_buffered == 0  # dropped at the failure
         await rec.close()
 
 
@@ -358,28 +371,30 @@ async def test_close_is_bounded_when_the_recorder_stalls_for_good() -> None:
                                                     ack_window=5.0),
                                     on_failure=failures.append)
         for _ in range(64):
-            await rec.output(b"s" * 4096)
+            rec.output_nowait(b"s" * 4096)
         started = time.monotonic()
         stats = await rec.close()
         assert time.monotonic() - started < 2
         assert stats.state == "failed" and stats.error is not None
         assert failures == []  # reported by close(), not as a failure of a live session
-        await rec.output(b"late output")  # after close: ignored, no error
+        rec.output_nowait(b"late output")  # after close: ignored, no error
 
 
-async def test_concurrent_writers_keep_events_whole_under_backpressure() -> None:
+async def test_interleaved_streams_keep_events_whole_under_backpressure() -> None:
     async with FakeRecorder(Behavior(stall_after=1, stall_for=0.3)) as recorder:
         h = CastHeader.for_session(ALICE, ssh_user="a", local_user="a", connection_id="c",
                                    started_at=time.time(), includes_stderr=True)
         rec = await start_recording([recorder.address], h,
                                     options=options(enforce=True, buffer_limit=4096))
 
-        async def out(data: bytes, stderr: bool) -> None:
-            for _ in range(100):
-                await (rec.stderr(data) if stderr else rec.output(data))
-
-        await asyncio.gather(out(b"O" * 1500, False), out("é".encode() * 700, True))
+        pacer = Pacer(rec)
+        for _ in range(100):
+            for data, write in ((b"O" * 1500, rec.output_nowait),
+                                ("é".encode() * 700, rec.stderr_nowait)):
+                await pacer.ready()
+                write(data)
         stats = await rec.close()
+        assert pacer.pauses > 0
         assert stats.state == "finished"
         text = output_of(bytes(recorder.uploads[0].body))  # every line parses
         assert text.count("O") == 150_000 and text.count("é") == 70_000
@@ -413,14 +428,14 @@ async def test_abort_cuts_the_upload_at_once(recorder: FakeRecorder) -> None:
     failures: list[RecordingFailed] = []
     rec = await start_recording([recorder.address], header(), options=options(enforce=True),
                                 on_failure=failures.append)
-    await rec.output(b"partial session")
+    rec.output_nowait(b"partial session")
     await wait_until(lambda: len(recorder.uploads[0].body) > 0)
     stats = rec.abort()
     assert stats.state == "failed" and stats.error is not None and "aborted" in stats.error
     await wait_until(lambda: recorder.open_connections == 0)
     assert not recorder.uploads[0].complete
     assert failures == []
-    await rec.output(b"late")  # ignored
+    rec.output_nowait(b"late")  # ignored
     assert (await rec.close()).state == "failed"
 
 
@@ -517,22 +532,6 @@ async def test_nowait_writes_after_a_failure_neither_raise_nor_stay_paused() -> 
         assert session.resumes == 1 and rec.writable
         rec.output_nowait(b"after")  # discarded, no exception
         assert (await rec.close()).state == "failed"
-
-
-async def test_mixing_await_and_nowait_is_refused() -> None:
-    release = asyncio.Event()
-    async with FakeRecorder(Behavior(stall_after=1, release=release)) as recorder:
-        rec = await start_recording([recorder.address], header(),
-                                    options=options(enforce=True, buffer_limit=4096,
-                                                    ack_window=5.0))
-        blocked = asyncio.create_task(rec.output(b"a" * 300_000))
-        await asyncio.sleep(0.05)
-        assert not blocked.done()
-        with pytest.raises(RuntimeError, match="not both"):
-            rec.output_nowait(b"b")
-        release.set()
-        await blocked
-        await rec.close()
 
 
 # -- the recorder must take the header before a recording counts as started ------------------

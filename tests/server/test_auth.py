@@ -12,6 +12,7 @@ from tssh.policy import parse_policy
 from tssh.policy.decider import FileDecider
 from tssh.server.account import Account, AccountError, AccountExpiredError
 from tssh.server.auth import Admission, TsshServer, decide
+from tssh.server.limits import ConnectionLimits
 from tssh.server.screen import Screened
 from tssh.server.session import HungUpGroups, ProcessSession
 
@@ -273,7 +274,7 @@ async def test_login_asks_again_after_a_backend_failure_at_accept() -> None:
 
 async def test_sessions_beyond_max_sessions_are_refused_with_a_reason() -> None:
     conn = _FakeConn()
-    server = TsshServer(_Gate(), max_sessions=2)
+    server = TsshServer(_Gate(), ConnectionLimits(max_sessions=2))
     server.connection_made(conn)
     assert await server.begin_auth("alice") is False
     first, second = server.session_requested(), server.session_requested()

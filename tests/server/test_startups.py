@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from tssh.server.startups import StartupLimiter
+import pytest
+
+from tssh.config import MaxStartups
+from tssh.server.startups import StartupLimiter, drop_probability
 
 
 def test_per_source_bound_and_release() -> None:
-    limiter = StartupLimiter(per_source=2, total=10)
+    limiter = StartupLimiter(per_source=2, max_startups=MaxStartups(10, 100, 10))
     assert limiter.begin("a") and limiter.begin("a")
     assert not limiter.begin("a")
     assert limiter.begin("b")  # another source is not affected
@@ -16,15 +19,34 @@ def test_per_source_bound_and_release() -> None:
 
 
 def test_total_bound_across_sources() -> None:
-    limiter = StartupLimiter(per_source=5, total=3)
+    limiter = StartupLimiter(per_source=5, max_startups=MaxStartups(3, 100, 3))
     assert [limiter.begin(s) for s in ("a", "b", "c", "d")] == [True, True, True, False]
     limiter.end("b")
     assert limiter.begin("d")
 
 
 def test_end_of_an_uncounted_source_changes_nothing() -> None:
-    limiter = StartupLimiter(per_source=1, total=1)
+    limiter = StartupLimiter(per_source=1, max_startups=MaxStartups(1, 100, 1))
     limiter.end("never-seen")
     assert limiter.in_progress == 0
     assert limiter.begin("a")
     assert not limiter.begin("b")
+
+
+@pytest.mark.parametrize(("in_progress", "chance"), [
+    (0, 0.0), (9, 0.0), (10, 0.30), (55, 0.65), (99, 0.9922), (100, 1.0), (500, 1.0)])
+def test_random_early_drop_is_sshds(in_progress: int, chance: float) -> None:
+    chance_now = drop_probability(MaxStartups(10, 30, 100), in_progress)
+    assert chance_now == pytest.approx(chance, abs=1e-4)
+
+
+def test_early_drop_rolls_the_dice_between_start_and_full() -> None:
+    rolls = iter([0.99, 0.10, 0.80])
+    limiter = StartupLimiter(per_source=100, max_startups=MaxStartups(2, 50, 4),
+                             random=lambda: next(rolls))
+    assert limiter.begin("a") and limiter.begin("b")  # below start: no dice
+    assert limiter.begin("c")  # 2 logging in: 50 %, and 0.99 passes
+    assert not limiter.begin("d")  # 3: 75 %, and 0.10 is dropped
+    assert limiter.begin("e")  # 3: 75 %, and 0.80 passes
+    assert not limiter.begin("f")  # 4 = full: refused without rolling (no rolls are left)
+    assert limiter.in_progress == 4

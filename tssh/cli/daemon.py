@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -12,9 +13,14 @@ from typing import Any
 
 from tssh.cli.config_flags import add_config_arguments, config_overrides
 from tssh.config import Config, load_config
+from tssh.errors import TsshError
+from tssh.forwarding import FORWARDING_KEYS, effective_forwarding
+from tssh.identity.base import Peer, Resolver
 from tssh.identity.factory import open_resolver
 from tssh.logformat import configure_logging
 from tssh.policy import load_policy
+from tssh.policy.decider import FileDecider
+from tssh.policy.model import Policy
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +32,9 @@ def register(subparsers: Any) -> None:
     add_config_arguments(p)
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration, policy and identity source, then exit")
+    p.add_argument("--explain", nargs=2, metavar=("NODE", "USER"),
+                   help="with --check-config: the forwarding settings a login from NODE (a "
+                   "node name or address) as USER would get, and where each comes from")
     p.set_defaults(func=run)
 
 
@@ -33,16 +42,47 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, os.environ, config_overrides(args))
 
 
-async def _check(config: Config) -> str:
-    if config.policy is not None:
-        load_policy(config.policy)
+async def _check(config: Config, explain: tuple[str, str] | None = None) -> str:
+    policy = load_policy(config.policy) if config.policy is not None else None
     resolver = open_resolver(config)
     try:
         node = await resolver.self_node()
+        lines = [f"ok: node {node.name}, listening on "
+                 f"{', '.join(config.listen or node.addresses) or '(none)'} port {config.port}"]
+        if explain is not None:
+            lines += await _explain(config, policy, resolver, node, *explain)
     finally:
         await resolver.close()
-    addresses = ", ".join(config.listen or node.addresses) or "(none)"
-    return f"ok: node {node.name}, listening on {addresses} port {config.port}"
+    return "\n".join(lines)
+
+
+async def _explain(config: Config, policy: Policy | None, resolver: Resolver, node: Peer,
+                   who: str, user: str) -> list[str]:
+    """The effective forwarding settings for a login from ``who`` as ``user``."""
+    peer = next((p for p in await resolver.peers() if p.name == who), None)
+    if peer is None:
+        peer = await resolver.whois(who)
+    if peer is None:
+        raise TsshError(f"--explain: no node {who!r} is known to the identity backend")
+    decision = FileDecider(policy).decide(peer, who, node, user) if policy else None
+    local_user = (decision.local_user if decision else None) or user
+    recorded = bool(decision and decision.recorders)
+    groups = policy.groups if policy else {}
+    settings = effective_forwarding(config.forwarding(), peer, local_user, recorded, groups)
+    owner = peer.user or ",".join(peer.tags) or "?"
+    if decision is None:
+        verdict = "policy from the tailnet (not judged here)"
+    elif decision.action in ("accept", "check"):
+        verdict = f"{decision.action} by rule {decision.rule}"
+    else:
+        verdict = f"reject: {decision.message}"
+    lines = [f"forwarding for {peer.name} ({owner}) as {local_user}: {verdict}, "
+             f"{'recorded' if recorded else 'not recorded'}"]
+    values = settings.to_json()
+    origins = settings.origins
+    for key in FORWARDING_KEYS:
+        lines.append(f"  {key} = {json.dumps(values[key])}  ({origins.get(key, 'default')})")
+    return lines
 
 
 async def _serve(config: Config) -> int:
@@ -67,8 +107,9 @@ async def _serve(config: Config) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.check_config:
-        print(asyncio.run(_check(config)))
+    if args.check_config or args.explain:
+        explain = (args.explain[0], args.explain[1]) if args.explain else None
+        print(asyncio.run(_check(config, explain)))
         return 0
     configure_logging(config.log_format, config.log_level)
     with contextlib.suppress(KeyboardInterrupt):

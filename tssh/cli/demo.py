@@ -5,7 +5,7 @@ a connection from this machine to 127.0.0.1 comes from 127.0.0.1, so it is that 
 itself, which the policy allows through ``autogroup:self`` (as Tailscale's default policy
 does). ``ssh -p PORT $USER@127.0.0.1`` works with no keys. Every session is recorded
 (``enforceRecorder``) to a recorder node at 127.0.0.3 that stores under DIR/recordings and
-lets the same user read recordings back.
+lets the same user read recordings back, in the web UI too (``--ui``, its URL printed).
 
 Every local account connects from 127.0.0.1 too, so the daemon also checks (in the kernel's
 socket table) that the connecting process is yours and closes anyone else's connection.
@@ -96,6 +96,7 @@ async def _serve(config: Config, recorder: RecorderSettings, user: str) -> int:
             f"tssh demo: SSH on {NODE_ADDRESS} port {config.port}, recorder at {url}; "
             f"files in {config.state_dir.parent}\n"
             f"  connect:     ssh -p {config.port} {user}@{NODE_ADDRESS}\n"
+            f"  web UI:      {url}/\n"
             f"  recordings:  tssh recordings list --recorder {url}\n"
             f"  status:      tssh status --state-dir {config.state_dir}\n"
             f"  API:         {url}/api/v1/recordings\n"
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         identity=Config(identity="netmap", netmap=netmap, policy=policy,
                         state_dir=directory / "recorder-state"),
         viewers=(f"{user}@demo.local",),
+        ui=True,
         local_owner=os.geteuid(),
     )
     configure_logging("text", os.environ.get("TSSH_LOG_LEVEL", "warning"))

@@ -126,6 +126,25 @@ def _sessions(value: object) -> list[str] | None:
     return lines
 
 
+def _forwards(value: object) -> list[str] | None:
+    """``forwards: N`` then one line each: ``CONN: KIND DEST (from ORIGIN) as USER: sent N B,
+    received M B``."""
+    if not isinstance(value, list) or not all(isinstance(f, Mapping) for f in value):
+        return None
+    if not value:
+        return ["forwards: none"]
+    lines = [f"forwards: {len(value)}"]
+    for f in value:
+        origin = f" from {f['origin']}" if f.get("origin") else ""
+        local = f" as {f['localUser']}" if f.get("localUser") else ""
+        since = f" since {f['opened']}" if f.get("opened") else ""
+        lines.append(f"{INDENT}{_scalar(f.get('connection'))}: {_scalar(f.get('kind'))} "
+                     f"{_scalar(f.get('destination'))}{origin}{local}{since}: sent "
+                     f"{_scalar(f.get('bytesSent'))} B, received "
+                     f"{_scalar(f.get('bytesReceived'))} B")
+    return lines
+
+
 def _recording(rec: Mapping[str, Any]) -> str:
     """``recording to ADDR (v2, enforced): sent N B, acked M B`` for one live session."""
     state = rec.get("state")
@@ -157,7 +176,8 @@ def render_status(status: Mapping[str, Any]) -> str:
     for key in ("listening", "identity"):
         if key in status:
             lines += _generic(key, status[key], 0)
-    special = {"policy": _policy, "recorders": _recorders, "sessions": _sessions}
+    special = {"policy": _policy, "recorders": _recorders, "sessions": _sessions,
+               "forwards": _forwards}
     for key, present in special.items():
         if key in status:
             lines += present(status[key]) or _generic(key, status[key], 0)

@@ -8,7 +8,7 @@ principals and is decided by :func:`tssh.policy.compiled.evaluate_compiled`. The
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -48,6 +48,12 @@ class Decider(Protocol):
         """How many SSH rules the policy holds (for ``tssh status``)."""
         ...
 
+    @property
+    def groups(self) -> Mapping[str, tuple[str, ...]]:
+        """The policy's groups, for ``group:`` selectors in the daemon's config (a compiled
+        policy has none: its groups were expanded by the control plane)."""
+        ...
+
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,
         is_root_account: Callable[[str], bool] = _is_root_name,
@@ -75,6 +81,10 @@ class FileDecider:
     @property
     def rule_count(self) -> int:
         return len(self.policy.ssh)
+
+    @property
+    def groups(self) -> Mapping[str, tuple[str, ...]]:
+        return self.policy.groups
 
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,
@@ -104,6 +114,10 @@ class CompiledDecider:
     @property
     def rule_count(self) -> int:
         return len(self.policy.rules)
+
+    @property
+    def groups(self) -> Mapping[str, tuple[str, ...]]:
+        return {}
 
     def decide(
         self, src: Peer | None, src_address: str, dst: Peer, login: str, *,

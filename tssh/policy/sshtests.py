@@ -151,3 +151,25 @@ def run_ssh_tests(
     for test in policy.ssh_tests:
         failures.extend(run_test(policy, test, nodes, is_root_account=is_root_account))
     return failures
+
+
+def rules_exercised(
+    policy: Policy, nodes: Sequence[Peer] | None = None,
+    *, is_root_account: Callable[[str], bool] = lambda u: u == "root",
+) -> set[int]:
+    """Indexes of the ``ssh`` rules that some ``sshTests`` login gets in through: a rule no
+    test reaches is a rule no test protects."""
+    used: set[int] = set()
+    for test in policy.ssh_tests:
+        try:
+            sources = _resolve(policy, test.src, nodes, is_src=True)
+            targets = [n for d in test.dst for n in _resolve(policy, d, nodes, is_src=False)]
+        except _Unresolved:
+            continue
+        for login in (*test.accept, *test.check):
+            for src in sources:
+                for dst in targets:
+                    d = evaluate(policy, src, dst, login, is_root_account=is_root_account)
+                    if d.rule is not None:
+                        used.add(d.rule)
+    return used

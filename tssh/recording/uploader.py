@@ -18,35 +18,27 @@ Using it from a session (the daemon)::
     except RecorderUnavailable as e:      # enforced and no recorder accepted
         refuse(message, exit_status=254)  # e.attempts: each recorder and its failure
     audit(rec.attempts)                   # also when the session goes on unrecorded
-    await rec.output(data)                # PTY output or stdout; rec.stderr(data) non-PTY
-    await rec.resize(cols, rows)
-    await rec.exit(status)
+    rec.set_flow_control(pause_reading, resume_reading)   # with enforce: backpressure
+    rec.output_nowait(data)               # PTY output or stdout; stderr_nowait non-PTY
+    rec.resize_nowait(cols, rows)
+    rec.exit_nowait(status)
     stats = await rec.close()             # final ack / 200; stats.state is the outcome
     # or, when the daemon shuts down and cannot wait: rec.abort()
 
-``rec.stats().to_json()`` is the per-recording entry for ``tssh status`` (destination,
-protocol, bytes written/sent/acked/buffered/dropped, attempts); ``transport.check_recorder``
-probes a recorder's health without recording anything.
-
-A session driven by callbacks (``loop.add_reader``) uses ``rec.output_nowait(data)``,
-``stderr_nowait``, ``resize_nowait``, ``exit_nowait`` instead: they never block nor raise,
-and with ``enforce`` flow control replaces waiting: ``rec.set_flow_control(pause, resume)``
-is told to stop reading the process's output while the buffer is full. Use one style per
-recording.
+The session is driven by callbacks (``loop.add_reader``), so writes never block nor raise;
+with ``enforce``, flow control replaces waiting: ``pause()`` is told to stop reading the
+process's output while the buffer is full. ``rec.stats().to_json()`` is the per-recording
+entry for ``tssh status`` (destination, protocol, bytes written/sent/acked/buffered/dropped,
+attempts).
 
 ``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
 event loop, if the upload fails or the recorder ends it while the session runs (not after
 ``close()`` began: then the outcome is in the returned stats). With ``enforce`` the daemon
-ends the session with a message, and awaited writes after a failure raise
-``RecordingFailed``. Without ``enforce`` writes never raise: after a failure they are
-discarded and counted.
+ends the session with a message; writes after a failure are discarded and counted.
 
-Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer, the
-chunk being sent included (plus the transport's own buffer, 64 KiB at most by default).
-When it is full, with ``enforce`` writes wait, or the session is paused (backpressure slows
-the session down to the recorder's pace); without, whole events are dropped, counted, and an
-``"m"`` marker event saying how many bytes were lost is inserted before the next event that
-fits.
+Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer
+(``buffer.RecordingBuffer``), the chunk being sent included (plus the transport's own
+buffer, 64 KiB at most by default), and with ``enforce`` at most the last write beyond it.
 """
 
 from __future__ import annotations
@@ -54,11 +46,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from tssh.errors import RecorderUnavailable, RecordingError, RecordingFailed
 from tssh.recording.asciicast import CastEncoder, CastHeader
+from tssh.recording.buffer import RecordingBuffer
 from tssh.recording.local import LocalCastFile
 from tssh.recording.model import Attempt, Clock, RecordingOptions, RecordingStats, State
 from tssh.recording.targets import RecorderAddress
@@ -153,7 +145,7 @@ async def start_recording(
 
 
 class Recording:
-    """A session's recording in progress. Every method is a coroutine; see the module doc."""
+    """A session's recording in progress; see the module doc."""
 
     def __init__(self, header: CastHeader, sink: Sink | None, attempts: tuple[Attempt, ...],
                  options: RecordingOptions, on_failure: Callable[[RecordingFailed], None] | None,
@@ -164,15 +156,8 @@ class Recording:
         self._on_failure = on_failure
         self._clock = clock
         self._encoder = CastEncoder(header, start)
-        self._buf: deque[bytes] = deque()
-        self._buffered = 0
-        self._written = 0
-        self._dropped = 0
-        self._dropped_events = 0
-        self._dropped_unmarked = 0
-        self._lock = asyncio.Lock()
+        self._buffer = RecordingBuffer(options.buffer_limit, options.enforce)
         self._data_ready = asyncio.Event()
-        self._space_ready = asyncio.Event()
         self._close_started = False  # failures from here on are reported by close(), not
         self._closing = False  # on_failure; _closing: the session side is done writing
         self._finished = False
@@ -181,8 +166,8 @@ class Recording:
         self._resume: Callable[[], None] | None = None
         self._paused = False
         self._pump_task: asyncio.Task[None] | None = None
-        # *_nowait output not yet encoded: consecutive reads of one stream become one event
-        # (a pty gives 4 KiB per read; one event each would cost more than the read itself).
+        # Output not yet encoded: consecutive reads of one stream become one event (a pty
+        # gives 4 KiB per read; one event each would cost more than the read itself).
         self._pending = bytearray()
         self._pending_encode: Callable[[float, bytes], bytes] | None = None
         self._pending_at = 0.0
@@ -191,15 +176,14 @@ class Recording:
             self._pump_task = asyncio.create_task(self._pump())
             sink.failed.add_done_callback(self._on_sink_failed)
 
-    # -- the session's side ----------------------------------------------------------------
+    # -- the session's side: never blocks, never raises ----------------------------------------
 
     def _write_header(self) -> int:
-        """The header goes in whatever the limit: without it the recording is unreadable."""
         if self._sink is None:
             return 0
         line = self._encoder.header_line()
-        self._written += len(line)
-        self._append(line)
+        self._buffer.put_header(line)
+        self._data_ready.set()
         return len(line)
 
     async def _send_header(self, upload: V2Upload | V1Upload, time_limit: float) -> None:
@@ -209,32 +193,12 @@ class Recording:
         if self.failure is not None:
             raise self.failure
 
-    async def output(self, data: bytes) -> None:
-        """PTY output, or stdout of a non-PTY session."""
-        await self._record_bytes(self._encoder.output, data)
-
-    async def stderr(self, data: bytes) -> None:
-        """Stderr of a non-PTY session (recorded if the header says so)."""
-        await self._record_bytes(self._encoder.stderr, data)
-
-    async def input(self, data: bytes) -> None:
-        """Keyboard input (recorded only if the header says input is captured)."""
-        await self._record_bytes(self._encoder.input, data)
-
-    async def resize(self, cols: int, rows: int) -> None:
-        await self._record(lambda now: self._encoder.resize(now, cols, rows))
-
-    async def exit(self, status: int) -> None:
-        await self._record(lambda now: self._encoder.exit(now, status))
-
-    # -- the same, for callback-driven sessions (never blocks, never raises) -------------------
-
     def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
         """With ``enforce``: ``pause()`` when the buffer is full, ``resume()`` when half empty.
 
-        A session that writes with the ``*_nowait`` methods stops reading its process's output
-        between the two (as with asyncio's ``pause_writing``), so the recorder's pace limits
-        the session's; the buffer exceeds ``buffer_limit`` by at most the last write.
+        The session stops reading its process's output between the two (as with asyncio's
+        ``pause_writing``), so the recorder's pace limits the session's; the buffer exceeds
+        ``buffer_limit`` by at most the last write.
         """
         self._pause, self._resume = pause, resume
 
@@ -242,23 +206,26 @@ class Recording:
     # its sender read the data.
 
     def output_nowait(self, data: bytes, at: float | None = None) -> None:
-        self._record_nowait_bytes(self._encoder.output, data, at)
+        """PTY output, or stdout of a non-PTY session."""
+        self._record_bytes(self._encoder.output, data, at)
 
     def stderr_nowait(self, data: bytes, at: float | None = None) -> None:
-        self._record_nowait_bytes(self._encoder.stderr, data, at)
+        """Stderr of a non-PTY session (recorded if the header says so)."""
+        self._record_bytes(self._encoder.stderr, data, at)
 
     def input_nowait(self, data: bytes, at: float | None = None) -> None:
-        self._record_nowait_bytes(self._encoder.input, data, at)
+        """Keyboard input (recorded only if the header says input is captured)."""
+        self._record_bytes(self._encoder.input, data, at)
 
     def resize_nowait(self, cols: int, rows: int, at: float | None = None) -> None:
-        self._record_nowait(lambda now: self._encoder.resize(now, cols, rows), at)
+        self._record(lambda now: self._encoder.resize(now, cols, rows), at)
 
     def exit_nowait(self, status: int, at: float | None = None) -> None:
-        self._record_nowait(lambda now: self._encoder.exit(now, status), at)
+        self._record(lambda now: self._encoder.exit(now, status), at)
 
     def marker_nowait(self, label: str, at: float | None = None) -> None:
         """An ``"m"`` event, e.g. saying what kind of session this is."""
-        self._record_nowait(lambda now: self._encoder.marker(now, label), at)
+        self._record(lambda now: self._encoder.marker(now, label), at)
 
     def dropped_nowait(self, size: int) -> None:
         """``size`` bytes of output were lost before they reached this recording (a relay's
@@ -266,7 +233,7 @@ class Recording:
         if self._sink is None or self._closing or self.failure is not None or size <= 0:
             return
         self._flush_pending()
-        self._count_drop(size)
+        self._buffer.count_drop(size)
 
     @property
     def writable(self) -> bool:
@@ -279,20 +246,10 @@ class Recording:
             return self.stats()
         self._close_started = True
         self._flush_pending()
-        try:
-            async with asyncio.timeout(self._options.finish_timeout):
-                await self._record(self._encoder.finish)
-            if self._dropped_unmarked and self._sink is not None and self.failure is None:
-                # a loss at the very end is told too, whatever the limit (one short line)
-                line = self._drop_marker(self._clock())
-                self._dropped_unmarked = 0
-                self._append(line)
-        except RecordingError:
-            pass
-        except TimeoutError:
-            self._fail(RecordingFailed(
-                f"recorder did not take the end of the recording in "
-                f"{self._options.finish_timeout:g}s"))
+        self._record(self._encoder.finish)
+        if self._sink is not None and self.failure is None:
+            now = self._clock()
+            self._buffer.put_final_marker(lambda size: self._drop_marker(now, size))
         self._closing = True
         self._data_ready.set()
         if self._pump_task is not None:
@@ -331,55 +288,29 @@ class Recording:
             state = "finished"
         else:
             state = "recording"
+        buffer = self._buffer
         return RecordingStats(
             state=state,
             destination=sink.destination if sink else None,
             protocol=sink.protocol if sink else None,
-            bytes_written=self._written,
+            bytes_written=buffer.written,
             bytes_sent=sink.bytes_sent if sink else 0,
             bytes_acked=sink.bytes_acked if sink else None,
-            bytes_buffered=self._buffered,
-            bytes_dropped=self._dropped,
-            events_dropped=self._dropped_events,
+            bytes_buffered=buffer.buffered,
+            bytes_dropped=buffer.dropped,
+            events_dropped=buffer.dropped_events,
             attempts=self.attempts,
             error=str(self.failure) if self.failure else None,
         )
 
-    # -- buffering -----------------------------------------------------------------------------
+    # -- encoding into the buffer --------------------------------------------------------------
 
-    async def _record_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes) -> None:
-        for i in range(0, len(data), MAX_EVENT_INPUT):
-            piece = data[i:i + MAX_EVENT_INPUT]
-
-            def encode_piece(now: float, piece: bytes = piece) -> bytes:
-                return encode(now, piece)
-
-            await self._record(encode_piece)
-
-    async def _record(self, encode: Callable[[float], bytes]) -> None:
-        if self._closing or self._sink is None:
-            return  # closed (late output of an ended session) or unrecorded
-        now = self._clock()
-        if self.failure is not None:
-            if self._options.enforce:
-                raise self.failure
-            return
-        if not self._options.enforce:
-            self._offer(encode(now), now)
-            return
-        async with self._lock:
-            line = encode(now)
-            self._written += len(line)
-            await self._put_waiting(line)
-
-    def _record_nowait_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes,
-                             at: float | None = None) -> None:
+    def _record_bytes(self, encode: Callable[[float, bytes], bytes], data: bytes,
+                      at: float | None = None) -> None:
         """Coalesce: the bytes wait (at most COALESCE_SECONDS, MAX_EVENT_INPUT bytes) for
         more of the same stream, then become one event timed at the first of them."""
         if self._closing or self._sink is None or self.failure is not None or not data:
             return
-        if self._lock.locked():
-            raise RuntimeError("a recording is written either with await or *_nowait, not both")
         if self._pending and self._pending_encode != encode:
             self._flush_pending()
         if not self._pending:
@@ -407,7 +338,7 @@ class Recording:
             def encode_piece(now: float, piece: bytes = piece) -> bytes:
                 return encode(at, piece)
 
-            self._record_nowait(encode_piece)
+            self._record(encode_piece)
 
     def _drop_pending(self) -> None:
         if self._pending_timer is not None:
@@ -415,29 +346,25 @@ class Recording:
             self._pending_timer = None
         self._pending.clear()
 
-    def _record_nowait(self, encode: Callable[[float], bytes], at: float | None = None
-                       ) -> None:
+    def _record(self, encode: Callable[[float], bytes], at: float | None = None) -> None:
         if self._closing or self._sink is None or self.failure is not None:
             return  # a failure reaches the session through on_failure
         if self._pending:
             self._flush_pending()  # keeps the events in order
-        if self._lock.locked():
-            raise RuntimeError("a recording is written either with await or *_nowait, not both")
         now = self._clock() if at is None else at
-        if not self._options.enforce:
-            self._offer(encode(now), now)
-            return
-        line = encode(now)
-        self._written += len(line)
-        if line:
-            self._append(line)
-        if not self._paused and self._buffered >= self._options.buffer_limit:
+        self._buffer.put(encode(now), lambda size: self._drop_marker(now, size))
+        self._data_ready.set()
+        if self._options.enforce and not self._paused and self._buffer.full:
             self._paused = True
             self._call_flow(self._pause)
 
+    def _drop_marker(self, now: float, size: int) -> bytes:
+        return self._encoder.marker(
+            now, f"tssh: {size} bytes of this recording were dropped "
+                 f"(recording could not keep up)")
+
     def _maybe_resume(self) -> None:
-        if self._paused and (self.failure is not None
-                             or self._buffered <= self._options.buffer_limit // 2):
+        if self._paused and (self.failure is not None or self._buffer.half_empty):
             self._paused = False
             self._call_flow(self._resume)
 
@@ -448,68 +375,6 @@ class Recording:
             except Exception:
                 log.exception("recording flow control callback raised")
 
-    def _offer(self, line: bytes, now: float) -> None:
-        """Without enforce: buffer whole events that fit, drop (and later mark) the rest."""
-        if not line:
-            return
-        self._written += len(line)
-        limit = self._options.buffer_limit
-        if self._dropped_unmarked:
-            marker = self._drop_marker(now)
-            if self._buffered + len(marker) + len(line) <= limit:
-                self._dropped_unmarked = 0
-                self._append(marker)
-                self._append(line)
-                return
-        elif self._buffered + len(line) <= limit:
-            self._append(line)
-            return
-        self._count_drop(len(line))
-
-    def _count_drop(self, size: int) -> None:
-        """One event's worth of output lost: counted, and marked before the next event."""
-        self._dropped += size
-        self._dropped_events += 1
-        self._dropped_unmarked += size
-
-    def _drop_marker(self, now: float) -> bytes:
-        return self._encoder.marker(
-            now, f"tssh: {self._dropped_unmarked} bytes of this recording were dropped "
-                 f"(recording could not keep up)")
-
-    async def _put_waiting(self, line: bytes) -> None:
-        """With enforce: wait for room; a line larger than the whole buffer goes in parts."""
-        view = memoryview(line)
-        while view:
-            if self.failure is not None:
-                raise self.failure
-            room = self._options.buffer_limit - self._buffered
-            if room <= 0:
-                self._space_ready.clear()
-                await self._space_ready.wait()
-                continue
-            self._append(bytes(view[:room]))
-            view = view[room:]
-
-    def _append(self, data: bytes) -> None:
-        self._buf.append(data)
-        self._buffered += len(data)
-        self._data_ready.set()
-
-    def _take(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes from the front; they stay counted until the sink took them."""
-        parts: list[bytes] = []
-        size = 0
-        while self._buf and size < limit:
-            part = self._buf.popleft()
-            if size + len(part) > limit:
-                cut = limit - size
-                self._buf.appendleft(part[cut:])
-                part = part[:cut]
-            parts.append(part)
-            size += len(part)
-        return b"".join(parts)  # still counted in _buffered until sent
-
     # -- sending -------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
@@ -517,16 +382,15 @@ class Recording:
         assert sink is not None
         try:
             while True:
-                if not self._buf:
+                if not self._buffer:
                     if self._closing:
                         break
                     self._data_ready.clear()
                     await self._data_ready.wait()
                     continue
-                chunk = self._take(CHUNK_SIZE)
+                chunk = self._buffer.take(CHUNK_SIZE)
                 await sink.send(chunk)
-                self._buffered -= len(chunk)
-                self._space_ready.set()
+                self._buffer.sent(len(chunk))
                 self._maybe_resume()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
@@ -549,11 +413,8 @@ class Recording:
             self._pump_task.cancel()
         if self._sink is not None:
             self._sink.abort()
-        self._dropped += self._buffered + len(self._pending)
+        self._buffer.discard(len(self._pending))
         self._drop_pending()
-        self._buf.clear()
-        self._buffered = 0
-        self._space_ready.set()
         self._data_ready.set()
         self._maybe_resume()
         log.error("recording failed", extra={
@@ -564,7 +425,6 @@ class Recording:
                 self._on_failure(failure)
             except Exception:
                 log.exception("recording failure callback raised")
-
 
 __all__ = [
     "Recording",

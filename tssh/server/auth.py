@@ -10,19 +10,20 @@ Tailscale SSH.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncssh
-from asyncssh.constants import OPEN_RESOURCE_SHORTAGE
+from asyncssh.constants import OPEN_ADMINISTRATIVELY_PROHIBITED, OPEN_RESOURCE_SHORTAGE
 
 from tssh.audit.log import connection_scope, emit, peer_fields, update_connection_scope
-from tssh.config import Config
+from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.policy import Decision
 from tssh.policy.decider import Decider
@@ -35,11 +36,15 @@ from tssh.server.account import (
     lookup_account,
 )
 from tssh.server.check import Approval
+from tssh.server.dialer import UserDialer
+from tssh.server.forward import ForwardContext, Forwards
+from tssh.server.limits import ConnectionLimits, IdleWatch, idle_message
 from tssh.server.recording import RecordingRequest
 from tssh.server.screen import Screened, unknown_peer_message
 from tssh.server.session import ConnectionContext, HungUpGroups, ProcessSession
 
 log = logging.getLogger("tssh.auth")
+_finishing: set[asyncio.Task[None]] = set()  # forwarding helpers of closed connections
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Admission:
     message: str | None  # shown to the client as "tssh: <message>" when refused
     decision: Decision | None = None
     recording: RecordingRequest | None = None  # the rule names recorders
+    forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
 
     @property
     def accepted(self) -> bool:
@@ -159,7 +165,6 @@ class Gatekeeper(Protocol):
     def hung_up_groups(self) -> HungUpGroups: ...
 
 
-DEFAULT_MAX_SESSIONS = Config.max_sessions
 
 
 def _addr(info: Any) -> tuple[str, int]:
@@ -171,12 +176,14 @@ def _addr(info: Any) -> tuple[str, int]:
 class TsshServer(asyncssh.SSHServer):
     """asyncssh's per-connection server object: the decision, then session channels."""
 
-    def __init__(self, gate: Gatekeeper, max_sessions: int = DEFAULT_MAX_SESSIONS,
+    def __init__(self, gate: Gatekeeper, limits: ConnectionLimits | None = None,
                  cut_unparsable: bool = False) -> None:
         """``cut_unparsable``: end a session whose transfer stream the audit cannot parse
         (``audit_unparsable = "cut"``, docs/audit.md)."""
         self._gate = gate
-        self._max_sessions = max_sessions
+        self._limits = limits or ConnectionLimits()
+        self._max_sessions = self._limits.max_sessions
+        self._idle_task: asyncio.Task[None] | None = None
         self._cut_unparsable = cut_unparsable
         self.conn_id = new_connection_id()
         self.conn: Any = None
@@ -191,6 +198,7 @@ class TsshServer(asyncssh.SSHServer):
         self._screened: Screened | None = None
         self._session_count = 0
         self.approval: Approval | None = None  # the check approval that admitted this login
+        self.forwards: Forwards | None = None  # made at the first forward
         self._opened = time.monotonic()
         self._audited = False  # a login began: its connection's end is audited too
 
@@ -208,6 +216,9 @@ class TsshServer(asyncssh.SSHServer):
         self._screened = screened if isinstance(screened, Screened) else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        self._end_forwards()
         for session in list(self.sessions.values()):
             session.hangup()  # normally done already by the session's own connection_lost
         if self._audited:
@@ -216,6 +227,13 @@ class TsshServer(asyncssh.SSHServer):
                  sessions=self._session_count, error=str(exc) if exc else None)
         self._gate.connection_closed(self)
 
+    def _end_forwards(self) -> None:
+        forwards = self.forwards
+        if forwards is not None:
+            forwards.close_all()
+            task = asyncio.get_running_loop().create_task(forwards.finish())
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
     def audit_fields(self) -> dict[str, object]:
         """The common audit fields of this connection, as far as they are known."""
         ctx = self.context
@@ -270,9 +288,12 @@ class TsshServer(asyncssh.SSHServer):
             peer_ip=self.peer_ip, peer_port=self.peer_port, local_ip=self.local_ip,
             local_port=self.local_port,
             accept_env=tuple(decision.accept_env) if decision else (),
-            recording=admission.recording,
+            recording=admission.recording, forwarding=admission.forwarding,
+            session_max_duration=self._limits.session_max_duration,
         )
         self._gate.login_finished(self)
+        if self._limits.idle_timeout and self._idle_task is None:
+            self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
         return False
 
     async def _peer(self) -> Peer | None:
@@ -331,19 +352,84 @@ class TsshServer(asyncssh.SSHServer):
     def _session_closed(self, session: ProcessSession) -> None:
         self.sessions.pop(session.info.id, None)
 
-    # Forwarding is off until the daemon's config can allow it per rule (docs/daemon.md).
+    def _bytes_moved(self) -> int:
+        """Every byte through this connection's sessions and forwards so far."""
+        total = sum(s.info.bytes_in + s.info.bytes_out for s in self.sessions.values())
+        if self.forwards is not None:
+            total += sum(f.sent + f.received for f in self.forwards.live.values())
+        return total + len(self.sessions) + (len(self.forwards.live) if self.forwards else 0)
+
+    async def _watch_idle(self) -> None:
+        """``idle_timeout``: no byte in or out on any channel for that long ends the
+        connection with a message (docs/daemon.md, "Limits")."""
+        limits = self._limits
+        watch = IdleWatch(limits.idle_timeout)
+        loop = asyncio.get_running_loop()
+        while not self._ended:
+            if watch.idle(self._bytes_moved(), loop.time()):
+                emit("connection.idle", "connection idle: closing it", self.audit_fields(),
+                     idle_timeout=limits.idle_timeout)
+                self.end(idle_message(limits.idle_timeout))
+                return
+            await asyncio.sleep(limits.idle_check_interval)
+
+    # --- forwarding (tssh/server/forward.py; docs/daemon.md, "Forwarding") -------------
+
+    def _forwarding(self) -> Forwards:
+        if self.forwards is None:
+            ctx = self.context
+            if ctx is None or self._ended:
+                raise asyncssh.ChannelOpenError(OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                                "tssh: not logged in")
+            self.forwards = Forwards(self.conn, UserDialer(ctx.account), self._forward_settings,
+                                     self._forward_context, self._mark,
+                                     settled=self._gate.policy_settled)
+        return self.forwards
+
+    def _forward_settings(self) -> ForwardingSettings | None:
+        return None if self._ended or self.context is None else self.context.forwarding
+
+    def _forward_context(self) -> ForwardContext:
+        ctx = self.context
+        if ctx is None:
+            return ForwardContext(self.conn_id, "", "", "", "", self.peer_ip)
+        return ForwardContext(ctx.conn_id, ctx.peer.name, ctx.peer.id, ctx.login,
+                              ctx.account.name, ctx.peer_ip)
+
+    def _mark(self, label: str) -> None:
+        """Forwards show in every recording of this connection (docs/recording.md)."""
+        for session in self.sessions.values():
+            if session.recording is not None:
+                session.recording.marker(label)
+
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
-                             orig_port: int) -> bool:
-        return False
+                             orig_port: int) -> Any:
+        return self._forwarding().direct_tcp(dest_host, dest_port, orig_host, orig_port)
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        return False
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        try:
+            forwards = self._forwarding()
+        except asyncssh.ChannelOpenError:
+            return False
+        return forwards.tcp_listen(listen_host, listen_port)
 
-    def unix_connection_requested(self, dest_path: str) -> bool:
-        return False
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        return self._forwarding().direct_unix(dest_path)
 
-    def unix_server_requested(self, listen_path: str) -> bool:
-        return False
+    def unix_server_requested(self, listen_path: str) -> Any:
+        try:
+            forwards = self._forwarding()
+        except asyncssh.ChannelOpenError:
+            return False
+        return forwards.unix_listen(listen_path)
+
+    async def agent_requested(self) -> Any:
+        """``ssh -A`` (asked by TsshServerConnection): the agent listener, or None."""
+        try:
+            forwards = self._forwarding()
+        except asyncssh.ChannelOpenError:
+            return None
+        return await forwards.agent()
 
     async def current_context(self) -> ConnectionContext | None:
         """The connection's context under the current policy (a new session's, once a policy
@@ -355,6 +441,8 @@ class TsshServer(asyncssh.SSHServer):
     def end(self, message: str) -> None:
         """End every session of this connection with ``message``, then the connection."""
         self._ended = True
+        if self.forwards is not None:  # tunnels and listeners end at once, not at disconnect
+            self.forwards.close_all()
         for session in list(self.sessions.values()):
             session.terminate(message)
         if self.conn is not None:

@@ -42,6 +42,7 @@ import asyncssh.connection
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
+from tssh.forwarding import X11_REFUSAL
 from tssh.server.screen import Screened
 
 KEX_ALGS = ("mlkem768x25519-sha256", "curve25519-sha256", "curve25519-sha256@libssh.org")
@@ -136,6 +137,27 @@ class TsshServerConnection(asyncssh.SSHServerConnection):
         """A login held for a check (tssh.server.check) waits longer than ``login_timeout``;
         the hold has its own timeout (``check_timeout``)."""
         self._cancel_login_timer()
+
+    async def create_agent_listener(self) -> bool:
+        """``ssh -A``: the agent socket is made as the session's user, by the connection's
+        forwards (tssh/server/forward.py), not in a directory of the daemon's."""
+        if self._agent_listener:
+            return True
+        agent_requested = getattr(self._owner, "agent_requested", None)
+        if agent_requested is None:
+            return False
+        listener = await agent_requested()
+        if listener is None:
+            return False
+        self._agent_listener = listener
+        return True
+
+    async def attach_x11_listener(self, chan: Any, auth_proto: bytes, auth_data: bytes,
+                                  screen: int) -> None:
+        """X11 is refused; the client learns why from a debug message (``ssh -v``)."""
+        with contextlib.suppress(Exception):
+            self.send_debug(X11_REFUSAL, always_display=True)
+        return None
 
     def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
         if pkttype == MSG_IGNORE and args == _INSERTED_IGNORE_ARGS:

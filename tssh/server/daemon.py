@@ -27,6 +27,7 @@ from tssh.audit.log import emit
 from tssh.audit.sink import AuditSink
 from tssh.config import Config
 from tssh.errors import ConfigError, IdentityError, TsshError
+from tssh.forwarding import effective_forwarding
 from tssh.identity.base import Peer, Reloadable, Resolver
 from tssh.identity.follow import follow_identity_file
 from tssh.listensocket import listen_device, open_listening_socket
@@ -45,6 +46,7 @@ from tssh.server.check import (
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
 from tssh.server.hostkeys import host_keypairs, load_host_keys
+from tssh.server.limits import ConnectionLimits
 from tssh.server.oidc import OidcApprover
 from tssh.server.policy_source import PolicySource, open_policy_source
 from tssh.server.recording import SessionRecorders
@@ -110,7 +112,8 @@ class Daemon:
         self._listeners: list[asyncio.Server] = []
         self._connections: set[TsshServer] = set()
         self._logging_in: set[TsshServer] = set()  # counted by _startups
-        self._startups = StartupLimiter()
+        self._startups = StartupLimiter(per_source=config.per_source_max_startups,
+                                        max_startups=config.max_startups)
         # Asked at accept, before a start-up slot: an unknown address gets neither a slot nor
         # an SSH handshake (docs/daemon.md, "A connection, step by step").
         self._screen = AcceptScreen(resolver.whois)
@@ -127,6 +130,7 @@ class Daemon:
         self._generation = 0  # of policy and identity changes: which re-check is the latest
         self._lock = asyncio.Lock()
         self._recorders = SessionRecorders(config, resolver)
+        self._forwarding = config.forwarding()
         self._hung_up = HungUpGroups()
         # Check mode: held logins and approvals (docs/daemon.md, "Check mode").
         self._checks = CheckBook()
@@ -165,7 +169,7 @@ class Daemon:
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: TsshServer(
-                self, max_sessions=config.max_sessions,
+                self, ConnectionLimits.from_config(config),
                 cut_unparsable=config.audit_unparsable == "cut"),
             server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
@@ -174,9 +178,9 @@ class Daemon:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
-            login_timeout=60,
-            keepalive_interval=60,
-            keepalive_count_max=3,
+            login_timeout=config.login_grace_time,  # 0: none, as asyncssh and sshd take it
+            keepalive_interval=config.client_alive_interval,
+            keepalive_count_max=config.client_alive_count_max,
             **algorithm_options(),
         )
         self._load_approvals()
@@ -304,8 +308,12 @@ class Daemon:
         else:
             admission = decide(self._decider, peer, peer_ip, self._self_node, login,
                                check_account=check)
-        if admission.account is not None:  # accepted, or once a check approves it
-            admission = replace(admission, recording=self._recorders.request(admission.decision))
+        if admission.account is not None and peer is not None:  # accepted, or once approved
+            recording = self._recorders.request(admission.decision)
+            groups = self._decider.groups if self._decider is not None else {}
+            forwarding = effective_forwarding(self._forwarding, peer, admission.account.name,
+                                              recording is not None, groups)
+            admission = replace(admission, recording=recording, forwarding=forwarding)
         return admission
 
     def connection_opened(self, server: TsshServer) -> bool:
@@ -667,9 +675,12 @@ class Daemon:
                  reason=reason, client_message=message, approval=approval)
             server.end(message)
             return False
-        if admission.recording != ctx.recording or now_peer != ctx.peer:
-            # Sessions opened from now on run (and are recorded) as the new rule says.
-            server.context = replace(ctx, peer=now_peer, recording=admission.recording)
+        if (admission.recording != ctx.recording or now_peer != ctx.peer
+                or admission.forwarding != ctx.forwarding):
+            # Sessions and forwards opened from now on run (and are recorded) as the new
+            # rule says.
+            server.context = replace(ctx, peer=now_peer, recording=admission.recording,
+                                     forwarding=admission.forwarding)
         return True
 
     # --- control socket (ControlHandler) -------------------------------------------------
@@ -692,10 +703,16 @@ class Daemon:
             {"id": s.info.id, "user": _tailnet_identity(server.context.peer)
              if server.context else None,
              "localUser": s.info.user, "from": f"{s.info.peer} ({s.info.peer_ip})",
-             "kind": s.info.kind,
+             "kind": s.info.kind, "bytesIn": s.info.bytes_in, "bytesOut": s.info.bytes_out,
              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.info.started)),
              "recording": s.recording.status() if s.recording else None}
             for server in self._connections for s in server.sessions.values()
+        ]
+        forwards = [
+            {"connection": server.conn_id, "localUser": server.context.account.name
+             if server.context else None, **f}
+            for server in self._connections if server.forwards is not None
+            for f in server.forwards.status()
         ]
         return {
             "ssh": self._enabled,
@@ -710,6 +727,7 @@ class Daemon:
             "recordingWorker": {"pid": self._recorders.worker.pid},
             "connections": len(self._connections),
             "sessions": sessions,
+            "forwards": forwards,
             "checks": {
                 "pending": [dict(h.to_json(), since=_iso(h.since))
                             for h in self._checks.pending()],

@@ -28,9 +28,11 @@ from tssh.audit.scp import ScpAudit, scp_command
 from tssh.audit.sftp import SftpAudit
 from tssh.audit.transfer import TransferEvent, TransferParser
 from tssh.errors import RecorderUnavailable, RecordingFailed
+from tssh.forwarding import ForwardingSettings
 from tssh.identity.base import Peer
 from tssh.server.account import Account
 from tssh.server.env import SessionEnvInput, build_env
+from tssh.server.limits import duration_message
 from tssh.server.pty import (
     Pty,
     WindowSize,
@@ -79,6 +81,9 @@ class ConnectionContext:
     local_port: int
     accept_env: tuple[str, ...] = ()
     recording: RecordingRequest | None = None  # the rule names recorders
+    # docs/config.md, "Forwarding"
+    forwarding: ForwardingSettings = field(default_factory=ForwardingSettings)
+    session_max_duration: int = 0  # seconds a session may run; 0: no limit
 
     def audit_fields(self) -> dict[str, object]:
         """The common audit fields of the connection (docs/audit.md)."""
@@ -96,6 +101,8 @@ class SessionInfo:
     peer_ip: str
     kind: str  # shell | exec | subsystem
     started: float = field(default_factory=time.time)
+    bytes_in: int = 0  # from the client
+    bytes_out: int = 0  # to the client (stdout and stderr)
 
 
 def _signal_number(name: str) -> int | None:
@@ -226,6 +233,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._unrecorded = False  # the enforced recording failed: nothing more may run
         self._chan_paused = False
         self._finish_task: asyncio.Task[None] | None = None
+        self._duration_timer: asyncio.TimerHandle | None = None
         # The transfer audit of an sftp or scp session: both directions pass through it.
         self._transfer_audit: TransferParser | None = None
         self._cut_unparsable = cut_unparsable
@@ -389,6 +397,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._chan.get_environment(),
             ctx.accept_env,
         )
+        agent = self._chan.get_agent_path()
+        if agent:  # ssh -A: the connection's agent socket (tssh/server/forward.py)
+            env["SSH_AUTH_SOCK"] = agent
         executable, argv = self._argv()
         if self._pty is not None:
             pty = self._pty
@@ -425,6 +436,10 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._loop.add_writer(self._stdin_fd, self._flush_stdin)
         elif self._stdin_eof:
             self._close_stdin()
+        if ctx.session_max_duration:
+            self._duration_timer = self._loop.call_later(
+                ctx.session_max_duration, self.terminate,
+                duration_message(ctx.session_max_duration))
         self._started_at = time.monotonic()
         emit("session.start", "session started", ctx.audit_fields(), session=self.info.id,
              kind=self.info.kind, pty=self._pty is not None, command=self._command,
@@ -553,6 +568,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     def _send(self, fd: int, data: bytes) -> None:
         if self._closed:
             return
+        self.info.bytes_out += len(data)
         stderr = self._outputs.get(fd, False)
         if self._transfer_audit is not None and not stderr:
             self._audit_transfer(data, to_client=True)
@@ -599,6 +615,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
     # --- input: channel -> process ----------------------------------------------------
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.info.bytes_in += len(data)
         if self._stdin_eof or self._unrecorded or self._cut:
             return
         if self._transfer_audit is not None:
@@ -738,6 +755,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         self._exit = decode_wait_status(status)
         self._drain_pty()
         self._maybe_finish()
@@ -798,6 +817,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
         self._release_fds()
         self.hangup()
         self._on_close(self)

@@ -5,29 +5,52 @@ authenticates lives until the login timeout. Without a bound, any node that can 
 port could hold thousands open and starve the daemon of file descriptors, so that nobody
 could log in or start a session. Connections over a bound are closed at once, before the
 SSH version exchange; authenticated connections do not count.
+
+The bounds are sshd's: ``max_startups = "start:rate:full"`` (random early drop: from
+``start`` connections logging in, a new one is refused with probability ``rate`` %, rising
+linearly to 100 % at ``full``) and ``per_source_max_startups`` (docs/daemon.md, "Limits").
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-PER_SOURCE_STARTUPS = 32  # unauthenticated connections from one address
-TOTAL_STARTUPS = 256  # unauthenticated connections from everyone
+from tssh.config import Config, MaxStartups
+
+PER_SOURCE_STARTUPS = Config.per_source_max_startups
+MAX_STARTUPS = Config().max_startups
+
+
+def drop_probability(limits: MaxStartups, in_progress: int) -> float:
+    """sshd's chance of refusing a new connection while ``in_progress`` are logging in."""
+    if in_progress < limits.start:
+        return 0.0
+    if in_progress >= limits.full:
+        return 1.0
+    span = limits.full - limits.start
+    return (limits.rate + (100 - limits.rate) * (in_progress - limits.start) / span) / 100
 
 
 @dataclass
 class StartupLimiter:
-    """Counts unauthenticated connections per source address; pure bookkeeping."""
+    """Counts unauthenticated connections per source address; pure bookkeeping (the dice
+    are ``random``, passed in so that tests can load them)."""
 
     per_source: int = PER_SOURCE_STARTUPS
-    total: int = TOTAL_STARTUPS
+    max_startups: MaxStartups = MAX_STARTUPS
+    random: Callable[[], float] = random.random
     _by_source: Counter[str] = field(default_factory=Counter)
     _count: int = 0
 
     def begin(self, source: str) -> bool:
-        """Count a new connection from ``source``; False (not counted) if over a bound."""
-        if self._count >= self.total or self._by_source[source] >= self.per_source:
+        """Count a new connection from ``source``; False (not counted) if refused."""
+        if self._by_source[source] >= self.per_source:
+            return False
+        chance = drop_probability(self.max_startups, self._count)
+        if chance and (chance >= 1.0 or self.random() < chance):
             return False
         self._by_source[source] += 1
         self._count += 1

@@ -1,0 +1,195 @@
+"""The SQLite text index through the Index interface: lines, partial lines, queries, paging."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from recorder.index.base import Query, TextUpdate
+from recorder.index.sqlite import SqliteIndex
+from recorder.model import NodeInfo, RecordingMeta
+from recorder.search import Term, parse_query
+from recorder.text import Line
+
+
+def meta(i: int, **header: str) -> RecordingMeta:
+    return RecordingMeta(
+        id=f"rec-{i:05d}", key=f"n/{i}.cast", node=NodeInfo("nSRV1", "server"),
+        start=1_700_000_000.0 + i, header={"version": 2, "sshUser": "alice", **header},
+        recorder="key",
+    )
+
+
+async def opened(tmp_path: Path) -> SqliteIndex:
+    index = SqliteIndex(tmp_path / "index.sqlite3")
+    await index.open()
+    return index
+
+
+def test_parse_query() -> None:
+    assert parse_query('rm -rf "sudo reboot"  x* -- |') == (
+        Term("rm"), Term("-rf"), Term("sudo reboot", phrase=True), Term("x", prefix=True),
+    )
+    assert parse_query('"unclosed phrase') == (Term("unclosed phrase", phrase=True),)
+    assert parse_query('a"b"c') == (Term("a"), Term("b", phrase=True), Term("c"))
+    assert parse_query("  ") == ()
+
+
+async def test_lines_partial_and_matches(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    try:
+        await index.put(meta(1))
+        await index.add_text([TextUpdate("rec-00001", [Line(0.5, "$ ls")],
+                                         Line(1.0, "$ sudo rebo"))])
+        assert await index.text("rec-00001") == [Line(0.5, "$ ls"), Line(1.0, "$ sudo rebo")]
+        page = await index.query(Query(q="rebo*"))
+        assert [m.id for m in page.recordings] == ["rec-00001"]
+        assert [(h.time, h.text) for h in page.matches["rec-00001"]] == [(1.0, "$ sudo rebo")]
+        # the partial line is replaced by its complete form
+        await index.add_text([TextUpdate("rec-00001", [Line(1.0, "$ sudo reboot")],
+                                         Line(3.0, "$"))])
+        await index.add_text([TextUpdate("rec-00001", [Line(3.0, "$ exit")], None)])
+        assert await index.text("rec-00001") == [
+            Line(0.5, "$ ls"), Line(1.0, "$ sudo reboot"), Line(3.0, "$ exit")]
+        assert (await index.query(Query(q="rebo"))).recordings == []
+        hits = (await index.query(Query(q='"sudo reboot"'))).matches["rec-00001"]
+        assert [h.text for h in hits] == ["$ sudo reboot"]
+        # an unknown recording's text is dropped
+        await index.add_text([TextUpdate("rec-99999", [Line(0, "ghost")])])
+        assert (await index.query(Query(q="ghost"))).recordings == []
+        # a put (the seal) keeps the text
+        await index.put(meta(1).with_(status="complete"))
+        assert len(await index.text("rec-00001")) == 3
+        await index.clear_text("rec-00001")
+        assert await index.text("rec-00001") == []
+        assert (await index.query(Query(q="reboot"))).recordings == []
+    finally:
+        await index.close()
+
+
+async def test_phrases_words_metadata_and_hostile_input(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    try:
+        await index.put(meta(1, command="deploy-prod"))
+        await index.put(meta(2))
+        await index.add_text([
+            TextUpdate("rec-00001", [Line(1, "rm -rf /tmp/build"), Line(2, "reboot sudo")]),
+            TextUpdate("rec-00002", [Line(1, "sudo reboot now"), Line(2, "RM  -RF /")]),
+        ])
+
+        async def ids(q: str) -> list[str]:
+            return [m.id for m in (await index.query(Query(q=q))).recordings]
+
+        assert await ids('"sudo reboot"') == ["rec-00002"]  # a phrase keeps its order
+        assert await ids("sudo reboot") == ["rec-00002", "rec-00001"]  # words: any order
+        assert await ids('"rm -rf"') == ["rec-00002", "rec-00001"]  # case, spacing
+        assert await ids("/tmp/build") == ["rec-00001"]
+        assert await ids("deploy-prod") == ["rec-00001"]  # the header's command
+        page = await index.query(Query(q="deploy-prod"))
+        assert page.matches["rec-00001"] == ()  # metadata matches carry no hit
+        for hostile in ('"', 'a" OR "b', "NEAR(a b)", "x:y", "^start", "a AND", "*", "(",
+                        "text:rm", "rm NOT rf", "'; DROP TABLE recordings; --", "\\"):
+            await index.query(Query(q=hostile))  # never an FTS5 syntax error
+        assert await ids("rm NOT rf") == []  # NOT is a word here, not an operator
+        assert await ids("--") == []
+    finally:
+        await index.close()
+
+
+async def test_matches_first_five_in_time_order_and_long_lines(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    try:
+        await index.put(meta(1))
+        lines = [Line(float(i), f"line {i} needle") for i in range(20)]
+        lines.append(Line(30.0, "x " * 400 + "needle " + "y " * 400))
+        await index.add_text([TextUpdate("rec-00001", lines)])
+        hits = (await index.query(Query(q="needle"))).matches["rec-00001"]
+        assert [h.time for h in hits] == [0.0, 1.0, 2.0, 3.0, 4.0]
+        await index.clear_text("rec-00001")
+        await index.add_text([TextUpdate("rec-00001", [lines[-1]])])
+        (hit,) = (await index.query(Query(q="needle"))).matches["rec-00001"]
+        assert "needle" in hit.text and len(hit.text) < 200
+    finally:
+        await index.close()
+
+
+async def test_filters_and_cursor_paging_with_q(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    try:
+        for i in range(30):
+            await index.put(meta(i, sshUser="bob" if i % 3 else "alice"))
+            await index.add_text([TextUpdate(f"rec-{i:05d}", [
+                Line(1, f"output {i}" + (" needle" if i % 2 else ""))])])
+        seen, cursor = [], None
+        for _ in range(10):
+            page = await index.query(Query(q="needle", user="bob", limit=4, cursor=cursor))
+            seen += [m.id for m in page.recordings]
+            assert set(page.matches) == {m.id for m in page.recordings}
+            cursor = page.next
+            if cursor is None:
+                break
+        expected = [f"rec-{i:05d}" for i in reversed(range(30)) if i % 2 and i % 3]
+        assert seen == expected
+    finally:
+        await index.close()
+
+
+async def test_common_term_is_probed_newest_first(tmp_path: Path, monkeypatch: object) -> None:
+    import recorder.index.sqlite as sq
+
+    setattr(sq, "_SET_LIMIT", 5)  # noqa: B010 - the probing plan with a small index
+    try:
+        index = await opened(tmp_path)
+        for i in range(12):
+            await index.put(meta(i))
+            await index.add_text([TextUpdate(f"rec-{i:05d}", [Line(1, "common word")] * 3)])
+        page = await index.query(Query(q="common", limit=5))
+        assert [m.id for m in page.recordings] == [f"rec-{i:05d}" for i in range(11, 6, -1)]
+        page = await index.query(Query(q="common", limit=5, cursor=page.next))
+        assert [m.id for m in page.recordings] == [f"rec-{i:05d}" for i in range(6, 1, -1)]
+        assert len(page.matches["rec-00006"]) == 3
+        await index.close()
+    finally:
+        setattr(sq, "_SET_LIMIT", 200)  # noqa: B010
+
+
+async def test_retain_drops_text(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    try:
+        await index.put(meta(1))
+        await index.put(meta(2))
+        await index.add_text([TextUpdate("rec-00001", [Line(1, "gone soon")])])
+        assert await index.retain({"rec-00002"}) == 1
+        assert (await index.query(Query(q="gone"))).recordings == []
+        db = sqlite3.connect(tmp_path / "index.sqlite3")
+        assert db.execute("SELECT count(*) FROM text_lines").fetchone()[0] == 1  # rec 2 meta
+        db.close()
+    finally:
+        await index.close()
+
+
+async def test_schema_1_index_is_migrated(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "index.sqlite3")
+    db.executescript("""
+        CREATE TABLE recordings (id TEXT PRIMARY KEY, storage_key TEXT NOT NULL,
+          node_id TEXT NOT NULL, node_name TEXT NOT NULL, node_user TEXT, src_user TEXT,
+          ssh_user TEXT, local_user TEXT, status TEXT NOT NULL, start REAL NOT NULL,
+          recorder TEXT NOT NULL, search TEXT NOT NULL, document TEXT NOT NULL);
+        CREATE INDEX recordings_start ON recordings (start DESC, id DESC);
+        CREATE INDEX recordings_status ON recordings (status, recorder);
+    """)
+    m = meta(7, command="old-command")
+    db.execute("INSERT INTO recordings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+        m.id, m.key, "nSRV1", "server", None, None, "alice", None, "complete", m.start, "key",
+        "", json.dumps(m.with_(status="complete").to_json())))
+    db.commit()
+    db.close()
+    index = await opened(tmp_path)
+    try:
+        assert (await index.get(m.id)) is not None
+        assert [r.id for r in (await index.query(Query(q="old-command"))).recordings] == [m.id]
+        await index.add_text([TextUpdate(m.id, [Line(1, "new text")])])
+        assert [r.id for r in (await index.query(Query(q="new"))).recordings] == [m.id]
+    finally:
+        await index.close()
