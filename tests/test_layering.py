@@ -18,7 +18,7 @@ IO_MODULES = {
     "botocore", "asyncpg", "hypercorn", "uvloop", "fastapi", "starlette",
 }
 PURE_RECORDING = ["asciicast", "wire", "model", "relay", "targets"]
-PURE_AUDIT = ["entry", "transfer", "sftp", "scp"]
+PURE_AUDIT = ["entry", "transfer", "sftp", "scp", "view"]
 # Modules of tssh that a pure core may use: the pure cores themselves, and these.
 PURE_TSSH = {"tssh.errors", "tssh.hujson", "tssh.identity.base", "tssh.identity.address",
              *(f"tssh.recording.{name}" for name in PURE_RECORDING),

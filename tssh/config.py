@@ -34,6 +34,7 @@ from tssh.forwarding import (
 
 IdentityBackend = Literal["netmap", "tailscale", "wireguard"]
 LogFormat = Literal["json", "text"]
+AuditUnparsable = Literal["pass", "cut"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ENV_PREFIX = "TSSH_"
 
@@ -127,6 +128,9 @@ class Config:
     # files kept (the current one included).
     audit_max_bytes: int = 64 * 1024 * 1024
     audit_files: int = 5
+    # A transfer stream the audit cannot parse: "pass" it on (audited as unparsable), or
+    # "cut" the session.
+    audit_unparsable: AuditUnparsable = "pass"
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -357,6 +361,7 @@ PARSERS: dict[str, Parser] = {
     "match": lambda value, _base: parse_match_blocks(value),
     "audit_max_bytes": _audit_bytes,
     "audit_files": _audit_files,
+    "audit_unparsable": _choice(get_args(AuditUnparsable)),
 }
 # Keys only the file can set (a table has no environment or flag spelling).
 FILE_ONLY_KEYS = frozenset({"match"})

@@ -36,6 +36,7 @@ from tests.e2e.recorders import (  # noqa: F401  (fixtures)
     recorder_loop_fixture,
     recording_fixture,
 )
+from tests.e2e.test_forwarding import EchoServer
 
 Entry = dict[str, Any]
 
@@ -271,3 +272,56 @@ def test_rotation_keeps_the_configured_number_of_files(daemon_factory: DaemonFac
     commands = [e["command"] for e in kept if e["event"] == "session.end"]
     assert commands == [f"echo {i}" for i in range(12 - len(commands), 12)]
     assert entries[-1] == kept[-1]
+
+
+def _garbage_to_sftp(daemon: TsshDaemon, user: str) -> subprocess.CompletedProcess[bytes]:
+    """Not SFTP on the sftp subsystem: a length of 0xffffffff, then noise."""
+    return subprocess.run(ssh_command(daemon, user, "sftp", options=("-s",)),
+                          input=b"\xff\xff\xff\xff" + b"noise" * 1000, capture_output=True,
+                          timeout=30)
+
+
+def test_a_stream_that_is_not_sftp_is_audited_and_passed(daemon: TsshDaemon,
+                                                         local_user: LocalUser) -> None:
+    result = _garbage_to_sftp(daemon, local_user.name)
+    assert b"could not be audited" not in result.stderr  # sftp-server judged it itself
+    entries = wait_for(daemon, ended(1))
+    [event] = events(entries, "sftp.unparsable")
+    assert event["direction"] == "client" and "out of range" in event["reason"]
+    assert not events(entries, "transfer.cut")
+
+
+def test_audit_unparsable_cut_ends_the_session(daemon_factory: DaemonFactory,
+                                               local_user: LocalUser) -> None:
+    daemon = daemon_factory(extra_args=("--audit-unparsable", "cut"))
+    result = _garbage_to_sftp(daemon, local_user.name)
+    assert result.returncode != 0
+    assert b"tssh: this transfer stream could not be audited" in result.stderr
+    entries = wait_for(daemon, ended(1))
+    assert [e["event"] for e in entries if e["event"] in (
+        "sftp.unparsable", "transfer.cut")] == ["sftp.unparsable", "transfer.cut"]
+    # a real sftp session on the same daemon is not affected
+    require_tool("sftp")
+    batch = local_user.home / "batch"
+    batch.write_text("pwd\n")
+    _sftp(daemon, local_user.name, batch)
+
+
+def test_a_forward_is_audited_once_with_its_bytes(daemon: TsshDaemon) -> None:
+    echo = EchoServer()
+    try:
+        payload = os.urandom(100_000)
+        stdio = subprocess.run(
+            ssh_command(daemon, "root", options=("-W", f"127.0.0.1:{echo.port}")),
+            input=payload, capture_output=True, timeout=30)
+        assert stdio.stdout == payload
+    finally:
+        echo.close()
+    entries = wait_for(daemon, lambda es: bool(events(es, "forward.close")) and ended(1)(es))
+    [accepted] = events(entries, "connection.accepted")
+    [opened] = events(entries, "forward.open")
+    [closed] = events(entries, "forward.close")
+    assert opened["destination"] == closed["destination"] == f"127.0.0.1:{echo.port}"
+    assert opened["connectionID"] == closed["connectionID"] == accepted["connectionID"]
+    assert (closed["bytesSent"], closed["bytesReceived"]) == (len(payload), len(payload))
+    assert closed["localUser"] == "root" and closed["address"] == ALICE_IP

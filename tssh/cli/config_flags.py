@@ -51,6 +51,7 @@ HELP = {
     "gateway_ports": "-R listeners on other addresses than loopback: yes or no",
     "audit_max_bytes": "size at which the audit log (audit.jsonl) is rotated",
     "audit_files": "audit log files kept, the current one included",
+    "audit_unparsable": "a transfer stream the audit cannot parse: pass or cut",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

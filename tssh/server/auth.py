@@ -176,11 +176,15 @@ def _addr(info: Any) -> tuple[str, int]:
 class TsshServer(asyncssh.SSHServer):
     """asyncssh's per-connection server object: the decision, then session channels."""
 
-    def __init__(self, gate: Gatekeeper, limits: ConnectionLimits | None = None) -> None:
+    def __init__(self, gate: Gatekeeper, limits: ConnectionLimits | None = None,
+                 cut_unparsable: bool = False) -> None:
+        """``cut_unparsable``: end a session whose transfer stream the audit cannot parse
+        (``audit_unparsable = "cut"``, docs/audit.md)."""
         self._gate = gate
         self._limits = limits or ConnectionLimits()
         self._max_sessions = self._limits.max_sessions
         self._idle_task: asyncio.Task[None] | None = None
+        self._cut_unparsable = cut_unparsable
         self.conn_id = new_connection_id()
         self.conn: Any = None
         self.peer_ip = ""
@@ -340,7 +344,8 @@ class TsshServer(asyncssh.SSHServer):
         self._session_count += 1
         session_id = f"{self.conn_id}-{self._session_count}"
         session = ProcessSession(self.context, session_id, self._session_closed,
-                                 self._gate.hung_up_groups, settle=self.current_context)
+                                 self._gate.hung_up_groups, settle=self.current_context,
+                                 cut_unparsable=self._cut_unparsable)
         self.sessions[session_id] = session
         return session
 

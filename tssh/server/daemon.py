@@ -168,7 +168,9 @@ class Daemon:
             )
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
-            server_factory=lambda: TsshServer(self, ConnectionLimits.from_config(config)),
+            server_factory=lambda: TsshServer(
+                self, ConnectionLimits.from_config(config),
+                cut_unparsable=config.audit_unparsable == "cut"),
             server_host_keys=host_keypairs(keys, HOST_KEY_ALGS),
             server_version="tssh",
             encoding=None,

@@ -117,6 +117,8 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
+UNPARSABLE_MESSAGE = ("tssh: this transfer stream could not be audited and this node cuts "
+                      "such sessions (audit_unparsable); session ended")
 UNSETTLED_MESSAGE = ("tssh: the policy changed and this connection could not be re-checked "
                      "in time; session refused (try again)")
 
@@ -190,6 +192,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         hung_up: HungUpGroups,
         sftp_server: str = SFTP_SERVER,
         settle: Callable[[], Awaitable[ConnectionContext | None]] | None = None,
+        cut_unparsable: bool = False,
     ) -> None:
         """``settle``: the connection's context as the current policy has it, awaited
         before the process starts (None refuses the session)."""
@@ -233,6 +236,8 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._duration_timer: asyncio.TimerHandle | None = None
         # The transfer audit of an sftp or scp session: both directions pass through it.
         self._transfer_audit: TransferParser | None = None
+        self._cut_unparsable = cut_unparsable
+        self._cut = False  # cut for an unparsable transfer stream
         self._started_at = time.monotonic()
 
     # --- asyncssh callbacks: requests -------------------------------------------------
@@ -372,6 +377,13 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self.recording.end(RECORDING_FAILED_EXIT_STATUS)
             self._send_exit(RECORDING_FAILED_EXIT_STATUS, None, False)
             return
+        if self._cut:  # before its process started
+            self._starting = False
+            if self.recording is not None:
+                self.recording.end(1)
+            if not self._closed:
+                self._chan.exit(1)
+            return
         if self._want_pty and self._subsystem is None:
             self._pty = open_pty(self._modes, self._size)
         env = build_env(
@@ -414,6 +426,9 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             return
         if self._unrecorded:  # the recording failed while the process was being started
             self.hangup(UNRECORDED_GRACE)
+        if self._cut:  # its transfer stream was cut meanwhile
+            self._stdin_buf.clear()
+            self.hangup()
         self._resume_output()
         self._starting = False
         if self._stdin_buf:  # input that arrived while the process started
@@ -474,10 +489,19 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if not events:
             return
         fields = {**self._ctx.audit_fields(), "session": self.info.id}
+        unparsable = False
         for event in events:
+            unparsable = unparsable or event.event.endswith(".unparsable")
             emit(event.event, event.summary(), fields, event.fields)
             if self.recording is not None:
                 self.recording.marker(f"tssh: {event.summary()}")
+        if unparsable and self._cut_unparsable and self._transfer_audit is not None:
+            self._transfer_audit = None
+            emit("transfer.cut", "session ended: its transfer stream could not be audited",
+                 fields, level=logging.WARNING)
+            self._cut = True  # nothing more reaches the process, none starts
+            self._drop_pending_input()
+            self.terminate(UNPARSABLE_MESSAGE)
 
     async def _start_with_pipes(self, executable: str, argv: list[str],
                                 env: dict[str, str]) -> None:
@@ -592,10 +616,12 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         self.info.bytes_in += len(data)
-        if self._stdin_eof or self._unrecorded:
+        if self._stdin_eof or self._unrecorded or self._cut:
             return
         if self._transfer_audit is not None:
             self._audit_transfer(data, to_client=False)
+            if self._cut:
+                return
         if self._stdin_fd is None:
             if self._starting:  # kept until the process exists
                 self._buffer_stdin(data)
@@ -613,6 +639,12 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                 return
             self._loop.add_writer(self._stdin_fd, self._flush_stdin)
         self._buffer_stdin(data)
+
+    def _drop_pending_input(self) -> None:
+        """Input not yet written to the process is discarded (a cut session)."""
+        if self._stdin_fd is not None and self._stdin_buf:
+            self._loop.remove_writer(self._stdin_fd)
+        self._stdin_buf.clear()
 
     def _buffer_stdin(self, data: bytes) -> None:
         self._stdin_buf += data
