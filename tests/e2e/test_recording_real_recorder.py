@@ -105,9 +105,12 @@ def test_word_typed_in_a_recorded_session_is_found_by_search(
     child = pexpect.spawn(argv[0], argv[1:], timeout=15, dimensions=(30, 100),
                           env={**os.environ, "TERM": "xterm-256color"})
     try:
+        prompt = "prompt\x1b\\[0m\\$ "  # as bash draws it (the typed PS1 has no ESC)
         child.sendline("PS1='\\[\\e[1;32m\\]prompt\\[\\e[0m\\]$ '")
+        child.expect(prompt)
         # a window title (OSC) whose text is not typed as such: win + dowtitle77
         child.sendline("printf '\\033]0;%s%s\\007' win dowtitle77")
+        child.expect(prompt)  # readline is reading: keys below are its to echo and edit
         for key in "echo quartz-zeb":
             child.send(key)
             time.sleep(0.02)
