@@ -177,14 +177,17 @@ def _port(value: object, _base: Path) -> int:
 MAX_SESSIONS_LIMIT = 100_000
 
 
-def _count(value: object, _base: Path) -> int:
+def _whole(value: object, low: int, high: int, unit: str) -> int:
+    """A whole number (or its digits in a string) from ``low`` to ``high``."""
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {value!r}")
-    if not 1 <= value <= MAX_SESSIONS_LIMIT:
-        raise ValueError(f"must be a whole number from 1 to {MAX_SESSIONS_LIMIT}, not {value}")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"must be {unit} from {low} to {high}, not {value!r}")
     return value
+
+
+def _count(value: object, _base: Path) -> int:
+    return _whole(value, 1, MAX_SESSIONS_LIMIT, "a whole number")
 
 
 CHECK_TIMEOUT_LIMIT = 86_400
@@ -192,12 +195,7 @@ CHECK_TIMEOUT_LIMIT = 86_400
 
 def _seconds_or_off(value: object, _base: Path) -> int:
     """Whole seconds, 0 for "no limit" (sshd's spelling)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not 0 <= value <= CHECK_TIMEOUT_LIMIT * 365:
-        raise ValueError(f"must be whole seconds, 0 for no limit, not {value!r}")
-    return value
+    return _whole(value, 0, CHECK_TIMEOUT_LIMIT * 365, "whole seconds (0: no limit)")
 
 
 @dataclass(frozen=True)
@@ -231,33 +229,19 @@ def _max_startups(value: object, _base: Path) -> MaxStartups:
 
 
 def _seconds(value: object, _base: Path) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value!r}")
-    if not 1 <= value <= CHECK_TIMEOUT_LIMIT:
-        raise ValueError(f"must be whole seconds from 1 to {CHECK_TIMEOUT_LIMIT}, not {value}")
-    return value
+    return _whole(value, 1, CHECK_TIMEOUT_LIMIT, "whole seconds")
 
 
 AUDIT_MAX_BYTES_RANGE = (4096, 1 << 40)
 AUDIT_FILES_LIMIT = 100
 
 
-def _whole(value: object, low: int, high: int, unit: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"must be whole {unit} from {low} to {high}, not {value!r}")
-    return value
-
-
 def _audit_bytes(value: object, _base: Path) -> int:
-    return _whole(value, *AUDIT_MAX_BYTES_RANGE, "bytes")
+    return _whole(value, *AUDIT_MAX_BYTES_RANGE, "whole bytes")
 
 
 def _audit_files(value: object, _base: Path) -> int:
-    return _whole(value, 1, AUDIT_FILES_LIMIT, "files")
+    return _whole(value, 1, AUDIT_FILES_LIMIT, "whole files")
 
 
 def _issuer(value: object, _base: Path) -> str:
