@@ -17,6 +17,7 @@ from recorder import h2tuning
 from recorder.access import Access
 from recorder.api import build_api
 from recorder.groups import load_groups
+from recorder.index.base import Index
 from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
 from recorder.limits import UploadLimits, raise_fd_limit
@@ -47,11 +48,20 @@ def open_storage(settings: RecorderSettings, metrics: Metrics) -> Storage:
     )
 
 
+def open_index(settings: RecorderSettings) -> Index:
+    url = settings.index_url()
+    if url is None:
+        return SqliteIndex(settings.state_dir / "index.sqlite3")
+    from recorder.index.postgres import PostgresIndex
+
+    return PostgresIndex(url)
+
+
 def open_service(settings: RecorderSettings) -> RecorderService:
     metrics = Metrics()
     service = RecorderService(
         open_storage(settings, metrics),
-        SqliteIndex(settings.state_dir / "index.sqlite3"),
+        open_index(settings),
         load_or_create_key(settings.state_dir / "seal.key"),
         metrics,
     )

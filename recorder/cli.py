@@ -49,6 +49,9 @@ def _storage_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()),
                    help="index, signing key, tokens, S3 spool [TSRECORDER_STATEDIR]")
+    p.add_argument("--index", default=env("TSRECORDER_INDEX"), metavar="URL",
+                   help="postgresql://USER@HOST/DB: an index shared by a fleet of recorders "
+                   "(default: SQLite in the state dir) [TSRECORDER_INDEX]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +119,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
     if not args.dst:
         raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
     RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
+    RecorderSettings(dst=args.dst, index=args.index).index_url()
     trusted = tuple(_check_key(k) for k in getattr(args, "trusted_keys", None) or ())
     env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
     return RecorderSettings(
@@ -127,7 +131,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         ),
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
         ui=getattr(args, "ui", False),
-        trusted_keys=trusted,
+        trusted_keys=trusted, index=args.index,
         **{name: getattr(args, name) for name in (
             "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
     )
