@@ -148,9 +148,9 @@ async def serve_recorder(
     try:
         config = hypercorn_config(settings)
         device = listen_device(settings.identity)
-        log.info("recorder listening on %s%s, storing to %s", settings.listen,
+        log.info("recorder listening on %s%s, storing to %s, index %s", settings.listen,
                  f" (interface {device} only)" if device else "",
-                 service.storage.describe())
+                 service.storage.describe(), service.index.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
         if follow is not None:

@@ -1,9 +1,10 @@
 """The index interface: metadata and output text of every recording, queried by the API.
 
 The index is a cache of storage (``tssh-recorder reindex`` rebuilds it from the ``.json``
-documents and the casts); SQLite in the state dir by default, PostgreSQL for a fleet (next to
-come). The text of a recording is a sequence of lines (``recorder/text.py``), appended while
-it streams; a search (``recorder/search.py``, docs/recorder.md "Search") matches lines.
+documents and the casts); SQLite in the state dir by default, PostgreSQL for a fleet
+(docs/recorder.md, "Fleet"). The text of a recording is a sequence of lines
+(``recorder/text.py``), appended while it streams; a search (``recorder/search.py``,
+docs/recorder.md "Search") matches lines.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ class TextUpdate:
 class Index(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the index is, for logs (never a password)."""
 
     @abc.abstractmethod
     async def put(self, meta: RecordingMeta) -> None:

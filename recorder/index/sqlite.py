@@ -111,6 +111,9 @@ class SqliteIndex(Index):
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise RecorderError("index is not open")

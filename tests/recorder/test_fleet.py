@@ -174,3 +174,22 @@ async def test_reindex_rebuilds_an_emptied_postgres_index(fleet: Fleet) -> None:
     assert "indexed 3 recordings" in out.stdout
     fleet.b.start()
     assert snapshot() == before
+
+
+def test_index_flag_errors_are_one_line(tmp_path: Path) -> None:
+    """A URL that is not PostgreSQL's is refused before anything starts; an unreachable
+    PostgreSQL stops the recorder with one line that names it, without its password."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "recorder", "reindex", "--dst", str(tmp_path / "store"),
+            "--state-dir", str(tmp_path / "state")]
+    out = subprocess.run([*base, "--index", "mysql://db/x"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--index" in out.stderr and "Traceback" not in out.stderr
+    from tests.ports import free_port
+
+    url = f"postgresql://tssh:hunter2@127.0.0.1:{free_port()}/tssh"
+    out = subprocess.run(base, cwd=REPO, env={**env, "TSRECORDER_INDEX": url},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "cannot open the index postgresql://tssh@127.0.0.1" in out.stderr
+    assert "hunter2" not in out.stderr
