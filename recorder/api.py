@@ -17,6 +17,7 @@ from recorder.access import Access, Denied, Reader
 from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError, TokenError
 from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from recorder.index.base import Query as IndexQuery
+from recorder.live import follow_elsewhere
 from recorder.model import RecordingMeta, parse_time
 from recorder.service import RecorderService
 from recorder.sse import KEEPALIVE, CastEvents
@@ -204,6 +205,15 @@ def build_api(service: RecorderService, access: Access, *,
             done = await service.index.get(meta.id)
             return None if done is None else done.size
 
+        if meta.status == "live" and not service.live.is_live(meta.id):
+            # live on another replica of a fleet: what shared storage holds, polled
+            async def poll() -> tuple[int | None, bool]:
+                done = await service.index.get(meta.id)
+                if done is None or done.status != "live":
+                    return (None if done is None else done.size), True
+                return await service.storage.size(meta.key), False
+
+            return follow_elsewhere(read, poll)
         return service.live.follow(meta.id, read, final_size)
 
     @guarded.get("/api/v1/recordings/{recording_id}/live")

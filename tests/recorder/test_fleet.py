@@ -193,3 +193,51 @@ def test_index_flag_errors_are_one_line(tmp_path: Path) -> None:
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "cannot open the index postgresql://tssh@127.0.0.1" in out.stderr
     assert "hunter2" not in out.stderr
+
+
+async def test_a_recording_live_on_one_replica_is_followed_on_the_other(
+    tmp_path: Path, postgres_dsn: str,
+) -> None:
+    """Over one disk dir (a shared file system) the bytes are there as they arrive: replica
+    B's ``/live`` polls storage and the shared index, and ends when A finishes it."""
+    dst = str(tmp_path / "shared-store")
+    a = RecorderProc(tmp_path / "a", dst, env={"TSRECORDER_INDEX": postgres_dsn})
+    b = RecorderProc(tmp_path / "b", dst, env={"TSRECORDER_INDEX": postgres_dsn})
+    for rec in (a, b):
+        rec.tmp.mkdir()
+    try:
+        a.start()
+        b.start()
+        first = cast_header(conn="ssh-conn-follow") + event(0.1, "$ tail -f /var/log/app\r\n")
+        up = await H2Upload.open("127.0.0.1", a.port, local_address=SERVER)
+        try:
+            assert await up.wait_headers() == 200
+            await up.send(first)
+            await up.wait_ack(len(first))
+            with b.client(ALICE) as c:
+                [meta] = wait_for(lambda: c.get("/api/v1/recordings").json()["recordings"],
+                                  20, 0.1, what="the recording listed on B")
+            assert meta["status"] == "live"
+            got = b""
+            async with b.aclient(ALICE) as c, c.stream(
+                    "GET", f"/api/v1/recordings/{meta['id']}/live", timeout=60) as r:
+                assert r.status_code == 200
+                chunks = r.aiter_bytes()
+                while got != first:  # what was stored before B was asked
+                    got += await asyncio.wait_for(anext(chunks), 20)
+                more = event(1.0, "GET /health 200\r\n")
+                await up.send(more)  # arrives while B follows
+                while got != first + more:
+                    got += await asyncio.wait_for(anext(chunks), 20)
+                last = event(2.0, "^C\r\n") + event(2.1, "130", "x")
+                await up.send(last)
+                await up.end()
+                await up.wait_end(timeout=30)
+                async for chunk in chunks:  # ends once A has finished it
+                    got += chunk
+            assert got == first + more + last
+        finally:
+            await up.close()
+    finally:
+        b.stop()
+        a.stop()
