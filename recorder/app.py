@@ -22,6 +22,7 @@ from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
 from recorder.limits import UploadLimits, raise_fd_limit
 from recorder.metrics import Metrics
+from recorder.readaudit import ReadAudit
 from recorder.seal import load_or_create_key
 from recorder.service import RecorderService
 from recorder.settings import RecorderSettings
@@ -83,7 +84,8 @@ def build_app(
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
-    api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui)
+    api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui,
+                    audit=ReadAudit(settings.state_dir / "read-audit.jsonl"))
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack,
         sync_pace=settings.sync_pace, header_timeout=settings.header_timeout,
