@@ -147,6 +147,9 @@ async def serve_recorder(
     await service.start()
     follow = asyncio.create_task(follow_identity_file(resolver)) \
         if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply
+    retention = asyncio.create_task(
+        _retain(service, settings.retain_days, settings.state_dir / "retention.jsonl")) \
+        if settings.retain_days is not None else None
     try:
         config = hypercorn_config(settings)
         device = listen_device(settings.identity)
@@ -155,9 +158,25 @@ async def serve_recorder(
                  service.storage.describe(), service.index.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
-        if follow is not None:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+        for task in (follow, retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await service.close()
         await resolver.close()
+
+
+async def _retain(service: RecorderService, days: float, trail: Path) -> None:
+    """Applies ``--retain-days`` at start-up, then every hour."""
+    from recorder.retention import SCHEDULE, run_retention
+
+    while True:
+        try:
+            done = await run_retention(service, days, trail)
+            if done.deleted or done.failed:
+                log.info("retention: %d recordings deleted, %d on hold kept, %d failed",
+                         len(done.deleted), len(done.held), len(done.failed))
+        except Exception:
+            log.exception("retention run failed; next in %d s", SCHEDULE)
+        await asyncio.sleep(SCHEDULE)

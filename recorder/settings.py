@@ -50,6 +50,7 @@ class RecorderSettings:
     local_owner: int | None = None
     # None: SQLite in the state dir; postgresql://...: one database shared by a fleet
     index: str | None = None
+    retain_days: float | None = None  # None: keep every recording (docs/recorder.md)
 
     def index_url(self) -> str | None:
         """The PostgreSQL URL of ``--index``, or None for the SQLite index."""

@@ -126,6 +126,10 @@ class Index(abc.ABC):
         (reindex: the index holds exactly what storage holds)."""
 
     @abc.abstractmethod
+    async def delete(self, recording_id: str) -> bool:
+        """Deletes a recording's row and text (retention); False when there was none."""
+
+    @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         """Recordings this recorder (by public key) left ``live``: to finish after a crash."""
 

@@ -260,6 +260,10 @@ class PostgresIndex(Index):
                 "DELETE FROM recordings WHERE NOT (id = ANY($1::text[]))", sorted(ids))
         return int(status.split()[-1])
 
+    async def delete(self, recording_id: str) -> bool:
+        status = await self._db().execute("DELETE FROM recordings WHERE id = $1", recording_id)
+        return status != "DELETE 0"
+
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         rows = await self._db().fetch(
             "SELECT document FROM recordings WHERE status = 'live' AND recorder = $1",

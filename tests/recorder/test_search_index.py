@@ -265,3 +265,18 @@ async def test_postgres_unreachable_is_a_clear_error() -> None:
     with pytest.raises(IndexUnavailableError, match="cannot open the index") as e:
         await index.open()
     assert "secret" not in str(e.value)
+
+
+async def test_delete_removes_the_row_and_its_text(new_index: NewIndex) -> None:
+    index = await opened(new_index)
+    try:
+        await index.put(meta(1))
+        await index.put(meta(2))
+        await index.add_text([TextUpdate("rec-00001", [Line(1, "retained no more")])])
+        assert await index.delete("rec-00001") is True
+        assert await index.delete("rec-00001") is False
+        assert await index.get("rec-00001") is None
+        assert (await index.query(Query(q="retained"))).recordings == []
+        assert [m.id for m in (await index.query(Query())).recordings] == ["rec-00002"]
+    finally:
+        await index.close()
