@@ -241,3 +241,42 @@ async def test_a_recording_live_on_one_replica_is_followed_on_the_other(
     finally:
         b.stop()
         a.stop()
+
+
+async def test_retention_over_the_bucket_and_the_shared_index(fleet: Fleet) -> None:
+    """Retention run once for the fleet: the old recording goes from the bucket and from
+    every replica's listing; the one on hold stays (its hold is an object in the bucket)."""
+    for conn, target in (("keep", fleet.a), ("drop", fleet.b)):
+        with target.client(SERVER) as c:
+            assert c.post("/record", content=iter(
+                [cast_header(conn=f"ssh-conn-{conn}") + event(0.1, f"{conn} me\r\n")]
+            )).status_code == 200
+    with fleet.a.client(ALICE) as c:
+        ids = {m["header"]["connectionID"]: m["id"]
+               for m in c.get("/api/v1/recordings").json()["recordings"]}
+    s3 = fleet.moto.client()
+
+    wait_for(lambda: sum(1 for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+                         if o["Key"].endswith(".cast")) == 2, 30, 0.2, what="casts in S3")
+    env = {**os.environ, **AWS_ENV, "PYTHONPATH": str(REPO), "TSRECORDER_INDEX": fleet.dsn}
+    common = ["--dst", fleet.dst, "--bucket", BUCKET, "--state-dir",
+              str(fleet.a.tmp / "ops-state")]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "recorder", *args, *common], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    out = cli("hold", ids["ssh-conn-keep"])
+    assert out.returncode == 0, out.stderr
+    await asyncio.sleep(1.0)
+    out = cli("retention", "run", "--retain-days", "0.00001")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"deleted {ids['ssh-conn-drop']}",
+                                       f"kept {ids['ssh-conn-keep']} (legal hold)"]
+    names = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert sorted(n.rpartition(".")[2] for n in names) == ["cast", "hold", "json"]
+    for rec in (fleet.a, fleet.b):
+        with rec.client(ALICE) as c:
+            listed = c.get("/api/v1/recordings").json()["recordings"]
+            assert [m["id"] for m in listed] == [ids["ssh-conn-keep"]]
+            assert c.get(f"/api/v1/recordings/{ids['ssh-conn-drop']}").status_code == 404
