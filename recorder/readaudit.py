@@ -22,7 +22,7 @@ log = logging.getLogger("tssh.recorder.readaudit")
 
 @dataclass(frozen=True)
 class ReadEvent:
-    event: str  # recording.list | recording.show | recording.cast | recording.live | ...
+    event: str  # recording.list | recording.show | recording.cast | ... | ui.list | ui.play
     reader_kind: str  # peer | token | unknown
     reader: str | None  # the login (or node name) of a peer, or the token's name
     node: str | None  # the reading peer's node
@@ -43,8 +43,13 @@ class ReadEvent:
 
 
 def event_name(path: str) -> str | None:
-    """The audit event of an API path, None for a path that reads no recording."""
+    """The audit event of a path, None for a path that reads no recording (the web UI's
+    scripts and styles)."""
     parts = path.strip("/").split("/")
+    if parts == [""]:
+        return "ui.list"  # the web UI's list page: recordings' metadata
+    if len(parts) == 2 and parts[0] == "play":
+        return "ui.play"  # the player page: metadata and matches; the cast comes by /events
     if parts[:3] != ["api", "v1", "recordings"]:
         return None
     if len(parts) == 3:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tests.recorder.conftest import (
@@ -56,3 +57,22 @@ def test_every_read_names_its_reader(recorder: RecorderProc) -> None:
     assert lines[2]["range"] == "bytes=0-9"
     assert lines[-1]["address"] == CAROL
     assert all(x["time"].endswith("Z") for x in lines)
+
+
+def test_the_web_ui_pages_are_audited(tmp_path: Path) -> None:
+    rec = RecorderProc(tmp_path, str(tmp_path / "store"), extra=["--ui"])
+    try:
+        rec.start()
+        with rec.client(SERVER) as c:
+            assert c.post("/record", content=iter(
+                [cast_header(conn="ssh-conn-ui") + event(0.1, "x\r\n")])).status_code == 200
+        with rec.client(ALICE) as c:
+            [meta] = c.get("/api/v1/recordings").json()["recordings"]
+            assert c.get("/", params={"q": "x"}).status_code == 200
+            c.get(f"/play/{meta['id']}")
+        lines = _lines(rec)
+        assert [x["event"] for x in lines] == ["recording.list", "ui.list", "ui.play"]
+        assert lines[1]["query"] == "q=x" and lines[2]["recording"] == meta["id"]
+        assert {x["reader"] for x in lines} == {"alice@example.com"}
+    finally:
+        rec.stop()
