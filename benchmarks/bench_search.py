@@ -2,12 +2,14 @@
 
     python benchmarks/bench_search.py                        # 100,000 recordings, 256 MiB build
     python benchmarks/bench_search.py --recordings 20000 --build-mib 64   # a few minutes
+    python benchmarks/bench_search.py --postgres --skip-build   # the PostgreSQL index instead
 
-Part 1 fills a SQLite index (through the ``Index`` interface, as ingest does) with
-``--recordings`` recordings of ``--lines`` output lines each, then times the first list page
-and ``q=`` searches both in-process (the index alone) and over HTTP against a real
-``tssh-recorder`` on that index (FastAPI, JSON, access check included): a rare word (in 0.1 %
-of the recordings), a word in every recording, a phrase, and a second page.
+Part 1 fills a SQLite index (or, with ``--postgres [URL]``, a PostgreSQL one: a throwaway
+server as the tests start it when no URL is given) through the ``Index`` interface, as
+ingest does, with ``--recordings`` recordings of ``--lines`` output lines each, then times
+the first list page and ``q=`` searches both in-process (the index alone) and over HTTP
+against a real ``tssh-recorder`` on that index (FastAPI, JSON, access check included): a rare
+word (in 0.1 % of the recordings), a word in every recording, a phrase, and a second page.
 
 Part 2 measures what indexing costs per GiB of terminal output: the same asciicast bytes are
 stored as the recorder stores them (scanner, write, fsync), run through the text extraction
@@ -36,7 +38,8 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from recorder.events import CastText  # noqa: E402
-from recorder.index.base import Query, TextUpdate  # noqa: E402
+from recorder.index.base import Index, Query, TextUpdate  # noqa: E402
+from recorder.index.postgres import PostgresIndex  # noqa: E402
 from recorder.index.sqlite import SqliteIndex  # noqa: E402
 from recorder.model import NodeInfo, RecordingMeta  # noqa: E402
 from recorder.stream import CastScanner  # noqa: E402
@@ -47,8 +50,13 @@ from tests.processes import stop_process  # noqa: E402
 MiB = 1024 * 1024
 NETMAP = {"self": "recorder", "nodes": [
     {"name": "recorder", "id": "nREC1", "addresses": ["127.0.0.1"], "tags": ["tag:rec"]}]}
+POSTGRES: str | None = None  # --postgres: the index's URL
 RARE = "zanzibar-quokka"  # in one recording of a thousand
 COMMON = "status"  # in every recording
+
+
+def new_index(path: Path) -> Index:
+    return SqliteIndex(path) if POSTGRES is None else PostgresIndex(POSTGRES)
 
 
 def vocabulary(rng: random.Random, n: int = 5000) -> list[str]:
@@ -66,7 +74,7 @@ def output_line(rng: random.Random, words: list[str], i: int) -> str:
 async def fill(path: Path, recordings: int, lines: int) -> float:
     rng = random.Random(1)
     words = vocabulary(rng)
-    index = SqliteIndex(path)
+    index = new_index(path)
     await index.open()
     t0 = time.perf_counter()
     try:
@@ -96,7 +104,7 @@ async def fill(path: Path, recordings: int, lines: int) -> float:
 
 
 async def checkpoint(path: Path) -> None:
-    index = SqliteIndex(path)
+    index = new_index(path)
     await index.open()
     await index.close()  # the last connection's close checkpoints the WAL into the file
 
@@ -122,7 +130,7 @@ QUERIES = (
 
 
 async def in_process(path: Path, runs: int) -> list[tuple[str, float, float, int]]:
-    index = SqliteIndex(path)
+    index = new_index(path)
     await index.open()
     out = []
     try:
@@ -158,7 +166,8 @@ def over_http(tmp: Path, runs: int) -> list[tuple[str, float, float, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "recorder", "--dst", str(tmp / "store"), "--listen",
          f"127.0.0.1:{port}", "--state-dir", str(tmp / "state"), "--netmap", str(netmap),
-         "--policy", str(policy), "--log-level", "warning"],
+         "--policy", str(policy), "--log-level", "warning",
+         *(["--index", POSTGRES] if POSTGRES else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
@@ -265,12 +274,38 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path.cwd())
     ap.add_argument("--index", type=Path, help="keep the filled index here, or reuse it")
     ap.add_argument("--skip-build", action="store_true", help="only the query part")
+    ap.add_argument("--postgres", nargs="?", const="", metavar="URL",
+                    help="part 1 on a PostgreSQL index: this (empty) database, or a "
+                    "throwaway server started here when no URL is given")
     args = ap.parse_args()
+    if args.postgres is None:
+        run(args)
+        return
+    global POSTGRES
+    if args.postgres:
+        POSTGRES = args.postgres
+        run(args)
+        return
+    from tests.recorder.postgres import PostgresServer, binaries
+
+    bin_dir = binaries()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL is not installed (Debian's postgresql package)")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        POSTGRES = server.new_database()
+        run(args)
+    finally:
+        server.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-search-", dir=args.dir) as d:
         tmp = Path(d)
         (tmp / "state").mkdir()
         path = tmp / "state" / "index.sqlite3"
-        if args.index is not None and args.index.exists():
+        if POSTGRES is None and args.index is not None and args.index.exists():
             shutil.copy(args.index, path)
             print(f"using a copy of {args.index}")
         else:
@@ -278,8 +313,8 @@ def main() -> None:
                   flush=True)
             took = asyncio.run(fill(path, args.recordings, args.lines))
             size = sum(p.stat().st_size for p in path.parent.glob("index.sqlite3*"))
-            print(f"  {took:.1f} s, index {size / MiB:.0f} MiB")
-            if args.index is not None:
+            print(f"  {took:.1f} s" + (f", index {size / MiB:.0f} MiB" if size else ""))
+            if args.index is not None and POSTGRES is None:
                 asyncio.run(checkpoint(path))
                 shutil.copy(path, args.index)
         print(f"\n{'query':40} {'index median ms (CPU)':>22} {'HTTP median/best ms':>22} found")

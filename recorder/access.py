@@ -21,6 +21,7 @@ class Reader:
 
     kind: Literal["peer", "token"]
     name: str
+    node: str | None = None  # a peer's node name
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def decide(
     if peer is None:
         return Denied(401, "unknown peer: use a viewer node of the tailnet or an API token")
     if is_viewer(peer, selectors, groups):
-        return Reader("peer", peer.user or peer.name)
+        return Reader("peer", peer.user or peer.name, peer.name)
     return Denied(403, f"{peer.user or peer.name} may not read recordings")
 
 

@@ -17,7 +17,9 @@ from recorder.access import Access, Denied, Reader
 from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError, TokenError
 from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from recorder.index.base import Query as IndexQuery
+from recorder.live import follow_elsewhere
 from recorder.model import RecordingMeta, parse_time
+from recorder.readaudit import ReadAudit, ReadEvent, event_name
 from recorder.service import RecorderService
 from recorder.sse import KEEPALIVE, CastEvents
 from tssh.errors import IdentityError
@@ -85,12 +87,36 @@ async def _keepalive(source: AsyncIterator[bytes], every: float) -> AsyncIterato
 
 
 def build_api(service: RecorderService, access: Access, *,
-              local_owner: int | None = None, ui: bool = False) -> FastAPI:
+              local_owner: int | None = None, ui: bool = False,
+              audit: ReadAudit | None = None) -> FastAPI:
     """``local_owner``: readers must also be local processes of this uid (loopback demo).
-    ``ui``: also serve the web UI (``recorder.web``), behind the same access check."""
+    ``ui``: also serve the web UI (``recorder.web``), behind the same access check.
+    ``audit``: every read of recordings is written there, with its reader."""
     app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
 
+    def audited(request: Request, result: Reader | Denied | None, status: int) -> None:
+        name = event_name(request.url.path) if audit is not None else None
+        if audit is None or name is None:
+            return
+        who = result if isinstance(result, Reader) else None
+        audit.write(ReadEvent(
+            event=name, reader_kind=who.kind if who else "unknown",
+            reader=who.name if who else None, node=who.node if who else None,
+            address=request.client.host if request.client else None,
+            recording=request.path_params.get("recording_id"),
+            query=request.url.query, range=request.headers.get("range"), status=status,
+        ))
+
     async def reader(request: Request) -> Reader:
+        try:
+            result = await _reader(request)
+        except HTTPException as e:
+            audited(request, None, e.status_code)
+            raise
+        audited(request, result, 200)
+        return result
+
+    async def _reader(request: Request) -> Reader:
         address = request.client.host if request.client else None
         if local_owner is not None:
             server = request.scope.get("server")
@@ -211,6 +237,15 @@ def build_api(service: RecorderService, access: Access, *,
             done = await service.index.get(meta.id)
             return None if done is None else done.size
 
+        if meta.status == "live" and not service.live.is_live(meta.id):
+            # live on another replica of a fleet: what shared storage holds, polled
+            async def poll() -> tuple[int | None, bool]:
+                done = await service.index.get(meta.id)
+                if done is None or done.status != "live":
+                    return (None if done is None else done.size), True
+                return await service.storage.size(meta.key), False
+
+            return follow_elsewhere(read, poll)
         return service.live.follow(meta.id, read, final_size)
 
     @guarded.get("/api/v1/recordings/{recording_id}/live")

@@ -17,10 +17,12 @@ from recorder import h2tuning
 from recorder.access import Access
 from recorder.api import build_api
 from recorder.groups import load_groups
+from recorder.index.base import Index
 from recorder.index.sqlite import SqliteIndex
 from recorder.ingest import ASGIApp, IngestApp
 from recorder.limits import UploadLimits, raise_fd_limit
 from recorder.metrics import Metrics
+from recorder.readaudit import ReadAudit
 from recorder.seal import load_or_create_key
 from recorder.service import RecorderService
 from recorder.settings import RecorderSettings
@@ -47,11 +49,20 @@ def open_storage(settings: RecorderSettings, metrics: Metrics) -> Storage:
     )
 
 
+def open_index(settings: RecorderSettings) -> Index:
+    url = settings.index_url()
+    if url is None:
+        return SqliteIndex(settings.state_dir / "index.sqlite3")
+    from recorder.index.postgres import PostgresIndex
+
+    return PostgresIndex(url)
+
+
 def open_service(settings: RecorderSettings) -> RecorderService:
     metrics = Metrics()
     service = RecorderService(
         open_storage(settings, metrics),
-        SqliteIndex(settings.state_dir / "index.sqlite3"),
+        open_index(settings),
         load_or_create_key(settings.state_dir / "seal.key"),
         metrics,
     )
@@ -73,7 +84,8 @@ def build_app(
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
     access = Access(resolver, settings.viewers, groups, tokens)
-    api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui)
+    api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui,
+                    audit=ReadAudit(settings.state_dir / "read-audit.jsonl"))
     ingest = IngestApp(
         service, resolver, api, ack_interval=settings.ack_interval, idle_ack=settings.idle_ack,
         sync_pace=settings.sync_pace, header_timeout=settings.header_timeout,
@@ -135,17 +147,36 @@ async def serve_recorder(
     await service.start()
     follow = asyncio.create_task(follow_identity_file(resolver)) \
         if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply
+    retention = asyncio.create_task(
+        _retain(service, settings.retain_days, settings.state_dir / "retention.jsonl")) \
+        if settings.retain_days is not None else None
     try:
         config = hypercorn_config(settings)
         device = listen_device(settings.identity)
-        log.info("recorder listening on %s%s, storing to %s", settings.listen,
+        log.info("recorder listening on %s%s, storing to %s, index %s", settings.listen,
                  f" (interface {device} only)" if device else "",
-                 service.storage.describe())
+                 service.storage.describe(), service.index.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
-        if follow is not None:
-            follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follow
+        for task in (follow, retention):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await service.close()
         await resolver.close()
+
+
+async def _retain(service: RecorderService, days: float, trail: Path) -> None:
+    """Applies ``--retain-days`` at start-up, then every hour."""
+    from recorder.retention import SCHEDULE, run_retention
+
+    while True:
+        try:
+            done = await run_retention(service, days, trail)
+            if done.deleted or done.failed:
+                log.info("retention: %d recordings deleted, %d on hold kept, %d failed",
+                         len(done.deleted), len(done.held), len(done.failed))
+        except Exception:
+            log.exception("retention run failed; next in %d s", SCHEDULE)
+        await asyncio.sleep(SCHEDULE)

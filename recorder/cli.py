@@ -1,4 +1,5 @@
-"""``tssh-recorder``: serve (default), ``reindex``, ``token create|list|revoke``."""
+"""``tssh-recorder``: serve (default), ``reindex``, ``token create|list|revoke``,
+``retention run``, ``hold ID``, ``release ID``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from recorder import __version__
 from recorder.settings import DEFAULT_LISTEN, RecorderSettings, default_state_dir
@@ -17,7 +19,12 @@ from tssh.cli.config_flags import add_config_arguments, config_overrides
 from tssh.config import Config, load_config
 from tssh.errors import TsshError
 
-COMMANDS = ("serve", "reindex", "token")
+if TYPE_CHECKING:
+    from recorder.service import RecorderService
+
+T = TypeVar("T")
+
+COMMANDS = ("serve", "reindex", "token", "retention", "hold", "release")
 # identity and policy come as for the daemon: --config FILE, or these flags, or TSSH_* variables
 IDENTITY_KEYS = ("identity", "netmap", "tailscale_socket", "wireguard_interface", "policy")
 
@@ -49,6 +56,9 @@ def _storage_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path,
                    default=Path(env("TSRECORDER_STATEDIR") or default_state_dir()),
                    help="index, signing key, tokens, S3 spool [TSRECORDER_STATEDIR]")
+    p.add_argument("--index", default=env("TSRECORDER_INDEX"), metavar="URL",
+                   help="postgresql://USER@HOST/DB: an index shared by a fleet of recorders "
+                   "(default: SQLite in the state dir) [TSRECORDER_INDEX]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,12 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("TSRECORDER_HEADER_TIMEOUT", "30"),
                        help="time an upload has to send its request head and asciicast header "
                        "(default 30) [TSRECORDER_HEADER_TIMEOUT]")
+    serve.add_argument("--retain-days", type=_positive(float), metavar="DAYS",
+                       default=env("TSRECORDER_RETAIN_DAYS"),
+                       help="delete finished recordings older than this, hourly, except those "
+                       "on legal hold (default: keep all) [TSRECORDER_RETAIN_DAYS]")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
     reindex = sub.add_parser("reindex", help="rebuild the index from stored recordings")
     _storage_flags(reindex)
     reindex.set_defaults(func=_reindex)
+
+    retention = sub.add_parser("retention", help="apply the retention policy now")
+    rsub = retention.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
+    run = rsub.add_parser("run", help="delete finished recordings older than --retain-days")
+    _storage_flags(run)
+    run.add_argument("--retain-days", type=_positive(float), metavar="DAYS", required=
+                     not env("TSRECORDER_RETAIN_DAYS"), default=env("TSRECORDER_RETAIN_DAYS"),
+                     help="[TSRECORDER_RETAIN_DAYS]")
+    run.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    run.set_defaults(func=_retention_run)
+    hold = sub.add_parser("hold", help="place a legal hold: retention never deletes it")
+    _storage_flags(hold)
+    hold.add_argument("id")
+    hold.add_argument("--reason", default="legal hold", help="recorded with the hold")
+    hold.set_defaults(func=_hold)
+    release = sub.add_parser("release", help="lift a legal hold")
+    _storage_flags(release)
+    release.add_argument("id")
+    release.set_defaults(func=_hold, reason=None)
 
     token = sub.add_parser("token", help="manage API tokens")
     token.add_argument("--state-dir", type=Path,
@@ -116,6 +149,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
     if not args.dst:
         raise SettingsError("no storage: give --dst DIR or --dst s3://ENDPOINT --bucket NAME")
     RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
+    RecorderSettings(dst=args.dst, index=args.index).index_url()
     trusted = tuple(_check_key(k) for k in getattr(args, "trusted_keys", None) or ())
     env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
     return RecorderSettings(
@@ -127,7 +161,8 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         ),
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
         ui=getattr(args, "ui", False),
-        trusted_keys=trusted,
+        trusted_keys=trusted, index=args.index,
+        retain_days=getattr(args, "retain_days", None),
         **{name: getattr(args, name) for name in (
             "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
     )
@@ -177,6 +212,57 @@ def _reindex(args: argparse.Namespace) -> int:
     print(f"indexed {done.indexed} recordings"
           + (f"; dropped {done.dropped} index rows of recordings no longer in storage"
              if done.dropped else ""))
+    return 0
+
+
+def _offline(args: argparse.Namespace, work: Callable[[RecorderService], Awaitable[T]]) -> T:
+    """Runs ``work`` on the storage and index of ``args``, without serving."""
+    from recorder.app import open_service
+
+    async def run() -> T:
+        service = open_service(_settings(args))
+        await service.storage.start()
+        await service.index.open()
+        try:
+            return await work(service)
+        finally:
+            await service.close()
+
+    return asyncio.run(run())
+
+
+def _retention_run(args: argparse.Namespace) -> int:
+    from recorder.retention import RetentionRun, run_retention
+
+    def work(service: RecorderService) -> Awaitable[RetentionRun]:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        return run_retention(service, float(args.retain_days),
+                             args.state_dir / "retention.jsonl", dry_run=args.dry_run)
+
+    done = _offline(args, work)
+    verb = "would delete" if args.dry_run else "deleted"
+    for rid in done.deleted:
+        print(f"{verb} {rid}")
+    for rid in done.held:
+        print(f"kept {rid} (legal hold)")
+    for rid, why in done.failed:
+        print(f"failed {rid}: {why}", file=sys.stderr)
+    print(f"{verb} {len(done.deleted)} recordings; {len(done.held)} on hold kept",
+          file=sys.stderr)
+    return 1 if done.failed else 0
+
+
+def _hold(args: argparse.Namespace) -> int:
+    import getpass
+
+    from recorder.retention import set_hold
+
+    def work(service: RecorderService) -> Awaitable[object]:
+        return set_hold(service, args.id, args.reason, getpass.getuser())
+
+    _offline(args, work)
+    print(f"recording {args.id}: " + ("on legal hold" if args.reason is not None
+                                      else "legal hold released"), file=sys.stderr)
     return 0
 
 

@@ -51,3 +51,11 @@ class SealError(RecorderError):
 class TokenError(RecorderError):
     """An API token operation failed (unknown token id, unreadable token file)."""
 
+
+
+class IndexUnavailableError(RecorderError):
+    """The index database cannot be reached or used (PostgreSQL down, bad URL, rights)."""
+
+
+class IndexSchemaError(IndexUnavailableError):
+    """The index's schema cannot be brought to this recorder's version."""

@@ -92,3 +92,33 @@ class LiveHub:
             async with state.changed:
                 if state.size == pos and not state.ended:
                     await state.changed.wait()
+
+
+# how often a follower of a recording live on another replica looks again (docs/recorder.md,
+# "Fleet"): no replica tells another that bytes arrived, the shared storage and index do
+Poll = Callable[[], Awaitable[tuple[int | None, bool]]]
+REMOTE_POLL = 0.5
+
+
+async def follow_elsewhere(read: Reader, poll: Poll,
+                           interval: float = REMOTE_POLL) -> AsyncIterator[bytes]:
+    """Yields whole lines of a recording another replica is receiving: ``poll`` says how many
+    bytes storage holds now (None: none readable yet) and whether the recording has ended
+    (then that count is its final size)."""
+    pos = 0
+    tail = b""
+    while True:
+        limit, ended = await poll()
+        if limit is not None and limit > pos:
+            async for chunk in read(pos, limit):
+                pos += len(chunk)
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1
+                tail = data[cut:]
+                if cut:
+                    yield data[:cut]
+        if ended:
+            if tail:
+                yield tail
+            return
+        await asyncio.sleep(interval)

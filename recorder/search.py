@@ -10,6 +10,8 @@ the terms in its own syntax with each term quoted, so user input never becomes q
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +76,39 @@ def metadata_text(meta: RecordingMeta) -> str:
         if name != "env":  # TERM and such: the same in every recording
             walk(value, 0)
     return " ".join(p for p in parts if p)
+
+
+def words(text: str) -> str:
+    """``text`` as the index's words, space-separated: runs of letters and digits, lowercased,
+    accents removed (what SQLite's ``unicode61 remove_diacritics 2`` tokenizer yields). An
+    index whose own tokenizer knows more (PostgreSQL's parser reads paths, hosts, e-mail
+    addresses and hyphenated words as single tokens) is fed this, so that every index
+    compares words alike."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFKD", text.casefold()):
+        if ch.isalnum():
+            out.append(ch)
+        elif unicodedata.combining(ch):
+            continue  # the accent of the letter before it
+        elif out and out[-1] != " ":
+            out.append(" ")
+    return "".join(out).strip()
+
+
+def excerpt(text: str, terms: tuple[Term, ...], width: int = 200, around: int = 12) -> str:
+    """A long matching line cut to the ``around`` words either side of its first hit, with
+    ``…`` where it was cut (a line of at most ``width`` characters is returned whole)."""
+    if len(text) <= width:
+        return text
+    spans = [(m.start(), m.end(), words(m.group())) for m in _WORD.finditer(text)]
+    firsts = [(w[0], t.prefix and len(w) == 1) for t in terms if (w := words(t.text).split())]
+    hit = next((i for i, (_, _, w) in enumerate(spans)
+                if any(w == f or (prefix and w.startswith(f)) for f, prefix in firsts)), 0)
+    if not spans:
+        return text[:width] + "…"
+    lo, hi = max(0, hit - around), min(len(spans) - 1, hit + around)
+    start, end = spans[lo][0], spans[hi][1]
+    return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+_WORD = re.compile(r"[^\W_]+")

@@ -48,6 +48,18 @@ class RecorderSettings:
     # Loopback demo: API readers must be local processes of this uid (every local account
     # shares the 127.0.0.1 source address the viewer identity comes from).
     local_owner: int | None = None
+    # None: SQLite in the state dir; postgresql://...: one database shared by a fleet
+    index: str | None = None
+    retain_days: float | None = None  # None: keep every recording (docs/recorder.md)
+
+    def index_url(self) -> str | None:
+        """The PostgreSQL URL of ``--index``, or None for the SQLite index."""
+        if self.index is None or not self.index.strip():
+            return None
+        if not self.index.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(f"--index {self.index[:60]!r}: expected postgresql://... "
+                                "(or nothing for SQLite in the state dir)")
+        return self.index
 
     def s3(self) -> S3Target | None:
         """The S3 target when ``dst`` is ``s3://ENDPOINT`` or ``s3+http://HOST:PORT``."""

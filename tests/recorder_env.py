@@ -11,9 +11,7 @@ from tssh.config import ENV_PREFIX, PARSERS
 ROOT = Path(__file__).resolve().parent.parent
 
 # Named in a deployment file for a feature that is not built yet; each says why.
-PENDING = {
-    "TSRECORDER_INDEX": "the shared PostgreSQL index (--index postgresql://...) is issue 14",
-}
+PENDING: dict[str, str] = {}
 
 
 def recorder_variables() -> set[str]:

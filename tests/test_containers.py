@@ -170,7 +170,7 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 def test_compose_has_the_promised_services(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"tailscale", "recorder", "minio", "bucket", "postgres"}
-    assert services["postgres"]["profiles"] == ["fleet-index"]  # needs issue 14: not by default
+    assert services["postgres"]["profiles"] == ["fleet-index"]  # a fleet's: not by default
 
 
 def test_compose_images_are_pinned_by_tag(compose: dict[str, Any]) -> None:

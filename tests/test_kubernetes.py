@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.recorder_env import PENDING, unknown
+from tests.recorder_env import unknown
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE = ROOT / "deploy/kubernetes"
@@ -187,11 +187,9 @@ def test_settings_come_from_the_config_map_and_secrets() -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "TSRECORDER_DST",
                  "TSRECORDER_BUCKET"):
         assert from_secret[name]["name"] == "tssh-recorder-s3"
-    # The PostgreSQL URL: from its Secret, optional, and said to wait for issue 14.
+    # The PostgreSQL URL of the shared index: from its Secret, optional (SQLite without it).
     assert from_secret["TSRECORDER_INDEX"] == {"name": "tssh-recorder-index", "key": "url",
                                                 "optional": True}
-    assert "issue 14" in (KUBE / "statefulset.yaml").read_text()
-    assert "TSRECORDER_INDEX" in PENDING
 
 
 def test_secret_keys_referenced_exist_in_the_example() -> None:

@@ -1,9 +1,10 @@
 """The index interface: metadata and output text of every recording, queried by the API.
 
 The index is a cache of storage (``tssh-recorder reindex`` rebuilds it from the ``.json``
-documents and the casts); SQLite in the state dir by default, PostgreSQL for a fleet (next to
-come). The text of a recording is a sequence of lines (``recorder/text.py``), appended while
-it streams; a search (``recorder/search.py``, docs/recorder.md "Search") matches lines.
+documents and the casts); SQLite in the state dir by default, PostgreSQL for a fleet
+(docs/recorder.md, "Fleet"). The text of a recording is a sequence of lines
+(``recorder/text.py``), appended while it streams; a search (``recorder/search.py``,
+docs/recorder.md "Search") matches lines.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class Index(abc.ABC):
     async def open(self) -> None: ...
 
     @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the index is, for logs (never a password)."""
+
+    @abc.abstractmethod
     async def put(self, meta: RecordingMeta) -> None:
         """Inserts or replaces the row of ``meta.id``."""
 
@@ -124,6 +129,10 @@ class Index(abc.ABC):
     async def retain(self, ids: set[str]) -> int:
         """Deletes every row (and its text) whose id is not in ``ids``; returns how many
         (reindex: the index holds exactly what storage holds)."""
+
+    @abc.abstractmethod
+    async def delete(self, recording_id: str) -> bool:
+        """Deletes a recording's row and text (retention); False when there was none."""
 
     @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:

@@ -125,6 +125,9 @@ class SqliteIndex(Index):
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    def describe(self) -> str:
+        return f"SQLite {self.path}"
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise RecorderError("index is not open")
@@ -334,6 +337,22 @@ class SqliteIndex(Index):
             return len(stale)
 
         return int(await self._run(do))
+
+    async def delete(self, recording_id: str) -> bool:
+        def do() -> bool:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                r = db.execute("SELECT rkey FROM recordings WHERE id = ?",
+                               (recording_id,)).fetchone()
+                if r is None:
+                    return False
+                rkey = int(r[0])
+                _clear_lines(db, rkey, rkey << _LINE_BITS, (rkey << _LINE_BITS) + _MAX_LINE_NO)
+                db.execute("DELETE FROM recordings WHERE rkey = ?", (rkey,))
+                return True
+
+        return bool(await self._run(do))
 
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         def do() -> list[str]:

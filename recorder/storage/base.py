@@ -70,6 +70,20 @@ class Storage(abc.ABC):
         """Every key that has a metadata document (for ``tssh-recorder reindex``)."""
 
     @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Removes a finished recording (cast, metadata) for retention; StorageError when it
+        cannot, or when it is not yet all in long-term storage."""
+
+    @abc.abstractmethod
+    async def set_hold(self, key: str, document: bytes | None) -> None:
+        """Places (``document``: who and why, JSON) or lifts (None) a legal hold, stored
+        beside the recording so that a reindex cannot lose it."""
+
+    @abc.abstractmethod
+    async def get_hold(self, key: str) -> bytes | None:
+        """The hold's document, or None when the recording is not on hold."""
+
+    @abc.abstractmethod
     def describe(self) -> str:
         """A one-line description for logs, e.g. ``disk:/srv/rec``."""
 

@@ -218,6 +218,35 @@ class DiskStorage(Storage):
         except OSError as e:
             raise StorageError(f"cannot read {path}: {e.strerror or e}") from e
 
+    async def delete(self, key: str) -> None:
+        def do() -> None:
+            for suffix in (".cast", ".json"):  # the cast first: a document alone is skipped
+                self._path(key, suffix).unlink(missing_ok=True)
+
+        try:
+            await asyncio.to_thread(do)
+        except OSError as e:
+            raise StorageError(f"cannot delete {key}: {e.strerror or e}") from e
+
+    async def set_hold(self, key: str, document: bytes | None) -> None:
+        path = self._path(key, ".hold")
+        try:
+            if document is None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+            else:
+                await asyncio.to_thread(replace_durably, path, document)
+        except OSError as e:
+            raise StorageError(describe_os_error(e, path)) from e
+
+    async def get_hold(self, key: str) -> bytes | None:
+        path = self._path(key, ".hold")
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {e.strerror or e}") from e
+
     async def size(self, key: str) -> int | None:
         try:
             return (await aiofiles.os.stat(self._path(key, ".cast"))).st_size

@@ -224,6 +224,29 @@ class S3Storage(Storage):
         except BotoCoreError as e:
             raise StorageError(f"cannot read {name} from S3: {e}") from e
 
+    async def delete(self, key: str) -> None:
+        if self._spooled(key):
+            raise StorageError(f"{key} is still being uploaded to S3: not deleted")
+        for name in (f"{check_key(key)}.cast", f"{key}.json"):
+            try:
+                await self._s3(self._client.delete_object, Bucket=self.bucket, Key=name)
+            except (BotoCoreError, ClientError) as e:
+                raise StorageError(f"cannot delete {name} from S3: {e}") from e
+
+    async def set_hold(self, key: str, document: bytes | None) -> None:
+        name = f"{check_key(key)}.hold"
+        try:
+            if document is None:
+                await self._s3(self._client.delete_object, Bucket=self.bucket, Key=name)
+            else:
+                await self._s3(self._client.put_object, Bucket=self.bucket, Key=name,
+                               Body=document)
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"cannot write {name} in S3: {e}") from e
+
+    async def get_hold(self, key: str) -> bytes | None:
+        return await self._get_object(f"{check_key(key)}.hold")
+
     async def size(self, key: str) -> int | None:
         local = await self.spool.size(key)
         if local is not None:

@@ -21,6 +21,9 @@ import pytest
 from tests.ports import free_port
 from tests.processes import stop_process
 from tests.recorder.moto import MotoServer
+from tests.recorder.postgres import PostgresServer
+from tests.recorder.postgres import binaries as postgres_binaries
+from tests.recorder.postgres import skip_reason as postgres_skip_reason
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -205,3 +208,23 @@ def moto(tmp_path: Path) -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    reason = postgres_skip_reason()
+    bin_dir = postgres_binaries()
+    if reason is not None or bin_dir is None:
+        pytest.skip(reason=reason or "PostgreSQL is not installed")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a fresh database of the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -1,12 +1,18 @@
-"""The SQLite text index through the Index interface: lines, partial lines, queries, paging."""
+"""The index contract, run against SQLite and PostgreSQL: lines, partial lines, queries,
+paging, matches; and what is particular to each (SQLite's migration from schema 1,
+PostgreSQL's numbered migrations)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
-from recorder.index.base import Query, TextUpdate
+import pytest
+
+from recorder.index.base import Index, Query, TextUpdate
+from recorder.index.postgres import PostgresIndex
 from recorder.index.sqlite import SqliteIndex
 from recorder.model import NodeInfo, RecordingMeta
 from recorder.search import Term, parse_query
@@ -21,8 +27,20 @@ def meta(i: int, **header: str) -> RecordingMeta:
     )
 
 
-async def opened(tmp_path: Path) -> SqliteIndex:
-    index = SqliteIndex(tmp_path / "index.sqlite3")
+NewIndex = Callable[[], Index]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_index(request: pytest.FixtureRequest, tmp_path: Path) -> NewIndex:
+    """Makes an index of the parameter's kind, empty (a fresh PostgreSQL database)."""
+    if request.param == "sqlite":
+        return lambda: SqliteIndex(tmp_path / "index.sqlite3")
+    dsn = request.getfixturevalue("postgres_dsn")
+    return lambda: PostgresIndex(dsn, max_size=2)
+
+
+async def opened(new: NewIndex | Path) -> Index:
+    index = SqliteIndex(new / "index.sqlite3") if isinstance(new, Path) else new()
     await index.open()
     return index
 
@@ -36,8 +54,8 @@ def test_parse_query() -> None:
     assert parse_query("  ") == ()
 
 
-async def test_lines_partial_and_matches(tmp_path: Path) -> None:
-    index = await opened(tmp_path)
+async def test_lines_partial_and_matches(new_index: NewIndex) -> None:
+    index = await opened(new_index)
     try:
         await index.put(meta(1))
         await index.add_text([TextUpdate("rec-00001", [Line(0.5, "$ ls")],
@@ -68,8 +86,8 @@ async def test_lines_partial_and_matches(tmp_path: Path) -> None:
         await index.close()
 
 
-async def test_phrases_words_metadata_and_hostile_input(tmp_path: Path) -> None:
-    index = await opened(tmp_path)
+async def test_phrases_words_metadata_and_hostile_input(new_index: NewIndex) -> None:
+    index = await opened(new_index)
     try:
         await index.put(meta(1, command="deploy-prod"))
         await index.put(meta(2))
@@ -97,8 +115,8 @@ async def test_phrases_words_metadata_and_hostile_input(tmp_path: Path) -> None:
         await index.close()
 
 
-async def test_matches_first_five_in_time_order_and_long_lines(tmp_path: Path) -> None:
-    index = await opened(tmp_path)
+async def test_matches_first_five_in_time_order_and_long_lines(new_index: NewIndex) -> None:
+    index = await opened(new_index)
     try:
         await index.put(meta(1))
         lines = [Line(float(i), f"line {i} needle") for i in range(20)]
@@ -114,8 +132,8 @@ async def test_matches_first_five_in_time_order_and_long_lines(tmp_path: Path) -
         await index.close()
 
 
-async def test_filters_and_cursor_paging_with_q(tmp_path: Path) -> None:
-    index = await opened(tmp_path)
+async def test_filters_and_cursor_paging_with_q(new_index: NewIndex) -> None:
+    index = await opened(new_index)
     try:
         for i in range(30):
             await index.put(meta(i, sshUser="bob" if i % 3 else "alice"))
@@ -135,12 +153,12 @@ async def test_filters_and_cursor_paging_with_q(tmp_path: Path) -> None:
         await index.close()
 
 
-async def test_common_term_is_probed_newest_first(tmp_path: Path, monkeypatch: object) -> None:
+async def test_common_term_is_probed_newest_first(new_index: NewIndex) -> None:
     import recorder.index.sqlite as sq
 
     setattr(sq, "_SET_LIMIT", 5)  # noqa: B010 - the probing plan with a small index
     try:
-        index = await opened(tmp_path)
+        index = await opened(new_index)
         for i in range(12):
             await index.put(meta(i))
             await index.add_text([TextUpdate(f"rec-{i:05d}", [Line(1, "common word")] * 3)])
@@ -154,17 +172,17 @@ async def test_common_term_is_probed_newest_first(tmp_path: Path, monkeypatch: o
         setattr(sq, "_SET_LIMIT", 200)  # noqa: B010
 
 
-async def test_retain_drops_text(tmp_path: Path) -> None:
-    index = await opened(tmp_path)
+async def test_retain_drops_text(new_index: NewIndex) -> None:
+    index = await opened(new_index)
     try:
         await index.put(meta(1))
         await index.put(meta(2))
         await index.add_text([TextUpdate("rec-00001", [Line(1, "gone soon")])])
         assert await index.retain({"rec-00002"}) == 1
         assert (await index.query(Query(q="gone"))).recordings == []
-        db = sqlite3.connect(tmp_path / "index.sqlite3")
-        assert db.execute("SELECT count(*) FROM text_lines").fetchone()[0] == 1  # rec 2 meta
-        db.close()
+        assert await index.text("rec-00001") == []
+        assert [m.id for m in (await index.query(Query())).recordings] == ["rec-00002"]
+        assert (await index.retain({"rec-00002"})) == 0
     finally:
         await index.close()
 
@@ -223,4 +241,72 @@ async def test_segments_are_merged_as_text_grows_and_by_compact(tmp_path: Path) 
     finally:
         setattr(sq, "COMPACT_MIN", 256 * 1024 * 1024)  # noqa: B010
         setattr(sq, "COMPACT_SHARE", 1.0)  # noqa: B010
+
+
+async def test_accents_case_and_tokens_postgres_parses_alone(new_index: NewIndex) -> None:
+    """Words are letters and digits on both indexes: PostgreSQL's parser alone would read
+    ``/tmp/build`` or ``user@host.example`` as one token."""
+    index = await opened(new_index)
+    try:
+        await index.put(meta(1))
+        await index.add_text([TextUpdate("rec-00001", [
+            Line(1, "Café crème at /tmp/build"), Line(2, "ssh bob@db1.example.com"),
+            Line(3, "nul \x00 byte")])])
+
+        async def ids(q: str) -> list[str]:
+            return [m.id for m in (await index.query(Query(q=q))).recordings]
+
+        for q in ("cafe", "CRÈME", "build", "tmp", "db1", "example", '"bob db1"',
+                  "bob@db1.example.com", "exam*", "byte"):
+            assert await ids(q) == ["rec-00001"], q
+        assert await ids("cafe build") == ["rec-00001"]  # one line holds both
+        assert await ids("cafe bob") == []  # not in one line
+    finally:
+        await index.close()
+
+
+async def test_postgres_migrations_run_once_and_refuse_a_newer_schema(postgres_dsn: str) -> None:
+    import asyncpg
+
+    from recorder.errors import IndexSchemaError
+    from recorder.index.migrate import migrations
+
+    first, second = PostgresIndex(postgres_dsn), PostgresIndex(postgres_dsn)
+    await first.open()
+    await second.open()  # a second replica: nothing left to apply
+    await first.close()
+    await second.close()
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_version")]
+        assert versions == [m.version for m in migrations()]
+        await conn.execute("INSERT INTO schema_version (version, name) VALUES (999, 'x.sql')")
+    finally:
+        await conn.close()
+    with pytest.raises(IndexSchemaError, match="newer"):
+        await PostgresIndex(postgres_dsn).open()
+
+
+async def test_postgres_unreachable_is_a_clear_error() -> None:
+    from recorder.errors import IndexUnavailableError
+    from tests.ports import free_port
+
+    index = PostgresIndex(f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x")
+    with pytest.raises(IndexUnavailableError, match="cannot open the index") as e:
+        await index.open()
+    assert "secret" not in str(e.value)
+
+
+async def test_delete_removes_the_row_and_its_text(new_index: NewIndex) -> None:
+    index = await opened(new_index)
+    try:
+        await index.put(meta(1))
+        await index.put(meta(2))
+        await index.add_text([TextUpdate("rec-00001", [Line(1, "retained no more")])])
+        assert await index.delete("rec-00001") is True
+        assert await index.delete("rec-00001") is False
+        assert await index.get("rec-00001") is None
+        assert (await index.query(Query(q="retained"))).recordings == []
+        assert [m.id for m in (await index.query(Query())).recordings] == ["rec-00002"]
+    finally:
         await index.close()
