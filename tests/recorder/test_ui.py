@@ -334,3 +334,27 @@ def test_search_box_finds_a_word_and_its_hit_opens_the_player_there(
     at = page.evaluate("window.tsshPlayer.player.getCurrentTime()")
     assert 2.9 <= float(at) <= 3.2
     browsing.shot(page, "search-hit-player")
+
+
+def test_player_opens_far_into_a_long_recording_from_a_segment(
+        viewer_recorder: RecorderProc, browsing: Browsing) -> None:
+    """``?t=`` in a recording of more than 8 MiB: the page fetches a segment of the cast from
+    the seek index (docs/recorder.md, "Seeking in long recordings"), not the whole file, and
+    the screen at that time is the one the whole recording shows there."""
+    pad = "." * 55  # a row fits the 80 columns
+    body = cast_header() + b"".join(
+        event(i / 200, f"row {i:06d} {pad}\r\n") for i in range(120_000))  # ~11 MiB, 600 s
+    assert len(body) > 9 * 1024 * 1024
+    rid = _upload(viewer_recorder, body)
+    page = browsing.page()
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/cast" in r.url else None)
+    page.goto(f"{viewer_recorder.url}/play/{rid}?t=500")
+    _wait(lambda: "row 100000" in _terminal(page), "the screen at 500 s")
+    text = _terminal(page)
+    assert "row 099990" in text and "row 100001" not in text  # the rows up to 500 s
+    assert [urlsplit(u).query for u in fetched] == ["from=500"]
+    browsing.shot(page, "player-segment")
+    # the player plays on from there
+    page.evaluate("window.tsshPlayer.player.play()")
+    _wait(lambda: "row 10002" in _terminal(page), "playing on from the segment")
