@@ -255,9 +255,11 @@ class RecorderService:
         for meta in await self.index.open_recordings(self.public_key):
             await self.storage.reopen(meta.key)
             scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
+            seek = SeekIndexer()  # the one built during the upload was lost with the process
 
             def observe(chunk: bytes) -> None:
                 nonlocal scanner
+                seek.feed(chunk)
                 if scanner is not None:
                     try:
                         scanner.feed(chunk)
@@ -269,7 +271,7 @@ class RecorderService:
                 status="incomplete", end=time.time(), size=size,
                 exit_status=scanner.exit_status if scanner else None,
                 last_event_time=scanner.last_time if scanner else None,
-                error="the recorder stopped during the upload",
+                error="the recorder stopped during the upload", seek=tuple(seek.checkpoints),
             )
             await self.seal_and_store(done, digest)
             # the text indexed before the crash may lack what was stored last

@@ -183,3 +183,33 @@ def test_a_segment_reads_storage_only_near_its_checkpoint(tmp_path: Path) -> Non
         assert len(reads) == 3
     finally:
         app.close()
+
+
+def test_a_recording_recovered_after_a_crash_gets_its_seek_index(tmp_path: Path) -> None:
+    """The index built during the upload dies with the process; recovery, which reads the
+    stored bytes anyway to seal them, builds it again."""
+    rec = RecorderProc(tmp_path, str(tmp_path / "store"))
+    body = long_cast(45_000, size=180)  # ~9 MiB: two checkpoints
+    loop = RecorderLoop()
+    rec.start()
+    try:
+        up = loop.run(H2Upload.open("127.0.0.1", rec.port, local_address=SERVER))
+        assert loop.run(up.wait_headers()) == 200
+        for i in range(0, len(body), 65536):
+            loop.run(up.send(body[i:i + 65536]))
+        loop.run(up.wait_ack(len(body)))
+        rec.kill9()
+        loop.close()
+        loop = RecorderLoop()
+        rec.start()
+        with rec.client(ALICE) as c:
+            [meta] = c.get("/api/v1/recordings").json()["recordings"]
+            meta = c.get(f"/api/v1/recordings/{meta['id']}").json()
+            assert meta["status"] == "incomplete"
+            assert len(meta["seek"]) == 2
+            r = c.get(f"/api/v1/recordings/{meta['id']}/cast", params={"from": "4400"})
+            assert int(r.headers["x-segment-offset"]) == meta["seek"][1][0]
+            assert r.content.split(b"\n", 2)[2] == body[meta["seek"][1][0]:]
+    finally:
+        loop.close()
+        rec.stop()
