@@ -257,7 +257,7 @@ class RecorderService:
             scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
             seek = SeekIndexer()  # the one built during the upload was lost with the process
 
-            def observe(chunk: bytes) -> None:
+            def observe(chunk: bytes, seek: SeekIndexer = seek) -> None:
                 nonlocal scanner
                 seek.feed(chunk)
                 if scanner is not None:
