@@ -115,6 +115,8 @@ def test_live_event_lines() -> None:
     assert live_event(b'{"version":2,"width":100,"height":30}') == LiveEvent(size=(100, 30))
     assert live_event(b'[1.0,"o","hi"]') == LiveEvent(output="hi")
     assert live_event(b'[1.0,"r","90x20"]') == LiveEvent(size=(90, 20))
+    # Tailscale's Kubernetes operator: HEIGHTxWIDTH
+    assert live_event(b'[1.0,"r","20x90"]', swapped=True) == LiveEvent(size=(90, 20))
     assert live_event(b'[1.0,"x","-2"]') == LiveEvent(exit_status=-2)
     assert live_event(b'[1.0,"m","marker"]') == LiveEvent()
     assert live_event(b'[1.0,"o",') == LiveEvent()  # a torn last line
