@@ -1,8 +1,9 @@
-"""Search benchmark: list and ``q=`` latency over many recordings, and index build cost.
+"""Web UI benchmark: list and ``q=`` latency over many recordings, index build cost, and
+opening a long recording (first byte, and a seek into its middle).
 
-    python benchmarks/bench_search.py                        # 100,000 recordings, 256 MiB build
-    python benchmarks/bench_search.py --recordings 20000 --build-mib 64   # a few minutes
-    python benchmarks/bench_search.py --postgres --skip-build   # the PostgreSQL index instead
+    python benchmarks/bench_search.py                # 100,000 recordings, 256 MiB build, 1 GiB cast
+    python benchmarks/bench_search.py --recordings 20000 --build-mib 64 --size 256  # a few minutes
+    python benchmarks/bench_search.py --postgres --skip-build --skip-cast  # the PostgreSQL index
 
 Part 1 fills a SQLite index (or, with ``--postgres [URL]``, a PostgreSQL one: a throwaway
 server as the tests start it when no URL is given) through the ``Index`` interface, as
@@ -15,6 +16,13 @@ Part 2 measures what indexing costs per GiB of terminal output: the same asciica
 stored as the recorder stores them (scanner, write, fsync), run through the text extraction
 (``recorder/events.py`` + ``recorder/text.py``), and inserted into FTS5; the result is CPU
 seconds per GiB and the ratio of extraction + insert to storing.
+
+Part 3 uploads one ``--size`` MiB recording to a real ``tssh-recorder`` (``/record``, as an
+uploader streams it; the seek index is built on the way) and times, over HTTP: the first byte
+of ``GET .../cast`` (the whole file), and a seek into the middle, ``GET .../cast?from=MID``:
+its first byte and the time until the player has what it needs to show the screen there (the
+segment's header and its synthetic screen event), against reading the whole cast up to the
+middle (what a player without the seek index downloads and replays first).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +274,147 @@ async def build_cost(tmp: Path, mib: int) -> dict[str, float]:
     }
 
 
+def upload_cast(client: httpx.Client, mib: int) -> tuple[float, float]:
+    """Streams a ``mib`` MiB cast (terminal output, one event per 10 ms of session time) to
+    ``/record``; its duration in session seconds and the upload's wall time."""
+    rng = random.Random(3)
+    words = vocabulary(rng)
+    state = {"t": 0.0}
+
+    # 500 distinct events of 20 lines each, repeated with increasing times (generating fresh
+    # text for every event would make this client the bottleneck)
+    pool = [b', "o", ' + json.dumps("".join(output_line(rng, words, i * 20 + k) + "\r\n"
+                                           for k in range(20))).encode() + b"]\n"
+            for i in range(500)]
+
+    def body() -> Iterator[bytes]:
+        yield json.dumps({"version": 2, "width": 160, "height": 50,
+                          "connectionID": "bench-long"}).encode() + b"\n"
+        sent, i = 0, 0
+        while sent < mib * MiB:
+            parts = []
+            for _ in range(200):
+                state["t"] += 0.01
+                parts.append(b"[%.2f" % state["t"] + pool[i % len(pool)])
+                i += 1
+            chunk = b"".join(parts)
+            sent += len(chunk)
+            yield chunk
+
+    t0 = time.perf_counter()
+    client.post("/record", content=body(), timeout=3600).raise_for_status()
+    return state["t"], time.perf_counter() - t0
+
+
+def first_byte(client: httpx.Client, path: str, params: dict[str, str],
+               until: int | None = None) -> tuple[float, float, int]:
+    """ms to the response's first byte, ms until ``until`` bytes (or two lines when None:
+    a segment's header and screen event) have arrived, and bytes read."""
+    t0 = time.perf_counter()
+    got = bytearray()
+    first = 0.0
+    with client.stream("GET", path, params=params) as r:
+        r.raise_for_status()
+        for chunk in r.iter_raw(256 * 1024):
+            if not got:
+                first = (time.perf_counter() - t0) * 1000
+            got += chunk
+            if (got.count(b"\n") >= 2) if until is None else (len(got) >= until):
+                break
+    return first, (time.perf_counter() - t0) * 1000, len(got)
+
+
+def long_cast(tmp: Path, mib: int, runs: int) -> None:
+    server = RecorderServer(tmp)
+    try:
+        client = server.client
+        print(f"\nopening a {mib} MiB recording (uploading it first)", flush=True)
+        duration, took = upload_cast(client, mib)
+        [meta] = client.get("/api/v1/recordings").json()["recordings"]
+        meta = client.get(f"/api/v1/recordings/{meta['id']}").json()
+        size = meta["size"]
+        print(f"  uploaded {size / MiB:.0f} MiB ({duration:.0f} s of session) in {took:.1f} s"
+              f" ({size / MiB / took:.0f} MiB/s); {len(meta['seek'])} seek checkpoints")
+        quiet = server.wait_idle(600)
+        print(f"  waited {quiet:.0f} s for the recorder to go idle (text indexing)")
+        path = f"/api/v1/recordings/{meta['id']}/cast"
+        mid = duration / 2
+        rows = []
+        for name, params, until in (
+                ("whole cast: first byte", {}, 1),
+                (f"seek to the middle (from={mid:.0f}): segment head", {"from": f"{mid:.3f}"},
+                 None)):
+            samples = [first_byte(client, path, params, until) for _ in range(runs + 1)][1:]
+            rows.append((name, statistics.median(s[0] for s in samples),
+                         statistics.median(s[1] for s in samples), samples[0][2]))
+        # without the seek index: everything up to the middle, once (it is slow)
+        half = size // 2
+        _, whole_ms, read = first_byte(client, path, {}, half)
+        print(f"\n{'request':52} {'first byte ms':>14} {'ready ms':>10} {'bytes':>10}")
+        for name, fb, ready, n in rows:
+            print(f"{name:52} {fb:14.1f} {ready:10.1f} {n:10}")
+        print(f"{'without seek index: read to the middle':52} {'':14} {whole_ms:10.1f} "
+              f"{read:10}")
+    finally:
+        server.stop()
+
+
+class RecorderServer:
+    """A real ``tssh-recorder`` on a fresh store, with an API token."""
+
+    def __init__(self, tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        netmap, policy = tmp / "netmap.json", tmp / "policy.hujson"
+        netmap.write_text(json.dumps(NETMAP))
+        policy.write_text('{"ssh": []}')
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        token = subprocess.run(
+            [sys.executable, "-m", "recorder", "token", "--state-dir", str(tmp / "state"),
+             "create", "bench"], env=env, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        port = free_port()
+        log = (tmp / "recorder.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recorder", "--dst", str(tmp / "store"), "--listen",
+             f"127.0.0.1:{port}", "--state-dir", str(tmp / "state"), "--netmap", str(netmap),
+             "--policy", str(policy), "--log-level", "warning"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                                   headers={"Authorization": f"Bearer {token}"})
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise SystemExit(f"the recorder did not start; see {tmp / 'recorder.log'}")
+            time.sleep(0.1)
+
+    def wait_idle(self, limit: float) -> float:
+        """Seconds until the recorder uses under 5 % of a core over a second (its text index
+        is built from storage after a fast upload), at most ``limit``."""
+        def cpu() -> float:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            before = cpu()
+            time.sleep(1)
+            if cpu() - before < 0.05:
+                break
+        return time.monotonic() - t0
+
+    def stop(self) -> None:
+        self.client.close()
+        stop_process(self.proc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recordings", type=int, default=100_000)
@@ -277,6 +427,9 @@ def main() -> None:
     ap.add_argument("--postgres", nargs="?", const="", metavar="URL",
                     help="part 1 on a PostgreSQL index: this (empty) database, or a "
                     "throwaway server started here when no URL is given")
+    ap.add_argument("--size", type=int, default=1024, help="MiB of the long recording (part 3)")
+    ap.add_argument("--skip-cast", action="store_true", help="no long recording part")
+    ap.add_argument("--only-cast", action="store_true", help="only the long recording part")
     args = ap.parse_args()
     if args.postgres is None:
         run(args)
@@ -305,6 +458,9 @@ def run(args: argparse.Namespace) -> None:
         tmp = Path(d)
         (tmp / "state").mkdir()
         path = tmp / "state" / "index.sqlite3"
+        if args.only_cast:
+            long_cast(tmp / "cast", args.size, args.runs)
+            return
         if POSTGRES is None and args.index is not None and args.index.exists():
             shutil.copy(args.index, path)
             print(f"using a copy of {args.index}")
@@ -324,20 +480,25 @@ def run(args: argparse.Namespace) -> None:
             r = remote.get(name)
             http = f"{r[0]:8.1f} / {r[1]:6.1f}" if r else "-"
             print(f"{name:40} {median:12.1f} ({cpu:5.1f}) {http:>22} {found}")
-        if args.skip_build:
-            return
-        print(f"\nindex build cost, {args.build_mib} MiB of output:", flush=True)
-        cost = asyncio.run(build_cost(tmp, args.build_mib))
-        ratio = (cost["extract_cpu"] + cost["insert_cpu"]) / cost["store_cpu"]
-        print(f"  {cost['lines']:.0f} lines; per GiB of output (CPU seconds):")
-        print(f"  storing (scan, write, fsync): {cost['store_cpu']:.1f} s "
-              f"({cost['store_wall']:.1f} s wall)")
-        print(f"  text extraction:              {cost['extract_cpu']:.1f} s "
-              f"({1 / cost['extract_cpu'] * 1024:.0f} MiB/s)")
-        print(f"  FTS5 insert:                  {cost['insert_cpu']:.1f} s "
-              f"({cost['insert_wall']:.1f} s wall)")
-        print(f"  extraction + insert vs storing: {ratio:.1f}x; index size "
-              f"{cost['index_bytes_per_byte']:.2f} bytes per byte of output")
+        if not args.skip_build:
+            build_part(tmp, args.build_mib)
+        if not args.skip_cast:
+            long_cast(tmp / "cast", args.size, args.runs)
+
+
+def build_part(tmp: Path, build_mib: int) -> None:
+    print(f"\nindex build cost, {build_mib} MiB of output:", flush=True)
+    cost = asyncio.run(build_cost(tmp, build_mib))
+    ratio = (cost["extract_cpu"] + cost["insert_cpu"]) / cost["store_cpu"]
+    print(f"  {cost['lines']:.0f} lines; per GiB of output (CPU seconds):")
+    print(f"  storing (scan, write, fsync): {cost['store_cpu']:.1f} s "
+          f"({cost['store_wall']:.1f} s wall)")
+    print(f"  text extraction:              {cost['extract_cpu']:.1f} s "
+          f"({1 / cost['extract_cpu'] * 1024:.0f} MiB/s)")
+    print(f"  FTS5 insert:                  {cost['insert_cpu']:.1f} s "
+          f"({cost['insert_wall']:.1f} s wall)")
+    print(f"  extraction + insert vs storing: {ratio:.1f}x; index size "
+          f"{cost['index_bytes_per_byte']:.2f} bytes per byte of output")
 
 
 if __name__ == "__main__":

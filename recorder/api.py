@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from recorder import kubernetes
 from recorder.access import Access, Denied, Reader
 from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError, TokenError
 from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
@@ -20,8 +21,10 @@ from recorder.index.base import Query as IndexQuery
 from recorder.live import follow_elsewhere
 from recorder.model import RecordingMeta, parse_time
 from recorder.readaudit import ReadAudit, ReadEvent, event_name
+from recorder.seek import REPLAY, Checkpoint, choose, screen_event, segment_header
 from recorder.service import RecorderService
 from recorder.sse import KEEPALIVE, CastEvents
+from recorder.stream import HEADER_LIMIT
 from tssh.errors import IdentityError
 from tssh.socket_owner import loopback_peer_uid
 
@@ -84,6 +87,22 @@ async def _keepalive(source: AsyncIterator[bytes], every: float) -> AsyncIterato
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _read_all(service: RecorderService, key: str, start: int, end: int) -> bytes:
+    parts = [chunk async for chunk in service.storage.read(key, start, end)]
+    return b"".join(parts)
+
+
+async def _read_line(service: RecorderService, key: str) -> bytes | None:
+    """The first line of a stored cast (the header), without its newline."""
+    got = bytearray()
+    async for chunk in service.storage.read(key, 0, HEADER_LIMIT):
+        got += chunk
+        if b"\n" in got:
+            break
+    nl = got.find(b"\n")
+    return bytes(got[:nl]) if nl >= 0 else None
 
 
 def build_api(service: RecorderService, access: Access, *,
@@ -189,6 +208,7 @@ def build_api(service: RecorderService, access: Access, *,
         found = []
         for m in page.recordings:
             doc = service.with_live_size(m).to_json()
+            del doc["seek"]  # per recording, fetched with its metadata
             if q is not None and q.strip():
                 doc["matches"] = [hit.to_json() for hit in page.matches.get(m.id, ())]
             found.append(doc)
@@ -199,10 +219,38 @@ def build_api(service: RecorderService, access: Access, *,
         """One recording's metadata: header fields, node, start, end, size, status, seal."""
         return (await recording(recording_id)).to_json()
 
+    async def segment(meta: RecordingMeta, cp: Checkpoint) -> Response:
+        """The cast from checkpoint ``cp`` on (``recorder.seek``): header, the synthetic
+        screen event, then the stored bytes from the checkpoint's offset."""
+        header_line = await _read_line(service, meta.key)
+        if header_line is None:
+            raise HTTPException(404, "the recording's header is not stored")
+        window = await _read_all(service, meta.key, max(0, cp.offset - REPLAY), cp.offset)
+        head = (segment_header(header_line, cp, kubernetes.resize_is_swapped(meta.header))
+                + screen_event(window, cp))
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            async for chunk in service.storage.read(meta.key, cp.offset, None):
+                yield chunk
+
+        return StreamingResponse(body(), media_type="application/x-asciicast", headers={
+            "Cache-Control": "no-store", "X-Segment-Offset": str(cp.offset),
+            "X-Segment-Time": repr(cp.time),
+            "Content-Disposition": f'attachment; filename="{meta.id}.cast"'})
+
     @guarded.get("/api/v1/recordings/{recording_id}/cast")
-    async def cast(recording_id: str, request: Request) -> Response:
-        """The asciicast file as stored (``Range: bytes=`` honoured)."""
+    async def cast(recording_id: str, request: Request,
+                   start_at: Annotated[float | None, Query(alias="from", ge=0, le=1e12)] = None,
+                   ) -> Response:
+        """With ``from=SECONDS`` (and no Range): a segment of the cast that starts at the
+        last checkpoint of the seek index before that time (docs/recorder.md, "Seeking in
+        long recordings"); the whole cast when there is none."""
         meta = await recording(recording_id)
+        if start_at is not None and not request.headers.get("range"):
+            cp = choose(service.checkpoints(meta), start_at)
+            if cp is not None:
+                return await segment(meta, cp)
         size = meta.size
         headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store"}
         start, end, status = 0, size, 200

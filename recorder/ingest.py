@@ -1,4 +1,5 @@
-"""Recording upload endpoints, as raw ASGI: ``/v2/record`` (h2c, acks) and ``/record`` (v1).
+"""Recording upload endpoints, as raw ASGI: ``/v2/record`` (h2c, acks), ``/record`` (v1), and
+``/v2/event`` (Kubernetes API request events from Tailscale's operator, one JSON document each).
 
 Why raw ASGI: ``/v2/record`` is full duplex (ack frames go out while the body still arrives).
 Starlette's ``StreamingResponse`` also listens for ``http.disconnect`` on the same ``receive``
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from recorder import kubernetes
 from recorder.errors import CastError, HeaderTimeoutError, StorageError, UploadLimitError
 from recorder.limits import UploadLimits
 from recorder.metrics import Metrics
@@ -166,6 +168,16 @@ async def _simple(send: Send, status: int, text: str, *, head: bool = False) -> 
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _ok(send: Send) -> None:
+    body = b"{}\n"
+    await send({
+        "type": "http.response.start", "status": 200,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
 class IngestApp:
     """Serves the upload paths itself and hands every other request to ``fallback``."""
 
@@ -189,6 +201,8 @@ class IngestApp:
             await self._v2(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] == "/record":
             await self._v1(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/v2/event":
+            await self._event(scope, receive, send)
         else:
             await self.fallback(scope, receive, send)
 
@@ -340,6 +354,50 @@ class IngestApp:
         frame = (json.dumps({"ack": n}) + "\n").encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
         self.service.metrics.acks.inc()
+
+    async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/v2/event``: Tailscale's Kubernetes API server proxy posts one JSON document per
+        API request it lets through (``"type": "Kubernetes API Request"``) and first probes
+        with HEAD, which must answer 200 (docs/recorder.md, "Kubernetes recordings"). Each is
+        stored verbatim as its own object beside the node's recordings."""
+        if scope["method"] == "HEAD":
+            await _simple(send, 200, "", head=True)
+            return
+        if scope["method"] != "POST":
+            await _simple(send, 405, "use POST")
+            return
+        who = await self._uploader(scope, send)
+        if who is None:
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > kubernetes.EVENT_LIMIT:
+                self.service.metrics.errors.labels("event_too_large").inc()
+                await _simple(send, 413, f"an event is at most {kubernetes.EVENT_LIMIT} bytes")
+                await _drain(receive, DRAIN_LIMIT)
+                return
+            if not message.get("more_body"):
+                break
+        try:
+            doc = json.loads(bytes(body))
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.service.metrics.errors.labels("bad_event").inc()
+            await _simple(send, 400, "an event is one JSON object")
+            return
+        try:
+            key = await self.service.store_event(who[0], bytes(body).rstrip(b"\n") + b"\n")
+        except StorageError as e:
+            self.service.metrics.errors.labels("storage").inc()
+            await _simple(send, 507, str(e))
+            return
+        log.info("event %r from %s stored as %s", str(doc.get("type"))[:80], who[0].name, key)
+        await _ok(send)
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":

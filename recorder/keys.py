@@ -54,6 +54,14 @@ def storage_key(node_id: str, start: float, connection_id: str, attempt: int = 0
     return f"{node_id}/{stamp(start)}-{connection_id}{suffix}"
 
 
+def event_key(node_id: str, t: float) -> str:
+    """``<node id>/<UTC time>-event-<16 hex>``: one ``/v2/event`` document. It has no
+    metadata document, so it is never listed or reindexed as a recording."""
+    if not safe_part(node_id):
+        raise StorageError(f"node id {node_id!r} cannot be used in a storage key")
+    return f"{node_id}/{stamp(t)}-event-{secrets.token_hex(8)}"
+
+
 def check_key(key: str) -> str:
     """Accepts only keys of the shape ``storage_key`` builds, with or without a clash suffix
     (reindex reads them back)."""

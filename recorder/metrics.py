@@ -31,6 +31,10 @@ class Metrics:
             "Recordings whose header contradicts the tailnet about the SSH client's node",
             registry=self.registry,
         )
+        self.events = Counter(
+            "tsrecorder_events", "Kubernetes API request events stored (/v2/event)",
+            registry=self.registry,
+        )
         self.errors = Counter(
             "tsrecorder_errors", "Uploads refused or failed, by reason",
             ["reason"], registry=self.registry,

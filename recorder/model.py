@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from recorder import kubernetes
+from recorder.seek import Checkpoint
+
 Status = Literal["live", "complete", "incomplete"]
 STATUSES: tuple[Status, ...] = ("live", "complete", "incomplete")
 # 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: outside them iso() cannot format a time
@@ -83,6 +86,8 @@ class RecordingMeta:
     # where the header's claims about the SSH client's node contradict the tailnet
     warnings: tuple[str, ...] = ()
     seal: dict[str, Any] | None = field(default=None, compare=False)
+    # checkpoints of the seek index (recorder.seek), written when the recording ends
+    seek: tuple[Checkpoint, ...] = field(default=(), compare=False)
 
     @property
     def duration(self) -> float | None:
@@ -94,6 +99,7 @@ class RecordingMeta:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
+        k8s = kubernetes.session(self.header)
         return {
             "id": self.id,
             "storageKey": self.key,
@@ -109,7 +115,11 @@ class RecordingMeta:
             "warnings": list(self.warnings),
             "recorder": self.recorder,
             "header": self.header,
+            # the pod of a recorded `kubectl exec`/`attach` (docs/recorder.md, "Kubernetes
+            # recordings"), derived from the header; from_json does not read it back
+            "kubernetes": None if k8s is None else k8s.to_json(),
             "seal": self.seal,
+            "seek": [cp.to_json() for cp in self.seek],
         }
 
     @classmethod
@@ -133,4 +143,12 @@ class RecordingMeta:
             error=doc.get("error"),
             warnings=tuple(str(w) for w in doc.get("warnings") or ()),
             seal=doc.get("seal"),
+            seek=_checkpoints(doc.get("seek")),
         )
+
+
+def _checkpoints(doc: Any) -> tuple[Checkpoint, ...]:
+    if not isinstance(doc, list):
+        return ()
+    parsed = [Checkpoint.from_json(item) for item in doc]
+    return tuple(cp for cp in parsed if cp is not None)

@@ -16,9 +16,12 @@ from html import escape
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from recorder import kubernetes
+
 Automation = Literal["group", "hide", "show"]
 AUTOMATION: tuple[Automation, ...] = ("group", "hide", "show")
 FILTERS = ("user", "node", "since", "until", "q")
+SEGMENT_FROM = 8 * 1024 * 1024  # bytes: smaller recordings load whole (one fetch, all markers)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,17 @@ def _header(rec: Mapping[str, Any]) -> Mapping[str, Any]:
 def _command(rec: Mapping[str, Any]) -> str:
     command = _header(rec).get("command")
     return str(command) if command else ("shell" if interactive(rec) else "-")
+
+
+def pod_text(rec: Mapping[str, Any]) -> str | None:
+    """``kubectl exec namespace/pod (container)`` for a recording from Tailscale's
+    Kubernetes operator (docs/recorder.md, "Kubernetes recordings"), else None."""
+    k8s = kubernetes.session(_header(rec))
+    if k8s is None:
+        return None
+    where = "/".join(p for p in (k8s.namespace, k8s.pod) if p) or "?"
+    container = f" ({k8s.container})" if k8s.container else ""
+    return f"kubectl {k8s.session_type or 'session'} {where}{container}"
 
 
 def duration_text(seconds: Any) -> str:
@@ -143,6 +157,11 @@ def _matches(rec: Mapping[str, Any], q: str | None) -> str:
     return f'<ul class="matches">{"".join(items)}</ul>' if items else ""
 
 
+def _pod(rec: Mapping[str, Any]) -> str:
+    text = pod_text(rec)
+    return "" if text is None else f'<span class="pod">{escape(text)}</span> '
+
+
 def _row(rec: Mapping[str, Any], q: str | None) -> str:
     rid = str(rec["id"])
     command = _command(rec)
@@ -151,7 +170,7 @@ def _row(rec: Mapping[str, Any], q: str | None) -> str:
         f'<td class="start"><a href="{player_href(rid)}">{escape(start_text(rec.get("start")))}'
         f'</a></td><td class="who">{escape(who(rec))}</td>'
         f'<td class="node">{escape(str((rec.get("node") or {}).get("name", "?")))}</td>'
-        f'<td class="cmd">{escape(str(command))}{_matches(rec, q)}</td>'
+        f'<td class="cmd">{_pod(rec)}{escape(str(command))}{_matches(rec, q)}</td>'
         f'<td class="dur">{escape(duration_text(rec.get("duration")))}</td>'
         f'<td class="size">{escape(size_text(rec.get("size")))}</td>'
         f'<td class="st">{_status(rec)}</td></tr>'
@@ -276,6 +295,10 @@ def player_page(meta: Mapping[str, Any], *, t: float | None, hits: Sequence[Mark
         ("Command", _command(meta)),
         ("Exit status", "-" if exit_status is None else str(exit_status)),
     ]
+    k8s = kubernetes.session(_header(meta))
+    if k8s is not None:
+        facts += [("Pod", k8s.pod or "-"), ("Namespace", k8s.namespace or "-"),
+                  ("Container", k8s.container or "-"), ("Session type", k8s.session_type or "-")]
     # ids (who, node, ..., exit-status): player.js fills in the end of a live session
     dl = "".join(f'<dt>{escape(k)}</dt><dd id="{k.lower().replace(" ", "-")}">{escape(v)}</dd>'
                  for k, v in facts)
@@ -284,10 +307,17 @@ def player_page(meta: Mapping[str, Any], *, t: float | None, hits: Sequence[Mark
                        for w in meta.get("warnings") or [])
     if meta.get("error"):
         warnings += f'<p class="warning">{escape(str(meta["error"]))}</p>'
+    # opened at a time far into a long recording: a segment from the seek index's last
+    # checkpoint before it, not the whole cast (docs/recorder.md, "Seeking in long recordings")
+    size = meta.get("size")
+    far = t is not None and isinstance(size, int) and size >= SEGMENT_FROM
     config = {
         "id": rid, "status": meta.get("status"), "t": t,
-        "cast": f"api/v1/recordings/{rid}/cast", "events": f"api/v1/recordings/{rid}/events",
+        "cast": f"api/v1/recordings/{rid}/cast" + (f"?from={t:g}" if far and t else ""),
+        "events": f"api/v1/recordings/{rid}/events",
         "meta": f"api/v1/recordings/{rid}", "hits": [[h.time, h.label] for h in hits],
+        # the Kubernetes operator writes resizes as HEIGHTxWIDTH: player.js turns them round
+        "resizeSwapped": kubernetes.resize_is_swapped(_header(meta)),
     }
     speeds = "".join(f'<option value="{s}"{" selected" if s == "1" else ""}>{s}&times;</option>'
                      for s in ("0.5", "1", "2", "4", "8"))

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
@@ -25,10 +25,11 @@ from recorder.errors import (
 )
 from recorder.index.base import Index
 from recorder.indexer import TextIndexer, rebuild
-from recorder.keys import check_recording_id, new_recording_id, storage_key
+from recorder.keys import check_recording_id, event_key, new_recording_id, storage_key
 from recorder.live import LiveHub
 from recorder.metrics import Metrics
 from recorder.model import NodeInfo, RecordingMeta, Status
+from recorder.seek import Checkpoint, SeekIndexer
 from recorder.storage.base import RecordingWriter, Storage
 from recorder.stream import CastHeader, CastScanner
 from tssh.identity.base import Peer
@@ -59,6 +60,7 @@ class Recording:
     durable: int = 0
     failed: bool = False
     finished: bool = False
+    seek: SeekIndexer = field(default_factory=SeekIndexer)
 
     async def append(self, data: bytes) -> None:
         try:
@@ -66,6 +68,7 @@ class Recording:
         except StorageError:
             self.failed = True
             raise
+        self.seek.feed(data)
         self.service.text.feed(self.meta.id, data)
 
     async def sync(self) -> int:
@@ -107,11 +110,14 @@ class Recording:
             meta = self.meta.with_(
                 status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
                 last_event_time=scanner.last_time, error=error,
+                # what was written past a storage failure may not be stored
+                seek=tuple(cp for cp in self.seek.checkpoints if cp.offset < size),
             )
             await svc.seal_and_store(meta, digest)
             if not indexed:  # from storage, now that it is all there
                 svc.rebuild_text_later(meta)
         finally:
+            svc.seeking.pop(self.meta.id, None)
             await svc.live.end(self.meta.id)
             svc.metrics.active.dec()
             svc.metrics.recordings.labels(status).inc()
@@ -130,6 +136,8 @@ class RecorderService:
         self.metrics = metrics or Metrics()
         self.live = LiveHub()
         self.text = TextIndexer(index)
+        # the seek index of each recording being uploaded (a live one's is not stored yet)
+        self.seeking: dict[str, SeekIndexer] = {}
 
     async def start(self) -> None:
         await self.storage.start()
@@ -181,7 +189,26 @@ class RecorderService:
         self.text.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)
-        return Recording(self, meta, writer)
+        recording = Recording(self, meta, writer)
+        self.seeking[rid] = recording.seek
+        return recording
+
+    def checkpoints(self, meta: RecordingMeta) -> list[Checkpoint]:
+        """The seek index: stored with the metadata, or being built for a live one."""
+        building = self.seeking.get(meta.id)
+        return list(building.checkpoints) if building is not None else list(meta.seek)
+
+    async def store_event(self, peer: Peer, document: bytes) -> str:
+        """Stores one ``/v2/event`` document from ``peer`` as its own object; its key."""
+        key = event_key(peer.id, time.time())
+        writer = await self.storage.create(key)
+        try:
+            await writer.write(document)
+        finally:
+            await writer.close()
+        await self.storage.finish(key)
+        self.metrics.events.inc()
+        return key
 
     async def seal_and_store(self, meta: RecordingMeta, digest: str) -> RecordingMeta:
         sealed = meta.with_(seal=seal.seal(meta, digest, self.key))
@@ -228,9 +255,11 @@ class RecorderService:
         for meta in await self.index.open_recordings(self.public_key):
             await self.storage.reopen(meta.key)
             scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
+            seek = SeekIndexer()  # the one built during the upload was lost with the process
 
-            def observe(chunk: bytes) -> None:
+            def observe(chunk: bytes, seek: SeekIndexer = seek) -> None:
                 nonlocal scanner
+                seek.feed(chunk)
                 if scanner is not None:
                     try:
                         scanner.feed(chunk)
@@ -242,7 +271,7 @@ class RecorderService:
                 status="incomplete", end=time.time(), size=size,
                 exit_status=scanner.exit_status if scanner else None,
                 last_event_time=scanner.last_time if scanner else None,
-                error="the recorder stopped during the upload",
+                error="the recorder stopped during the upload", seek=tuple(seek.checkpoints),
             )
             await self.seal_and_store(done, digest)
             # the text indexed before the crash may lack what was stored last

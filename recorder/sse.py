@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from recorder import kubernetes
+
 RETRY_MS = 3000  # the browser's reconnection delay after a cut connection
 KEEPALIVE = b": keepalive\n\n"  # an SSE comment: keeps proxies from timing out an idle stream
 DEFAULT_SIZE = (80, 24)  # the player's own default when a header says 0 (no PTY)
@@ -42,6 +44,7 @@ class CastEvents:
     """Turns the lines of one asciicast v2 recording, in order, into SSE frames."""
 
     header_seen: bool = False
+    header: dict[str, Any] | None = None
     exit_status: int | None = None
     last_time: float = 0.0
 
@@ -59,6 +62,7 @@ class CastEvents:
             if not isinstance(doc, dict):
                 return b""
             self.header_seen = True
+            self.header = doc
             cols, rows = _size(doc.get("width"), doc.get("height"))
             return frame({"cols": cols, "rows": rows, "time": 0})
         if not (isinstance(doc, list) and len(doc) >= 3 and isinstance(doc[0], int | float)
@@ -69,9 +73,9 @@ class CastEvents:
         if code in _PASSED and isinstance(data, str):
             return frame([t, code, data])
         if code == "r" and isinstance(data, str):
-            cols_text, _, rows_text = data.partition("x")
-            if cols_text.isdigit() and rows_text.isdigit():
-                cols, rows = _size(int(cols_text), int(rows_text))
+            size = kubernetes.resize(self.header or {}, data)  # HEIGHTxWIDTH from the operator
+            if size is not None:
+                cols, rows = _size(*size)
                 return frame([t, "r", {"cols": cols, "rows": rows}])
         if code == "x" and isinstance(data, str) and data.lstrip("-").isdigit():
             self.exit_status = int(data)

@@ -70,8 +70,9 @@ class _State(Enum):
 
 @dataclass(frozen=True)
 class Line:
-    """A line of output as it was last shown, and the time of its first printed character
-    (seconds from the start of the recording)."""
+    """A line of output as it was last shown, and the time it was last written (its last
+    printed character, seconds from the start of the recording): a player seeking to a
+    search hit's time shows the whole line, not the prompt a command was typed after."""
 
     time: float
     text: str
@@ -91,7 +92,7 @@ class TerminalText:
     _state: _State = _State.GROUND
     _line: str = ""  # the cells of the current line, from column 0
     _col: int = 0
-    _time: float | None = None  # when the current line got its first character
+    _time: float | None = None  # when the current line was last printed to
     _params: str = ""
     _intermediates: str = ""
     _osc: bool = False  # the control string being skipped is an OSC (BEL ends it too)
@@ -186,8 +187,7 @@ class TerminalText:
                 self._newline()  # a soft wrap: the line goes on as the next one
             room = self.max_line - self._col
             chunk, run = run[:room], run[room:]
-            if self._time is None:
-                self._time = time
+            self._time = time
             line, col = self._line, self._col
             if col == len(line):
                 self._line = line + chunk
@@ -366,7 +366,7 @@ class TerminalText:
         elif mode == 2:
             self._line = ""
         if not self._line.strip():
-            self._time = None  # an erased line starts again with its next character
+            self._time = None  # an erased line is empty until its next character
 
     def _blank(self, start: int, end: int) -> None:
         end = min(end, len(self._line))

@@ -46,6 +46,19 @@
     return out;
   }
 
+  // Tailscale's Kubernetes operator writes resize events as "HEIGHTxWIDTH" (the asciicast
+  // format says "COLSxROWS"); the page says so in cfg.resizeSwapped (recorder/kubernetes.py)
+  function unswapResizes(text) {
+    return text.split("\n").map((line, i) => {
+      if (i === 0 || line[0] !== "[" || !line.includes('"r"')) return line;
+      let e;
+      try { e = JSON.parse(line); } catch (_) { return line; }
+      if (!Array.isArray(e) || e[1] !== "r" || typeof e[2] !== "string") return line;
+      const m = /^(\d+)x(\d+)$/.exec(e[2]);
+      return m ? JSON.stringify([e[0], "r", m[2] + "x" + m[1]]) : line;
+    }).join("\n");
+  }
+
   function showMarkers() {
     list.innerHTML = "";
     for (const [t, label] of state.markers) {
@@ -54,7 +67,7 @@
       b.type = "button";
       b.dataset.t = String(t);
       b.textContent = clock(t) + "  " + label;
-      b.addEventListener("click", () => state.player && state.player.seek(t));
+      b.addEventListener("click", () => state.player && state.player.seek(t + AFTER));
       li.appendChild(b);
       list.appendChild(li);
     }
@@ -66,15 +79,21 @@
     player.addEventListener("ended", () => { state.playing = false; });
   }
 
+  // A time on this page (?t=, a marker, a search hit) means the screen once that moment's
+  // events are shown: a hit's time is the event that completed its line, and the player at
+  // exactly an event's time shows the screen before it (tests/recorder/test_ui.py)
+  const AFTER = 0.001;
+
   function createRecording(startAt, autoPlay) {
     if (state.player) state.player.dispose();
     el.innerHTML = "";
     state.mode = "recording";
     state.player = AsciinemaPlayer.create({ data: state.cast }, el, {
-      startAt: startAt || 0, autoPlay: autoPlay, preload: true, markers: state.markers,
+      startAt: startAt ? startAt + AFTER : 0, autoPlay: autoPlay, preload: true,
+      markers: state.markers,
       speed: Number(speed.value), fit: "width",
       // paused at a time (?t=, a speed change): show that moment's screen, not a blank one
-      poster: !autoPlay && startAt ? "npt:" + startAt : undefined,
+      poster: !autoPlay && startAt ? "npt:" + (startAt + AFTER) : undefined,
     });
     track(state.player);
   }
@@ -89,6 +108,7 @@
     if (!r.ok) return showError("cannot fetch the recording: " + r.status + " " + r.statusText);
     let text = await r.text();
     if (!text.endsWith("\n")) text = text.slice(0, text.lastIndexOf("\n") + 1); // torn line
+    if (cfg.resizeSwapped) text = unswapResizes(text);
     state.cast = text;
     state.markers = castMarkers(text).concat(cfg.hits).sort((a, b) => a[0] - b[0]);
     showMarkers();

@@ -60,7 +60,8 @@ def test_search_finds_words_through_escapes_and_splits(recorder: RecorderProc) -
     _upload(recorder, cast_header(conn="ssh-conn-s2") + event(0.3, "nothing here\r\n"))
     [hit] = _search(recorder, "systemctl restart")
     assert hit["header"]["connectionID"] == "ssh-conn-s1"  # type: ignore[index]
-    assert hit["matches"] == [{"time": 0.5, "text": "$ sudo systemctl restart nginx"}]
+    # when the line was whole on screen (what a player seeking there shows), not its prompt
+    assert hit["matches"] == [{"time": 1.2, "text": "$ sudo systemctl restart nginx"}]
     [hit] = _search(recorder, '"rm -rf"')
     assert hit["matches"] == [{"time": 2.0, "text": "$ rm -rf /var/tmp/cache"}]
     assert [len(r["matches"]) for r in _search(recorder, "CAFE")] == [1]  # type: ignore[arg-type]
@@ -97,7 +98,7 @@ async def test_live_recording_is_searchable_while_it_streams(recorder: RecorderP
             await up.send(event(1.2, "ret-word\r\n"))
             took, rec = await found("live-secret-word")
             assert rec["status"] == "live" and took < 1.5
-            assert rec["matches"] == [{"time": 0.1, "text": "$ echo live-secret-word"}]
+            assert rec["matches"] == [{"time": 1.2, "text": "$ echo live-secret-word"}]
             # the line still being typed is searchable too, and its final form replaces it
             await up.send(event(2.0, "$ tail -f /var/log/au"))
             await found("/var/log/au*")

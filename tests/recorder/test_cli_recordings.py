@@ -115,6 +115,8 @@ def test_live_event_lines() -> None:
     assert live_event(b'{"version":2,"width":100,"height":30}') == LiveEvent(size=(100, 30))
     assert live_event(b'[1.0,"o","hi"]') == LiveEvent(output="hi")
     assert live_event(b'[1.0,"r","90x20"]') == LiveEvent(size=(90, 20))
+    # Tailscale's Kubernetes operator: HEIGHTxWIDTH
+    assert live_event(b'[1.0,"r","20x90"]', swapped=True) == LiveEvent(size=(90, 20))
     assert live_event(b'[1.0,"x","-2"]') == LiveEvent(exit_status=-2)
     assert live_event(b'[1.0,"m","marker"]') == LiveEvent()
     assert live_event(b'[1.0,"o",') == LiveEvent()  # a torn last line
@@ -130,13 +132,13 @@ def test_search_prints_hits_with_their_times(recorder: RecorderProc) -> None:
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert "server" in lines[0] and "complete" in lines[0]
-    assert lines[1].split(None, 1) == ["0:00.1", "$ sudo rm -rf /srv/old"]
+    assert lines[1].split(None, 1) == ["0:02.5", "$ sudo rm -rf /srv/old"]  # when typed
     assert lines[2].split(None, 1) == ["1:15.2", "$ echo rm rf"]
     phrase = tssh("search", "sudo rm", *common)  # one argument with a space: a phrase
-    assert phrase.stdout.splitlines()[1:] == ["     0:00.1  $ sudo rm -rf /srv/old"]
+    assert phrase.stdout.splitlines()[1:] == ["     0:02.5  $ sudo rm -rf /srv/old"]
     assert tssh("search", "rm sudo", *common).returncode == 1
     as_json = json.loads(tssh("search", "/srv/old", "--json", *common).stdout)
     assert as_json["recordings"][0]["matches"] == [
-        {"time": 0.1, "text": "$ sudo rm -rf /srv/old"}]
+        {"time": 2.5, "text": "$ sudo rm -rf /srv/old"}]
     missing = tssh("search", "nowhere-to-be-found", *common)
     assert missing.returncode == 1 and "no recording matches" in missing.stderr

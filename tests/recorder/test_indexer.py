@@ -42,7 +42,7 @@ async def test_lines_are_written_in_batches_then_finished(tmp_path: Path) -> Non
         text.feed("r1", ev(1.0, "o\r\nthree"))
         assert await text.finish("r1") is True  # the rest is extracted in the background
         text.feed("r1", ev(2.0, "after the end\n"))  # ignored
-        expected = [Line(0.5, "one"), Line(0.5, "two"), Line(1.0, "three")]
+        expected = [Line(0.5, "one"), Line(1.0, "two"), Line(1.0, "three")]
         for _ in range(100):
             if await index.text("r1") == expected:
                 break

@@ -81,7 +81,12 @@ def test_player_page_config_and_missing_vendor(tmp_path: Path) -> None:
     assert config == {"id": "r1", "status": "complete", "t": 2.0,
                       "cast": "api/v1/recordings/r1/cast",
                       "events": "api/v1/recordings/r1/events", "meta": "api/v1/recordings/r1",
-                      "hits": [[2.0, "search hit"]]}
+                      "hits": [[2.0, "search hit"]], "resizeSwapped": False}
+    # far into a long recording: a segment from the seek index (docs/recorder.md)
+    big = player_page({**meta, "size": 9 << 20}, t=700.0, hits=[], vendor_problem=None)
+    assert "api/v1/recordings/r1/cast?from=700&quot;" in big
+    assert "cast?from" not in player_page({**meta, "size": 9 << 20}, t=None, hits=[],
+                                          vendor_problem=None)
     assert 'src="ui/vendor/asciinema-player.min.js"' in html and "header says otherwise" in html
     assert vendor_problem(tmp_path) == INSTALL_HINT
     (tmp_path / "asciinema-player.min.js").write_text("")

@@ -147,3 +147,24 @@ async def test_s3_outage_and_recorder_kill_lose_nothing_acked(
                 assert v["ok"] is True, v
     finally:
         rec.stop()
+
+
+def test_a_kubernetes_api_event_lands_in_the_bucket(tmp_path: Path, moto: MotoServer) -> None:
+    """``/v2/event`` (docs/recorder.md, "Kubernetes recordings") with S3 storage: the document
+    becomes its own object beside the node's recordings, and no recording."""
+    s3 = moto.client()
+    s3.create_bucket(Bucket=BUCKET)
+    rec = _recorder(tmp_path, moto)
+    try:
+        rec.start()
+        doc = b'{"type": "Kubernetes API Request", "id": "e1"}'
+        with rec.client(SERVER) as c:
+            assert c.post("/v2/event", content=doc).status_code == 200
+        wait_for(lambda: any("-event-" in k for k in _objects(s3)), 20, what="the event object")
+        [name] = [k for k in _objects(s3) if "-event-" in k]
+        assert name.startswith("nSRV1/") and name.endswith(".cast")
+        assert s3.get_object(Bucket=BUCKET, Key=name)["Body"].read() == doc + b"\n"
+        with rec.client(ALICE) as c:
+            assert c.get("/api/v1/recordings").json()["recordings"] == []
+    finally:
+        rec.stop()

@@ -29,8 +29,9 @@ def test_plain_lines_and_times() -> None:
     assert got == [Line(0.5, "$ ls"), Line(1.25, "a.txt  b.txt"), Line(2.0, "$")]
 
 
-def test_line_time_is_its_first_character() -> None:
-    assert lines((1.0, "$ "), (4.0, "e"), (4.5, "cho hi\r\n")) == [Line(1.0, "$ echo hi")]
+def test_line_time_is_its_last_character() -> None:
+    """A search hit's time: when the line was complete on screen (a player there shows it)."""
+    assert lines((1.0, "$ "), (4.0, "e"), (4.5, "cho hi\r\n")) == [Line(4.5, "$ echo hi")]
 
 
 def test_sgr_inside_a_word() -> None:
@@ -115,7 +116,7 @@ def test_partial_line() -> None:
     t = TerminalText()
     assert t.feed(1.0, "done\r\n$ sudo rebo") == [Line(1.0, "done")]
     assert t.partial() == Line(1.0, "$ sudo rebo")
-    assert t.feed(2.0, "ot\r\n") == [Line(1.0, "$ sudo reboot")]
+    assert t.feed(2.0, "ot\r\n") == [Line(2.0, "$ sudo reboot")]
     assert t.partial() is None
 
 

@@ -304,3 +304,57 @@ def test_paging_and_filters(viewer_recorder: RecorderProc, browsing: Browsing) -
     page.click("form.filters button")
     page.wait_for_url("**user=bob**")
     assert [t.strip() for t in page.locator("tr.rec td.cmd").all_inner_texts()] == ["cmd-1"]
+
+
+def test_search_box_finds_a_word_and_its_hit_opens_the_player_there(
+        viewer_recorder: RecorderProc, browsing: Browsing) -> None:
+    """Issue 12's auditor: type a word seen in a session, read the matching line in the
+    result, click it, and the player opens at that moment showing the text."""
+    session = (cast_header() + event(0.5, "an ordinary first line\r\n")
+               + event(3.0, "$ rm -rf /tmp/sc") + event(3.1, "ratch\r\n")  # a word split
+               + event(6.0, "later output\r\n") + event(6.5, "0", "x"))
+    rid = _upload(viewer_recorder, session)
+    _upload(viewer_recorder, SESSION)  # another recording, without the word
+    page = browsing.page()
+    page.goto(viewer_recorder.url + "/")
+    page.fill("input[name=q]", "scratch")
+    page.press("input[name=q]", "Enter")
+    page.wait_for_url("**q=scratch**")
+    assert page.locator("tr.rec").count() == 1
+    hit = page.locator(f'tr.rec[data-id="{rid}"] ul.matches a.match')
+    assert hit.count() == 1
+    assert "rm -rf /tmp/scratch" in hit.inner_text()
+    browsing.shot(page, "search-results")
+    hit.click()
+    page.wait_for_url(f"**/play/{rid}?**")
+    _wait(lambda: "rm -rf /tmp/scratch" in _terminal(page),
+          f"the screen at the hit ({page.url}): {_terminal(page)!r}")
+    assert "later output" not in _terminal(page)  # written after the hit
+    assert "search: " in page.locator("#markers").inner_text()
+    at = page.evaluate("window.tsshPlayer.player.getCurrentTime()")
+    assert 2.9 <= float(at) <= 3.2
+    browsing.shot(page, "search-hit-player")
+
+
+def test_player_opens_far_into_a_long_recording_from_a_segment(
+        viewer_recorder: RecorderProc, browsing: Browsing) -> None:
+    """``?t=`` in a recording of more than 8 MiB: the page fetches a segment of the cast from
+    the seek index (docs/recorder.md, "Seeking in long recordings"), not the whole file, and
+    the screen at that time is the one the whole recording shows there."""
+    pad = "." * 55  # a row fits the 80 columns
+    body = cast_header() + b"".join(
+        event(i / 200, f"row {i:06d} {pad}\r\n") for i in range(120_000))  # ~11 MiB, 600 s
+    assert len(body) > 9 * 1024 * 1024
+    rid = _upload(viewer_recorder, body)
+    page = browsing.page()
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/cast" in r.url else None)
+    page.goto(f"{viewer_recorder.url}/play/{rid}?t=500")
+    _wait(lambda: "row 100000" in _terminal(page), "the screen at 500 s")
+    text = _terminal(page)
+    assert "row 099990" in text and "row 100001" not in text  # the rows up to 500 s
+    assert [urlsplit(u).query for u in fetched] == ["from=500"]
+    browsing.shot(page, "player-segment")
+    # the player plays on from there
+    page.evaluate("window.tsshPlayer.player.play()")
+    _wait(lambda: "row 10002" in _terminal(page), "playing on from the segment")

@@ -274,9 +274,10 @@ class LiveEvent:
     size: tuple[int, int] | None = None  # the header's or a resize's COLSxROWS
 
 
-def live_event(line: bytes) -> LiveEvent:
+def live_event(line: bytes, *, swapped: bool = False) -> LiveEvent:
     """The header gives the size; ``"o"`` events give output, ``"x"`` the exit status, ``"r"``
-    a new size; anything else (input, markers, a torn line) shows nothing."""
+    a new size (``swapped``: spelled HEIGHTxWIDTH, as Tailscale's Kubernetes operator does,
+    docs/recorder.md); anything else (input, markers, a torn line) shows nothing."""
     try:
         doc = json.loads(line)
     except ValueError:
@@ -293,6 +294,8 @@ def live_event(line: bytes) -> LiveEvent:
         return LiveEvent(exit_status=int(data))
     if code == "r":
         cols, _, rows = data.partition("x")
+        if swapped:
+            cols, rows = rows, cols
         if cols.isdigit() and rows.isdigit():
             return LiveEvent(size=(int(cols), int(rows)))
     return LiveEvent()
@@ -306,8 +309,10 @@ def _follow(args: argparse.Namespace) -> int:
         meta = api.get_json(f"/api/v1/recordings/{quote(args.id, safe='')}")
         if meta.get("status") == "live":
             print(f"following {args.id} (live); Ctrl-C stops", file=sys.stderr, flush=True)
+        header = meta.get("header")
+        swapped = isinstance(header, dict) and isinstance(header.get("kubernetes"), dict)
         for line in api.lines(f"/api/v1/recordings/{quote(args.id, safe='')}/live"):
-            ev = live_event(line)
+            ev = live_event(line, swapped=swapped)
             if ev.size is not None and out.isatty():
                 print(f"\r\n[tssh: the session's terminal is {ev.size[0]}x{ev.size[1]}]\r",
                       file=sys.stderr, flush=True)
