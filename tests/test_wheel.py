@@ -32,8 +32,8 @@ def _backend() -> object:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not _backend().player_vendored():
-        pytest.skip("the web UI's player is not in recorder/ui/vendor/ (./dev installs it; "
-                    "the test does not reach the npm registry)")
+        pytest.skip(reason="the web UI's player is not in recorder/ui/vendor/ (./dev "
+                    "installs it; the test does not reach the npm registry)")
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(out), str(ROOT)],
