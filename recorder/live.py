@@ -70,28 +70,43 @@ class LiveHub:
     async def _follow(
         self, state: _Live | None, read: Reader, final_size: Callable[[], Awaitable[int | None]]
     ) -> AsyncIterator[bytes]:
-        pos = 0
-        tail = b""
+        lines = _Lines(read)
         while True:
             if state is not None and not state.ended:
                 limit: int | None = state.size
             else:
                 limit = await final_size()
-            if limit is not None and limit > pos:
-                async for chunk in read(pos, limit):
-                    pos += len(chunk)
-                    data = tail + chunk
-                    cut = data.rfind(b"\n") + 1
-                    tail = data[cut:]
-                    if cut:
-                        yield data[:cut]
+            async for piece in lines.up_to(limit):
+                yield piece
             if state is None or state.ended:
-                if tail:
-                    yield tail  # a torn last line of an interrupted recording
+                if lines.tail:
+                    yield lines.tail  # a torn last line of an interrupted recording
                 return
             async with state.changed:
-                if state.size == pos and not state.ended:
+                if state.size == lines.pos and not state.ended:
                     await state.changed.wait()
+
+
+class _Lines:
+    """Whole lines of a stored stream read in pieces: where the next read starts, and the
+    torn end of the last piece, kept until its newline arrives."""
+
+    def __init__(self, read: Reader) -> None:
+        self.read = read
+        self.pos = 0
+        self.tail = b""
+
+    async def up_to(self, limit: int | None) -> AsyncIterator[bytes]:
+        """The whole lines of the bytes from ``pos`` to ``limit`` (None: nothing yet)."""
+        if limit is None or limit <= self.pos:
+            return
+        async for chunk in self.read(self.pos, limit):
+            self.pos += len(chunk)
+            data = self.tail + chunk
+            cut = data.rfind(b"\n") + 1
+            self.tail = data[cut:]
+            if cut:
+                yield data[:cut]
 
 
 # how often a follower of a recording live on another replica looks again (docs/recorder.md,
@@ -105,20 +120,13 @@ async def follow_elsewhere(read: Reader, poll: Poll,
     """Yields whole lines of a recording another replica is receiving: ``poll`` says how many
     bytes storage holds now (None: none readable yet) and whether the recording has ended
     (then that count is its final size)."""
-    pos = 0
-    tail = b""
+    lines = _Lines(read)
     while True:
         limit, ended = await poll()
-        if limit is not None and limit > pos:
-            async for chunk in read(pos, limit):
-                pos += len(chunk)
-                data = tail + chunk
-                cut = data.rfind(b"\n") + 1
-                tail = data[cut:]
-                if cut:
-                    yield data[:cut]
+        async for piece in lines.up_to(limit):
+            yield piece
         if ended:
-            if tail:
-                yield tail
+            if lines.tail:
+                yield lines.tail
             return
         await asyncio.sleep(interval)
