@@ -162,50 +162,21 @@ async def in_process(path: Path, runs: int) -> list[tuple[str, float, float, int
 
 
 def over_http(tmp: Path, runs: int) -> list[tuple[str, float, float, int]]:
-    netmap, policy = tmp / "netmap.json", tmp / "policy.hujson"
-    netmap.write_text(json.dumps(NETMAP))
-    policy.write_text('{"ssh": []}')
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    token = subprocess.run(
-        [sys.executable, "-m", "recorder", "token", "--state-dir", str(tmp / "state"),
-         "create", "bench"], env=env, capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    port = free_port()
-    log = (tmp / "recorder.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder", "--dst", str(tmp / "store"), "--listen",
-         f"127.0.0.1:{port}", "--state-dir", str(tmp / "state"), "--netmap", str(netmap),
-         "--policy", str(policy), "--log-level", "warning",
-         *(["--index", POSTGRES] if POSTGRES else [])],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    log.close()
+    server = RecorderServer(tmp, index=POSTGRES)
     out = []
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                              headers={"Authorization": f"Bearer {token}"})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the recorder did not start; see recorder.log")
-            time.sleep(0.1)
         for name, q in QUERIES:
             params = {"q": q} if q else {}
-            found = len(client.get("/api/v1/recordings", params=params).json()["recordings"])
+            listed = server.client.get("/api/v1/recordings", params=params)
+            found = len(listed.json()["recordings"])
 
             def call(params: dict[str, str] = params) -> None:
-                client.get("/api/v1/recordings", params=params).raise_for_status()
+                server.client.get("/api/v1/recordings", params=params).raise_for_status()
 
             median, best = timed(call, runs)
             out.append((name, median, best, found))
-        client.close()
     finally:
-        stop_process(proc)
+        server.stop()
     return out
 
 
@@ -360,9 +331,10 @@ def long_cast(tmp: Path, mib: int, runs: int) -> None:
 
 
 class RecorderServer:
-    """A real ``tssh-recorder`` on a fresh store, with an API token."""
+    """A real ``tssh-recorder`` with an API token, on a fresh store or the one in ``tmp``,
+    with its own SQLite index or the ``index`` URL given."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, index: str | None = None) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         netmap, policy = tmp / "netmap.json", tmp / "policy.hujson"
         netmap.write_text(json.dumps(NETMAP))
@@ -377,7 +349,8 @@ class RecorderServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recorder", "--dst", str(tmp / "store"), "--listen",
              f"127.0.0.1:{port}", "--state-dir", str(tmp / "state"), "--netmap", str(netmap),
-             "--policy", str(policy), "--log-level", "warning"],
+             "--policy", str(policy), "--log-level", "warning",
+             *(["--index", index] if index else [])],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
