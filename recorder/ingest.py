@@ -223,16 +223,26 @@ class IngestApp:
             return None
         return peer, address
 
-    async def _admit(self, peer: Peer, send: Send) -> bool:
-        """Takes a place for ``peer``'s upload, or answers 503 (before the body is read)."""
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send,
+                        upload: Callable[[tuple[Peer, str], Receive, Send], Awaitable[None]],
+                        ) -> None:
+        """Runs ``upload`` for a known node holding one of the recorder's upload places;
+        answers 403/503 instead (before the body is read) and frees the place after."""
+        who = await self._uploader(scope, send)
+        if who is None:
+            return
+        peer = who[0]
         try:
             self.limits.acquire(peer.id)
         except UploadLimitError as e:
             self.service.metrics.errors.labels(e.reason).inc()
             log.warning("upload from %s refused: %s", peer.name, e)
             await _simple(send, 503, str(e))
-            return False
-        return True
+            return
+        try:
+            await upload(who, receive, send)
+        finally:
+            self.limits.release(peer.id)
 
     async def _v2(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -246,13 +256,7 @@ class IngestApp:
         if not http2:
             await _simple(send, 505, "/v2/record needs HTTP/2 (h2c); use /record over HTTP/1.1")
             return
-        who = await self._uploader(scope, send)
-        if who is None or not await self._admit(who[0], send):
-            return
-        try:
-            await self._v2_upload(who, receive, send)
-        finally:
-            self.limits.release(who[0].id)
+        await self._admitted(scope, receive, send, self._v2_upload)
 
     async def _v2_upload(self, who: tuple[Peer, str], receive: Receive, send: Send) -> None:
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=None)
@@ -403,13 +407,7 @@ class IngestApp:
         if scope["method"] != "POST":
             await _simple(send, 405, "use POST")
             return
-        who = await self._uploader(scope, send)
-        if who is None or not await self._admit(who[0], send):
-            return
-        try:
-            await self._v1_upload(who, receive, send)
-        finally:
-            self.limits.release(who[0].id)
+        await self._admitted(scope, receive, send, self._v1_upload)
 
     async def _v1_upload(self, who: tuple[Peer, str], receive: Receive, send: Send) -> None:
         upload = Upload(self.service, self.resolver, who[0], who[1], sync_every=V1_SYNC_INTERVAL)
