@@ -176,7 +176,9 @@ def test_list_shows_an_uploaded_recording_and_the_player_plays_it(
     markers = page.locator("#markers").inner_text()
     assert "tssh: a marker in the cast" in markers and "exit status 0" in markers
     page.select_option("#speed", "8")
-    page.wait_for_function("window.tsshPlayer.player !== null")
+    # polled from here: the page's CSP forbids eval, which wait_for_function
+    # uses for a string predicate once its first try fails
+    _wait(lambda: page.evaluate("window.tsshPlayer.player !== null"), "the player")
     page.evaluate("window.tsshPlayer.player.play()")
     _wait(lambda: "late words" in _terminal(page), "the whole recording to play")
     text = _terminal(page)
@@ -232,7 +234,8 @@ def test_live_recording_appears_and_plays_as_it_happens(
         assert page.locator("#exit-status").inner_text() == "7"
         assert page.locator("#duration").inner_text() == "1.5s"
         # then the whole recording, paused at its end, seekable
-        page.wait_for_function("window.tsshPlayer.mode === 'recording'")
+        _wait(lambda: page.evaluate("window.tsshPlayer.mode === 'recording'"),
+              "the player to switch from live to the whole recording")
         _wait(lambda: "written after the page opened" in _terminal(page), "the final screen")
         assert "exit status 7" in page.locator("#markers").inner_text()
         browsing.shot(page, "player-live-ended")
