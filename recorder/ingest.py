@@ -23,7 +23,7 @@ from recorder.errors import CastError, HeaderTimeoutError, StorageError, UploadL
 from recorder.limits import UploadLimits
 from recorder.metrics import Metrics
 from recorder.model import Status
-from recorder.service import RecorderService, Recording
+from recorder.service import IngestRecording, RecorderService
 from recorder.stream import CastScanner, header_discrepancies
 from tssh.errors import IdentityError
 from tssh.identity.base import Peer, Resolver
@@ -77,7 +77,7 @@ class Upload:
         self.peer = peer
         self.address = address
         self.scanner = CastScanner()
-        self.recording: Recording | None = None
+        self.recording: IngestRecording | None = None
         self.data = asyncio.Event()
         self.headed = asyncio.Event()  # the header line is complete (the recording may not
         # have begun yet)

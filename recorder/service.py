@@ -31,7 +31,7 @@ from recorder.metrics import Metrics
 from recorder.model import NodeInfo, RecordingMeta, Status
 from recorder.seek import Checkpoint, SeekIndexer
 from recorder.storage.base import RecordingWriter, Storage
-from recorder.stream import CastHeader, CastScanner
+from recorder.stream import CastScanner, ReceivedHeader
 from tssh.identity.base import Peer
 
 log = logging.getLogger("tssh.recorder")
@@ -51,7 +51,7 @@ class Reindexed:
 
 
 @dataclass
-class Recording:
+class IngestRecording:
     """One recording being uploaded: appends, syncs (the ack point) and finishes it."""
 
     service: RecorderService
@@ -150,8 +150,8 @@ class RecorderService:
         await self.index.close()
 
     async def begin(
-        self, peer: Peer, address: str, header: CastHeader, warnings: tuple[str, ...] = ()
-    ) -> Recording:
+        self, peer: Peer, address: str, header: ReceivedHeader, warnings: tuple[str, ...] = ()
+    ) -> IngestRecording:
         start = time.time()
         rid = new_recording_id(start)
         conn = header.connection_id or _connection_fallback(start)
@@ -189,7 +189,7 @@ class RecorderService:
         self.text.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)
-        recording = Recording(self, meta, writer)
+        recording = IngestRecording(self, meta, writer)
         self.seeking[rid] = recording.seek
         return recording
 

@@ -31,7 +31,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
-class CastHeader:
+class ReceivedHeader:
     """The validated first line of a recording; ``fields`` is the whole object as sent."""
 
     fields: dict[str, Any]
@@ -63,7 +63,7 @@ def _no_constant(name: str) -> Any:
     raise CastError(f"asciicast header: {name} is not a JSON number")
 
 
-def parse_header(line: bytes) -> CastHeader:
+def parse_header(line: bytes) -> ReceivedHeader:
     """Validates an asciicast v2 header line (without its newline).
 
     Besides the fields below, the header must be storable and servable as strict JSON, since
@@ -102,10 +102,10 @@ def parse_header(line: bytes) -> CastHeader:
         not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)
     ):
         raise CastError("asciicast header: 'srcNodeTags' must be a list of strings")
-    return CastHeader(fields=fields, raw=line)
+    return ReceivedHeader(fields=fields, raw=line)
 
 
-def header_discrepancies(header: CastHeader, known: Peer | None) -> list[str]:
+def header_discrepancies(header: ReceivedHeader, known: Peer | None) -> list[str]:
     """Where the header's claims about the SSH client's node contradict the tailnet.
 
     ``srcNode*`` name the node the SSH connection came *from* (tailscaled fills them from its
@@ -150,7 +150,7 @@ class CastScanner:
 
     header_limit: int = HEADER_LIMIT
     line_limit: int = LINE_LIMIT
-    header: CastHeader | None = None
+    header: ReceivedHeader | None = None
     last_time: float | None = None
     exit_status: int | None = None
     received: int = 0

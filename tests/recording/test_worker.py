@@ -15,8 +15,8 @@ from tests.polling import wait_until
 from tests.recording.fake_recorder import Behavior, FakeRecorder
 from tests.recording.test_uploader import header, lines, options, output_of
 from tssh.errors import RecorderUnavailable, RecordingFailed
-from tssh.recording.remote import RecordingWorker, RemoteRecording
 from tssh.recording.targets import RecorderAddress
+from tssh.recording.worker_client import RecordingWorker, WorkerRecording
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def test_not_enforced_and_no_recorder_goes_on_unrecorded(
     assert stats.attempts[0].error
 
 
-async def _fill_until_paused(rec: RemoteRecording, paused: asyncio.Event,
+async def _fill_until_paused(rec: WorkerRecording, paused: asyncio.Event,
                              limit: int) -> bytes:
     """Write numbered lines until flow control pauses the session (bounded)."""
     written = bytearray()

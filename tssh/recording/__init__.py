@@ -8,8 +8,9 @@
 - ``transport``: one recorder connection, dial, probe and upload (v2 or v1), behind ``Sink``.
 - ``uploader``: the asyncio driver a session uses (``start_recording``): failover, buffer,
   backpressure; its docstring shows how.
-- ``worker``, ``relay``, ``remote``, ``outbox``: the recording worker process, the messages
-  that cross to it, the daemon's side of it, and the non-blocking writes both ends use.
+- ``worker``, ``worker_protocol``, ``worker_client``, ``outbox``: the recording worker
+  process (a ``RecordingJob`` per recording), the messages that cross to it, the daemon's
+  side of it (``WorkerRecording``), and the non-blocking writes both ends use.
 - ``local``: the debug fallback to a local ``.cast`` file.
 
 Nothing is re-exported here, so that importing a pure module pulls in no I/O.

@@ -1,7 +1,7 @@
 """The recording client's data: options of one recording, the recorders tried, its stats.
 
 Plain values that cross every layer: the session's side (``tssh.server.recording``), the
-daemon <-> worker messages (``relay``), the uploader and ``tssh status``.
+daemon <-> worker messages (``worker_protocol``), the uploader and ``tssh status``.
 """
 
 from __future__ import annotations

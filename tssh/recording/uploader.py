@@ -202,8 +202,8 @@ class Recording:
         """
         self._pause, self._resume = pause, resume
 
-    # ``at``: when it happened (the clock's time), if not now: a relay passes on the time
-    # its sender read the data.
+    # ``at``: when it happened (the clock's time), if not now: the recording worker passes on
+    # the time the daemon read the data.
 
     def output_nowait(self, data: bytes, at: float | None = None) -> None:
         """PTY output, or stdout of a non-PTY session."""
@@ -228,8 +228,8 @@ class Recording:
         self._record(lambda now: self._encoder.marker(now, label), at)
 
     def dropped_nowait(self, size: int) -> None:
-        """``size`` bytes of output were lost before they reached this recording (a relay's
-        full buffer, unenforced): counted, and marked like the recording's own drops."""
+        """``size`` bytes of output were lost before they reached this recording (the worker
+        client's full buffer, unenforced): counted, and marked like the recording's own drops."""
         if self._sink is None or self._closing or self.failure is not None or size <= 0:
             return
         self._flush_pending()

@@ -1,9 +1,9 @@
 """The recording worker: the daemon's process that encodes and uploads session recordings.
 
-Started by the daemon (``tssh.recording.remote``) as ``python -m tssh.recording.worker
+Started by the daemon (``tssh.recording.worker_client``) as ``python -m tssh.recording.worker
 --control-fd N``; never by hand. Each recording arrives as a start request with its own
-socket (``tssh.recording.relay``); the worker runs an ordinary ``Recording`` for it
-(``tssh.recording.uploader``: recorders in order, v2/v1, failover, acks, the bounded buffer)
+socket (``tssh.recording.worker_protocol``); a ``RecordingJob`` runs an ordinary ``Recording``
+for it (``tssh.recording.uploader``: recorders in order, v2/v1, failover, acks, the bounded buffer)
 and feeds it the frames the daemon writes, with the times the daemon read them.
 
 Backpressure crosses the process boundary through the socket: when an enforced recording's
@@ -32,18 +32,18 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.logformat import configure_logging
 from tssh.recording.model import Attempt
 from tssh.recording.outbox import Outbox
-from tssh.recording.relay import (
+from tssh.recording.uploader import Recording, start_recording
+from tssh.recording.worker_protocol import (
     DROPPED,
     EXIT,
     RESIZE,
     Frame,
     FrameReader,
     Kind,
-    RelayError,
     StartRequest,
+    WorkerProtocolError,
     encode_report,
 )
-from tssh.recording.uploader import Recording, start_recording
 
 log = logging.getLogger("tssh.recording")
 
@@ -51,13 +51,13 @@ READ_SIZE = 256 * 1024
 STATS_INTERVAL = 1.0  # seconds between stats reports while a recording changes
 EXIT_GRACE = 60.0  # after the daemon went away: how long recordings may still finish
 MAX_START_REQUEST = 1024 * 1024
-# One read buffer for every relay (one thread; FrameReader copies what it keeps): 256 KiB
+# One read buffer for every job (one thread; FrameReader copies what it keeps): 256 KiB
 # each would make the worker's memory grow by a quarter MiB per live recording.
 _READ_BUFFER = bytearray(READ_SIZE)
 _READ_VIEW = memoryview(_READ_BUFFER)
 
 
-class Relay:
+class RecordingJob:
     """One recording: frames in from the daemon, the upload out, reports back."""
 
     def __init__(self, sock: socket.socket, request: StartRequest) -> None:
@@ -131,8 +131,8 @@ class Relay:
             return  # nothing may follow CLOSE
         try:
             frames = self._frames.feed(_READ_VIEW[:n])
-        except RelayError as e:
-            log.error("recording relay failed", extra={"reason": str(e)})
+        except WorkerProtocolError as e:
+            log.error("recording worker protocol failed", extra={"reason": str(e)})
             self._socket_ended()
             return
         for frame in frames:
@@ -203,11 +203,11 @@ class Relay:
 
 
 async def serve(control: socket.socket) -> None:
-    """Start a relay per request until the daemon closes the control socket."""
+    """Start a job per request until the daemon closes the control socket."""
     loop = asyncio.get_running_loop()
     control.setblocking(False)
     gone: asyncio.Future[None] = loop.create_future()
-    relays: set[asyncio.Task[None]] = set()
+    jobs: set[asyncio.Task[None]] = set()
 
     def on_request() -> None:
         while True:
@@ -232,22 +232,22 @@ async def serve(control: socket.socket) -> None:
             sock = socket.socket(fileno=fds[0])
             try:
                 request = StartRequest.decode(message)
-            except RelayError as e:
+            except WorkerProtocolError as e:
                 log.error("start request refused", extra={"reason": str(e)})
                 sock.close()
                 continue
-            task = loop.create_task(Relay(sock, request).run())
-            relays.add(task)
-            task.add_done_callback(relays.discard)
+            task = loop.create_task(RecordingJob(sock, request).run())
+            jobs.add(task)
+            task.add_done_callback(jobs.discard)
 
     loop.add_reader(control.fileno(), on_request)
     await gone
-    if relays:
-        await asyncio.wait(set(relays), timeout=EXIT_GRACE)
-    for task in list(relays):
+    if jobs:
+        await asyncio.wait(set(jobs), timeout=EXIT_GRACE)
+    for task in list(jobs):
         task.cancel()
-    if relays:
-        await asyncio.wait(set(relays), timeout=5)
+    if jobs:
+        await asyncio.wait(set(jobs), timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ from tssh.server.hostkeys import host_keypairs, load_host_keys
 from tssh.server.limits import ConnectionLimits
 from tssh.server.oidc import OidcApprover
 from tssh.server.policy_source import PolicySource, open_policy_source
-from tssh.server.recording import SessionRecorders
+from tssh.server.recording import RecordingService
 from tssh.server.screen import (
     AcceptScreen,
     Screened,
@@ -129,7 +129,7 @@ class Daemon:
         self._settled.set()
         self._generation = 0  # of policy and identity changes: which re-check is the latest
         self._lock = asyncio.Lock()
-        self._recorders = SessionRecorders(config, resolver)
+        self._recorders = RecordingService(config, resolver)
         self._forwarding = config.forwarding()
         self._hung_up = HungUpGroups()
         # Check mode: held logins and approvals (docs/daemon.md, "Check mode").

@@ -1,6 +1,6 @@
 """Session recording in the daemon: which sessions are recorded, where to, and the audit trail.
 
-The daemon owns one ``SessionRecorders``; a connection whose decision names recorders carries
+The daemon owns one ``RecordingService``; a connection whose decision names recorders carries
 a ``RecordingRequest``, and each of its sessions starts a ``SessionRecording`` before its
 process exists (docs/recording.md). Nothing slips past: shells, exec with and without a pty, and
 file transfers (``sftp``, ``scp``, ``rsync``) are all recorded. A transfer's recording holds
@@ -11,7 +11,7 @@ sessions are transfers the session decides (the sftp subsystem, or a command the
 execs itself: ``tssh.server.transfer``, docs/recording.md); nothing here guesses it from
 the command's text.
 
-Recordings run in the daemon's recording worker process (``tssh.recording.remote``): the
+Recordings run in the daemon's recording worker process (``tssh.recording.worker_client``): the
 daemon hands over raw bytes, the worker encodes and uploads them on another core. The session
 feeds its recording synchronously from its I/O callbacks: ``record`` comes before the same
 bytes are written to the channel, so output reaches the client only after it is in the
@@ -43,8 +43,8 @@ from tssh.identity.base import Peer, Resolver
 from tssh.policy import Decision
 from tssh.recording.asciicast import CastHeader, FittedHeader, HeaderTooLarge, fit_header
 from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
-from tssh.recording.remote import RecordingWorker, RemoteRecording
 from tssh.recording.targets import RecorderAddress, recorder_targets
+from tssh.recording.worker_client import RecordingWorker, WorkerRecording
 
 log = logging.getLogger("tssh.recording")
 audit = logging.getLogger("tssh.audit")
@@ -125,7 +125,7 @@ class _RecorderSeen:
                 "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.checked))}
 
 
-class SessionRecorders:
+class RecordingService:
     """The daemon's side of recording: targets, starts, the recordings still finishing."""
 
     def __init__(self, config: Config, resolver: Resolver,
@@ -263,7 +263,7 @@ class SessionRecorders:
 class RecordingRequest:
     """Carried by a connection whose rule names recorders; starts each session's recording."""
 
-    service: SessionRecorders
+    service: RecordingService
     rule: RecordingRule
 
     async def start(self, desc: SessionDescription,
@@ -274,7 +274,7 @@ class RecordingRequest:
 class SessionRecording:
     """One session's recording, fed from the session's callbacks (never blocks)."""
 
-    def __init__(self, service: SessionRecorders, recording: RemoteRecording,
+    def __init__(self, service: RecordingService, recording: WorkerRecording,
                  rule: RecordingRule, desc: SessionDescription) -> None:
         self._service = service
         self._recording = recording

@@ -2,7 +2,7 @@
 
 Recording costs CPU per byte (asciicast encoding, HTTP/2 framing, acks); the daemon hands
 that to a worker process so that it runs on another core while the daemon's event loop
-forwards the session (``tssh.recording.remote`` is the daemon's side, ``worker`` the
+forwards the session (``tssh.recording.worker_client`` is the daemon's side, ``worker`` the
 worker's). Three things cross:
 
 - A **start request**, one datagram on the control socket carrying the recording's own
@@ -14,7 +14,7 @@ worker's). Three things cross:
 - **Reports**, worker to daemon on the same socket: one JSON object per line (started,
   refused, stats, failed, closed), few and small.
 
-A frame the worker cannot parse means a bug or a corrupted stream: ``RelayError``, and the
+A frame the worker cannot parse means a bug or a corrupted stream: ``WorkerProtocolError``, and the
 recording fails (it is never silently resynchronised).
 """
 
@@ -51,7 +51,7 @@ class Kind(IntEnum):
     CLOSE = 8  # the session is done: finish the upload and report "closed"
 
 
-class RelayError(RecordingFailed):
+class WorkerProtocolError(RecordingFailed):
     """The daemon and the recording worker no longer understand each other."""
 
 
@@ -81,14 +81,15 @@ class FrameReader:
         while size - pos >= FRAME.size:
             kind, at, length = FRAME.unpack_from(buf, pos)
             if length > MAX_PAYLOAD:
-                raise RelayError(f"frame of {length} bytes from the daemon (corrupt stream)")
+                raise WorkerProtocolError(
+                    f"frame of {length} bytes from the daemon (corrupt stream)")
             end = pos + FRAME.size + length
             if end > size:
                 break
             try:
                 frames.append(Frame(Kind(kind), at, bytes(buf[pos + FRAME.size:end])))
             except ValueError:
-                raise RelayError(f"unknown frame kind {kind} from the daemon") from None
+                raise WorkerProtocolError(f"unknown frame kind {kind} from the daemon") from None
             pos = end
         if pos:
             del buf[:pos]
@@ -115,12 +116,12 @@ class ReportReader:
             try:
                 report = json.loads(line)
             except ValueError:
-                raise RelayError("unreadable report from the recording worker") from None
+                raise WorkerProtocolError("unreadable report from the recording worker") from None
             if not isinstance(report, dict) or not isinstance(report.get("type"), str):
-                raise RelayError("malformed report from the recording worker")
+                raise WorkerProtocolError("malformed report from the recording worker")
             reports.append(report)
         if len(self._buf) > MAX_REPORT:
-            raise RelayError("report line from the recording worker too long")
+            raise WorkerProtocolError("report line from the recording worker too long")
         return reports
 
 
@@ -161,4 +162,4 @@ class StartRequest:
                 options=RecordingOptions(**options),
             )
         except (ValueError, KeyError, TypeError) as e:
-            raise RelayError(f"malformed start request from the daemon: {e}") from None
+            raise WorkerProtocolError(f"malformed start request from the daemon: {e}") from None

@@ -12,19 +12,19 @@ from hypothesis import strategies as st
 from tssh.identity.base import Peer
 from tssh.recording.asciicast import CastHeader
 from tssh.recording.model import RecordingOptions
-from tssh.recording.relay import (
+from tssh.recording.targets import RecorderAddress
+from tssh.recording.worker_protocol import (
     FRAME,
     MAX_PAYLOAD,
     Frame,
     FrameReader,
     Kind,
-    RelayError,
     ReportReader,
     StartRequest,
+    WorkerProtocolError,
     encode_report,
     frame_header,
 )
-from tssh.recording.targets import RecorderAddress
 
 frames_strategy = st.lists(st.tuples(st.sampled_from(list(Kind)),
                                      st.floats(allow_nan=False, allow_infinity=False),
@@ -60,9 +60,9 @@ def test_an_incomplete_frame_waits_for_the_rest() -> None:
 
 
 def test_unknown_kind_and_oversized_frames_are_refused() -> None:
-    with pytest.raises(RelayError, match="unknown frame kind 99"):
+    with pytest.raises(WorkerProtocolError, match="unknown frame kind 99"):
         FrameReader().feed(FRAME.pack(99, 0.0, 0))
-    with pytest.raises(RelayError, match="corrupt"):
+    with pytest.raises(WorkerProtocolError, match="corrupt"):
         FrameReader().feed(FRAME.pack(Kind.OUTPUT, 0.0, MAX_PAYLOAD + 1))
 
 
@@ -75,7 +75,7 @@ def test_reports_are_json_lines_in_any_split() -> None:
 
 @pytest.mark.parametrize("line", [b"not json\n", b"[1]\n", b'{"no": "type"}\n'])
 def test_malformed_reports_are_refused(line: bytes) -> None:
-    with pytest.raises(RelayError):
+    with pytest.raises(WorkerProtocolError):
         ReportReader().feed(line)
 
 
@@ -96,5 +96,5 @@ def test_start_request_round_trips() -> None:
 @pytest.mark.parametrize("data", [b"", b"{}", b'{"targets": [], "header": {}, "options": {}}',
                                   b'{"targets": [["h"]], "header": 1, "options": []}'])
 def test_malformed_start_requests_are_refused(data: bytes) -> None:
-    with pytest.raises(RelayError, match="malformed start request"):
+    with pytest.raises(WorkerProtocolError, match="malformed start request"):
         StartRequest.decode(data)

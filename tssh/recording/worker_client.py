@@ -2,7 +2,7 @@
 
 ``RecordingWorker.start_recording`` has the meaning of ``uploader.start_recording`` (same
 arguments, same ``RecorderUnavailable``), but the recording runs in the worker process
-(``tssh.recording.worker``) and the daemon holds a ``RemoteRecording``: the ``*_nowait``
+(``tssh.recording.worker``) and the daemon holds a ``WorkerRecording``: the ``*_nowait``
 half of ``Recording``'s interface, plus ``close``, ``abort`` and ``stats``.
 
 What the daemon does per read is one ``sendmsg`` of the raw bytes; encoding and uploading
@@ -39,17 +39,17 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.recording.asciicast import CastHeader
 from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
 from tssh.recording.outbox import Outbox
-from tssh.recording.relay import (
+from tssh.recording.targets import RecorderAddress
+from tssh.recording.worker_protocol import (
     DROPPED,
     EXIT,
     RESIZE,
     Kind,
-    RelayError,
     ReportReader,
     StartRequest,
+    WorkerProtocolError,
     frame_header,
 )
-from tssh.recording.targets import RecorderAddress
 
 log = logging.getLogger("tssh.recording")
 
@@ -62,7 +62,7 @@ _NOTHING = RecordingStats(state="unrecorded", destination=None, protocol=None, b
                           events_dropped=0)  # before the worker said anything
 
 
-class RemoteRecording:
+class WorkerRecording:
     """A recording running in the worker; fed from the session's callbacks (never blocks)."""
 
     def __init__(self, sock: socket.socket, options: RecordingOptions,
@@ -229,7 +229,7 @@ class RemoteRecording:
             return
         try:
             reports = self._reports.feed(data)
-        except RelayError as e:
+        except WorkerProtocolError as e:
             self._lost(str(e))
             return
         for report in reports:
@@ -455,14 +455,14 @@ class RecordingWorker:
         self, recorders: Sequence[RecorderAddress], header: CastHeader, *,
         options: RecordingOptions,
         on_failure: Callable[[RecordingFailed], None] | None = None,
-    ) -> RemoteRecording:
+    ) -> WorkerRecording:
         """As ``uploader.start_recording``, in the worker."""
         request = StartRequest(tuple(recorders), header, options).encode()
         limit = options.connect_timeout + START_SLACK  # for the handover and the answer
         started_at = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
-        remote = RemoteRecording(ours, options, on_failure)
+        remote = WorkerRecording(ours, options, on_failure)
         sent: asyncio.Future[None] | None = None
         try:
             sent = self._ensure().send(request, theirs)
