@@ -138,6 +138,11 @@ class _HandOff(asyncio.Protocol):
         self._transport = None
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _start_worker(channel: socket.socket, handoff: socket.socket) -> subprocess.Popen[bytes]:
     """``python -m tssh.server.worker`` with its ends of the two socketpairs (a fork and
     exec, no waiting)."""
@@ -256,8 +261,10 @@ class Supervisor:
             their_handoff.close()
         handoff.setblocking(False)
         channel = await Channel.open(ours)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready.add_done_callback(_retrieve)  # a failed start is logged where it is awaited
         worker = WorkerProcess(index, proc, channel, ControlChannel(handoff, lambda e: None),
-                               asyncio.get_running_loop().create_future())
+                               ready)
         channel.send({"op": "start", "config": encode_config(self.config), "index": index,
                       "journal": self._audit is not None and self._audit.journal is not None})
         worker.follower = asyncio.create_task(self._follow(worker))
@@ -499,6 +506,11 @@ class Supervisor:
                 "pending": [p for _w, s in answers for p in s["checks"]["pending"]],
                 "approvals": answers[0][1]["checks"]["approvals"] if answers else [],
             },
+            # The first running one (each worker starts its own at its first recording);
+            # ``workers`` lists each.
+            "recordingWorker": next((s["recordingWorker"] for _w, s in answers
+                                     if s["recordingWorker"]["pid"] is not None),
+                                    {"pid": None}),
             "workers": [{"pid": w.pid, "serving": w.serving,
                          "connections": len(w.live), "recordingWorker": next(
                              (s["recordingWorker"] for x, s in answers if x is w), None)}
