@@ -53,8 +53,13 @@ GIB = 1024 * MIB
 TSSH_LIMITS = ("--max-startups", "1000", "--per-source-max-startups", "1000")
 
 
-def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> int:
-    """Wait for every process (killing those still running at ``timeout``); failures."""
+def run_at_once(t: Target, argv: list[str], count: int, what: str,
+                timeout: float) -> float:
+    """Start ``count`` copies of ``argv`` at once; seconds until the last exits (those still
+    running at ``timeout`` are killed). RuntimeError if any failed."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(count)]
     deadline = time.monotonic() + timeout
     failed = 0
     for proc in procs:
@@ -64,35 +69,24 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> int:
             proc.kill()
             status = proc.wait()
         failed += status != 0
-    return failed
+    elapsed = time.perf_counter() - start
+    if failed:
+        raise RuntimeError(f"{t.name}: {failed} of {count} {what} failed")
+    return elapsed
 
 
 def downloads(t: Target, user: str, streams: int, size: int) -> tuple[float, float]:
     """``streams`` downloads of ``size`` bytes at once: aggregate bytes/s, CPU s per GiB."""
     with CpuSampler(t.pid) as sampler:
-        start = time.perf_counter()
-        procs = [subprocess.Popen(t.ssh(user, f"head -c {size} /dev/zero"),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-                 for _ in range(streams)]
-        failed = _wait_all(procs, 600)
-        elapsed = time.perf_counter() - start
-    if failed:
-        raise RuntimeError(f"{t.name}: {failed} of {streams} downloads failed")
+        elapsed = run_at_once(t, t.ssh(user, f"head -c {size} /dev/zero"), streams,
+                              "downloads", 600)
     moved = streams * size
     return moved / elapsed, sampler.seconds / (moved / GIB)
 
 
 def burst(t: Target, user: str, logins: int) -> float:
     """Seconds from starting ``logins`` ``ssh host true`` at once until the last exits."""
-    start = time.perf_counter()
-    procs = [subprocess.Popen(t.ssh(user, "true"), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(logins)]
-    failed = _wait_all(procs, 300)
-    elapsed = time.perf_counter() - start
-    if failed:
-        raise RuntimeError(f"{t.name}: {failed} of {logins} logins failed")
-    return elapsed
+    return run_at_once(t, t.ssh(user, "true"), logins, "logins", 300)
 
 
 def _parse_workers(text: str) -> list[int]:
