@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +80,10 @@ def bench_user() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def tssh_daemon(work: Path, user: str) -> Iterator[Target]:
+def tssh_daemon(work: Path, user: str, name: str = "tssh",
+                extra_args: Sequence[str] = ()) -> Iterator[Target]:
+    """A ``tssh daemon`` whose policy lets the client in as any non-root user; ``name``
+    keeps the state and log of several daemons in one run apart."""
     netmap = {"self": "server", "nodes": [
         {"name": "server", "id": "nS", "addresses": [TSSH_IP], "tags": ["tag:bench"]},
         {"name": "client", "id": "nC", "addresses": [CLIENT_IP], "user": "bench@example.com"},
@@ -93,16 +96,16 @@ def tssh_daemon(work: Path, user: str) -> Iterator[Target]:
     (work / "netmap.json").write_text(json.dumps(netmap))
     (work / "policy.json").write_text(json.dumps(policy))
     port = free_port(TSSH_IP)
-    log = (work / "tssh.log").open("wb")
+    log = (work / f"{name}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tssh", "daemon", "--netmap", str(work / "netmap.json"),
          "--policy", str(work / "policy.json"), "--port", str(port), "--state-dir",
-         str(work / "tssh-state"), "--log-level", "warning"],
+         str(work / f"{name}-state"), "--log-level", "warning", *extra_args],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(TSSH_IP, port, proc)
-        yield Target("tssh", TSSH_IP, port, proc.pid, None)
+        yield Target(name, TSSH_IP, port, proc.pid, None)
     finally:
         stop_process(proc)
         log.close()

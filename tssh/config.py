@@ -131,6 +131,9 @@ class Config:
     # A transfer stream the audit cannot parse: "pass" it on (audited as unparsable), or
     # "cut" the session.
     audit_unparsable: AuditUnparsable = "pass"
+    # Processes serving SSH connections (docs/daemon.md, "Worker processes"); 1: the daemon's
+    # own process serves them all.
+    workers: int = 1
 
 
 # --- value parsers --------------------------------------------------------------------------
@@ -188,6 +191,13 @@ def _whole(value: object, low: int, high: int, unit: str) -> int:
 
 def _count(value: object, _base: Path) -> int:
     return _whole(value, 1, MAX_SESSIONS_LIMIT, "a whole number")
+
+
+WORKERS_LIMIT = 256
+
+
+def _workers(value: object, _base: Path) -> int:
+    return _whole(value, 1, WORKERS_LIMIT, "a whole number of processes")
 
 
 CHECK_TIMEOUT_LIMIT = 86_400
@@ -346,6 +356,7 @@ PARSERS: dict[str, Parser] = {
     "audit_max_bytes": _audit_bytes,
     "audit_files": _audit_files,
     "audit_unparsable": _choice(get_args(AuditUnparsable)),
+    "workers": _workers,
 }
 # Keys only the file can set (a table has no environment or flag spelling).
 FILE_ONLY_KEYS = frozenset({"match"})

@@ -78,6 +78,9 @@ def require_tool(name: str) -> str:
 
 
 TEST_MAX_STARTUPS = "256"
+# TSSH_E2E_WORKERS=2: every daemon of the suite runs with that many worker processes
+# (docs/daemon.md, "Worker processes"); unset, with the default (one process).
+E2E_WORKERS = os.environ.get("TSSH_E2E_WORKERS")
 
 
 @dataclass
@@ -107,7 +110,8 @@ class TsshDaemon:
             "--state-dir", str(self.state_dir),
             # Tests open many connections at once; the default random early drop (sshd's
             # 10:30:100) is driven on its own in test_limits.py and tests/server.
-            "--max-startups", TEST_MAX_STARTUPS, *self.extra_args,
+            "--max-startups", TEST_MAX_STARTUPS,
+            *(("--workers", E2E_WORKERS) if E2E_WORKERS else ()), *self.extra_args,
         ]
 
     def start(self, expect_listening: bool = True) -> None:

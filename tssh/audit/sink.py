@@ -106,6 +106,17 @@ class AuditFile:
             self._fd = -1
 
 
+def encode_record(record: logging.LogRecord, *,
+                  journal: bool) -> tuple[bytes, dict[str, str] | None]:
+    """An audit record as its line in the file and, with ``journal``, its journal fields;
+    in the process that logged it (the connection's fields are context variables there)."""
+    entry = audit_entry(record.created, record_fields(record), record.getMessage(),
+                        connection_defaults())
+    line = to_line(entry)
+    fields = audit_fields(entry, line, syslog_priority(record.levelno)) if journal else None
+    return line, fields
+
+
 @dataclass(frozen=True)
 class _Line:
     data: bytes
@@ -143,15 +154,14 @@ class AuditSink(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            entry = audit_entry(record.created, record_fields(record), record.getMessage(),
-                                connection_defaults())
-            line = to_line(entry)
-            journal = None
-            if self.journal is not None:
-                journal = audit_fields(entry, line, syslog_priority(record.levelno))
+            line, journal = encode_record(record, journal=self.journal is not None)
             self._queue.put(_Line(line, journal))
         except Exception:
             self.handleError(record)
+
+    def put(self, line: bytes, journal: dict[str, str] | None) -> None:
+        """An event another process encoded (a worker process's, docs/daemon.md)."""
+        self._queue.put(_Line(line, journal if self.journal is not None else None))
 
     def _run(self) -> None:
         stopping = False

@@ -52,6 +52,7 @@ HELP = {
     "audit_max_bytes": "size at which the audit log (audit.jsonl) is rotated",
     "audit_files": "audit log files kept, the current one included",
     "audit_unparsable": "a transfer stream the audit cannot parse: pass or cut",
+    "workers": "processes serving SSH connections (1: the daemon's own)",
 }
 _DEST = "config_"  # prefix of the argparse destinations, kept apart from a command's own
 

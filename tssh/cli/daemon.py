@@ -88,12 +88,15 @@ async def _explain(config: Config, policy: Policy | None, resolver: Resolver, no
 async def _serve(config: Config) -> int:
     from tssh.server.control import ControlServer, control_socket_path
     from tssh.server.daemon import Daemon
+    from tssh.server.supervisor import Supervisor
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    daemon = Daemon(config, open_resolver(config))
+    resolver = open_resolver(config)
+    # docs/daemon.md, "Worker processes"
+    daemon = Supervisor(config, resolver) if config.workers > 1 else Daemon(config, resolver)
     control = ControlServer(control_socket_path(config.state_dir), daemon)
     try:
         await daemon.start()

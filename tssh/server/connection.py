@@ -119,6 +119,10 @@ class TsshServerConnection(asyncssh.SSHServerConnection):
 
     # Who the listener found the peer to be at accept (tssh.server.screen), for the login.
     screened: Screened | None = None
+    # A connection a supervisor handed to this worker process (tssh.server.handoff): its id
+    # there, and what the supervisor read from it before handing it over.
+    handoff_id: int | None = None
+    early: bytes = b""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: Any, acceptor: Any = None,
                  error_handler: Any = None, wait: str | None = None) -> None:
@@ -167,6 +171,9 @@ class TsshServerConnection(asyncssh.SSHServerConnection):
     def connection_made(self, transport: Any) -> None:
         self._tssh_sock = transport.get_extra_info("socket")
         super().connection_made(transport)
+        if self.early:
+            early, self.early = self.early, b""
+            self.data_received(early)
 
     def data_received(self, data: bytes, datatype: Any = None) -> None:
         super().data_received(data, datatype)

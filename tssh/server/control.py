@@ -33,15 +33,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import socket
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from tssh.errors import ControlError, TsshError
 
@@ -54,6 +55,16 @@ log = logging.getLogger(__name__)
 
 def control_socket_path(state_dir: Path) -> Path:
     return state_dir / SOCKET_NAME
+
+
+T = TypeVar("T")
+MaybeAwaitable: TypeAlias = T | Awaitable[T]
+
+
+async def _settled(value: MaybeAwaitable[T]) -> T:
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 class ControlHandler(Protocol):
@@ -75,15 +86,16 @@ class ControlHandler(Protocol):
         """
         ...
 
-    def check_list(self) -> list[dict[str, object]]:
-        """Logins held for a check: {"id", "node", "login", "localUser", "since", "url"}."""
+    def check_list(self) -> MaybeAwaitable[list[dict[str, object]]]:
+        """Logins held for a check: {"id", "node", "login", "localUser", "since", "url"}.
+        (These three may answer at once or, across worker processes, asynchronously.)"""
         ...
 
-    def check_approve(self, hold_id: str) -> dict[str, object]:
+    def check_approve(self, hold_id: str) -> MaybeAwaitable[dict[str, object]]:
         """Approve a held login; raises a TsshError for an id that is not held."""
         ...
 
-    def check_deny(self, hold_id: str) -> dict[str, object]: ...
+    def check_deny(self, hold_id: str) -> MaybeAwaitable[dict[str, object]]: ...
 
     async def check_revoke(self, login: str | None) -> dict[str, object]:
         """Drop approvals (all, or ``login``'s); end the live connections only they admit."""
@@ -233,14 +245,16 @@ class ControlServer:
             await self._handler.set_ssh(enabled)
             return {"ok": True, "result": {"ssh": enabled}}
         if op == "check.list":
-            return {"ok": True, "result": {"pending": self._handler.check_list()}}
+            return {"ok": True,
+                    "result": {"pending": await _settled(self._handler.check_list())}}
         if op in ("check.approve", "check.deny"):
             hold_id = request.get("id")
             if not isinstance(hold_id, str) or not hold_id.strip():
                 return _error(f"{op}: id must be the held login's id (tssh check list)")
             if op == "check.approve":
-                return {"ok": True, "result": self._handler.check_approve(hold_id)}
-            return {"ok": True, "result": self._handler.check_deny(hold_id)}
+                return {"ok": True,
+                        "result": await _settled(self._handler.check_approve(hold_id))}
+            return {"ok": True, "result": await _settled(self._handler.check_deny(hold_id))}
         if op == "check.revoke":
             login = request.get("login")
             if login is not None and (not isinstance(login, str) or not login):

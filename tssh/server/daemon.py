@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncssh
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -45,6 +46,7 @@ from tssh.server.check import (
 )
 from tssh.server.connection import HOST_KEY_ALGS, TsshServerConnection, algorithm_options
 from tssh.server.control import check_private_dir
+from tssh.server.handoff import HandedConnection
 from tssh.server.hostkeys import host_keypairs, load_host_keys
 from tssh.server.limits import ConnectionLimits
 from tssh.server.oidc import OidcApprover
@@ -58,7 +60,7 @@ from tssh.server.screen import (
     refusal_bytes,
 )
 from tssh.server.session import HungUpGroups
-from tssh.server.startups import StartupLimiter
+from tssh.server.startups import StartupLimiter, begin_startup
 from tssh.socket_owner import loopback_peer_uid
 
 log = logging.getLogger("tssh.daemon")
@@ -95,14 +97,95 @@ def write_ssh_enabled(state_dir: Path, enabled: bool) -> None:
     os.replace(tmp, state_dir / STATE_FILE)
 
 
+def open_audit_sink(config: Config) -> AuditSink:
+    """The state directory made and checked, and its audit log open: a daemon must not run
+    unaudited."""
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Host keys and the SSH switch live here: another user able to write it could plant
+    # a host key for us to serve. Checked before anything is read from it.
+    check_private_dir(config.state_dir)
+    sink = AuditSink.for_state_dir(config.state_dir, config.audit_max_bytes,
+                                   config.audit_files, Journal.if_present())
+    try:
+        sink.start()
+    except OSError as e:
+        raise TsshError(f"cannot open the audit log in {config.state_dir}: "
+                        f"{e.strerror or e}") from None
+    return sink
+
+
+def listen_addresses(config: Config, self_node: Peer) -> tuple[str, ...]:
+    addresses = config.listen or self_node.addresses
+    if not addresses:
+        raise ConfigError(
+            f"node {self_node.name!r} has no addresses to listen on; set listen in the config"
+        )
+    return addresses
+
+
+async def open_listeners(config: Config, addresses: tuple[str, ...],
+                         factory: Callable[[], asyncio.Protocol]) -> list[asyncio.Server]:
+    """One listener per address, each connection starting with ``factory()``'s protocol;
+    TsshError (and none left open) if one cannot be opened."""
+    loop = asyncio.get_running_loop()
+    # With the wireguard backend the sockets take only packets that came through the
+    # WireGuard interface (the kernel refuses the rest); refusing to start beats silently
+    # losing that boundary, so a failed device binding is an error.
+    device = listen_device(config)
+    listeners: list[asyncio.Server] = []
+    try:
+        for address in addresses:
+            sock = open_listening_socket(address, config.port, device=device)
+            try:
+                server = await loop.create_server(factory, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(server)
+    except OSError as e:
+        await close_listeners(listeners)
+        raise TsshError(f"cannot listen on {address} port {config.port}: "
+                        f"{e.strerror or e}") from None
+    except BaseException:
+        await close_listeners(listeners)
+        raise
+    log.info("listening", extra={"addresses": list(addresses), "port": config.port,
+                                 "device": device})
+    return listeners
+
+
+async def close_listeners(listeners: list[asyncio.Server]) -> None:
+    for server in listeners:
+        server.close()
+    for server in listeners:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+class Supervised(Protocol):
+    """A worker process's daemon reports to its supervisor (``tssh.server.worker``)."""
+
+    def released(self, conn_id: int) -> None:
+        """The handed connection ``conn_id`` logged in or closed: its start-up slot is free."""
+        ...
+
+    def closed(self, conn_id: int) -> None: ...
+
+
 class Daemon:
-    """Lifecycle: ``await start()``, serve until stopped, ``await close()``."""
+    """Lifecycle: ``await start()``, serve until stopped, ``await close()``.
+
+    With ``supervised`` it is one worker process's (docs/daemon.md, "Worker processes"): no
+    listeners, no audit file, no switch of its own; the supervisor hands it connections
+    (``adopt``) after its own accept-time checks."""
 
     def __init__(self, config: Config, resolver: Resolver, *,
-                 local_owner: int | None = None) -> None:
+                 local_owner: int | None = None, supervised: Supervised | None = None) -> None:
         """``local_owner``: serve only local processes of this uid (the loopback demo)."""
         self.config = config
         self._local_owner = local_owner
+        self._supervised = supervised
+        self._handed: dict[TsshServer, int] = {}  # supervised: each connection's hand-off id
         self._resolver = resolver
         self._policy: PolicySource = open_policy_source(config, poll_interval=POLICY_POLL_SECONDS)
         self._decider: Decider | None = None
@@ -118,7 +201,6 @@ class Daemon:
         # an SSH handshake (docs/daemon.md, "A connection, step by step").
         self._screen = AcceptScreen(resolver.whois)
         self._screening = Screening()
-        self._startups_refused = 0
         self._enabled = True
         self._watch_task: asyncio.Task[None] | None = None
         self._identity_task: asyncio.Task[None] | None = None
@@ -145,27 +227,12 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Host keys and the SSH switch live here: another user able to write it could plant
-        # a host key for us to serve. Checked before anything is read from it.
-        check_private_dir(config.state_dir)
-        self._audit = AuditSink.for_state_dir(config.state_dir, config.audit_max_bytes,
-                                              config.audit_files, Journal.if_present())
-        try:
-            self._audit.start()
-        except OSError as e:
-            self._audit = None
-            raise TsshError(f"cannot open the audit log in {config.state_dir}: "
-                            f"{e.strerror or e}") from None
+        if self._supervised is None:  # a worker's events go to its supervisor's log
+            self._audit = open_audit_sink(config)
         await self._policy.start()
         self._decider = self._policy.current()
         self._self_node = await self._resolver.self_node()
-        self._addresses = config.listen or self._self_node.addresses
-        if not self._addresses:
-            raise ConfigError(
-                f"node {self._self_node.name!r} has no addresses to listen on; "
-                "set listen in the config"
-            )
+        self._addresses = listen_addresses(config, self._self_node)
         keys = await asyncio.to_thread(load_host_keys, config.host_keys, config.state_dir)
         self._options = await asyncssh.SSHServerConnectionOptions.construct(
             server_factory=lambda: TsshServer(
@@ -186,8 +253,9 @@ class Daemon:
         self._load_approvals()
         if config.check_oidc_issuer is not None:
             await self._start_oidc()
-        self._enabled = read_ssh_enabled(config.state_dir)
-        if self._enabled:
+        # Supervised, it serves what it is handed; the supervisor keeps the switch.
+        self._enabled = self._supervised is not None or read_ssh_enabled(config.state_dir)
+        if self._enabled and self._supervised is None:
             await self._open_listeners()
         self._watch_task = asyncio.create_task(self._follow_policy())
         if isinstance(self._resolver, Reloadable):
@@ -238,36 +306,27 @@ class Daemon:
                                      lambda text: refusal_bytes(version, text),
                                      self._screening)
 
-        # With the wireguard backend the sockets take only packets that came through the
-        # WireGuard interface (the kernel refuses the rest); refusing to start beats silently
-        # losing that boundary, so a failed device binding is an error.
-        device = listen_device(self.config)
-        try:
-            for address in self._addresses:
-                sock = open_listening_socket(address, self.config.port, device=device)
-                try:
-                    server = await loop.create_server(factory, sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-                self._listeners.append(server)
-        except OSError as e:
-            await self._close_listeners()
-            raise TsshError(f"cannot listen on {address} port {self.config.port}: "
-                            f"{e.strerror or e}") from None
-        except BaseException:
-            await self._close_listeners()
-            raise
-        log.info("listening", extra={"addresses": list(self._addresses),
-                                     "port": self.config.port, "device": device})
+        self._listeners = await open_listeners(self.config, self._addresses, factory)
 
     async def _close_listeners(self) -> None:
         listeners, self._listeners = self._listeners, []
-        for server in listeners:
-            server.close()
-        for server in listeners:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+        await close_listeners(listeners)
+
+    async def adopt(self, handed: HandedConnection) -> None:
+        """Serve a connection the supervisor accepted and screened (supervised only). It
+        asks the identity backend again at login: the supervisor's answer stays there."""
+        loop = asyncio.get_running_loop()
+        conn = TsshServerConnection(loop, self._options, None, None)
+        conn.handoff_id, conn.early = handed.id, handed.early
+        try:
+            await loop.connect_accepted_socket(lambda: conn, sock=handed.sock)
+        except OSError as e:
+            handed.sock.close()
+            log.warning("a handed connection could not be served",
+                        extra={"error": str(e), "handoff": handed.id})
+            if self._supervised is not None and conn.handoff_id not in self._handed.values():
+                self._supervised.released(handed.id)
+                self._supervised.closed(handed.id)
 
     async def _end_connections(self, message: str) -> None:
         self._screening.close()
@@ -327,14 +386,12 @@ class Daemon:
                            "uid": uid, "served_uid": self._local_owner},
                 )
                 return False
-        if not self._startups.begin(server.peer_ip):
-            self._startups_refused += 1
-            if self._startups_refused in (1, 10, 100) or self._startups_refused % 1000 == 0:
-                log.warning(
-                    "too many connections logging in; closing new ones at once",
-                    extra={"peer_ip": server.peer_ip, "refused": self._startups_refused,
-                           "logging_in": self._startups.in_progress},
-                )
+        if self._supervised is not None:  # the supervisor gave it a start-up slot
+            handoff_id = getattr(server.conn, "handoff_id", None)
+            if not isinstance(handoff_id, int):
+                return False
+            self._handed[server] = handoff_id
+        elif not begin_startup(self._startups, server.peer_ip):
             return False
         self._logging_in.add(server)
         self._connections.add(server)
@@ -343,11 +400,17 @@ class Daemon:
     def login_finished(self, server: TsshServer) -> None:
         if server in self._logging_in:
             self._logging_in.discard(server)
-            self._startups.end(server.peer_ip)
+            if self._supervised is None:
+                self._startups.end(server.peer_ip)
+            else:
+                self._supervised.released(self._handed[server])
 
     def connection_closed(self, server: TsshServer) -> None:
         self.login_finished(server)
         self._connections.discard(server)
+        handoff_id = self._handed.pop(server, None)
+        if self._supervised is not None and handoff_id is not None:
+            self._supervised.closed(handoff_id)
         for hold_id, (held_by, waiter) in list(self._hold_waiters.items()):
             if held_by is server:  # the client left while held: no hold stays behind
                 held = self._checks.drop(hold_id)
@@ -484,12 +547,12 @@ class Daemon:
                                   f"{e.strerror or e}") from None
         approver = OidcApprover(
             config.check_oidc_issuer, config.check_oidc_client_id, secret,
-            f"http://{_host_port(self._addresses[0], config.check_port)}",
+            f"http://{host_port(self._addresses[0], config.check_port)}",
             is_held=lambda hold_id: hold_id in self._checks.holds,
             approve=self._approve_oidc, claim=config.check_oidc_claim,
             max_age=config.check_oidc_max_age)
         hc = HypercornConfig()
-        hc.bind = [_host_port(a, config.check_port) for a in self._addresses]
+        hc.bind = [host_port(a, config.check_port) for a in self._addresses]
         hc.accesslog = None
         hc.errorlog = logging.getLogger("hypercorn.error")
         hc.keep_alive_timeout = 10
@@ -553,6 +616,11 @@ class Daemon:
                                        approval=approval.id if approval else None):
                 ended += 1
         return {"revoked": [a.id for a in dropped], "connectionsEnded": ended}
+
+    def reload_approvals(self) -> None:
+        """Another worker process changed the saved approvals: take the file's."""
+        self._checks.approvals.clear()
+        self._load_approvals()
 
     def _load_approvals(self) -> None:
         try:
@@ -687,6 +755,11 @@ class Daemon:
 
     async def set_ssh(self, enabled: bool) -> None:
         async with self._lock:
+            if self._supervised is not None:  # the supervisor has the listeners and file
+                if not enabled:
+                    await self._end_connections(DISABLED_MESSAGE)
+                self._enabled = enabled
+                return
             if enabled != self._enabled:
                 if enabled:
                     await self._open_listeners()  # raises (and nothing changes) if it cannot
@@ -717,7 +790,7 @@ class Daemon:
         return {
             "ssh": self._enabled,
             "node": self._self_node.name if self._self_node else None,
-            "listening": [_host_port(a, self.config.port) for a in self._addresses]
+            "listening": [host_port(a, self.config.port) for a in self._addresses]
             if self._listeners else [],
             "addresses": list(self._addresses),
             "port": self.config.port,
@@ -754,5 +827,5 @@ def _tailnet_identity(peer: Peer) -> str:
     return peer.user or ",".join(peer.tags) or peer.name
 
 
-def _host_port(address: str, port: int) -> str:
+def host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

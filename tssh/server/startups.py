@@ -13,12 +13,15 @@ linearly to 100 % at ``full``) and ``per_source_max_startups`` (docs/daemon.md, 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tssh.config import Config, MaxStartups
+
+log = logging.getLogger("tssh.daemon")
 
 PER_SOURCE_STARTUPS = Config.per_source_max_startups
 MAX_STARTUPS = Config().max_startups
@@ -44,6 +47,7 @@ class StartupLimiter:
     random: Callable[[], float] = random.random
     _by_source: Counter[str] = field(default_factory=Counter)
     _count: int = 0
+    refused: int = 0  # connections refused so far (begin_startup counts them)
 
     def begin(self, source: str) -> bool:
         """Count a new connection from ``source``; False (not counted) if refused."""
@@ -68,3 +72,15 @@ class StartupLimiter:
     @property
     def in_progress(self) -> int:
         return self._count
+
+
+def begin_startup(limiter: StartupLimiter, source: str) -> bool:
+    """``limiter.begin``, logging refusals (the 1st, 10th, 100th, then every 1000th)."""
+    if limiter.begin(source):
+        return True
+    limiter.refused += 1
+    if limiter.refused in (1, 10, 100) or limiter.refused % 1000 == 0:
+        log.warning("too many connections logging in; closing new ones at once",
+                    extra={"peer_ip": source, "refused": limiter.refused,
+                           "logging_in": limiter.in_progress})
+    return False
