@@ -78,7 +78,7 @@ class Place:
         deadline = time.monotonic() + 60
         while subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}: "
+                raise RuntimeError(f"the server exited with {proc.returncode}: "
                                    f"{log.read_text(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {self.ip}:{port}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -82,12 +81,8 @@ def test_session_and_download_over_the_slow_lossy_link(
     assert len(download.stdout) == size and not download.stdout.strip(b"\0")
     mib_s = size / seconds / (1 << 20)
 
-    typed = subprocess.run(
-        [*link.argv("client", sys.executable, "-m", "tests.lab.typist",
-                    tssh.ip, str(tssh.port), user, "--seconds", "3", "--interval", "0.05")],
-        capture_output=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert typed.returncode == 0, typed.stderr
-    echoes = [ms for _, ms in typist.parse(typed.stdout.decode())]
+    echoes = [ms for _, ms in typist.run(typist.command(
+        link.argv("client"), tssh.ip, tssh.port, user, seconds=2.5))]
     p50, p99 = percentile(echoes, 50), percentile(echoes, 99)
     assert len(echoes) >= 10
     assert p50 >= 90  # each echo crosses the link and back

@@ -14,12 +14,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import asyncssh
 
 ECHO_TIMEOUT = 30.0  # seconds one echo may take before the run counts as failed
+REPO = Path(__file__).resolve().parents[2]
+
+
+def command(prefix: Sequence[str], host: str, port: int, user: str, *, seconds: float,
+            interval: float = 0.05, key: Path | None = None, bind: str | None = None,
+            kex: str | None = None, cipher: str | None = None) -> list[str]:
+    """The typist's argv, run after ``prefix`` (``ip netns exec NODE``); cwd: the repo."""
+    argv = [*prefix, sys.executable, "-m", "tests.lab.typist", host, str(port), user,
+            "--seconds", str(seconds), "--interval", str(interval)]
+    for flag, value in (("--key", key), ("--bind", bind), ("--kex", kex),
+                        ("--cipher", cipher)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run(argv: list[str]) -> list[tuple[float, float]]:
+    """Run a typist to its end: (sent at, echo ms) per keystroke; RuntimeError if it failed."""
+    out = subprocess.run(argv, capture_output=True, timeout=120, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"the typist failed ({out.returncode}): {out.stderr[-2000:]!r}")
+    return parse(out.stdout.decode())
 
 
 async def type_for(args: argparse.Namespace) -> int:
