@@ -120,12 +120,15 @@ def bench_user() -> Iterator[str]:
 
 @contextlib.contextmanager
 def tssh_daemon(work: Path, user: str, place: Place = Place(TSSH_IP), name: str = "tssh",
-                extra: tuple[str, ...] = ()) -> Iterator[Target]:
-    """``tssh daemon`` serving ``place``'s client node; ``extra``: more daemon flags."""
+                extra: tuple[str, ...] = (), strangers: tuple[str, ...] = ()) -> Iterator[Target]:
+    """``tssh daemon`` serving ``place``'s client node; ``extra``: more daemon flags;
+    ``strangers``: addresses of nodes the netmap knows and the policy lets do nothing."""
     netmap = {"self": "server", "nodes": [
         {"name": "server", "id": "nS", "addresses": [place.ip], "tags": ["tag:bench"]},
         {"name": "client", "id": "nC", "addresses": [place.client_ip],
          "user": "bench@example.com"},
+        *({"name": f"stranger{i}", "id": f"nX{i}", "addresses": [ip],
+           "user": "stranger@example.com"} for i, ip in enumerate(strangers)),
     ]}
     policy = {
         "tagOwners": {"tag:bench": ["bench@example.com"]},
