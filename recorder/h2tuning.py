@@ -13,12 +13,19 @@ Second, h2 logs every received frame with an eagerly built ``repr(frame)``, and 
 repr of a DATA frame copies the whole payload and hex-encodes it before keeping 20 characters:
 about a third of the recorder's CPU during a bulk upload. DATA frames get a repr that names the
 payload's size instead (only debug output changes).
+
+Third, the recorder refuses an upload (unknown node, no upload place) before it reads the
+body (docs/recorder.md, "Limits"), as RFC 9113 section 8.1 allows. hypercorn forgets a stream
+once the application has returned, and DATA the client was still sending then raises KeyError
+inside hypercorn, which ends the whole connection: the client sees a broken pipe instead of
+the answer. Such late DATA is dropped here, its bytes handed back to the connection's window.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import h2.events
 import h2.settings
 from hypercorn.protocol.h2 import H2Protocol
 from hyperframe.frame import DataFrame
@@ -46,7 +53,23 @@ def install() -> None:
         conn.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         await self._flush()
 
+    handle_events = H2Protocol._handle_events
+
+    async def _handle_events(self: Any, events: list[h2.events.Event]) -> None:
+        run: list[h2.events.Event] = []
+        for event in events:
+            if isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                await handle_events(self, run)  # the run may be what opens this stream
+                run = []
+                if event.stream_id not in self.streams:
+                    self.connection.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id)
+                    continue
+            run.append(event)
+        await handle_events(self, run)
+
     H2Protocol.initiate = initiate  # type: ignore[method-assign]
+    H2Protocol._handle_events = _handle_events  # type: ignore[method-assign]
     DataFrame._body_repr = _data_body_repr  # type: ignore[method-assign,assignment]
     _installed = True
 

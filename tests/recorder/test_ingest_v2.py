@@ -97,6 +97,29 @@ async def test_recorder_advertises_large_h2_windows(recorder: RecorderProc) -> N
         await up.close()
 
 
+async def test_body_sent_after_a_refusal_leaves_the_connection_up(recorder: RecorderProc) -> None:
+    """Refusals are answered before the body is read; DATA the client was still sending must
+    be dropped, not end the h2 connection (hypercorn raised KeyError on it: recorder/h2tuning.py).
+    A stranger's 403 here; an overloaded recorder's 503 takes the same path."""
+    import asyncio
+
+    up = await H2Upload.open("127.0.0.1", recorder.port, local_address=STRANGER)
+    try:
+        assert await up.wait_headers() == 403
+        await up.wait_end()
+        await asyncio.sleep(0.3)  # hypercorn forgets the stream once the application returned
+        up._conn.send_data(1, b"the rest of the body", end_stream=True)
+        up.status = None
+        up._got_headers.clear()
+        up._conn.send_headers(3, [(":method", "HEAD"), (":path", "/v2/event"),
+                                  (":scheme", "http"), (":authority", "recorder")],
+                              end_stream=True)
+        await up._flush()
+        assert await up.wait_headers() == 200  # the same connection answers the next request
+    finally:
+        await up.close()
+
+
 def test_data_frame_repr_does_not_hex_dump_the_payload() -> None:
     from hyperframe.frame import DataFrame
 
