@@ -33,7 +33,6 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_ssh import (  # noqa: E402
     CIPHER,
     KEX,
-    Place,
     Target,
     bench_user,
     clean_up_on_sigterm,
@@ -43,7 +42,7 @@ from benchmarks.bench_ssh import (  # noqa: E402
 )
 from tests.identity.wglab import lab_unavailable_reason, run  # noqa: E402
 from tests.lab import typist  # noqa: E402
-from tests.lab.link import LinkLab, Shape, link_lab  # noqa: E402
+from tests.lab.link import LinkLab, Shape, link_lab, server_place  # noqa: E402
 
 SHAPES = (Shape(100, 0.0), Shape(100, 0.01))
 BEFORE_WINDOW = 2 * 1024 * 1024  # asyncssh's default, what tssh used before channel_window
@@ -101,15 +100,11 @@ def main() -> int:
         link = stack.enter_context(link_lab())
         widen_tcp_buffers(link)
 
-        def place(port: int) -> Place:
-            return Place(link.address("server"), link.address("client"), port,
-                         tuple(link.argv("server")), tuple(link.argv("client")))
-
-        tssh = stack.enter_context(tssh_daemon(work, user, place(22)))
+        tssh = stack.enter_context(tssh_daemon(work, user, server_place(link.lab, 22)))
         before = stack.enter_context(tssh_daemon(
-            work, user, place(2222), name="tssh-2MiB",
+            work, user, server_place(link.lab, 2222), name="tssh-2MiB",
             extra=("--channel-window", str(BEFORE_WINDOW))))
-        sshd = stack.enter_context(stock_sshd(work, user, place(2200)))
+        sshd = stack.enter_context(stock_sshd(work, user, server_place(link.lab, 2200)))
         targets = [before, tssh, sshd]
         for t in targets:
             subprocess.run(t.ssh(user, "true"), check=True, timeout=60)  # warm up

@@ -140,11 +140,13 @@ async def garbage(args: argparse.Namespace) -> dict[str, Any]:
 
 async def slow_connection(host: str, port: int, give_up: float,
                           open_at: list[tuple[float, float]]) -> dict[str, Any]:
-    start = time.monotonic()
+    asked = time.monotonic()
     try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return {"lasted_s": 0.0, "version": False, "refused": True}
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), give_up)
+    except (OSError, TimeoutError):
+        return {"lasted_s": 0.0, "connect_s": time.monotonic() - asked, "version": False,
+                "refused": True}
+    start = time.monotonic()  # held from here: a SYN waiting in the backlog is not held
     got, i = b"", 0
     try:
         while time.monotonic() - start < give_up:
@@ -163,8 +165,8 @@ async def slow_connection(host: str, port: int, give_up: float,
         writer.close()
     lasted = time.monotonic() - start
     open_at.append((start, start + lasted))
-    return {"lasted_s": round(lasted, 3), "version": got.startswith(b"SSH-2.0-"),
-            "refused": False}
+    return {"lasted_s": round(lasted, 3), "connect_s": round(start - asked, 3),
+            "version": got.startswith(b"SSH-2.0-"), "refused": False}
 
 
 async def slowloris(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,7 +180,9 @@ async def slowloris(args: argparse.Namespace) -> dict[str, Any]:
     lasted = [r["lasted_s"] for r in results]
     return {"connections": len(results), "held_over_1s": len(held), "peak_held": peak,
             "got_version": sum(r["version"] for r in results),
-            "longest_s": max(lasted), "gave_up": sum(x >= args.seconds for x in lasted)}
+            "longest_s": max(lasted), "gave_up": sum(x >= args.seconds for x in lasted),
+            "slowest_connect_s": max(r["connect_s"] for r in results),
+            "refused": sum(r["refused"] for r in results)}
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.bench_ssh import Place
 from tests.identity.wglab import WG_PORT, Lab, build_lab, run
 from tests.processes import stop_process
 
@@ -85,6 +86,14 @@ class LinkLab:
     def close(self) -> None:
         self._stop_line()
         self.lab.close()
+
+
+def server_place(lab: Lab, port: int) -> Place:
+    """A server (tssh or sshd, benchmarks/bench_ssh.py) on the "server" node, listening on
+    ``port`` at its tailnet address, for clients on the "client" node."""
+    server, client = lab.nodes["server"], lab.nodes["client"]
+    return Place(server.address, client.address, port, tuple(lab.exec_argv("server")),
+                 tuple(lab.exec_argv("client")))
 
 
 @contextlib.contextmanager

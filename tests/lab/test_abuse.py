@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_ssh import Place, Target, bench_user, percentile, tssh_daemon
+from benchmarks.bench_ssh import Target, bench_user, percentile, tssh_daemon
 from tests.e2e.conftest import require_tool
 from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason
 from tests.lab import typist
+from tests.lab.link import server_place
 from tests.lab.results import Outcome, long_run, record
 
 pytestmark = pytest.mark.xdist_group("lab")
@@ -80,10 +81,8 @@ def abuse() -> Iterator[Abuse]:
         with tempfile.TemporaryDirectory(prefix="lab-abuse-") as tmp, bench_user() as user:
             work = Path(tmp)
             work.chmod(0o755)
-            n = lab.nodes
-            place = Place(n["server"].address, n["client"].address, 22,
-                          tuple(lab.exec_argv("server")), tuple(lab.exec_argv("client")))
-            with tssh_daemon(work, user, place, strangers=(n["intruder"].address,),
+            with tssh_daemon(work, user, server_place(lab, 22),
+                             strangers=(lab.nodes["intruder"].address,),
                              extra=("--login-grace-time", str(GRACE),
                                     "--log-level", "info")) as tssh:
                 yield Abuse(lab, tssh, user, work / "tssh.log")
@@ -201,7 +200,9 @@ def test_slowloris_on_the_daemon(abuse: Abuse) -> None:
                  f"login_grace_time ({GRACE} s); real logins from another node work meanwhile",
         observed=f"{result['held_over_1s']} held past 1 s (peak {result['peak_held']} at "
                  f"once), the longest {result['longest_s']:.1f} s, {result['gave_up']} never "
-                 f"closed; real logins during it: {len(worked)} of {len(logins)} "
+                 f"closed, {result['refused']} not connected (slowest connect "
+                 f"{result['slowest_connect_s']:.1f} s: the listen backlog); real logins "
+                 f"during it: {len(worked)} of {len(logins)} "
                  f"({', '.join(f'{s:.2f} s' for s in worked)})",
         passed=passed, rerun=f"{RERUN} -k slowloris",
         figures={"connections": count, "peak_held": result["peak_held"],

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_ssh import Place, Target, bench_user, percentile, tssh_daemon
+from benchmarks.bench_ssh import Target, bench_user, percentile, tssh_daemon
 from tests.e2e.conftest import require_tool
 from tests.identity.wglab import lab_unavailable_reason
 from tests.lab import typist
-from tests.lab.link import LinkLab, Shape, link_lab
+from tests.lab.link import LinkLab, Shape, link_lab, server_place
 from tests.lab.results import Outcome, long_run, record
 
 pytestmark = pytest.mark.xdist_group("lab")
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.xdist_group("lab")
 SHAPE = Shape(rtt_ms=100, loss=0.01)
 RERUN = "sudo .venv/bin/python -m pytest -n 0 tests/lab/test_links.py"
 SSH_PORT = 22
-
-
-def place(link: LinkLab) -> Place:
-    """The daemon on the server node, its client on the client node, across the link."""
-    return Place(link.address("server"), link.address("client"), SSH_PORT,
-                 tuple(link.argv("server")), tuple(link.argv("client")))
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def shaped() -> Iterator[tuple[LinkLab, Target, str]]:
             link_lab(shape=SHAPE) as link:
         work = Path(tmp)
         work.chmod(0o755)
-        with tssh_daemon(work, user, place(link)) as tssh:
+        with tssh_daemon(work, user, server_place(link.lab, SSH_PORT)) as tssh:
             yield link, tssh, user
 
 
