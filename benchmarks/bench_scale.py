@@ -120,7 +120,7 @@ def main() -> int:
         for n in args.workers:
             flags = TSSH_LIMITS if n == 1 else (*TSSH_LIMITS, "--workers", str(n))
             targets.append(stack.enter_context(
-                tssh_daemon(work, user, name=f"tssh-w{n}", extra_args=flags)))
+                tssh_daemon(work, user, name=f"tssh-w{n}", extra=flags)))
         sshd = stack.enter_context(stock_sshd(work, user))
         targets.append(sshd)
         for t in targets:  # warm up: host keys, the first account lookup

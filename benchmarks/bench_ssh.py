@@ -31,9 +31,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -49,7 +50,42 @@ SSHD_IP = "127.0.0.11"
 CLIENT_IP = "127.0.0.2"
 KEX = "curve25519-sha256"
 CIPHER = "aes128-gcm@openssh.com"
-SSH_OPTIONS = [*CLIENT_OPTIONS, "-o", f"KexAlgorithms={KEX}", "-c", CIPHER, "-b", CLIENT_IP]
+BASE_OPTIONS = [*CLIENT_OPTIONS, "-o", f"KexAlgorithms={KEX}", "-c", CIPHER]
+SSH_OPTIONS = [*BASE_OPTIONS, "-b", CLIENT_IP]
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a server runs and where its clients connect from: this machine's loopback
+    (the default), or a lab node's network namespace (``prefix``: the argv prefix that runs
+    a command there, ``client_prefix`` the same for the client's node)."""
+
+    ip: str
+    client_ip: str = CLIENT_IP
+    port: int | None = None  # None: a free loopback port
+    prefix: tuple[str, ...] = ()
+    client_prefix: tuple[str, ...] = ()
+
+    def pick_port(self) -> int:
+        return self.port if self.port is not None else free_port(self.ip)
+
+    def wait(self, port: int, proc: subprocess.Popen[Any], log: Path) -> None:
+        """Until the server accepts a connection from its clients' side."""
+        if not self.client_prefix:
+            wait_for_port(self.ip, port, proc, log=log)
+            return
+        probe = [*self.client_prefix, sys.executable, "-c", _PROBE, self.ip, str(port)]
+        deadline = time.monotonic() + 60
+        while subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}: "
+                                   f"{log.read_text(errors='replace')[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {self.ip}:{port}")
+            time.sleep(0.1)
+
+
+_PROBE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)"
 
 
 @dataclass
@@ -59,9 +95,12 @@ class Target:
     port: int
     pid: int
     identity: Path | None  # client key (sshd); tssh needs none
+    client_ip: str = CLIENT_IP
+    client_prefix: tuple[str, ...] = ()
 
     def ssh(self, user: str, *command: str) -> list[str]:
-        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port)]
+        argv = [*self.client_prefix, "ssh", *BASE_OPTIONS, "-b", self.client_ip,
+                "-p", str(self.port)]
         if self.identity is not None:
             argv += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         return [*argv, f"{user}@{self.ip}", *command]
@@ -80,39 +119,45 @@ def bench_user() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def tssh_daemon(work: Path, user: str, name: str = "tssh",
-                extra_args: Sequence[str] = ()) -> Iterator[Target]:
-    """A ``tssh daemon`` whose policy lets the client in as any non-root user; ``name``
-    keeps the state and log of several daemons in one run apart."""
+def tssh_daemon(work: Path, user: str, place: Place = Place(TSSH_IP), name: str = "tssh",
+                extra: tuple[str, ...] = (), strangers: tuple[str, ...] = ()) -> Iterator[Target]:
+    """``tssh daemon`` serving ``place``'s client node; ``extra``: more daemon flags;
+    ``strangers``: addresses of nodes the netmap knows and the policy lets do nothing."""
     netmap = {"self": "server", "nodes": [
-        {"name": "server", "id": "nS", "addresses": [TSSH_IP], "tags": ["tag:bench"]},
-        {"name": "client", "id": "nC", "addresses": [CLIENT_IP], "user": "bench@example.com"},
+        {"name": "server", "id": "nS", "addresses": [place.ip], "tags": ["tag:bench"]},
+        {"name": "client", "id": "nC", "addresses": [place.client_ip],
+         "user": "bench@example.com"},
+        *({"name": f"stranger{i}", "id": f"nX{i}", "addresses": [ip],
+           "user": "stranger@example.com"} for i, ip in enumerate(strangers)),
     ]}
     policy = {
         "tagOwners": {"tag:bench": ["bench@example.com"]},
         "ssh": [{"action": "accept", "src": ["bench@example.com"], "dst": ["tag:bench"],
                  "users": ["autogroup:nonroot"]}],
     }
-    (work / "netmap.json").write_text(json.dumps(netmap))
-    (work / "policy.json").write_text(json.dumps(policy))
-    port = free_port(TSSH_IP)
-    log = (work / f"{name}.log").open("wb")
+    (work / f"{name}-netmap.json").write_text(json.dumps(netmap))
+    (work / f"{name}-policy.json").write_text(json.dumps(policy))
+    port = place.pick_port()
+    log_path = work / f"{name}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tssh", "daemon", "--netmap", str(work / "netmap.json"),
-         "--policy", str(work / "policy.json"), "--port", str(port), "--state-dir",
-         str(work / f"{name}-state"), "--log-level", "warning", *extra_args],
+        [*place.prefix, sys.executable, "-m", "tssh", "daemon",
+         "--netmap", str(work / f"{name}-netmap.json"),
+         "--policy", str(work / f"{name}-policy.json"), "--port", str(port), "--state-dir",
+         str(work / f"{name}-state"), "--log-level", "warning", *extra],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(TSSH_IP, port, proc)
-        yield Target(name, TSSH_IP, port, proc.pid, None)
+        place.wait(port, proc, log_path)
+        yield Target(name, place.ip, port, proc.pid, None, place.client_ip,
+                     place.client_prefix)
     finally:
         stop_process(proc)
         log.close()
 
 
 @contextlib.contextmanager
-def stock_sshd(work: Path, user: str) -> Iterator[Target]:
+def stock_sshd(work: Path, user: str, place: Place = Place(SSHD_IP)) -> Iterator[Target]:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     Path("/run/sshd").mkdir(exist_ok=True)
     host_key = work / "sshd_host_ed25519"
@@ -122,21 +167,23 @@ def stock_sshd(work: Path, user: str) -> Iterator[Target]:
                        check=True)
     authorized = work / "authorized_keys"
     authorized.write_text((work / "client_ed25519.pub").read_text())
-    port = free_port(SSHD_IP)
+    port = place.pick_port()
     config = work / "sshd_config"
     config.write_text("\n".join([
-        f"Port {port}", f"ListenAddress {SSHD_IP}", f"HostKey {host_key}",
+        f"Port {port}", f"ListenAddress {place.ip}", f"HostKey {host_key}",
         f"AuthorizedKeysFile {authorized}", "UsePAM no", "StrictModes no",
         f"PidFile {work / 'sshd.pid'}", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "MaxStartups 1000", "MaxSessions 100",
         "Subsystem sftp /usr/lib/openssh/sftp-server", "",
     ]))
-    log = (work / "sshd.log").open("wb")
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log,
+    log_path = work / "sshd.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen([*place.prefix, sshd, "-D", "-e", "-f", str(config)], stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        wait_for_port(SSHD_IP, port, proc)
-        yield Target("openssh", SSHD_IP, port, proc.pid, client_key)
+        place.wait(port, proc, log_path)
+        yield Target("openssh", place.ip, port, proc.pid, client_key, place.client_ip,
+                     place.client_prefix)
     finally:
         stop_process(proc)
         log.close()

@@ -193,3 +193,13 @@ def test_audit_log_settings(tmp_path: Path) -> None:
     assert (config.audit_max_bytes, config.audit_files) == (1048576, 3)
     default = load_config(write(tmp_path, 'netmap = "m"\npolicy = "p"\n'), {}, {})
     assert (default.audit_max_bytes, default.audit_files) == (64 * 1024 * 1024, 5)
+
+
+def test_channel_window(tmp_path: Path) -> None:
+    path = write(tmp_path, 'netmap = "m"\npolicy = "p"\nchannel_window = 16777216\n')
+    assert load_config(path, {}, {}).channel_window == 16 * 1024 * 1024
+    default = load_config(write(tmp_path, 'netmap = "m"\npolicy = "p"\n'), {}, {})
+    assert default.channel_window == 8 * 1024 * 1024
+    with pytest.raises(ConfigError, match=r"TSSH_CHANNEL_WINDOW: must be whole bytes from "
+                                          r"65536 to 1073741824"):
+        load_config(path, {"TSSH_CHANNEL_WINDOW": "1000"}, {})

@@ -90,6 +90,9 @@ class Config:
     local_recording_dir: Path | None = None
     # Session channels one SSH connection may have open at once (sshd's MaxSessions).
     max_sessions: int = 64
+    # Bytes a client may send on a session channel before the daemon's program has read
+    # them (the SSH receive window; docs/config.md, "Channel window").
+    channel_window: int = 8 * 1024 * 1024
     # Connection limits, with sshd_config's meanings (docs/daemon.md, "Limits"); 0 is off.
     login_grace_time: int = 60
     max_startups: MaxStartups = field(default_factory=lambda: MaxStartups(10, 30, 100))
@@ -250,6 +253,14 @@ def _audit_bytes(value: object, _base: Path) -> int:
     return _whole(value, *AUDIT_MAX_BYTES_RANGE, "whole bytes")
 
 
+# An SSH window is a uint32 (RFC 4254 §5.2); below one 32 KiB packet nothing could be sent.
+CHANNEL_WINDOW_RANGE = (64 * 1024, 1 << 30)
+
+
+def _channel_window(value: object, _base: Path) -> int:
+    return _whole(value, *CHANNEL_WINDOW_RANGE, "whole bytes")
+
+
 def _audit_files(value: object, _base: Path) -> int:
     return _whole(value, 1, AUDIT_FILES_LIMIT, "whole files")
 
@@ -337,6 +348,7 @@ PARSERS: dict[str, Parser] = {
     "log_level": _choice(LOG_LEVELS),
     "local_recording_dir": _path,
     "max_sessions": _count,
+    "channel_window": _channel_window,
     "login_grace_time": _seconds_or_off,
     "max_startups": _max_startups,
     "per_source_max_startups": _count,

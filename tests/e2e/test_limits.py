@@ -125,3 +125,27 @@ def test_client_alive_closes_a_client_that_stopped_answering(
         os.kill(client.pid, signal.SIGCONT)
         client.kill()
         client.wait()
+
+
+def test_a_connection_that_never_asks_to_log_in_leaves_a_log_line(
+        daemon_factory: DaemonFactory) -> None:
+    """Bytes that are not SSH, and a client that waits out the grace time: each is closed
+    and logged (the audit log only has connections that asked to log in)."""
+    daemon = daemon_factory(["--login-grace-time", "1"])
+    with socket.create_connection((SERVER_IP, daemon.port), 5,
+                                  source_address=(ALICE_IP, 0)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        closed_after(s, 15)
+    with socket.create_connection((SERVER_IP, daemon.port), 5,
+                                  source_address=(ALICE_IP, 0)) as s:
+        s.sendall(b"SSH-2.0-OpenSSH_9.2 silent\r\n")
+        closed_after(s, 15)
+    deadline = time.monotonic() + 10
+    lines: list[dict[str, object]] = []
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        lines = [e for e in daemon.log_entries()  # (the fixture's port probe: 127.0.0.1)
+                 if e.get("msg") == "connection closed before login"
+                 and e.get("peer_ip") == ALICE_IP]
+    assert len(lines) == 2, lines
+    assert all(e["error"] for e in lines), lines  # why: the parse error, the timeout

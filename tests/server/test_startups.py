@@ -44,9 +44,21 @@ def test_early_drop_rolls_the_dice_between_start_and_full() -> None:
     rolls = iter([0.99, 0.10, 0.80])
     limiter = StartupLimiter(per_source=100, max_startups=MaxStartups(2, 50, 4),
                              random=lambda: next(rolls))
-    assert limiter.begin("a") and limiter.begin("b")  # below start: no dice
-    assert limiter.begin("c")  # 2 logging in: 50 %, and 0.99 passes
-    assert not limiter.begin("d")  # 3: 75 %, and 0.10 is dropped
-    assert limiter.begin("e")  # 3: 75 %, and 0.80 passes
-    assert not limiter.begin("f")  # 4 = full: refused without rolling (no rolls are left)
+    assert limiter.begin("a") and limiter.begin("a")  # below start: no dice
+    assert limiter.begin("a")  # 2 logging in: 50 %, and 0.99 passes
+    assert not limiter.begin("a")  # 3: 75 %, and 0.10 is dropped
+    assert limiter.begin("a")  # 3: 75 %, and 0.80 passes
+    assert not limiter.begin("a")  # 4 = full: refused without rolling (no rolls are left)
+    assert not limiter.begin("b")  # full: a new source too
     assert limiter.in_progress == 4
+
+
+def test_a_new_source_rolls_no_dice_below_full() -> None:
+    """One node holding its per-source share of half-open connections (slowloris) must not
+    turn away another node's login at random: its first connection passes until full."""
+    limiter = StartupLimiter(per_source=32, max_startups=MaxStartups(10, 30, 100),
+                             random=lambda: 0.0)  # every roll would drop
+    assert all(limiter.begin("intruder") for _ in range(10))  # up to start: no dice
+    assert not limiter.begin("intruder")  # its own 11th rolls, and is dropped
+    assert limiter.begin("laptop")  # another node's first connection: no dice
+    assert not limiter.begin("laptop")  # its second one rolls

@@ -29,6 +29,7 @@ HELP = {
     "log_level": "log level: debug, info, warning or error",
     "local_recording_dir": "debug: write recordings here when no recorder accepts them",
     "max_sessions": "session channels one SSH connection may have open at once",
+    "channel_window": "bytes a client may send on a session before its program reads them",
     "login_grace_time": "seconds a connection has to log in (0: no limit)",
     "max_startups": "start:rate:full random early drop of connections logging in",
     "per_source_max_startups": "connections logging in at once from one address",

@@ -225,6 +225,13 @@ class TsshServer(asyncssh.SSHServer):
             emit("connection.closed", "connection closed", self.audit_fields(),
                  duration=round(time.monotonic() - self._opened, 3),
                  sessions=self._session_count, error=str(exc) if exc else None)
+        elif not self._refused:
+            # It never asked to log in: a scan, a client that gave up, or bytes that are not
+            # SSH (docs/daemon.md, "A connection, step by step"). One line each, as sshd's.
+            log.info("connection closed before login", extra={
+                "conn": self.conn_id, "peer_ip": self.peer_ip, "peer_port": self.peer_port,
+                "duration": round(time.monotonic() - self._opened, 3),
+                "error": str(exc) if exc else None})
         self._gate.connection_closed(self)
 
     def _end_forwards(self) -> None:

@@ -245,6 +245,7 @@ class Daemon:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=True,
+            window=config.channel_window,  # session channels (docs/config.md)
             login_timeout=config.login_grace_time,  # 0: none, as asyncssh and sshd take it
             keepalive_interval=config.client_alive_interval,
             keepalive_count_max=config.client_alive_count_max,

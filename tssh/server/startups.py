@@ -8,7 +8,9 @@ SSH version exchange; authenticated connections do not count.
 
 The bounds are sshd's: ``max_startups = "start:rate:full"`` (random early drop: from
 ``start`` connections logging in, a new one is refused with probability ``rate`` %, rising
-linearly to 100 % at ``full``) and ``per_source_max_startups`` (docs/daemon.md, "Limits").
+linearly to 100 % at ``full``) and ``per_source_max_startups`` (docs/daemon.md, "Limits"),
+with one difference: the dice are rolled only for a source that already has a connection
+logging in, so a source's first connection is refused only at ``full``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class StartupLimiter:
         if self._by_source[source] >= self.per_source:
             return False
         chance = drop_probability(self.max_startups, self._count)
+        if chance < 1.0 and not self._by_source[source]:
+            # A node with nothing logging in rolls no dice: on a tailnet each source address
+            # is an authenticated node, so one node's half-open connections (32 of them,
+            # per_source) must not turn away every other node's login half the time.
+            chance = 0.0
         if chance and (chance >= 1.0 or self.random() < chance):
             return False
         self._by_source[source] += 1
