@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, SSH_OPTIONS, require_tool
-from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, run
+from tests.e2e.conftest import SSH_OPTIONS, require_tool
+from tests.identity.wglab import Lab, build_lab, lab_unavailable_reason, local_account, run
 from tests.processes import stop_process
 
 ALICE = "alice@example.com"
@@ -60,20 +60,6 @@ def write_inventory(lab: Lab, path: Path) -> None:
     path.write_text(json.dumps({"nodes": nodes}, indent=2))
 
 
-def listening(lab: Lab, node: str) -> set[str]:
-    """Local address:port of every listening TCP socket in ``node``'s namespace, as ``ss``
-    shows it: ``address%interface:port`` for a socket bound to an interface."""
-    out = run(*lab.exec_argv(node, "ss", "-ltnH"))
-    return {line.split()[3] for line in out.splitlines() if line.strip()}
-
-
-def bound_address(lab: Lab, node: str, port: int) -> str:
-    """How ``ss`` shows a listener on ``node``'s tailnet address bound to its WireGuard
-    interface."""
-    n = lab.nodes[node]
-    return f"{n.address}%{n.interface}:{port}"
-
-
 @dataclass
 class Tailnet:
     lab: Lab
@@ -89,13 +75,7 @@ class Tailnet:
 
     def http_get(self, node: str, path: str) -> tuple[int, bytes]:
         """GET the recorder's ``path`` from ``node``'s namespace: (status, body)."""
-        out = subprocess.run(
-            self.lab.exec_argv(node, sys.executable, "-c", HTTP_GET, self.recorder_url + path),
-            capture_output=True, timeout=30,
-        )
-        assert out.returncode == 0, out.stderr
-        status, _, body = out.stdout.partition(b"\n")
-        return int(status), body
+        return self.lab.http_get(node, self.recorder_url + path)
 
     @property
     def server(self) -> str:
@@ -128,48 +108,6 @@ class Tailnet:
         return refused[-1]
 
 
-# Run inside a namespace: prints the status line, then the body (stdlib only).
-HTTP_GET = """
-import sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
-        status, body = r.status, r.read()
-except urllib.error.HTTPError as e:
-    status, body = e.code, e.read()
-sys.stdout.buffer.write(b"%d\\n" % status + body)
-"""
-
-
-@contextlib.contextmanager
-def local_account() -> Iterator[tuple[str, Path]]:
-    name = f"tn{uuid.uuid4().hex[:10]}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
-    try:
-        yield name, Path(pwd.getpwnam(name).pw_dir)
-    finally:
-        subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
-
-
-def start(lab: Lab, node: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            lab.exec_argv(node, sys.executable, *argv), cwd=REPO, stdout=out,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-
-
-def wait_until_listening(lab: Lab, node: str, address: str,
-                         proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        if address in listening(lab, node):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {address} in {node}: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
     reason = lab_unavailable_reason()
@@ -192,23 +130,20 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
             recorder_log, daemon_log = workdir / "recorder.log", workdir / "daemon.log"
             processes = []
             try:
-                processes.append(start(lab, "recorder", [
+                processes.append(lab.start_python("recorder", [
                     "-m", "recorder", "--dst", str(workdir / "recordings"),
                     "--state-dir", str(workdir / "recorder-state"),
                     "--listen", f"{recorder.address}:{RECORDER_PORT}",
                     *identity, "--wireguard-interface", recorder.interface,
                     "--viewer", "group:auditors",
                 ], recorder_log))
-                processes.append(start(lab, "server", [
+                processes.append(lab.start_python("server", [
                     "-m", "tssh", "daemon", *identity,
                     "--wireguard-interface", server.interface, "--port", str(SSH_PORT),
                     "--recorder-port", str(RECORDER_PORT), "--state-dir", str(workdir / "state"),
                 ], daemon_log))
-                wait_until_listening(lab, "recorder",
-                                     bound_address(lab, "recorder", RECORDER_PORT),
-                                     processes[0], recorder_log)
-                wait_until_listening(lab, "server", bound_address(lab, "server", SSH_PORT),
-                                     processes[1], daemon_log)
+                lab.wait_until_listening("recorder", RECORDER_PORT, processes[0], recorder_log)
+                lab.wait_until_listening("server", SSH_PORT, processes[1], daemon_log)
                 yield Tailnet(lab, workdir, user, home, daemon_log, recorder_log)
             finally:
                 for proc in reversed(processes):
@@ -220,8 +155,8 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
 def test_daemon_and_recorder_listen_on_their_tailnet_addresses_only(tailnet: Tailnet) -> None:
     """...and only on their WireGuard interfaces (SO_BINDTODEVICE)."""
     lab = tailnet.lab
-    assert listening(lab, "server") == {bound_address(lab, "server", SSH_PORT)}
-    assert listening(lab, "recorder") == {bound_address(lab, "recorder", RECORDER_PORT)}
+    assert lab.listening("server") == {lab.bound_address("server", SSH_PORT)}
+    assert lab.listening("recorder") == {lab.bound_address("recorder", RECORDER_PORT)}
 
 
 def test_keyless_login_runs_a_command_and_returns_its_status(tailnet: Tailnet) -> None:

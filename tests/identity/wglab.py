@@ -8,13 +8,22 @@ stopped by PID, and the namespaces are deleted, in ``close`` (also on a failed s
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import shutil
 import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tests.processes import start_time, stop_pid
+
+REPO = Path(__file__).resolve().parents[2]
 UAPI_DIR = Path("/var/run/wireguard")
 WG_PORT = 51820
 
@@ -62,12 +71,77 @@ class Lab:
     nodes: dict[str, Node] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
+    # wireguard-go processes of a lab another program built, as (PID, start time)
+    foreign: list[tuple[int, int]] = field(default_factory=list)
 
     def exec_argv(self, node: str, *argv: str) -> list[str]:
         """``argv`` to run inside ``node``'s namespace."""
         return ["ip", "netns", "exec", self.nodes[node].netns, *argv]
 
+    def listening(self, node: str) -> set[str]:
+        """Local address:port of every listening TCP socket in ``node``'s namespace, as
+        ``ss`` shows it: ``address%interface:port`` for a socket bound to an interface."""
+        out = run(*self.exec_argv(node, "ss", "-ltnH"))
+        return {line.split()[3] for line in out.splitlines() if line.strip()}
+
+    def bound_address(self, node: str, port: int) -> str:
+        """How ``ss`` shows a listener on ``node``'s tailnet address bound to its WireGuard
+        interface."""
+        n = self.nodes[node]
+        return f"{n.address}%{n.interface}:{port}"
+
+    def http_get(self, node: str, url: str, timeout: float = 30) -> tuple[int, bytes]:
+        """GET ``url`` from ``node``'s namespace: (status, body)."""
+        out = subprocess.run(self.exec_argv(node, sys.executable, "-c", HTTP_GET, url),
+                             capture_output=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"GET {url} from {node} failed: {out.stderr.decode()[-2000:]}")
+        status, _, body = out.stdout.partition(b"\n")
+        return int(status), body
+
+    def start_python(self, node: str, argv: list[str], log: Path,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """``python ARGV`` of this repository in ``node``'s namespace, output to ``log``."""
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                self.exec_argv(node, sys.executable, *argv), cwd=REPO, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+            )
+
+    def wait_until_listening(self, node: str, port: int, proc: subprocess.Popen[bytes],
+                             log: Path, timeout: float = 30) -> None:
+        """Until ``proc`` listens on ``node``'s tailnet address and interface at ``port``;
+        RuntimeError (with the end of ``log``) if it exits first."""
+        address = self.bound_address(node, port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode}: "
+                                   f"{log.read_text(errors='replace')[-2000:]}")
+            if address in self.listening(node):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"nothing listens on {address} in {node}: "
+                           f"{log.read_text(errors='replace')[-2000:]}")
+
+    def state(self) -> dict[str, Any]:
+        """What ``from_state`` needs to close this lab from another process."""
+        pids = [(p.pid, start_time(p.pid)) for p in self.processes]
+        return {"suffix": self.suffix, "namespaces": self.namespaces,
+                "nodes": {name: asdict(node) for name, node in self.nodes.items()},
+                "wireguard": [[pid, t] for pid, t in [*pids, *self.foreign] if t is not None]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Lab:
+        return cls(suffix=state["suffix"], namespaces=list(state["namespaces"]),
+                   nodes={name: Node(**node) for name, node in state["nodes"].items()},
+                   foreign=[(pid, t) for pid, t in state["wireguard"]])
+
     def close(self) -> None:
+        for pid, started in self.foreign:
+            stop_pid(pid, started, grace=5)
+        self.foreign.clear()
         for proc in self.processes:
             proc.terminate()
         for proc in self.processes:
@@ -143,3 +217,26 @@ def build_lab(names: list[str], suffix: str | None = None) -> Lab:
         lab.close()
         raise
     return lab
+
+
+# Run inside a namespace: prints the status line, then the body (stdlib only).
+HTTP_GET = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=20) as r:
+        status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+sys.stdout.buffer.write(b"%d\\n" % status + body)
+"""
+
+
+@contextlib.contextmanager
+def local_account(prefix: str = "tn") -> Iterator[tuple[str, Path]]:
+    """A fresh local account with a home and bash, removed on the way out."""
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, capture_output=True)
+    try:
+        yield name, Path(pwd.getpwnam(name).pw_dir)
+    finally:
+        subprocess.run(["userdel", "-r", "-f", name], check=False, capture_output=True)
