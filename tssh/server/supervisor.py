@@ -34,7 +34,7 @@ from tssh.config import Config
 from tssh.errors import ConfigError, ControlError, TsshError
 from tssh.identity.base import Peer, Reloadable, Resolver
 from tssh.identity.follow import follow_identity_file
-from tssh.recording.remote import ControlChannel
+from tssh.recording.worker_client import ControlChannel
 from tssh.server.daemon import (
     POLICY_POLL_SECONDS,
     close_listeners,
