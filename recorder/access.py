@@ -1,8 +1,11 @@
 """Who may read recordings: viewers by tailnet identity, or holders of an API token.
 
 Decision (pure, ``decide``): a valid bearer token is allowed; otherwise the source address is
-resolved by the identity backend: unknown → 401, known and matching a ``--viewer`` selector →
-allowed, known but not a viewer (uploading nodes included) → 403.
+resolved by the identity backend: unknown → 401, known and matching a ``--viewer`` or an
+``--admin`` selector → allowed, known but neither (uploading nodes included) → 403.
+
+Admins (``--admin``, the same selectors) may also place and lift legal holds through the API
+(docs/recorder.md, "Retention"); a token never may: tokens are for automation that reads.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Reader:
     kind: Literal["peer", "token"]
     name: str
     node: str | None = None  # a peer's node name
+    admin: bool = False  # a peer matching an --admin selector
 
 
 @dataclass(frozen=True)
@@ -46,22 +50,37 @@ def is_viewer(
 
 
 def decide(
-    peer: Peer | None, selectors: tuple[str, ...], groups: Mapping[str, tuple[str, ...]]
+    peer: Peer | None, selectors: tuple[str, ...], groups: Mapping[str, tuple[str, ...]],
+    admins: tuple[str, ...] = (),
 ) -> Reader | Denied:
     if peer is None:
         return Denied(401, "unknown peer: use a viewer node of the tailnet or an API token")
-    if is_viewer(peer, selectors, groups):
-        return Reader("peer", peer.user or peer.name, peer.name)
+    admin = is_viewer(peer, admins, groups)
+    if admin or is_viewer(peer, selectors, groups):
+        return Reader("peer", peer.user or peer.name, peer.name, admin=admin)
     return Denied(403, f"{peer.user or peer.name} may not read recordings")
+
+
+def may_hold(reader: Reader) -> Denied | None:
+    """None when ``reader`` may place and lift legal holds, else the 403 that says why."""
+    if reader.admin:
+        return None
+    if reader.kind == "token":
+        return Denied(403, "an API token may not place or lift legal holds: use a tailnet "
+                      "identity matching an --admin selector, or tssh-recorder hold/release")
+    return Denied(403, f"{reader.name} may not place or lift legal holds: that takes a "
+                  "recorder started with an --admin selector matching them")
 
 
 class Access:
     def __init__(
         self, resolver: Resolver, viewers: tuple[str, ...],
         groups: Mapping[str, tuple[str, ...]], tokens: TokenStore,
+        admins: tuple[str, ...] = (),
     ) -> None:
         self.resolver = resolver
         self.viewers = viewers
+        self.admins = admins
         self.groups = groups
         self.tokens = tokens
 
@@ -75,4 +94,4 @@ class Access:
                 return Denied(401, "invalid or revoked API token")
             return Reader("token", record.name)
         peer = await self.resolver.whois(address) if address else None
-        return decide(peer, self.viewers, self.groups)
+        return decide(peer, self.viewers, self.groups, self.admins)

@@ -1,6 +1,7 @@
 """The read API (docs/recorder.md): list, metadata, cast (with Range), live follow (NDJSON
-and server-sent events), verify; health, metrics and the public key; with ``ui``, the web UI.
-Every recording route, and every page and file of the UI, goes through ``access``."""
+and server-sent events), verify; legal holds for admins; health, metrics and the public key;
+with ``ui``, the web UI. Every recording route, and every page and file of the UI, goes
+through ``access``."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 
 from recorder import kubernetes
-from recorder.access import Access, Denied, Reader
-from recorder.errors import InvalidRecordingIdError, RecordingNotFoundError, TokenError
+from recorder.access import Access, Denied, Reader, may_hold
+from recorder.errors import (
+    InvalidRecordingIdError,
+    RecordingNotFoundError,
+    StorageError,
+    TokenError,
+)
 from recorder.index.base import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from recorder.index.base import Query as IndexQuery
 from recorder.live import follow_elsewhere
 from recorder.model import RecordingMeta, parse_time
 from recorder.readaudit import ReadAudit, ReadEvent, event_name
+from recorder.retention import set_hold
 from recorder.seek import REPLAY, Checkpoint, choose, screen_event, segment_header
 from recorder.service import RecorderService
 from recorder.sse import KEEPALIVE, CastEvents
@@ -105,6 +113,12 @@ async def _read_line(service: RecorderService, key: str) -> bytes | None:
     return bytes(got[:nl]) if nl >= 0 else None
 
 
+class HoldRequest(BaseModel):
+    """The body of ``PUT /api/v1/recordings/{id}/hold``."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
 def build_api(service: RecorderService, access: Access, *,
               local_owner: int | None = None, ui: bool = False,
               audit: ReadAudit | None = None) -> FastAPI:
@@ -113,8 +127,9 @@ def build_api(service: RecorderService, access: Access, *,
     ``audit``: every read of recordings is written there, with its reader."""
     app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def audited(request: Request, result: Reader | Denied | None, status: int) -> None:
-        name = event_name(request.url.path) if audit is not None else None
+    def audited(request: Request, result: Reader | Denied | None, status: int,
+                event: str | None = None) -> None:
+        name = (event or event_name(request.url.path)) if audit is not None else None
         if audit is None or name is None:
             return
         who = result if isinstance(result, Reader) else None
@@ -155,6 +170,22 @@ def build_api(service: RecorderService, access: Access, *,
             headers = {"WWW-Authenticate": "Bearer"} if result.status == 401 else None
             raise HTTPException(result.status, result.message, headers=headers)
         return result
+
+    async def admin(request: Request) -> None:
+        """Lets through (as ``request.state.admin``) a reader who may place and lift legal
+        holds (``--admin``); audited as ``recording.hold`` or ``recording.release``,
+        refusals included."""
+        event = "recording.hold" if request.method == "PUT" else "recording.release"
+        try:
+            result = await _reader(request)
+        except HTTPException as e:
+            audited(request, None, e.status_code, event)
+            raise
+        refused = may_hold(result)
+        audited(request, result, 200 if refused is None else refused.status, event)
+        if refused is not None:
+            raise HTTPException(refused.status, refused.message)
+        request.state.admin = result
 
     guarded = APIRouter(dependencies=[Depends(reader)])
 
@@ -346,4 +377,32 @@ def build_api(service: RecorderService, access: Access, *,
 
         guarded.include_router(build_ui(service, list_recordings))
     app.include_router(guarded)
+
+    async def hold_change(recording_id: str, reason: str | None,
+                          request: Request) -> dict[str, Any]:
+        who: Reader = request.state.admin
+        try:
+            meta = await set_hold(service, recording_id, reason, who.name)
+        except InvalidRecordingIdError as e:
+            raise HTTPException(400, str(e)) from e
+        except RecordingNotFoundError as e:
+            raise HTTPException(404, str(e)) from e
+        except StorageError as e:
+            raise HTTPException(503, f"the hold could not be stored: {e}") from e
+        return meta.to_json()
+
+    @app.put("/api/v1/recordings/{recording_id}/hold", dependencies=[Depends(admin)])
+    async def place_hold(recording_id: str, body: HoldRequest,
+                         request: Request) -> dict[str, Any]:
+        """Admins only (``--admin``): places a legal hold (``{"reason": text}``), or replaces
+        the one there; retention never deletes a recording on hold. Answers the recording's
+        metadata, its ``hold`` set."""
+        return await hold_change(recording_id, body.reason, request)
+
+    @app.delete("/api/v1/recordings/{recording_id}/hold", dependencies=[Depends(admin)])
+    async def release_hold(recording_id: str, request: Request) -> dict[str, Any]:
+        """Admins only: lifts the legal hold (none there is no error). Answers the
+        recording's metadata, its ``hold`` null."""
+        return await hold_change(recording_id, None, request)
+
     return app

@@ -47,6 +47,20 @@ def _type(param_schema: dict[str, Any]) -> str:
     return text + (f" ({', '.join(limits)})" if limits else "")
 
 
+def _body(spec: dict[str, Any], op: dict[str, Any]) -> list[str]:
+    """The JSON request body's fields, as a table (none: no lines)."""
+    ref = (op.get("requestBody", {}).get("content", {}).get("application/json", {})
+           .get("schema", {}).get("$ref", ""))
+    if not ref:
+        return []
+    model = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    required = set(model.get("required", ()))
+    lines = ["| body field (JSON) | type | required |", "|---|---|---|"]
+    for name, field in model.get("properties", {}).items():
+        lines.append(f"| `{name}` | {_type(field)} | {'yes' if name in required else 'no'} |")
+    return [*lines, ""]
+
+
 def render(spec: dict[str, Any]) -> str:
     lines = [HEADER]
     for path, methods in spec["paths"].items():
@@ -63,6 +77,7 @@ def render(spec: dict[str, Any]) -> str:
                     lines.append(f"| `{p['name']}` | {p['in']} | {_type(p['schema'])} | "
                                  f"`{default}` |")
                 lines.append("")
+            lines += _body(spec, op)
             codes = ", ".join(f"`{code}`" for code in op.get("responses", {}))
             lines += [f"Responses: {codes}.", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -23,6 +23,7 @@ from recorder.ingest import ASGIApp, IngestApp
 from recorder.limits import UploadLimits, raise_fd_limit
 from recorder.metrics import Metrics
 from recorder.readaudit import ReadAudit
+from recorder.retention import SCHEDULE, RetentionPolicy, run_retention
 from recorder.seal import load_or_create_key
 from recorder.service import RecorderService
 from recorder.settings import RecorderSettings
@@ -83,7 +84,7 @@ def build_app(
     policy = settings.identity.policy
     groups = load_groups(policy) if policy is not None else {}
     tokens = TokenStore(settings.state_dir / "tokens.json")
-    access = Access(resolver, settings.viewers, groups, tokens)
+    access = Access(resolver, settings.viewers, groups, tokens, settings.admins)
     api = build_api(service, access, local_owner=settings.local_owner, ui=settings.ui,
                     audit=ReadAudit(settings.state_dir / "read-audit.jsonl"))
     ingest = IngestApp(
@@ -147,9 +148,10 @@ async def serve_recorder(
     await service.start()
     follow = asyncio.create_task(follow_identity_file(resolver)) \
         if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply
+    policy = RetentionPolicy(settings.retain_days, settings.retain_bytes)
     retention = asyncio.create_task(
-        _retain(service, settings.retain_days, settings.state_dir / "retention.jsonl")) \
-        if settings.retain_days is not None else None
+        _retain(service, policy, settings.state_dir / "retention.jsonl")) \
+        if policy.active else None
     try:
         config = hypercorn_config(settings)
         device = listen_device(settings.identity)
@@ -167,13 +169,11 @@ async def serve_recorder(
         await resolver.close()
 
 
-async def _retain(service: RecorderService, days: float, trail: Path) -> None:
-    """Applies ``--retain-days`` at start-up, then every hour."""
-    from recorder.retention import SCHEDULE, run_retention
-
+async def _retain(service: RecorderService, policy: RetentionPolicy, trail: Path) -> None:
+    """Applies ``--retain-days`` and ``--retain-bytes`` at start-up, then every hour."""
     while True:
         try:
-            done = await run_retention(service, days, trail)
+            done = await run_retention(service, policy, trail)
             if done.deleted or done.failed:
                 log.info("retention: %d recordings deleted, %d on hold kept, %d failed",
                          len(done.deleted), len(done.held), len(done.failed))

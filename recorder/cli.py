@@ -1,5 +1,5 @@
 """``tssh-recorder``: serve (default), ``reindex``, ``token create|list|revoke``,
-``retention run``, ``hold ID``, ``release ID``."""
+``retention run``, ``hold ID``, ``release ID`` (docs/recorder.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,38 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+_SIZE = re.compile(r"([0-9]{1,20})(\.[0-9]{1,9})?\s*([KMGT]?)(?:i?B)?",
+                   re.ASCII | re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """An argparse type: a positive number of bytes, with an optional K, M, G or T suffix
+    (powers of 1024; "KiB", "GB" ... read the same), under 2⁶³."""
+    m = _SIZE.fullmatch(text.strip())
+    size = 0
+    if m:
+        unit = _UNITS[m.group(3).upper()]
+        size = int(m.group(1)) * unit + int(float(m.group(2) or "0") * unit)
+    if not 0 < size < 1 << 63:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 500G, 10M or 1048576 (bytes), not {text[:40]!r}")
+    return size
+
+
+def _retention_flags(p: argparse.ArgumentParser, what: str) -> None:
+    env = os.environ.get
+    p.add_argument("--retain-days", type=_positive(float), metavar="DAYS",
+                   default=env("TSRECORDER_RETAIN_DAYS"),
+                   help=f"delete finished recordings older than this{what}, except those on "
+                   "legal hold [TSRECORDER_RETAIN_DAYS]")
+    p.add_argument("--retain-bytes", type=parse_size, metavar="SIZE",
+                   default=env("TSRECORDER_RETAIN_BYTES"),
+                   help="while the finished recordings of --dst hold more than SIZE (500G, "
+                   "10M, bytes), delete the oldest, except those on legal hold "
+                   "[TSRECORDER_RETAIN_BYTES]")
 
 
 def _storage_flags(p: argparse.ArgumentParser) -> None:
@@ -96,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("TSRECORDER_HEADER_TIMEOUT", "30"),
                        help="time an upload has to send its request head and asciicast header "
                        "(default 30) [TSRECORDER_HEADER_TIMEOUT]")
-    serve.add_argument("--retain-days", type=_positive(float), metavar="DAYS",
-                       default=env("TSRECORDER_RETAIN_DAYS"),
-                       help="delete finished recordings older than this, hourly, except those "
-                       "on legal hold (default: keep all) [TSRECORDER_RETAIN_DAYS]")
+    serve.add_argument("--admin", action="append", dest="admins", metavar="SELECTOR",
+                       help="who may also place and lift legal holds through the API: a "
+                       "login, group:x or tag:x (repeatable; an admin may read too)")
+    _retention_flags(serve, " (at start-up, then hourly; default: keep all)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
@@ -109,11 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     retention = sub.add_parser("retention", help="apply the retention policy now")
     rsub = retention.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
-    run = rsub.add_parser("run", help="delete finished recordings older than --retain-days")
+    run = rsub.add_parser("run", help="delete what --retain-days and --retain-bytes select")
     _storage_flags(run)
-    run.add_argument("--retain-days", type=_positive(float), metavar="DAYS", required=
-                     not env("TSRECORDER_RETAIN_DAYS"), default=env("TSRECORDER_RETAIN_DAYS"),
-                     help="[TSRECORDER_RETAIN_DAYS]")
+    _retention_flags(run, "")
     run.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     run.set_defaults(func=_retention_run)
     hold = sub.add_parser("hold", help="place a legal hold: retention never deletes it")
@@ -151,7 +182,7 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
     RecorderSettings(dst=args.dst, bucket=args.bucket).s3()  # storage errors first
     RecorderSettings(dst=args.dst, index=args.index).index_url()
     trusted = tuple(_check_key(k) for k in getattr(args, "trusted_keys", None) or ())
-    env_viewers = [v for v in os.environ.get("TSRECORDER_VIEWERS", "").split(",") if v.strip()]
+    env_viewers = _env_list("TSRECORDER_VIEWERS")
     return RecorderSettings(
         dst=args.dst, bucket=args.bucket, state_dir=args.state_dir,
         listen=getattr(args, "listen", DEFAULT_LISTEN),
@@ -160,12 +191,18 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
             if hasattr(args, "config") else Config()
         ),
         viewers=tuple(getattr(args, "viewers", None) or env_viewers),
+        admins=tuple(getattr(args, "admins", None) or _env_list("TSRECORDER_ADMINS")),
         ui=getattr(args, "ui", False),
         trusted_keys=trusted, index=args.index,
         retain_days=getattr(args, "retain_days", None),
+        retain_bytes=getattr(args, "retain_bytes", None),
         **{name: getattr(args, name) for name in (
             "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
     )
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
 
 
 def _check_key(text: str) -> str:
@@ -232,12 +269,18 @@ def _offline(args: argparse.Namespace, work: Callable[[RecorderService], Awaitab
 
 
 def _retention_run(args: argparse.Namespace) -> int:
-    from recorder.retention import RetentionRun, run_retention
+    from recorder.errors import SettingsError
+    from recorder.retention import RetentionPolicy, RetentionRun, run_retention
+
+    policy = RetentionPolicy(args.retain_days, args.retain_bytes)
+    if not policy.active:
+        raise SettingsError("retention run: give --retain-days DAYS and/or --retain-bytes SIZE "
+                            "(or TSRECORDER_RETAIN_DAYS / TSRECORDER_RETAIN_BYTES)")
 
     def work(service: RecorderService) -> Awaitable[RetentionRun]:
         args.state_dir.mkdir(parents=True, exist_ok=True)
-        return run_retention(service, float(args.retain_days),
-                             args.state_dir / "retention.jsonl", dry_run=args.dry_run)
+        return run_retention(service, policy, args.state_dir / "retention.jsonl",
+                             dry_run=args.dry_run)
 
     done = _offline(args, work)
     verb = "would delete" if args.dry_run else "deleted"
@@ -247,8 +290,13 @@ def _retention_run(args: argparse.Namespace) -> int:
         print(f"kept {rid} (legal hold)")
     for rid, why in done.failed:
         print(f"failed {rid}: {why}", file=sys.stderr)
-    print(f"{verb} {len(done.deleted)} recordings; {len(done.held)} on hold kept",
-          file=sys.stderr)
+    summary = f"{verb} {len(done.deleted)} recordings; {len(done.held)} on hold kept"
+    if done.remaining_bytes is not None:
+        summary += (f"; {done.deleted_bytes} bytes freed, {done.remaining_bytes} bytes of "
+                    "finished recordings left")
+        if policy.max_bytes is not None and done.remaining_bytes > policy.max_bytes:
+            summary += f", still more than --retain-bytes {policy.max_bytes}"
+    print(summary, file=sys.stderr)
     return 1 if done.failed else 0
 
 

@@ -3,6 +3,7 @@ cast, and the API's answer for ``GET /api/v1/recordings/{id}`` are all this one 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -70,6 +71,42 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A legal hold (docs/recorder.md, "Retention"): retention never deletes the recording.
+    Its document beside the recording in storage is the truth; the index keeps a copy in
+    its own column so that the API shows it without reading storage."""
+
+    reason: str
+    by: str  # the admin's login (API) or the local account (CLI) that placed it
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by, "at": iso(self.at)}
+
+    def document(self, recording_id: str) -> bytes:
+        """The ``<key>.hold`` document in storage."""
+        return json.dumps({"id": recording_id, "reason": self.reason, "by": self.by,
+                           "time": iso(self.at)}, ensure_ascii=False).encode() + b"\n"
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> Hold:
+        """A hold from its storage document or its index column. Any document there is a
+        hold (retention keeps the recording), so an unreadable one still gives one."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict):
+            return cls("(unreadable hold document)", "?", 0.0)
+        at = doc.get("time", doc.get("at"))
+        try:
+            when = parse_time(str(at)) if at is not None else 0.0
+        except ValueError:
+            when = 0.0
+        return cls(str(doc.get("reason") or ""), str(doc.get("by") or "?"), when)
+
+
+@dataclass(frozen=True)
 class RecordingMeta:
     id: str
     key: str
@@ -88,6 +125,8 @@ class RecordingMeta:
     seal: dict[str, Any] | None = field(default=None, compare=False)
     # checkpoints of the seek index (recorder.seek), written when the recording ends
     seek: tuple[Checkpoint, ...] = field(default=(), compare=False)
+    # the legal hold, as the index has it: not part of the stored metadata document
+    hold: Hold | None = field(default=None, compare=False)
 
     @property
     def duration(self) -> float | None:
@@ -120,7 +159,15 @@ class RecordingMeta:
             "kubernetes": None if k8s is None else k8s.to_json(),
             "seal": self.seal,
             "seek": [cp.to_json() for cp in self.seek],
+            "hold": None if self.hold is None else self.hold.to_json(),
         }
+
+    def document(self) -> dict[str, Any]:
+        """What is stored as the metadata document (storage ``.json``, the index row): all
+        but the hold, which has its own document and column and changes without a seal."""
+        doc = self.to_json()
+        del doc["hold"]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> RecordingMeta:

@@ -28,7 +28,7 @@ from recorder.indexer import TextIndexer, rebuild
 from recorder.keys import check_recording_id, event_key, new_recording_id, storage_key
 from recorder.live import LiveHub
 from recorder.metrics import Metrics
-from recorder.model import NodeInfo, RecordingMeta, Status
+from recorder.model import Hold, NodeInfo, RecordingMeta, Status
 from recorder.seek import Checkpoint, SeekIndexer
 from recorder.storage.base import RecordingWriter, Storage
 from recorder.stream import CastScanner, ReceivedHeader
@@ -280,10 +280,10 @@ class RecorderService:
         return count
 
     async def reindex(self) -> Reindexed:
-        """Makes the index hold exactly the recordings in storage: a row, and the output text
-        read from its cast, for every readable metadata document whose cast exists; every
-        other row is deleted (its recording was removed from storage, or its files are
-        unreadable)."""
+        """Makes the index hold exactly the recordings in storage: a row (with its legal hold),
+        and the output text read from its cast, for every readable metadata document whose
+        cast exists; every other row is deleted (its recording was removed from storage, or
+        its files are unreadable)."""
         found: set[str] = set()
         async for key in self.storage.keys():
             doc = await self.storage.get_meta(key)
@@ -302,6 +302,8 @@ class RecorderService:
                 log.warning("skipping %s: its metadata is there but its cast is gone", key)
                 continue
             await self.index.put(meta)
+            hold = await self.storage.get_hold(key)
+            await self.index.set_hold(meta.id, None if hold is None else Hold.parse(hold))
             await rebuild(self.index, meta.id, self.storage.read(key))
             found.add(meta.id)
         dropped = await self.index.retain(found)
@@ -344,4 +346,4 @@ class RecorderService:
 
 
 def _document(meta: RecordingMeta) -> bytes:
-    return json.dumps(meta.to_json(), ensure_ascii=False, indent=1).encode() + b"\n"
+    return json.dumps(meta.document(), ensure_ascii=False, indent=1).encode() + b"\n"

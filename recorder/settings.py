@@ -51,6 +51,9 @@ class RecorderSettings:
     # None: SQLite in the state dir; postgresql://...: one database shared by a fleet
     index: str | None = None
     retain_days: float | None = None  # None: keep every recording (docs/recorder.md)
+    retain_bytes: int | None = None  # None: no limit on the store's finished recordings
+    # who may place and lift legal holds through the API (selectors as for viewers)
+    admins: tuple[str, ...] = ()
 
     def index_url(self) -> str | None:
         """The PostgreSQL URL of ``--index``, or None for the SQLite index."""

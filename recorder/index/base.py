@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from recorder.model import RecordingMeta
+from recorder.model import Hold, RecordingMeta
 from recorder.text import Line
 
 MAX_LIMIT = 500
@@ -85,6 +86,16 @@ class TextUpdate:
     partial: Line | None = None
 
 
+def row_meta(document: str, hold: str | None) -> RecordingMeta:
+    """A recording from its index row: the metadata document and the hold column."""
+    meta = RecordingMeta.from_json(json.loads(document))
+    return meta if hold is None else meta.with_(hold=Hold.parse(hold))
+
+
+def hold_column(hold: Hold | None) -> str | None:
+    return None if hold is None else json.dumps(hold.to_json(), ensure_ascii=False)
+
+
 class Index(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None: ...
@@ -133,6 +144,11 @@ class Index(abc.ABC):
     @abc.abstractmethod
     async def delete(self, recording_id: str) -> bool:
         """Deletes a recording's row and text (retention); False when there was none."""
+
+    @abc.abstractmethod
+    async def set_hold(self, recording_id: str, hold: Hold | None) -> bool:
+        """Sets (or clears) a recording's hold column, which ``put`` leaves as it is: the
+        copy of its storage hold document that the API shows; False when there is no row."""
 
     @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:

@@ -30,9 +30,11 @@ from recorder.index.base import (
     Page,
     Query,
     TextUpdate,
+    hold_column,
+    row_meta,
 )
 from recorder.index.migrate import migrate
-from recorder.model import RecordingMeta
+from recorder.model import Hold, RecordingMeta
 from recorder.search import Term, excerpt, metadata_text, parse_query, words
 from recorder.text import Line
 
@@ -158,7 +160,7 @@ class PostgresIndex(Index):
             meta.id, _clean(meta.key), meta.node.id, _clean(meta.node.name),
             _opt(meta.node.user), _opt(h.get("srcNodeUser")), _opt(h.get("sshUser")),
             _opt(h.get("localUser")), meta.status, meta.start, meta.recorder,
-            json.dumps(meta.to_json()),  # ASCII: a lone surrogate in a header survives
+            json.dumps(meta.document()),  # ASCII: a lone surrogate in a header survives
         )
         line = _clean(metadata_text(meta))
         async with self._db().acquire() as conn, conn.transaction():
@@ -166,9 +168,14 @@ class PostgresIndex(Index):
             await conn.execute(_SET_META_LINE, rkey, line, words(line))
 
     async def get(self, recording_id: str) -> RecordingMeta | None:
-        doc = await self._db().fetchval(
-            "SELECT document FROM recordings WHERE id = $1", recording_id)
-        return None if doc is None else RecordingMeta.from_json(json.loads(doc))
+        row = await self._db().fetchrow(
+            "SELECT document, hold FROM recordings WHERE id = $1", recording_id)
+        return None if row is None else row_meta(row["document"], row["hold"])
+
+    async def set_hold(self, recording_id: str, hold: Hold | None) -> bool:
+        status = await self._db().execute(
+            "UPDATE recordings SET hold = $1 WHERE id = $2", hold_column(hold), recording_id)
+        return status != "UPDATE 0"
 
     async def query(self, query: Query) -> Page:
         where: list[str] = []
@@ -209,7 +216,7 @@ class PostgresIndex(Index):
             # only a placeholder goes into the SQL text; the tsquery is its parameter
             where.append("rkey IN (SELECT rkey FROM text_lines WHERE words @@ "  # noqa: S608
                          f"{arg(tsquery)}::tsquery)")
-        sql = "SELECT document, start, id, rkey FROM recordings"
+        sql = "SELECT document, start, id, rkey, hold FROM recordings"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY start DESC, id DESC LIMIT {arg(limit + 1)}"
@@ -228,8 +235,7 @@ class PostgresIndex(Index):
                 found[ids[int(h["rkey"])]].append(
                     Match(float(t) if t is not None else 0.0, text))
             matches = {rid: tuple(hits) for rid, hits in found.items()}
-        return Page([RecordingMeta.from_json(json.loads(r["document"])) for r in rows], nxt,
-                    matches)
+        return Page([row_meta(r["document"], r["hold"]) for r in rows], nxt, matches)
 
     async def add_text(self, updates: Sequence[TextUpdate]) -> None:
         if not updates:
@@ -274,9 +280,9 @@ class PostgresIndex(Index):
 
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         rows = await self._db().fetch(
-            "SELECT document FROM recordings WHERE status = 'live' AND recorder = $1",
+            "SELECT document, hold FROM recordings WHERE status = 'live' AND recorder = $1",
             recorder)
-        return [RecordingMeta.from_json(json.loads(r["document"])) for r in rows]
+        return [row_meta(r["document"], r["hold"]) for r in rows]
 
 
 async def _add_text(conn: PoolConnectionProxy[Any], update: TextUpdate) -> None:

@@ -25,8 +25,10 @@ from recorder.index.base import (
     Page,
     Query,
     TextUpdate,
+    hold_column,
+    row_meta,
 )
-from recorder.model import RecordingMeta
+from recorder.model import Hold, RecordingMeta
 from recorder.search import Term, metadata_text, parse_query
 from recorder.text import Line
 
@@ -36,7 +38,7 @@ T = TypeVar("T")
 # recording's lines are one range of the FTS5 rowid, which FTS5 seeks to without a scan.
 _LINE_BITS = 32
 _MAX_LINE_NO = (1 << _LINE_BITS) - 1
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the hold column
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recordings (
     rkey INTEGER PRIMARY KEY,
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS recordings (
     recorder TEXT NOT NULL,
     document TEXT NOT NULL,
     text_lines INTEGER NOT NULL DEFAULT 0,  -- output lines indexed: numbers 1..text_lines
-    text_partial INTEGER NOT NULL DEFAULT 0  -- 1: the last of them is the partial line
+    text_partial INTEGER NOT NULL DEFAULT 0,  -- 1: the last of them is the partial line
+    hold TEXT  -- the legal hold (JSON) as storage has it, which put() leaves alone
 );
 CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start DESC, id DESC);
 CREATE INDEX IF NOT EXISTS recordings_status ON recordings (status, recorder);
@@ -152,6 +155,9 @@ class SqliteIndex(Index):
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
+                    columns = [r[1] for r in db.execute("PRAGMA table_info(recordings)")]
+                    if "hold" not in columns:  # schema 2
+                        db.execute("ALTER TABLE recordings ADD COLUMN hold TEXT")
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except sqlite3.Error as e:
                 raise RecorderError(f"cannot open the index {self.path}: {e}") from e
@@ -178,7 +184,7 @@ class SqliteIndex(Index):
         row = (
             meta.id, meta.key, meta.node.id, meta.node.name, meta.node.user,
             text("srcNodeUser"), text("sshUser"), text("localUser"),
-            meta.status, meta.start, meta.recorder, json.dumps(meta.to_json(), ensure_ascii=False),
+            meta.status, meta.start, meta.recorder, json.dumps(meta.document(), ensure_ascii=False),
         )
         line = metadata_text(meta)
 
@@ -192,14 +198,24 @@ class SqliteIndex(Index):
         await self._run(do)
 
     async def get(self, recording_id: str) -> RecordingMeta | None:
-        def do() -> str | None:
+        def do() -> tuple[str, str | None] | None:
             r = self._conn().execute(
-                "SELECT document FROM recordings WHERE id = ?", (recording_id,)
+                "SELECT document, hold FROM recordings WHERE id = ?", (recording_id,)
             ).fetchone()
-            return None if r is None else str(r[0])
+            return None if r is None else (str(r[0]), r[1])
 
-        doc = await self._run(do)
-        return None if doc is None else RecordingMeta.from_json(json.loads(doc))
+        row = await self._run(do)
+        return None if row is None else row_meta(*row)
+
+    async def set_hold(self, recording_id: str, hold: Hold | None) -> bool:
+        def do() -> bool:
+            db = self._conn()
+            with db:
+                db.execute("BEGIN")
+                return db.execute("UPDATE recordings SET hold = ? WHERE id = ?",
+                                  (hold_column(hold), recording_id)).rowcount > 0
+
+        return bool(await self._run(do))
 
     async def query(self, query: Query) -> Page:
         where: list[str] = []
@@ -229,7 +245,8 @@ class SqliteIndex(Index):
                 return Page([], None)
             expression = _fts_expression(terms)
 
-        def do() -> tuple[list[tuple[str, float, str, int]], dict[str, tuple[Match, ...]]]:
+        def do() -> tuple[list[tuple[str, float, str, int, str | None]],
+                          dict[str, tuple[Match, ...]]]:
             db = self._conn()
             conditions, values = list(where), list(args)
             if expression is not None:
@@ -240,12 +257,12 @@ class SqliteIndex(Index):
                 else:  # common terms: probe each recording, newest first, until the page is full
                     conditions.append(_PROBE)
                     values.append(expression)
-            sql = "SELECT document, start, id, rkey FROM recordings"
+            sql = "SELECT document, start, id, rkey, hold FROM recordings"
             if conditions:
                 sql += " WHERE " + " AND ".join(conditions)
             sql += " ORDER BY start DESC, id DESC LIMIT ?"
             values.append(limit + 1)
-            rows = [(str(r[0]), float(r[1]), str(r[2]), int(r[3]))
+            rows = [(str(r[0]), float(r[1]), str(r[2]), int(r[3]), r[4])
                     for r in db.execute(sql, values).fetchall()]
             matches: dict[str, tuple[Match, ...]] = {}
             if expression is not None:
@@ -263,7 +280,7 @@ class SqliteIndex(Index):
         if len(rows) > limit:
             rows = rows[:limit]
             nxt = Cursor(rows[-1][1], rows[-1][2])
-        return Page([RecordingMeta.from_json(json.loads(r[0])) for r in rows], nxt, matches)
+        return Page([row_meta(r[0], r[4]) for r in rows], nxt, matches)
 
     async def add_text(self, updates: Sequence[TextUpdate]) -> None:
         def do() -> None:
@@ -355,16 +372,16 @@ class SqliteIndex(Index):
         return bool(await self._run(do))
 
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
-        def do() -> list[str]:
+        def do() -> list[tuple[str, str | None]]:
             return [
-                str(r[0])
+                (str(r[0]), r[1])
                 for r in self._conn().execute(
-                    "SELECT document FROM recordings WHERE status = 'live' AND recorder = ?",
+                    "SELECT document, hold FROM recordings WHERE status = 'live' AND recorder = ?",
                     (recorder,),
                 ).fetchall()
             ]
 
-        return [RecordingMeta.from_json(json.loads(d)) for d in await self._run(do)]
+        return [row_meta(*row) for row in await self._run(do)]
 
 
 def _put_row(db: sqlite3.Connection, row: tuple[Any, ...]) -> int:
