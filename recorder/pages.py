@@ -142,6 +142,21 @@ def _status(rec: Mapping[str, Any]) -> str:
     return f'<span class="status {escape(status)}">{escape(status)}</span>'
 
 
+def hold_text(rec: Mapping[str, Any]) -> str | None:
+    """The legal hold (docs/recorder.md, "Retention") as one line; None when not on hold."""
+    hold = rec.get("hold")
+    if not isinstance(hold, Mapping):
+        return None
+    return (f"{hold.get('reason') or '-'} (by {hold.get('by') or '?'}, "
+            f"{start_text(hold.get('at'))})")
+
+
+def _hold(rec: Mapping[str, Any]) -> str:
+    text = hold_text(rec)
+    return "" if text is None else (
+        f' <span class="status hold" title="legal hold: {escape(text)}">hold</span>')
+
+
 def _matches(rec: Mapping[str, Any], q: str | None) -> str:
     matches = rec.get("matches")
     if not isinstance(matches, list) or not matches:
@@ -173,7 +188,7 @@ def _row(rec: Mapping[str, Any], q: str | None) -> str:
         f'<td class="cmd">{_pod(rec)}{escape(str(command))}{_matches(rec, q)}</td>'
         f'<td class="dur">{escape(duration_text(rec.get("duration")))}</td>'
         f'<td class="size">{escape(size_text(rec.get("size")))}</td>'
-        f'<td class="st">{_status(rec)}</td></tr>'
+        f'<td class="st">{_status(rec)}{_hold(rec)}</td></tr>'
     )
 
 
@@ -184,7 +199,7 @@ def _group(members: list[Mapping[str, Any]], q: str | None) -> str:
     commands = "".join(
         f'<li><a href="{player_href(str(m["id"]))}">{escape(start_text(m.get("start")))}</a> '
         f'<code>{escape(_command(m))}</code> '
-        f'{_status(m)}{_matches(m, q)}</li>' for m in members)
+        f'{_status(m)}{_hold(m)}{_matches(m, q)}</li>' for m in members)
     size = sum(m.get("size") or 0 for m in members if isinstance(m.get("size"), int))
     badge = '<span class="status live">live</span>' if live else ""
     return (
@@ -295,6 +310,9 @@ def player_page(meta: Mapping[str, Any], *, t: float | None, hits: Sequence[Mark
         ("Command", _command(meta)),
         ("Exit status", "-" if exit_status is None else str(exit_status)),
     ]
+    held = hold_text(meta)
+    if held is not None:
+        facts.append(("Legal hold", held))
     k8s = kubernetes.session(_header(meta))
     if k8s is not None:
         facts += [("Pod", k8s.pod or "-"), ("Namespace", k8s.namespace or "-"),

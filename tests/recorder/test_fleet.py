@@ -279,4 +279,5 @@ async def test_retention_over_the_bucket_and_the_shared_index(fleet: Fleet) -> N
         with rec.client(ALICE) as c:
             listed = c.get("/api/v1/recordings").json()["recordings"]
             assert [m["id"] for m in listed] == [ids["ssh-conn-keep"]]
+            assert listed[0]["hold"]["reason"] == "legal hold"  # the shared index's copy
             assert c.get(f"/api/v1/recordings/{ids['ssh-conn-drop']}").status_code == 404

@@ -95,3 +95,17 @@ def test_player_page_config_and_missing_vendor(tmp_path: Path) -> None:
     missing = player_page(meta, t=None, hits=[], vendor_problem=INSTALL_HINT)
     assert "npm ci" in missing and "asciinema-player.min.js</" not in missing
     assert "<script" not in missing
+
+
+def test_a_hold_is_shown_in_the_list_and_on_the_player_page() -> None:
+    held = rec("r1", hold={"reason": "case <42>", "by": "bob@example.com",
+                           "at": "2026-12-01T10:00:00.000Z"})
+    html = rows([held, rec("r2")], ListView())
+    assert html.count('class="status hold"') == 1
+    assert 'title="legal hold: case &lt;42&gt; (by bob@example.com, 2026-12-01 10:00:00Z)"' \
+        in html
+    page = player_page(held, t=None, hits=[], vendor_problem=None)
+    assert ('<dt>Legal hold</dt><dd id="legal-hold">case &lt;42&gt; (by bob@example.com, '
+            '2026-12-01 10:00:00Z)</dd>') in page
+    assert "Legal hold" not in player_page(rec("r2", hold=None), t=None, hits=[],
+                                           vendor_problem=None)

@@ -14,7 +14,7 @@ import pytest
 from recorder.index.base import Index, Query, TextUpdate
 from recorder.index.postgres import PostgresIndex
 from recorder.index.sqlite import SqliteIndex
-from recorder.model import NodeInfo, RecordingMeta
+from recorder.model import Hold, NodeInfo, RecordingMeta
 from recorder.search import Term, parse_query
 from recorder.text import Line
 
@@ -308,5 +308,48 @@ async def test_delete_removes_the_row_and_its_text(new_index: NewIndex) -> None:
         assert await index.get("rec-00001") is None
         assert (await index.query(Query(q="retained"))).recordings == []
         assert [m.id for m in (await index.query(Query())).recordings] == ["rec-00002"]
+    finally:
+        await index.close()
+
+
+async def test_the_hold_column_is_kept_by_puts(new_index: NewIndex) -> None:
+    """The hold is the index's copy of the storage hold document: a put of the recording
+    (its seal, a reindex) leaves it; get, query and open_recordings return it."""
+    index = await opened(new_index)
+    hold = Hold("case 42", "bob@example.com", 1_764_000_000.5)
+    try:
+        await index.put(meta(1))
+        await index.put(meta(2))
+        assert await index.set_hold("rec-00001", hold) is True
+        assert await index.set_hold("rec-99999", hold) is False
+        await index.put(meta(1).with_(status="complete"))  # the seal
+        got = await index.get("rec-00001")
+        assert got is not None and got.hold == hold and got.status == "complete"
+        assert got.to_json()["hold"] == {"reason": "case 42", "by": "bob@example.com",
+                                         "at": "2025-11-24T16:00:00.500Z"}
+        assert [(m.id, m.hold) for m in (await index.query(Query())).recordings] == [
+            ("rec-00002", None), ("rec-00001", hold)]
+        assert [m.hold for m in await index.open_recordings("key")] == [None]
+        await index.set_hold("rec-00001", None)
+        got = await index.get("rec-00001")
+        assert got is not None and got.hold is None
+    finally:
+        await index.close()
+
+
+async def test_a_schema_2_index_gets_the_hold_column(tmp_path: Path) -> None:
+    index = await opened(tmp_path)
+    await index.put(meta(1))
+    await index.close()
+    db = sqlite3.connect(tmp_path / "index.sqlite3")
+    db.execute("ALTER TABLE recordings DROP COLUMN hold")  # as schema 2 had it
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    index = await opened(tmp_path)
+    try:
+        assert await index.set_hold("rec-00001", Hold("x", "y", 0.0)) is True
+        got = await index.get("rec-00001")
+        assert got is not None and got.hold == Hold("x", "y", 0.0)
     finally:
         await index.close()
