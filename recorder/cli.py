@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 30) [TSRECORDER_HEADER_TIMEOUT]")
     serve.add_argument("--admin", action="append", dest="admins", metavar="SELECTOR",
                        help="who may also place and lift legal holds through the API: a "
-                       "login, group:x or tag:x (repeatable; an admin may read too)")
+                       "login, group:x or tag:x (repeatable; an admin may read too) "
+                       "[TSRECORDER_ADMINS, comma-separated]")
     _retention_flags(serve, " (at start-up, then hourly; default: keep all)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)

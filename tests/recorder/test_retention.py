@@ -193,6 +193,12 @@ def test_admins_hold_through_the_api_and_retention_honours_it(tmp_path: Path) ->
             assert c.put(path, json={"reason": "x"}).status_code == 401
         with rec.client(BOB) as c:
             assert c.put(path, json={}).status_code == 422  # a reason is required
+            assert c.put(path, json={"reason": "x" * 1001}).status_code == 422
+            assert c.put(path, content=b"\xff{", headers={"Content-Type": "application/json"}
+                         ).status_code == 400  # not JSON
+            assert c.put("/api/v1/recordings/..%2F..%2Fetc/hold",
+                         json={"reason": "x"}).status_code in (400, 404)
+            assert c.delete("/api/v1/recordings/not-an-id/hold").status_code == 400
             r = c.put(path, json={"reason": "case 42: litigation"})
             assert r.status_code == 200, r.text
             hold = r.json()["hold"]
@@ -219,7 +225,11 @@ def test_admins_hold_through_the_api_and_retention_honours_it(tmp_path: Path) ->
             ("recording.release", "peer", "alice@example.com", keep, 403),
             ("recording.hold", "token", "export", keep, 403),
             ("recording.hold", "unknown", None, keep, 401),
+            # access is decided (and audited) before the body is checked; a body that is not
+            # JSON at all is refused before, and a path that is no route is no attempt
             ("recording.hold", "peer", "bob@example.com", keep, 200),
+            ("recording.hold", "peer", "bob@example.com", keep, 200),
+            ("recording.release", "peer", "bob@example.com", "not-an-id", 200),
             ("recording.hold", "peer", "bob@example.com", keep, 200),
             ("recording.hold", "peer", "bob@example.com",
              "20261125T090000Z-0123456789abcdef", 200),
