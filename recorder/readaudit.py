@@ -22,7 +22,9 @@ log = logging.getLogger("tssh.recorder.readaudit")
 
 @dataclass(frozen=True)
 class ReadEvent:
-    event: str  # recording.list | recording.show | recording.cast | ... | ui.list | ui.play
+    # recording.list | recording.show | recording.cast | ... | ui.list | ui.play; and
+    # recording.hold | recording.release for the admins' legal holds (recorder/api.py)
+    event: str
     reader_kind: str  # peer | token | unknown
     reader: str | None  # the login (or node name) of a peer, or the token's name
     node: str | None  # the reading peer's node

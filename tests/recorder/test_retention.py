@@ -248,6 +248,7 @@ def test_admins_hold_through_the_api_and_retention_honours_it(tmp_path: Path) ->
         for suffix in ("-wal", "-shm"):
             (rec.state_dir / f"index.sqlite3{suffix}").unlink(missing_ok=True)
         assert _cli(rec, "reindex").returncode == 0
+        rec.extra, rec.env = [], {"TSRECORDER_ADMINS": "group:auditors"}  # admins from env
         rec.start()
         with rec.client(ALICE) as c:
             [kept] = c.get("/api/v1/recordings").json()["recordings"]
