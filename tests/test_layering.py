@@ -17,7 +17,7 @@ IO_MODULES = {
     "tempfile", "signal", "http", "urllib.request", "aiofiles", "asyncssh", "httpx", "boto3",
     "botocore", "asyncpg", "hypercorn", "uvloop", "fastapi", "starlette",
 }
-PURE_RECORDING = ["asciicast", "wire", "model", "worker_protocol", "targets"]
+PURE_RECORDING = ["asciicast", "wire", "model", "sink", "worker_protocol", "targets"]
 PURE_AUDIT = ["entry", "transfer", "sftp", "scp", "view"]
 # Modules of tssh that a pure core may use: the pure cores themselves, and these.
 PURE_TSSH = {"tssh.errors", "tssh.hujson", "tssh.identity.base", "tssh.identity.address",

@@ -92,6 +92,16 @@ class S3Storage(Storage):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(**kwargs))
 
+    async def _s3_unless_missing(self, fn: Any, /, **kwargs: Any) -> Any:
+        """``_s3``, but None when the bucket has no such object or upload (the one place
+        S3's ways of saying "missing" are read); other errors propagate."""
+        try:
+            return await self._s3(fn, **kwargs)
+        except ClientError as e:
+            if _is_missing(e):
+                return None
+            raise
+
     # -- spool bookkeeping ------------------------------------------------------------------
 
     def _state_path(self, key: str) -> Path:
@@ -140,10 +150,12 @@ class S3Storage(Storage):
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    def _spooled(self, key: str) -> bool:
-        return (self.spool.root / f"{check_key(key)}.cast").exists() or self._state_path(
-            key
-        ).exists()
+    async def _exists(self, path: Path) -> bool:
+        return await asyncio.to_thread(path.exists)
+
+    async def _spooled(self, key: str) -> bool:
+        return await self._exists(self.spool.root / f"{check_key(key)}.cast") \
+            or await self._exists(self._state_path(key))
 
     # -- Storage interface ------------------------------------------------------------------
 
@@ -188,7 +200,7 @@ class S3Storage(Storage):
 
     async def put_meta(self, key: str, document: bytes) -> None:
         await self.spool.put_meta(key, document)
-        if self._state_path(key).exists():
+        if await self._exists(self._state_path(key)):
             await asyncio.to_thread(self._set_marker, key, "metapending")
         else:  # the recording already left the spool: write through
             try:
@@ -212,20 +224,18 @@ class S3Storage(Storage):
         if byte_range:
             kwargs["Range"] = byte_range
         try:
-            response = await self._s3(self._client.get_object, **kwargs)
+            response = await self._s3_unless_missing(self._client.get_object, **kwargs)
+            if response is None:
+                return None
             body: bytes = await asyncio.get_running_loop().run_in_executor(
                 self._pool, response["Body"].read
             )
             return body
-        except ClientError as e:
-            if _is_missing(e):
-                return None
-            raise StorageError(f"cannot read {name} from S3: {e}") from e
-        except BotoCoreError as e:
+        except (BotoCoreError, ClientError) as e:
             raise StorageError(f"cannot read {name} from S3: {e}") from e
 
     async def delete(self, key: str) -> None:
-        if self._spooled(key):
+        if await self._spooled(key):
             raise StorageError(f"{key} is still being uploaded to S3: not deleted")
         for name in (f"{check_key(key)}.cast", f"{key}.json"):
             try:
@@ -252,16 +262,9 @@ class S3Storage(Storage):
         if local is not None:
             return local
         try:
-            head = await self._s3(
-                self._client.head_object, Bucket=self.bucket, Key=f"{check_key(key)}.cast"
-            )
-        except ClientError as e:
-            if _is_missing(e):
-                return None
+            return await self.size_in_bucket(f"{check_key(key)}.cast")
+        except (BotoCoreError, ClientError) as e:
             raise StorageError(f"cannot reach S3 for {key}: {e}") from e
-        except BotoCoreError as e:
-            raise StorageError(f"cannot reach S3 for {key}: {e}") from e
-        return int(head["ContentLength"])
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         if await self.spool.size(key) is not None:
@@ -338,10 +341,10 @@ class S3Storage(Storage):
 
     async def _advance(self, key: str) -> None:
         """Moves one spooled recording as far towards the bucket as it can go."""
-        if not self._state_path(key).exists():
+        if not await self._exists(self._state_path(key)):
             return
-        state = self._load_state(key)
-        closed = self._marker(key, "closed").exists()
+        state = await asyncio.to_thread(self._load_state, key)
+        closed = await self._exists(self._marker(key, "closed"))
         size = await self.spool.size(key) or 0
         name = f"{key}.cast"
         while size - state.uploaded >= self.part_size or (
@@ -400,27 +403,19 @@ class S3Storage(Storage):
 
     async def _upload_exists(self, name: str, upload_id: str) -> bool:
         """Whether the store still knows a multipart upload (other errors propagate)."""
-        try:
-            await self._s3(self._client.list_parts, Bucket=self.bucket, Key=name,
-                           UploadId=upload_id, MaxParts=1)
-        except ClientError as e:
-            if _is_missing(e):
-                return False
-            raise
-        return True
+        parts = await self._s3_unless_missing(self._client.list_parts, Bucket=self.bucket,
+                                              Key=name, UploadId=upload_id, MaxParts=1)
+        return parts is not None
 
     async def size_in_bucket(self, name: str) -> int | None:
-        try:
-            head = await self._s3(self._client.head_object, Bucket=self.bucket, Key=name)
-        except ClientError as e:
-            if _is_missing(e):
-                return None
-            raise
-        return int(head["ContentLength"])
+        """The object's size, None if the bucket has none (other errors propagate)."""
+        head = await self._s3_unless_missing(self._client.head_object, Bucket=self.bucket,
+                                             Key=name)
+        return None if head is None else int(head["ContentLength"])
 
     async def _upload_meta(self, key: str) -> None:
         marker = self._marker(key, "metapending")
-        if not marker.exists():
+        if not await self._exists(marker):
             return
         doc = await self.spool.get_meta(key)
         if doc is not None:
@@ -428,7 +423,7 @@ class S3Storage(Storage):
                 self._client.put_object, Bucket=self.bucket, Key=f"{key}.json", Body=doc
             )
         if await self.spool.get_meta(key) == doc:  # else a newer one came: go again
-            marker.unlink(missing_ok=True)
+            await asyncio.to_thread(marker.unlink, missing_ok=True)
         else:
             self.kick(key)
 

@@ -17,7 +17,7 @@ from tssh.recording.uploader import Recording
 PEER = Peer(name="laptop", id="nLAP1", addresses=(), user="alice@example.com", user_id="1")
 
 
-class StallingSink:
+class StallingDestination:
     """Takes data only while ``open`` is set."""
 
     protocol: Literal["local"] = "local"
@@ -58,12 +58,12 @@ writes = st.lists(
 
 
 async def drive(ops: list[tuple[str, bytes]], limit: int, enforce: bool) -> None:
-    sink = StallingSink()
+    sink = StallingDestination()
     header = CastHeader.for_session(PEER, ssh_user="a", local_user="a", connection_id="c",
                                     started_at=time.time())
-    rec = Recording(header, sink, (), RecordingOptions(enforce=enforce, buffer_limit=limit),
-                    None, time.monotonic, time.monotonic())
-    rec._write_header()
+    rec = await Recording.start(header, sink, (),
+                                RecordingOptions(enforce=enforce, buffer_limit=limit), None,
+                                time.monotonic, time.monotonic())
     pacer = Pacer(rec)
     fed = bytearray()
     peak = 0

@@ -5,8 +5,9 @@
   ``100 Continue``), sans-I/O.
 - ``targets``: which recorder addresses a rule's ``recorder`` selectors name, pure.
 - ``model``: the values every layer passes around (options, attempts, stats).
-- ``transport``: one recorder connection, dial, probe and upload (v2 or v1), behind ``Sink``.
-- ``uploader``: the asyncio driver a session uses (``start_recording``): failover, buffer,
+- ``sink``: ``RecordingSink``, what a session writes its recording into, pure.
+- ``transport``: one recorder connection, dial, probe and upload (v2 or v1), a ``Destination``.
+- ``uploader``: the asyncio driver (``start_recording``, a ``Recording``): failover, buffer,
   backpressure; its docstring shows how.
 - ``worker``, ``worker_protocol``, ``worker_client``, ``outbox``: the recording worker
   process (a ``RecordingJob`` per recording), the messages that cross to it, the daemon's

@@ -38,7 +38,7 @@ def _create_exclusive(directory: Path, started_at: float, connection_id: str) ->
 
 
 class LocalCastFile:
-    """A recording destination that appends to a file (the uploader's sink interface)."""
+    """A recording destination that appends to a file (``transport.Destination``)."""
 
     protocol: Literal["local"] = "local"
 

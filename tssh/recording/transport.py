@@ -1,4 +1,4 @@
-"""Connections to a recorder: dial, probe, and the upload in either protocol, behind ``Sink``.
+"""Connections to a recorder: dial, probe, and the upload in either protocol, a ``Destination``.
 
 The asyncio side of ``wire`` (which decides, sans-I/O): ``connect`` dials a recorder from
 ``RecordingOptions.source_address`` (recorders identify the uploader by it), probes v2 with an
@@ -39,8 +39,8 @@ log = logging.getLogger("tssh.recording")
 READ_SIZE = 64 * 1024
 
 
-class Sink(Protocol):
-    """Where the stream goes: a recorder upload (v2, v1) or a local file."""
+class Destination(Protocol):
+    """Where a recording's encoded stream goes: a recorder upload (v2, v1) or a local file."""
 
     @property
     def protocol(self) -> WireProtocol: ...

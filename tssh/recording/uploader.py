@@ -5,7 +5,8 @@ pure parts (``asciicast`` encodes, ``wire`` decides). Behaviour follows tailscal
 (docs/recording.md): recorders are tried in order until one accepts the recording, within
 30 s for all of them (``RecordingOptions``: per-dial, probe and ack timeouts).
 
-Using it from a session (the daemon)::
+The recording worker (``worker.RecordingJob``) runs one per recording; the daemon holds a
+``worker_client.WorkerRecording``, the same interface (``sink.RecordingSink``). Using it::
 
     recorders = recorder_targets(decision.recorders, await resolver.peers(),
                                  config.recorder_port)          # tssh.recording.targets
@@ -25,16 +26,11 @@ Using it from a session (the daemon)::
     stats = await rec.close()             # final ack / 200; stats.state is the outcome
     # or, when the daemon shuts down and cannot wait: rec.abort()
 
-The session is driven by callbacks (``loop.add_reader``), so writes never block nor raise;
-with ``enforce``, flow control replaces waiting: ``pause()`` is told to stop reading the
-process's output while the buffer is full. ``rec.stats().to_json()`` is the per-recording
-entry for ``tssh status`` (destination, protocol, bytes written/sent/acked/buffered/dropped,
-attempts).
-
-``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
-event loop, if the upload fails or the recorder ends it while the session runs (not after
-``close()`` began: then the outcome is in the returned stats). With ``enforce`` the daemon
-ends the session with a message; writes after a failure are discarded and counted.
+Writes never block nor raise (``sink``'s docstring says why and how). ``on_failure(error)``
+(a plain function; it may schedule tasks) is called once, from the event loop, if the
+upload fails or the recorder ends it while the session runs (not after ``close()`` began:
+then the outcome is in the returned stats). With ``enforce`` the daemon ends the session
+with a message; writes after a failure are discarded and counted.
 
 Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer
 (``buffer.RecordingBuffer``), the chunk being sent included (plus the transport's own
@@ -53,10 +49,11 @@ from tssh.recording.asciicast import CastEncoder, CastHeader
 from tssh.recording.buffer import RecordingBuffer
 from tssh.recording.local import LocalCastFile
 from tssh.recording.model import Attempt, Clock, RecordingOptions, RecordingStats, State
+from tssh.recording.sink import ABORTED, RecordingSink
 from tssh.recording.targets import RecorderAddress
 from tssh.recording.transport import (
     ConnectFailed,
-    Sink,
+    Destination,
     V1Upload,
     V2Upload,
     as_failure,
@@ -106,19 +103,17 @@ async def start_recording(
             log.exception("recording attempt crashed", extra={"recorder": str(address)})
             attempts.append(Attempt(str(address), None, f"internal error: {e!r}"))
             continue
-        recording = Recording(header, upload, (), options, None, clock, start)
+        accepted = Attempt(str(address), upload.protocol)
         try:
-            await recording._send_header(upload, deadline - clock())
+            recording = await Recording.start(
+                header, upload, (*attempts, accepted), options, on_failure, clock, start,
+                confirm_within=deadline - clock())
         except RecordingFailed as e:  # e.g. the recorder refused the header, or its disk
-            recording.abort(f"recorder did not accept the header: {e}")
             attempts.append(Attempt(str(address), upload.protocol, str(e)))
             log.warning("recorder did not accept the recording's header",
                         extra={"recorder": str(address), "protocol": upload.protocol,
                                "reason": str(e)})
             continue
-        attempts.append(Attempt(str(address), upload.protocol))
-        recording.attempts = tuple(attempts)
-        recording._on_failure = on_failure  # from here on, a failure ends the session
         log.info("recording started", extra={"recorder": str(address),
                                              "protocol": upload.protocol})
         return recording
@@ -127,7 +122,7 @@ async def start_recording(
     if options.enforce:
         raise RecorderUnavailable(
             f"recording is required but no recorder accepted it ({reason})", tuple(attempts))
-    sink: Sink | None = None
+    sink: Destination | None = None
     if options.local_dir is not None:
         try:
             sink = await LocalCastFile.create(options.local_dir, header.timestamp,
@@ -139,21 +134,22 @@ async def start_recording(
                         extra={"path": sink.destination, "reason": reason})
     if sink is None:
         log.warning("session goes on unrecorded", extra={"reason": reason})
-    recording = Recording(header, sink, tuple(attempts), options, on_failure, clock, start)
-    recording._write_header()
-    return recording
+    return await Recording.start(header, sink, tuple(attempts), options, on_failure, clock,
+                                 start)
 
 
-class Recording:
-    """A session's recording in progress; see the module doc."""
+class Recording(RecordingSink):
+    """A session's recording in progress, in this process; see the module doc."""
 
-    def __init__(self, header: CastHeader, sink: Sink | None, attempts: tuple[Attempt, ...],
-                 options: RecordingOptions, on_failure: Callable[[RecordingFailed], None] | None,
-                 clock: Clock, start: float) -> None:
-        self.attempts = attempts
+    def __init__(self, header: CastHeader, sink: Destination | None,
+                 attempts: tuple[Attempt, ...], options: RecordingOptions, clock: Clock,
+                 start: float) -> None:
+        """Use ``start`` (or ``start_recording``): a recording is whole once its header is
+        written."""
+        self._attempts = attempts
         self._sink = sink
         self._options = options
-        self._on_failure = on_failure
+        self._on_failure: Callable[[RecordingFailed], None] | None = None
         self._clock = clock
         self._encoder = CastEncoder(header, start)
         self._buffer = RecordingBuffer(options.buffer_limit, options.enforce)
@@ -161,7 +157,7 @@ class Recording:
         self._close_started = False  # failures from here on are reported by close(), not
         self._closing = False  # on_failure; _closing: the session side is done writing
         self._finished = False
-        self.failure: RecordingFailed | None = None
+        self._failure: RecordingFailed | None = None
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
         self._paused = False
@@ -176,7 +172,29 @@ class Recording:
             self._pump_task = asyncio.create_task(self._pump())
             sink.failed.add_done_callback(self._on_sink_failed)
 
-    # -- the session's side: never blocks, never raises ----------------------------------------
+    @classmethod
+    async def start(cls, header: CastHeader, sink: Destination | None,
+                    attempts: tuple[Attempt, ...], options: RecordingOptions,
+                    on_failure: Callable[[RecordingFailed], None] | None, clock: Clock,
+                    start: float, *, confirm_within: float | None = None) -> Recording:
+        """The recording with its header written. ``confirm_within`` (an upload): returns
+        once the recorder has taken the header, only then is the session recorded (a
+        recorder refuses a header it cannot store: docs/recording.md); RecordingFailed, the
+        upload cut, if it did not in that many seconds. ``on_failure`` is told of failures
+        from then on."""
+        recording = cls(header, sink, attempts, options, clock, start)
+        size = recording._write_header()
+        if confirm_within is not None:
+            assert isinstance(sink, (V2Upload, V1Upload))
+            try:
+                await sink.confirm(size, confirm_within)
+                if recording._failure is not None:
+                    raise recording._failure
+            except RecordingFailed as e:
+                recording.abort(f"recorder did not accept the header: {e}")
+                raise
+        recording._on_failure = on_failure  # from here on, a failure ends the session
+        return recording
 
     def _write_header(self) -> int:
         if self._sink is None:
@@ -186,35 +204,30 @@ class Recording:
         self._data_ready.set()
         return len(line)
 
-    async def _send_header(self, upload: V2Upload | V1Upload, time_limit: float) -> None:
-        """Send the header and wait until the recorder has taken it: only then is the session
-        recorded (a recorder refuses a header it cannot store: docs/recording.md)."""
-        await upload.confirm(self._write_header(), time_limit)
-        if self.failure is not None:
-            raise self.failure
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return self._attempts
+
+    @property
+    def failure(self) -> RecordingFailed | None:
+        return self._failure
+
+    # -- the session's side: never blocks, never raises ----------------------------------------
 
     def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        """With ``enforce``: ``pause()`` when the buffer is full, ``resume()`` when half empty.
-
-        The session stops reading its process's output between the two (as with asyncio's
-        ``pause_writing``), so the recorder's pace limits the session's; the buffer exceeds
-        ``buffer_limit`` by at most the last write.
-        """
+        """The buffer exceeds ``buffer_limit`` by at most the last write."""
         self._pause, self._resume = pause, resume
 
     # ``at``: when it happened (the clock's time), if not now: the recording worker passes on
     # the time the daemon read the data.
 
     def output_nowait(self, data: bytes, at: float | None = None) -> None:
-        """PTY output, or stdout of a non-PTY session."""
         self._record_bytes(self._encoder.output, data, at)
 
     def stderr_nowait(self, data: bytes, at: float | None = None) -> None:
-        """Stderr of a non-PTY session (recorded if the header says so)."""
         self._record_bytes(self._encoder.stderr, data, at)
 
     def input_nowait(self, data: bytes, at: float | None = None) -> None:
-        """Keyboard input (recorded only if the header says input is captured)."""
         self._record_bytes(self._encoder.input, data, at)
 
     def resize_nowait(self, cols: int, rows: int, at: float | None = None) -> None:
@@ -224,20 +237,18 @@ class Recording:
         self._record(lambda now: self._encoder.exit(now, status), at)
 
     def marker_nowait(self, label: str, at: float | None = None) -> None:
-        """An ``"m"`` event, e.g. saying what kind of session this is."""
         self._record(lambda now: self._encoder.marker(now, label), at)
 
     def dropped_nowait(self, size: int) -> None:
         """``size`` bytes of output were lost before they reached this recording (the worker
         client's full buffer, unenforced): counted, and marked like the recording's own drops."""
-        if self._sink is None or self._closing or self.failure is not None or size <= 0:
+        if self._sink is None or self._closing or self._failure is not None or size <= 0:
             return
         self._flush_pending()
         self._buffer.count_drop(size)
 
     @property
     def writable(self) -> bool:
-        """False while flow control holds the session paused."""
         return not self._paused
 
     async def close(self) -> RecordingStats:
@@ -247,7 +258,7 @@ class Recording:
         self._close_started = True
         self._flush_pending()
         self._record(self._encoder.finish)
-        if self._sink is not None and self.failure is None:
+        if self._sink is not None and self._failure is None:
             now = self._clock()
             self._buffer.put_final_marker(lambda size: self._drop_marker(now, size))
         self._closing = True
@@ -264,13 +275,7 @@ class Recording:
         log.info("recording closed", extra={"recording": stats.to_json()})
         return stats
 
-    def abort(self, reason: str = "recording aborted before the session ended"
-              ) -> RecordingStats:
-        """Drop the recording at once (daemon shutdown, cancelled session): no flush, no wait.
-
-        The recorder sees the upload cut (it keeps what it acknowledged, marked incomplete).
-        ``on_failure`` is not called: the caller knows.
-        """
+    def abort(self, reason: str = ABORTED) -> RecordingStats:
         self._close_started = True
         self._closing = True
         self._drop_pending()
@@ -282,7 +287,7 @@ class Recording:
         state: State
         if sink is None:
             state = "unrecorded"
-        elif self.failure is not None:
+        elif self._failure is not None:
             state = "failed"
         elif self._finished:
             state = "finished"
@@ -300,7 +305,7 @@ class Recording:
             bytes_dropped=buffer.dropped,
             events_dropped=buffer.dropped_events,
             attempts=self.attempts,
-            error=str(self.failure) if self.failure else None,
+            error=str(self._failure) if self._failure else None,
         )
 
     # -- encoding into the buffer --------------------------------------------------------------
@@ -309,7 +314,7 @@ class Recording:
                       at: float | None = None) -> None:
         """Coalesce: the bytes wait (at most COALESCE_SECONDS, MAX_EVENT_INPUT bytes) for
         more of the same stream, then become one event timed at the first of them."""
-        if self._closing or self._sink is None or self.failure is not None or not data:
+        if self._closing or self._sink is None or self._failure is not None or not data:
             return
         if self._pending and self._pending_encode != encode:
             self._flush_pending()
@@ -347,7 +352,7 @@ class Recording:
         self._pending.clear()
 
     def _record(self, encode: Callable[[float], bytes], at: float | None = None) -> None:
-        if self._closing or self._sink is None or self.failure is not None:
+        if self._closing or self._sink is None or self._failure is not None:
             return  # a failure reaches the session through on_failure
         if self._pending:
             self._flush_pending()  # keeps the events in order
@@ -364,7 +369,7 @@ class Recording:
                  f"(recording could not keep up)")
 
     def _maybe_resume(self) -> None:
-        if self._paused and (self.failure is not None or self._buffer.half_empty):
+        if self._paused and (self._failure is not None or self._buffer.half_empty):
             self._paused = False
             self._call_flow(self._resume)
 
@@ -405,10 +410,10 @@ class Recording:
             self._fail(exc if isinstance(exc, RecordingError) else RecordingFailed(str(exc)))
 
     def _fail(self, error: RecordingError) -> None:
-        if self.failure is not None or self._finished:
+        if self._failure is not None or self._finished:
             return
         failure = error if isinstance(error, RecordingFailed) else RecordingFailed(str(error))
-        self.failure = failure
+        self._failure = failure
         if self._pump_task is not None and self._pump_task is not asyncio.current_task():
             self._pump_task.cancel()
         if self._sink is not None:

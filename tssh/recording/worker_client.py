@@ -2,8 +2,8 @@
 
 ``RecordingWorker.start_recording`` has the meaning of ``uploader.start_recording`` (same
 arguments, same ``RecorderUnavailable``), but the recording runs in the worker process
-(``tssh.recording.worker``) and the daemon holds a ``WorkerRecording``: the ``*_nowait``
-half of ``Recording``'s interface, plus ``close``, ``abort`` and ``stats``.
+(``tssh.recording.worker``) and the daemon holds a ``WorkerRecording``: a
+``sink.RecordingSink``, as ``uploader.Recording`` is, that mirrors the worker's reports.
 
 What the daemon does per read is one ``sendmsg`` of the raw bytes; encoding and uploading
 happen on the other core. "Recorded before forwarded" holds as before: a write returns once
@@ -39,6 +39,7 @@ from tssh.errors import RecorderUnavailable, RecordingFailed
 from tssh.recording.asciicast import CastHeader
 from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
 from tssh.recording.outbox import Outbox
+from tssh.recording.sink import ABORTED, RecordingSink
 from tssh.recording.targets import RecorderAddress
 from tssh.recording.worker_protocol import (
     DROPPED,
@@ -62,12 +63,13 @@ _NOTHING = RecordingStats(state="unrecorded", destination=None, protocol=None, b
                           events_dropped=0)  # before the worker said anything
 
 
-class WorkerRecording:
+class WorkerRecording(RecordingSink):
     """A recording running in the worker; fed from the session's callbacks (never blocks)."""
 
     def __init__(self, sock: socket.socket, options: RecordingOptions,
                  on_failure: Callable[[RecordingFailed], None] | None,
                  local_limit: int = LOCAL_LIMIT) -> None:
+        """Use ``start``: this is the daemon's end of ``sock`` before the worker has it."""
         self._sock = sock
         self._fd = sock.fileno()
         self._options = options
@@ -85,10 +87,54 @@ class WorkerRecording:
         self._closed: asyncio.Future[RecordingStats] = self._loop.create_future()
         self._close_started = False
         self._sock_closed = False
-        self.failure: RecordingFailed | None = None
+        self._failure: RecordingFailed | None = None
         self._loop.add_reader(self._fd, self._readable)
 
     # -- start -----------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, hand_over: Callable[[bytes, socket.socket], asyncio.Future[None]],
+                    request: StartRequest,
+                    on_failure: Callable[[RecordingFailed], None] | None = None
+                    ) -> WorkerRecording:
+        """Hand ``request`` to the worker with the recording's own socket (``hand_over``:
+        ``ControlChannel.send``) and wait for its answer. As ``uploader.start_recording``:
+        RecorderUnavailable when enforced and not started, else unrecorded if not."""
+        options = request.options
+        encoded = request.encode()
+        limit = options.connect_timeout + START_SLACK  # for the handover and the answer
+        started_at = time.monotonic()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        recording = cls(ours, options, on_failure)
+        sent: asyncio.Future[None] | None = None
+        try:
+            sent = hand_over(encoded, theirs)
+            async with asyncio.timeout(limit):
+                await sent
+            await recording._wait_started(time.monotonic() - started_at)
+        except (RecorderUnavailable, TimeoutError, OSError) as e:
+            if isinstance(e, RecorderUnavailable):
+                error = e
+            elif isinstance(e, TimeoutError):
+                error = RecorderUnavailable(
+                    f"the recording worker did not take the recording in {limit:g}s")
+            else:
+                error = RecorderUnavailable(
+                    f"cannot hand the recording to the recording worker: {e.strerror or e}")
+            recording._give_up(error)
+            if options.enforce:
+                raise error from None
+            # unenforced: the session goes on unrecorded, as start_recording would do
+            log.warning("session goes on unrecorded", extra={"reason": str(error)})
+        except BaseException:
+            recording._give_up(RecorderUnavailable("recording start cancelled"))
+            raise
+        finally:
+            if sent is not None:
+                sent.cancel()  # withdrawn if still waiting (no-op once sent)
+            theirs.close()  # the worker has its own copy once sent
+        return recording
 
     async def _wait_started(self, waited: float = 0.0) -> None:
         """``waited``: seconds already spent handing the request to the worker."""
@@ -113,11 +159,16 @@ class WorkerRecording:
     def attempts(self) -> tuple[Attempt, ...]:
         return self._stats.attempts if self._stats is not None else ()
 
+    @property
+    def failure(self) -> RecordingFailed | None:
+        """The worker's failure as it reported it, or the loss of the worker."""
+        return self._failure
+
     # -- the session's side ------------------------------------------------------------------
 
     def set_flow_control(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        """With ``enforce``: ``pause()`` when this side's buffer is full, ``resume()`` when
-        it has drained to half."""
+        """The buffer is this side's (``local_limit``); the worker's stops this side's
+        reading, which fills it."""
         self._pause, self._resume = pause, resume
 
     @property
@@ -149,8 +200,8 @@ class WorkerRecording:
 
     async def close(self) -> RecordingStats:
         """End the upload and wait for the worker's outcome (bounded)."""
-        if self.failure is not None and not self._closed.done():
-            self._closed.set_result(self._failed_stats(str(self.failure)))
+        if self._failure is not None and not self._closed.done():
+            self._closed.set_result(self._failed_stats(str(self._failure)))
         if not self._close_started:
             self._close_started = True
             self._send(Kind.CLOSE, b"")
@@ -165,11 +216,10 @@ class WorkerRecording:
             self._shut()
         return stats  # the worker logged it; the daemon audits it
 
-    def abort(self, reason: str = "recording aborted before the session ended"
-              ) -> RecordingStats:
-        """Cut now (the worker sees the socket close without CLOSE and cuts the upload)."""
+    def abort(self, reason: str = ABORTED) -> RecordingStats:
+        """The worker sees the socket close without CLOSE and cuts the upload."""
         self._close_started = True
-        self.failure = self.failure or RecordingFailed(reason)
+        self._failure = self._failure or RecordingFailed(reason)
         stats = self._failed_stats(reason)
         self._shut()
         return stats
@@ -179,17 +229,17 @@ class WorkerRecording:
         stats = self._stats or self._failed_stats("not started")
         return replace(
             stats,
-            state="failed" if self.failure is not None and stats.state == "recording"
+            state="failed" if self._failure is not None and stats.state == "recording"
             else stats.state,
             bytes_buffered=stats.bytes_buffered + len(self._out),
             bytes_dropped=stats.bytes_dropped + self._dropped,
-            error=stats.error or (str(self.failure) if self.failure else None),
+            error=stats.error or (str(self._failure) if self._failure else None),
         )
 
     # -- frames to the worker -----------------------------------------------------------------
 
     def _send(self, kind: Kind, payload: bytes, droppable: bool = False) -> None:
-        if self._sock_closed or self.failure is not None:
+        if self._sock_closed or self._failure is not None:
             return  # a failure reached the session through on_failure
         if self._close_started and kind is not Kind.CLOSE:
             return
@@ -262,7 +312,7 @@ class WorkerRecording:
         return replace(
             stats, state="failed", bytes_buffered=0,
             bytes_dropped=stats.bytes_dropped + len(self._out) + self._dropped,
-            error=str(self.failure) if self.failure else reason,
+            error=str(self._failure) if self._failure else reason,
         )
 
     def _lost(self, reason: str) -> None:
@@ -273,14 +323,14 @@ class WorkerRecording:
         elif not self._closed.done():
             if self._stats is None or self._stats.state != "unrecorded":
                 self._fail(RecordingFailed(reason))
-            self._closed.set_result(self._failed_stats(reason) if self.failure
+            self._closed.set_result(self._failed_stats(reason) if self._failure
                                     else self.stats())
         self._shut()
 
     def _fail(self, error: RecordingFailed) -> None:
-        if self.failure is not None:
+        if self._failure is not None:
             return
-        self.failure = error
+        self._failure = error
         self._out.clear()
         if self._paused:
             self._paused = False
@@ -456,41 +506,13 @@ class RecordingWorker:
         options: RecordingOptions,
         on_failure: Callable[[RecordingFailed], None] | None = None,
     ) -> WorkerRecording:
-        """As ``uploader.start_recording``, in the worker."""
-        request = StartRequest(tuple(recorders), header, options).encode()
-        limit = options.connect_timeout + START_SLACK  # for the handover and the answer
-        started_at = time.monotonic()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        ours.setblocking(False)
-        remote = WorkerRecording(ours, options, on_failure)
-        sent: asyncio.Future[None] | None = None
-        try:
-            sent = self._ensure().send(request, theirs)
-            async with asyncio.timeout(limit):
-                await sent
-            await remote._wait_started(time.monotonic() - started_at)
-        except (RecorderUnavailable, TimeoutError, OSError) as e:
-            if isinstance(e, RecorderUnavailable):
-                error = e
-            elif isinstance(e, TimeoutError):
-                error = RecorderUnavailable(
-                    f"the recording worker did not take the recording in {limit:g}s")
-            else:
-                error = RecorderUnavailable(
-                    f"cannot hand the recording to the recording worker: {e.strerror or e}")
-            remote._give_up(error)
-            if options.enforce:
-                raise error from None
-            # unenforced: the session goes on unrecorded, as start_recording would do
-            log.warning("session goes on unrecorded", extra={"reason": str(error)})
-        except BaseException:
-            remote._give_up(RecorderUnavailable("recording start cancelled"))
-            raise
-        finally:
-            if sent is not None:
-                sent.cancel()  # withdrawn if still waiting (no-op once sent)
-            theirs.close()  # the worker has its own copy once sent
-        return remote
+        """As ``uploader.start_recording``, in the worker (started now if it is not)."""
+
+        def hand_over(request: bytes, sock: socket.socket) -> asyncio.Future[None]:
+            return self._ensure().send(request, sock)
+
+        return await WorkerRecording.start(
+            hand_over, StartRequest(tuple(recorders), header, options), on_failure)
 
     def _discard_control(self) -> None:
         control, self._control = self._control, None

@@ -43,8 +43,9 @@ from tssh.identity.base import Peer, Resolver
 from tssh.policy import Decision
 from tssh.recording.asciicast import CastHeader, FittedHeader, HeaderTooLarge, fit_header
 from tssh.recording.model import Attempt, RecordingOptions, RecordingStats
+from tssh.recording.sink import RecordingSink
 from tssh.recording.targets import RecorderAddress, recorder_targets
-from tssh.recording.worker_client import RecordingWorker, WorkerRecording
+from tssh.recording.worker_client import RecordingWorker
 
 log = logging.getLogger("tssh.recording")
 audit = logging.getLogger("tssh.audit")
@@ -169,7 +170,6 @@ class RecordingService:
             targets, names = [], {}
         options = replace(self._options, enforce=rule.enforce,
                           source_address=desc.source_address or None)
-        session: SessionRecording | None = None
         base = self._audit_fields(desc, rule)
         try:
             fitted = header_for(desc, time.time())
@@ -179,8 +179,6 @@ class RecordingService:
             raise RecorderUnavailable(str(e)) from None
 
         def failed(error: RecordingFailed) -> None:
-            if session is not None:
-                session.failure = error
             audit.error("session recording failed", extra={
                 **base, "event": "recording.failed", "reason": str(error)})
             on_failure(error)
@@ -207,7 +205,13 @@ class RecordingService:
                    "outcome": outcome[stats.protocol], "destination": stats.destination,
                    "protocol": stats.protocol,
                    "attempts": [a.to_json() for a in recording.attempts]})
-        session = SessionRecording(self, recording, rule, desc)
+
+        def ended(stats: RecordingStats) -> None:
+            self._live.discard(session)
+            self._ended(base, stats)
+
+        session = SessionRecording(recording, rule, desc, on_end=ended,
+                                   track=self._track_finish)
         self._live.add(session)
         return session
 
@@ -228,8 +232,7 @@ class RecordingService:
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    def _ended(self, session: SessionRecording, stats: RecordingStats) -> None:
-        self._live.discard(session)
+    def _ended(self, audit_fields: dict[str, object], stats: RecordingStats) -> None:
         if stats.destination is not None and stats.protocol in ("v2", "v1"):
             seen = self._seen.get(stats.destination)
             if seen is not None:
@@ -239,8 +242,7 @@ class RecordingService:
         audit.log(
             logging.INFO if stats.state in ("finished", "unrecorded") else logging.WARNING,
             "session recording ended",
-            extra={**self._audit_fields(session.desc, session.rule), "event": "recording.end",
-                   "recording": stats.to_json()})
+            extra={**audit_fields, "event": "recording.end", "recording": stats.to_json()})
 
     def recorders_status(self) -> list[dict[str, object]]:
         """Each recorder tried so far and how its last recording went (``tssh status``)."""
@@ -272,17 +274,23 @@ class RecordingRequest:
 
 
 class SessionRecording:
-    """One session's recording, fed from the session's callbacks (never blocks)."""
+    """One session's recording, fed from the session's callbacks (never blocks).
 
-    def __init__(self, service: RecordingService, recording: WorkerRecording,
-                 rule: RecordingRule, desc: SessionDescription) -> None:
-        self._service = service
+    It writes into a ``RecordingSink`` and reads its state from there; ``on_end(stats)`` is
+    told once when the recording has ended (closed or aborted), and ``track`` is given the
+    task that closes it, for the daemon to wait for at exit.
+    """
+
+    def __init__(self, recording: RecordingSink, rule: RecordingRule,
+                 desc: SessionDescription, *, on_end: Callable[[RecordingStats], None],
+                 track: Callable[[asyncio.Task[Any]], None]) -> None:
         self._recording = recording
         self.rule = rule
         self.desc = desc
         self.transfer = transfer = desc.transfer
+        self._on_end = on_end
+        self._track = track
         self._ended = False
-        self.failure: RecordingFailed | None = None  # set when the upload fails midway
         if transfer is not None:
             recording.marker_nowait(
                 f"tssh: file transfer session ({transfer}); transferred data is not recorded")
@@ -297,7 +305,7 @@ class SessionRecording:
 
     def record(self, data: bytes, stderr: bool = False) -> bool:
         """Record output; False if it must not reach the client (enforced and failed)."""
-        if self.failure is not None and self.rule.enforce:
+        if self.rule.enforce and self._recording.failure is not None:
             return False
         if self.transfer is None:
             if stderr:
@@ -322,38 +330,41 @@ class SessionRecording:
         Enforced: waits for the recorder to confirm, and returns the message for the client
         if it did not. Otherwise the upload ends in the background and this returns at once.
         """
-        if self._ended:
+        closing = self._end(exit_status)
+        if closing is None or not self.rule.enforce:
             return None
-        self._ended = True
-        self._recording.exit_nowait(exit_status)
-        task = asyncio.get_running_loop().create_task(self._close())
-        self._service._track_finish(task)
-        if not self.rule.enforce:
-            return None
-        stats = await asyncio.shield(task)
-        if stats.state == "failed" and self.failure is None:
+        stats, told = await asyncio.shield(closing)
+        if stats.state == "failed" and not told:
             return UNCONFIRMED_MESSAGE
         return None
 
     def end(self, exit_status: int) -> None:
         """``finish`` without waiting (a session that could not start its process)."""
+        self._end(exit_status)
+
+    def _end(self, exit_status: int) -> asyncio.Task[tuple[RecordingStats, bool]] | None:
         if self._ended:
-            return
+            return None
         self._ended = True
         self._recording.exit_nowait(exit_status)
-        self._service._track_finish(asyncio.get_running_loop().create_task(self._close()))
+        task = asyncio.get_running_loop().create_task(self._close())
+        self._track(task)
+        return task
 
-    async def _close(self) -> RecordingStats:
+    async def _close(self) -> tuple[RecordingStats, bool]:
+        """The stats, and whether the session was told of a failure already: one before
+        ``close()`` went through on_failure, one after it is only in the stats."""
+        told = self._recording.failure is not None
         stats = await self._recording.close()
-        self._service._ended(self, stats)
-        return stats
+        self._on_end(stats)
+        return stats, told
 
     def abort(self, reason: str) -> None:
         """Cut the upload now (daemon shutdown); the recorder marks it incomplete."""
         if self._ended:
             return
         self._ended = True
-        self._service._ended(self, self._recording.abort(reason))
+        self._on_end(self._recording.abort(reason))
 
     def status(self) -> dict[str, object]:
         """This session's entry in ``tssh status``: recorder, protocol, bytes sent and acked."""

@@ -51,6 +51,7 @@ from tssh.server.recording import (
     SessionRecording,
 )
 from tssh.server.spawn import SpawnRequest, decode_wait_status, spawn_async
+from tssh.server.stdin_pump import StdinPump
 from tssh.server.transfer import TransferCommand, parse_transfer
 
 log = logging.getLogger("tssh.session")
@@ -59,7 +60,6 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 READ_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 CHANNEL_HIGH_WATER = 1024 * 1024
-STDIN_HIGH_WATER = 256 * 1024
 HANGUP_GRACE = 2.0  # seconds between SIGHUP and SIGKILL of a closed session's processes
 # ... and of a session whose enforced recording failed: nothing it does is recorded any more,
 # so it gets no more time than it takes to act on SIGHUP (docs/recording.md).
@@ -218,10 +218,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         self._pid: int | None = None
         self._pidfd: int | None = None
         self._exit: tuple[int | None, int | None, bool] | None = None
-        self._stdin_fd: int | None = None
-        self._stdin_buf = bytearray()
-        self._stdin_eof = False
-        self._stdin_paused = False
+        self._stdin = StdinPump(self._pause_reading, self._resume_reading)
         self._outputs: dict[int, bool] = {}  # fd -> is stderr
         self._reading = False
         self._starting = True
@@ -415,7 +412,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                 raise
             finally:
                 os.close(pty.slave)
-            self._stdin_fd = pty.master
+            self._stdin.attach(pty.master, shared=True)
             self._outputs = {pty.master: False}
         else:
             await self._start_with_pipes(executable, argv, env)
@@ -427,15 +424,11 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
         if self._unrecorded:  # the recording failed while the process was being started
             self.hangup(UNRECORDED_GRACE)
         if self._cut:  # its transfer stream was cut meanwhile
-            self._stdin_buf.clear()
+            self._stdin.discard()
             self.hangup()
         self._resume_output()
         self._starting = False
-        if self._stdin_buf:  # input that arrived while the process started
-            assert self._stdin_fd is not None
-            self._loop.add_writer(self._stdin_fd, self._flush_stdin)
-        elif self._stdin_eof:
-            self._close_stdin()
+        self._stdin.start()  # input that arrived while the process started
         if ctx.session_max_duration:
             self._duration_timer = self._loop.call_later(
                 ctx.session_max_duration, self.terminate,
@@ -500,7 +493,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             emit("transfer.cut", "session ended: its transfer stream could not be audited",
                  fields, level=logging.WARNING)
             self._cut = True  # nothing more reaches the process, none starts
-            self._drop_pending_input()
+            self._stdin.discard()  # input not yet written is dropped
             self.terminate(UNPARSABLE_MESSAGE)
 
     async def _start_with_pipes(self, executable: str, argv: list[str],
@@ -524,7 +517,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
                 os.close(fd)
         for fd in (in_w, out_r, err_r):
             os.set_blocking(fd, False)
-        self._stdin_fd = in_w
+        self._stdin.attach(in_w, shared=False)
         self._outputs = {out_r: False, err_r: True}
 
     def _watch_exit(self) -> None:
@@ -590,10 +583,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
             self._loop.remove_reader(fd)
         del self._outputs[fd]
         if self._pty is not None and fd == self._pty.master:
-            if self._stdin_buf:
-                self._loop.remove_writer(fd)
-            self._stdin_fd = None  # the same fd; closed below
-            self._stdin_buf.clear()
+            self._stdin.detach()  # the same fd; closed below
         os.close(fd)
         self._maybe_finish()
 
@@ -616,85 +606,22 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         self.info.bytes_in += len(data)
-        if self._stdin_eof or self._unrecorded or self._cut:
+        if self._stdin.eof or self._unrecorded or self._cut:
             return
         if self._transfer_audit is not None:
             self._audit_transfer(data, to_client=False)
             if self._cut:
                 return
-        if self._stdin_fd is None:
-            if self._starting:  # kept until the process exists
-                self._buffer_stdin(data)
-            return
-        if not self._stdin_buf:
-            try:
-                written = os.write(self._stdin_fd, data)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                self._drop_stdin()
-                return
-            data = data[written:]
-            if not data:
-                return
-            self._loop.add_writer(self._stdin_fd, self._flush_stdin)
-        self._buffer_stdin(data)
+        self._stdin.feed(data, self._starting)
 
-    def _drop_pending_input(self) -> None:
-        """Input not yet written to the process is discarded (a cut session)."""
-        if self._stdin_fd is not None and self._stdin_buf:
-            self._loop.remove_writer(self._stdin_fd)
-        self._stdin_buf.clear()
+    def _pause_reading(self) -> None:
+        self._chan.pause_reading()
 
-    def _buffer_stdin(self, data: bytes) -> None:
-        self._stdin_buf += data
-        if len(self._stdin_buf) > STDIN_HIGH_WATER and not self._stdin_paused:
-            self._stdin_paused = True
-            self._chan.pause_reading()
-
-    def _flush_stdin(self) -> None:
-        fd = self._stdin_fd
-        if fd is None:
-            return
-        try:
-            written = os.write(fd, self._stdin_buf)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._drop_stdin()
-            return
-        del self._stdin_buf[:written]
-        if self._stdin_buf:
-            return
-        self._loop.remove_writer(fd)
-        if self._stdin_paused:
-            self._stdin_paused = False
-            self._chan.resume_reading()  # may deliver more data (and the EOF) right here
-        if self._stdin_eof and not self._stdin_buf:
-            self._close_stdin()
-
-    def _drop_stdin(self) -> None:
-        """The process stopped reading (EPIPE): discard input, as sshd does."""
-        if self._stdin_fd is not None and self._stdin_buf:
-            self._loop.remove_writer(self._stdin_fd)
-        self._stdin_buf.clear()
-        if self._stdin_paused:
-            self._stdin_paused = False
-            self._chan.resume_reading()
-        self._stdin_eof = True
-        self._close_stdin()
-
-    def _close_stdin(self) -> None:
-        fd = self._stdin_fd
-        if fd is None or self._pty is not None:
-            return  # a pty's master is also its output; it closes with the output
-        self._stdin_fd = None
-        os.close(fd)
+    def _resume_reading(self) -> None:
+        self._chan.resume_reading()
 
     def eof_received(self) -> bool:
-        self._stdin_eof = True
-        if not self._stdin_buf and not self._starting:
-            self._close_stdin()
+        self._stdin.end(self._starting)
         return True  # half-open: output keeps flowing
 
     # --- flow control, window, signals ---------------------------------------------
@@ -825,12 +752,7 @@ class ProcessSession(asyncssh.SSHServerSession[bytes]):
 
     def _release_fds(self) -> None:
         self._pause_output()
-        if self._stdin_fd is not None and self._stdin_buf:
-            self._loop.remove_writer(self._stdin_fd)
-        self._stdin_buf.clear()
-        if self._stdin_fd is not None and self._stdin_fd not in self._outputs:
-            os.close(self._stdin_fd)
-        self._stdin_fd = None
+        self._stdin.release()
         for fd in list(self._outputs):
             os.close(fd)
         self._outputs.clear()
