@@ -114,8 +114,11 @@ def build_api(service: RecorderService, access: Access, *,
     app = FastAPI(title="tssh-recorder", docs_url=None, redoc_url=None, openapi_url=None)
 
     def audited(request: Request, result: Reader | Denied | None, status: int) -> None:
-        name = event_name(request.url.path) if audit is not None else None
-        if audit is None or name is None:
+        name = event_name(request.url.path)
+        if name is None:
+            return
+        service.metrics.read(name, allowed=status == 200)
+        if audit is None:
             return
         who = result if isinstance(result, Reader) else None
         audit.write(ReadEvent(
@@ -174,6 +177,7 @@ def build_api(service: RecorderService, access: Access, *,
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus metrics of this recorder process. Open to everyone on the tailnet."""
+        await service.sample_metrics()
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     @app.get("/api/v1/key")
