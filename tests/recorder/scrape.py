@@ -27,11 +27,21 @@ class Scrape:
         return sum(v for n, got, v in self.samples
                    if n == name and labels.items() <= got.items())
 
+    def metrics(self) -> set[str]:
+        """The families of the recorder's own metrics (without the ``_created`` timestamps
+        prometheus_client exposes beside each counter and histogram as gauges)."""
+        return {name for name in self.families
+                if not (name.endswith("_created")
+                        and name.removesuffix("_created") in self.families)}
+
+    def sample_names(self, family: str) -> set[str]:
+        """The sample names of a family, present or not yet observed (a labelled counter
+        has no sample before its first increment)."""
+        return {family + suffix for suffix in SUFFIXES.get(self.families[family], ("",))}
+
     def names(self) -> set[str]:
-        """Every sample name the exposition declares, present or not yet observed (a
-        labelled counter has no sample before its first increment)."""
-        declared = {name + suffix for name, kind in self.families.items()
-                    for suffix in SUFFIXES.get(kind, ("",))}
+        """Every sample name the exposition declares."""
+        declared = {n for family in self.families for n in self.sample_names(family)}
         return declared | {n for n, _, _ in self.samples}
 
 
