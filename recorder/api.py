@@ -129,8 +129,12 @@ def build_api(service: RecorderService, access: Access, *,
 
     def audited(request: Request, result: Reader | Denied | None, status: int,
                 event: str | None = None) -> None:
-        name = (event or event_name(request.url.path)) if audit is not None else None
-        if audit is None or name is None:
+        name = event or event_name(request.url.path)
+        if name is None:
+            return
+        if event is None:  # a read; holds and releases are changes, not reads
+            service.metrics.read(name, allowed=status == 200)
+        if audit is None:
             return
         who = result if isinstance(result, Reader) else None
         audit.write(ReadEvent(
@@ -205,6 +209,7 @@ def build_api(service: RecorderService, access: Access, *,
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus metrics of this recorder process. Open to everyone on the tailnet."""
+        await service.sample_metrics()
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     @app.get("/api/v1/key")

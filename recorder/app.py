@@ -29,6 +29,7 @@ from recorder.service import RecorderService
 from recorder.settings import RecorderSettings
 from recorder.storage.base import Storage
 from recorder.storage.disk import DiskStorage
+from recorder.storage.metered import MeteredStorage
 from recorder.tokens import TokenStore
 from tssh.identity.base import Reloadable, Resolver
 from tssh.identity.factory import open_resolver
@@ -39,15 +40,20 @@ log = logging.getLogger("tssh.recorder")
 
 
 def open_storage(settings: RecorderSettings, metrics: Metrics) -> Storage:
+    """The backend of ``--dst``, its failures counted in ``metrics``."""
     target = settings.s3()
+    backend: Storage
     if target is None:
-        return DiskStorage(Path(settings.dst), metrics.observe_commit)
-    from recorder.storage.s3 import S3Storage
+        backend = DiskStorage(Path(settings.dst), metrics.observe_commit)
+    else:
+        from recorder.storage.s3 import S3Storage
 
-    return S3Storage(
-        target.endpoint_url, target.bucket, settings.state_dir / "spool",
-        observe_commit=metrics.observe_commit,
-    )
+        backend = S3Storage(
+            target.endpoint_url, target.bucket, settings.state_dir / "spool",
+            observe_commit=metrics.observe_commit,
+            observe_error=lambda operation: metrics.storage_error("s3", operation),
+        )
+    return MeteredStorage(backend, metrics.storage_error)
 
 
 def open_index(settings: RecorderSettings) -> Index:

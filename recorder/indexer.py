@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from recorder.arrivals import Arrivals
 from recorder.errors import RecorderError
 from recorder.events import CastText
 from recorder.index.base import Index, TextUpdate
@@ -34,6 +35,8 @@ DUTY_PAUSE = 1.0
 # faster than the recorder indexes (a cat of a big file) falls behind within a second
 MAX_BACKLOG = 4 * 1024 * 1024
 MAX_TOTAL_BACKLOG = 64 * 1024 * 1024
+# bytes fed within this many seconds share one arrival mark: the index lag is exact to this
+ARRIVAL_GRAIN = 0.05
 
 
 @dataclass
@@ -47,6 +50,8 @@ class _Live:
     ending: bool = False  # the recording ended: finalize once the backlog is extracted
     lines: list[Line] = field(default_factory=list)
     partial: Line | None = None  # as last written to the index
+    # when the unwritten bytes were fed (monotonic clock): the index lag
+    arrivals: Arrivals = field(default_factory=lambda: Arrivals(ARRIVAL_GRAIN))
 
 
 class TextIndexer:
@@ -58,8 +63,10 @@ class TextIndexer:
 
     def __init__(self, index: Index, interval: float = FLUSH_INTERVAL,
                  max_backlog: int = MAX_BACKLOG,
-                 max_total_backlog: int = MAX_TOTAL_BACKLOG) -> None:
+                 max_total_backlog: int = MAX_TOTAL_BACKLOG,
+                 on_error: Callable[[], None] | None = None) -> None:
         self.index = index
+        self.on_error = on_error  # an index write failed (tsrecorder_index_errors_total)
         self.interval = interval
         self.max_backlog = max_backlog
         self.max_total_backlog = max_total_backlog
@@ -67,6 +74,7 @@ class TextIndexer:
         self._rebuilds: asyncio.Queue[tuple[str, Callable[[], AsyncIterator[bytes]]]] = (
             asyncio.Queue())
         self._rebuilder: asyncio.Task[None] | None = None
+        self._rebuilding = 0  # rebuilds taken from the queue, not yet done
         self._live: dict[str, _Live] = {}
         self._dirty: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -93,6 +101,7 @@ class TextIndexer:
         live.backlog.append(data)
         live.backlog_size += len(data)
         live.unwritten += len(data)
+        live.arrivals.arrived(len(data), time.monotonic())
         self._total += len(data)
         self._waiting.add(recording_id)
         self._work.set()
@@ -108,6 +117,7 @@ class TextIndexer:
         self._total -= live.unwritten
         live.backlog, live.backlog_size, live.unwritten, live.extracted = [], 0, 0, 0
         live.lines = []
+        live.arrivals.clear()
 
     def discard(self, recording_id: str) -> None:
         """Stops following a recording (its text will be rebuilt from storage)."""
@@ -127,11 +137,38 @@ class TextIndexer:
     async def _rebuild_loop(self) -> None:
         while True:
             recording_id, read = await self._rebuilds.get()
+            self._rebuilding = 1
             try:
-                await rebuild(self.index, recording_id, read())
+                await rebuild(self.index, recording_id, read(), on_error=self.on_error)
             except Exception:
+                self._failed()
                 log.exception("recording %s: cannot index its text from storage (run "
                               "tssh-recorder reindex)", recording_id)
+            finally:
+                self._rebuilding = 0
+
+    # -- what /metrics shows (docs/recorder.md, "Metrics") -----------------------------------
+
+    def lag(self, now: float) -> float:
+        """Seconds since the oldest byte of a live recording that is not yet in the index
+        arrived (``now``: ``time.monotonic()``); 0 when every live recording is caught up.
+        Recordings that fell behind are counted by ``rebuilds_pending`` instead."""
+        oldest = [t for live in self._live.values() if (t := live.arrivals.oldest()) is not None]
+        return max(0.0, now - min(oldest, default=now))
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._total
+
+    def rebuilds_pending(self) -> int:
+        """Recordings whose text is to come from storage: live ones that fell behind, and
+        ended ones queued or being rebuilt."""
+        behind = sum(1 for live in self._live.values() if live.behind)
+        return behind + self._rebuilds.qsize() + self._rebuilding
+
+    def _failed(self) -> None:
+        if self.on_error is not None:
+            self.on_error()
 
     async def finish(self, recording_id: str) -> bool:
         """The recording ended: its last line is complete. What is still waiting for
@@ -219,12 +256,14 @@ class TextIndexer:
         for live, n in covered:  # those bytes are in the index now
             if live.unwritten >= n:  # (not released meanwhile)
                 live.unwritten -= n
+                live.arrivals.consumed(n)
                 self._total -= n
 
     async def _write(self, updates: list[TextUpdate]) -> None:
         try:
             await self.index.add_text(updates)
         except Exception:  # the index is a cache: the upload goes on, reindex repairs it
+            self._failed()
             log.exception("could not index the text of %d recordings", len(updates))
 
     async def close(self) -> None:
@@ -256,9 +295,11 @@ async def _yield(started: float) -> None:
     await asyncio.sleep((time.perf_counter() - started) * DUTY_PAUSE)
 
 
-async def rebuild(index: Index, recording_id: str, chunks: AsyncIterator[bytes]) -> None:
+async def rebuild(index: Index, recording_id: str, chunks: AsyncIterator[bytes], *,
+                  on_error: Callable[[], None] | None = None) -> None:
     """Builds a recording's text from its stored bytes, replacing what the index had. An
-    index failure is logged and leaves the text to the next reindex."""
+    index failure is logged (and told to ``on_error``) and leaves the text to the next
+    reindex."""
     text = CastText()
     lines: list[Line] = []
     try:
@@ -275,5 +316,7 @@ async def rebuild(index: Index, recording_id: str, chunks: AsyncIterator[bytes])
     except RecorderError:
         raise  # storage: the caller says what it was doing
     except Exception:
+        if on_error is not None:
+            on_error()
         log.exception("could not index the text of recording %s (run tssh-recorder "
                       "reindex)", recording_id)

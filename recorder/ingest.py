@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from recorder import kubernetes
+from recorder.arrivals import Arrivals
 from recorder.errors import CastError, HeaderTimeoutError, StorageError, UploadLimitError
 from recorder.limits import UploadLimits
 from recorder.metrics import Metrics
@@ -50,6 +51,7 @@ V1_SYNC_INTERVAL = 1.0  # v1 has no acks; still sync this often for crash safety
 # (docs/recorder.md, "Limits").
 HEADER_TIMEOUT = 30.0
 DRAIN_LIMIT = 30.0  # seconds to wait for an uploader to stop sending after an error frame
+ARRIVAL_GRAIN = 0.001  # request messages within a millisecond share one arrival time
 
 
 async def _drain(receive: Receive, limit: float) -> None:
@@ -86,6 +88,10 @@ class Upload:
         self.body_done = False  # no more request messages will come
         self._sync_every = sync_every
         self._last_sync = time.monotonic()
+        # v2: when each received byte arrived, for tsrecorder_ack_latency_seconds (received
+        # byte N is recording byte N: only the header line waits in the scanner)
+        self.arrivals = Arrivals(ARRIVAL_GRAIN) if sync_every is None else None
+        self.acked = 0  # bytes covered by the acks sent so far
 
     async def receive_loop(self, receive: Receive) -> None:
         try:
@@ -107,6 +113,8 @@ class Upload:
 
     async def _accept(self, body: bytes) -> None:
         self.metrics.bytes.inc(len(body))
+        if self.arrivals is not None:
+            self.arrivals.arrived(len(body), time.monotonic())
         out = self.scanner.feed(body)
         if self.recording is None and self.scanner.header is not None:
             self.headed.set()
@@ -307,7 +315,7 @@ class IngestApp:
                 synced = loop.time()
                 durable = await upload.sync()
                 if durable != acked or idle_due:
-                    await self._ack(send, durable)
+                    await self._ack(send, upload, durable)
                     acked = durable
                     idle_due = False
                 if self.ack_interval > 0:
@@ -333,7 +341,7 @@ class IngestApp:
             return
         with contextlib.suppress(Exception):  # the client may be gone already
             if error is None:
-                await self._ack(send, size)
+                await self._ack(send, upload, size)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 frame = (json.dumps({"error": error}) + "\n").encode()
@@ -354,10 +362,19 @@ class IngestApp:
         if not reader.done() and not upload.headed.is_set():
             raise HeaderTimeoutError(f"no asciicast header within {self.header_timeout:g} s")
 
-    async def _ack(self, send: Send, n: int) -> None:
+    async def _ack(self, send: Send, upload: Upload, n: int) -> None:
+        """Sends an ack frame for ``n`` durable bytes. An ack that covers new bytes observes
+        the ack latency: from the arrival of the oldest of them (its request message) until
+        hypercorn took the frame (docs/recorder.md, "Metrics")."""
         frame = (json.dumps({"ack": n}) + "\n").encode()
         await send({"type": "http.response.body", "body": frame, "more_body": True})
-        self.service.metrics.acks.inc()
+        metrics = self.service.metrics
+        metrics.acks.inc()
+        if upload.arrivals is not None and n > upload.acked:
+            first = upload.arrivals.consumed(n - upload.acked)
+            upload.acked = n
+            if first is not None:
+                metrics.ack_seconds.observe(time.monotonic() - first)
 
     async def _event(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/v2/event``: Tailscale's Kubernetes API server proxy posts one JSON document per

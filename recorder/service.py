@@ -135,7 +135,7 @@ class RecorderService:
         self.trusted_keys = frozenset({self.public_key})
         self.metrics = metrics or Metrics()
         self.live = LiveHub()
-        self.text = TextIndexer(index)
+        self.text = TextIndexer(index, on_error=self.metrics.index_errors.inc)
         # the seek index of each recording being uploaded (a live one's is not stored yet)
         self.seeking: dict[str, SeekIndexer] = {}
 
@@ -192,6 +192,17 @@ class RecorderService:
         recording = IngestRecording(self, meta, writer)
         self.seeking[rid] = recording.seek
         return recording
+
+    async def sample_metrics(self) -> None:
+        """Sets the gauges that are sampled rather than counted (spool depth, index lag),
+        just before ``/metrics`` renders them."""
+        depth = await self.storage.spool_depth()
+        m = self.metrics
+        m.spool_recordings.set(depth.recordings)
+        m.spool_bytes.set(depth.bytes)
+        m.index_lag.set(self.text.lag(time.monotonic()))
+        m.index_backlog.set(self.text.backlog_bytes)
+        m.index_rebuilds.set(self.text.rebuilds_pending())
 
     def checkpoints(self, meta: RecordingMeta) -> list[Checkpoint]:
         """The seek index: stored with the metadata, or being built for a live one."""

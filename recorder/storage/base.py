@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 
 class RecordingWriter(abc.ABC):
@@ -34,8 +35,18 @@ class RecordingWriter(abc.ABC):
         """Hex SHA-256 of every byte written so far (complete after ``close``)."""
 
 
+@dataclass(frozen=True)
+class SpoolDepth:
+    """What a backend holds locally that is not yet in long-term storage."""
+
+    recordings: int = 0
+    bytes: int = 0
+
+
 class Storage(abc.ABC):
     """A store of recordings: local disk, or S3 behind a local spool."""
+
+    kind = "storage"  # the ``backend`` label of tsrecorder_storage_errors_total
 
     @abc.abstractmethod
     async def create(self, key: str) -> RecordingWriter:
@@ -86,6 +97,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> str:
         """A one-line description for logs, e.g. ``disk:/srv/rec``."""
+
+    async def spool_depth(self) -> SpoolDepth:
+        """Recordings and bytes waiting to reach long-term storage (none on disk)."""
+        return SpoolDepth()
 
     async def start(self) -> None:
         """Starts background work (uploads); called once the event loop runs."""

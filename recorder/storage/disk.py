@@ -156,6 +156,8 @@ def replace_durably(path: Path, document: bytes) -> None:
 
 
 class DiskStorage(Storage):
+    kind = "disk"
+
     def __init__(self, root: Path, observe_commit: CommitObserver | None = None) -> None:
         self.root = root
         self._commit = GroupCommit(root, observe_commit)

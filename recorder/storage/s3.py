@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from recorder.errors import StorageError
 from recorder.keys import check_key
-from recorder.storage.base import RecordingWriter, Storage
+from recorder.storage.base import RecordingWriter, SpoolDepth, Storage
 from recorder.storage.commit import CommitObserver, fsync_dir
 from recorder.storage.disk import DiskStorage
 
@@ -62,16 +62,22 @@ def _is_missing(e: ClientError) -> bool:
 
 
 class S3Storage(Storage):
+    kind = "s3"
+
     def __init__(
         self, endpoint_url: str, bucket: str, spool: Path, *, part_size: int = PART_SIZE,
         observe_commit: CommitObserver | None = None,
+        observe_error: Callable[[str], None] | None = None,
     ) -> None:
+        """``observe_error`` is told ``"upload"`` each time the background upload of a
+        spooled recording fails (it is retried): callers never see those errors."""
         if part_size < MIN_PART:
             raise StorageError(f"S3 part size must be at least {MIN_PART} bytes")
         self.endpoint_url = endpoint_url
         self.bucket = bucket
         self.part_size = part_size
         self.spool = DiskStorage(spool, observe_commit)
+        self._observe_error = observe_error
         self._client: S3Client = boto3.client(
             "s3", endpoint_url=endpoint_url,
             config=BotoConfig(
@@ -157,7 +163,25 @@ class S3Storage(Storage):
         return await self._exists(self.spool.root / f"{check_key(key)}.cast") \
             or await self._exists(self._state_path(key))
 
+    def _scan_spool(self) -> SpoolDepth:
+        recordings = waiting = 0
+        for state in self.spool.root.glob("*/*.state"):
+            key = f"{state.parent.name}/{state.name[: -len('.state')]}"
+            try:
+                size = (self.spool.root / f"{check_key(key)}.cast").stat().st_size
+                uploaded = self._load_state(key).uploaded
+            except (OSError, StorageError):  # it left the spool meanwhile
+                continue
+            recordings += 1
+            waiting += max(0, size - uploaded)
+        return SpoolDepth(recordings, waiting)
+
     # -- Storage interface ------------------------------------------------------------------
+
+    async def spool_depth(self) -> SpoolDepth:
+        """Spooled recordings not yet all in the bucket, and their bytes not yet uploaded
+        (a live recording's full parts go up while it streams)."""
+        return await asyncio.to_thread(self._scan_spool)
 
     async def start(self) -> None:
         await self.spool.start()
@@ -332,12 +356,18 @@ class S3Storage(Storage):
                 self._retry.pop(key, None)
             except (BotoCoreError, ClientError, StorageError, OSError) as e:
                 log.warning("S3 upload of %s paused, will retry: %s", key, e)
+                self._upload_failed()
                 self._requeue_later(key)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("S3 upload of %s failed unexpectedly, will retry", key)
+                self._upload_failed()
                 self._requeue_later(key)
+
+    def _upload_failed(self) -> None:
+        if self._observe_error is not None:
+            self._observe_error("upload")
 
     async def _advance(self, key: str) -> None:
         """Moves one spooled recording as far towards the bucket as it can go."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import time
 
@@ -73,7 +74,11 @@ async def test_write_error_ends_the_upload_with_an_error_frame(tmp_path: object)
         acked = max(up.acks, default=0)
         assert_acked_bytes_survived(rec, sent, acked)
         with rec.client(ALICE) as c:
-            assert 'reason="storage"' in c.get("/metrics").text
+            metrics = c.get("/metrics").text
+            assert 'reason="storage"' in metrics
+            # the failed append or sync, counted once more by backend and operation
+            assert re.search(r'tsrecorder_storage_errors_total\{backend="disk",'
+                             r'operation="(write|sync)"\} [1-9]', metrics), metrics
             # its text is rebuilt from what storage holds, in the background
             deadline = time.monotonic() + 20
             while not (found := c.get("/api/v1/recordings", params={"q": "y"}).json()[

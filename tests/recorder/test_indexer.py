@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
+from recorder.index.base import TextUpdate
 from recorder.index.sqlite import SqliteIndex
 from recorder.indexer import TextIndexer, rebuild
 from recorder.model import NodeInfo, RecordingMeta
 from recorder.text import Line
+from tests.polling import wait_until
 
 HEADER = json.dumps({"version": 2, "width": 80, "height": 24}).encode() + b"\n"
 
@@ -18,8 +21,8 @@ def ev(t: float, text: str) -> bytes:
     return json.dumps([t, "o", text]).encode() + b"\n"
 
 
-async def opened(tmp_path: Path, *ids: str) -> SqliteIndex:
-    index = SqliteIndex(tmp_path / "index.sqlite3")
+async def opened(tmp_path: Path, *ids: str, cls: type[SqliteIndex] = SqliteIndex) -> SqliteIndex:
+    index = cls(tmp_path / "index.sqlite3")
     await index.open()
     for rid in ids:
         await index.put(RecordingMeta(id=rid, key=f"k/{rid}", node=NodeInfo("n", "n"),
@@ -65,7 +68,11 @@ async def test_a_recording_that_falls_behind_is_built_from_storage(tmp_path: Pat
         text.begin("r1")
         text.feed("r1", body[:1000])
         text.feed("r1", body[1000:])  # more than the backlog allows at once
+        # /metrics: it waits for a rebuild, and is no lag of the live index
+        assert text.rebuilds_pending() == 1
+        assert text.lag(time.monotonic()) == 0 and text.backlog_bytes == 0
         assert await text.finish("r1") is False
+        assert text.rebuilds_pending() == 0  # its caller queues the rebuild (service.py)
 
         async def chunks() -> object:
             for i in range(0, len(body), 777):
@@ -95,12 +102,59 @@ async def test_all_backlogs_together_are_capped_and_rebuilt_later(tmp_path: Path
             yield body
 
         text.rebuild_later("r2", read)  # type: ignore[arg-type]
+        assert text.rebuilds_pending() == 1
         for _ in range(100):
             if len(await index.text("r2")) == 100:
                 break
             await asyncio.sleep(0.05)
         assert [line.text for line in await index.text("r2")] == [
             f"line {i}" for i in range(100)]
+        await wait_until(lambda: text.rebuilds_pending() == 0, what="the rebuild done")
+        await text.close()
+    finally:
+        await index.close()
+
+
+class GatedIndex(SqliteIndex):
+    """An index whose text writes wait for ``gate`` (a slow or stuck database), or fail."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.fail = False
+
+    async def add_text(self, updates: list[TextUpdate]) -> None:
+        await self.gate.wait()
+        if self.fail:
+            raise OSError("the index is gone")
+        await super().add_text(updates)
+
+
+async def test_index_lag_is_the_age_of_the_oldest_unwritten_byte(tmp_path: Path) -> None:
+    index = await opened(tmp_path, "r1", cls=GatedIndex)
+    assert isinstance(index, GatedIndex)
+    failures: list[None] = []
+    text = TextIndexer(index, interval=0.05, on_error=lambda: failures.append(None))
+    try:
+        text.begin("r1")
+        assert text.lag(time.monotonic()) == 0
+        fed_at = time.monotonic()
+        first = HEADER + ev(0.1, "one\r\n")
+        text.feed("r1", first)
+        await asyncio.sleep(0.3)  # extracted, but its write waits at the gate
+        text.feed("r1", ev(0.2, "two\r\n"))
+        now = time.monotonic()
+        assert now - fed_at - 0.05 <= text.lag(now) <= now - fed_at  # the oldest byte's age
+        assert text.backlog_bytes == len(first) + len(ev(0.2, "two\r\n"))
+        index.gate.set()
+        await wait_until(lambda: text.backlog_bytes == 0, what="the text written")
+        assert text.lag(time.monotonic()) == 0
+        assert [line.text for line in await index.text("r1")] == ["one", "two"]
+        assert failures == []
+        index.fail = True  # a failed write is counted, and the lag does not stay up for it
+        text.feed("r1", ev(0.3, "three\r\n"))
+        await wait_until(lambda: failures != [], what="the failed write reported")
+        assert text.lag(time.monotonic()) == 0
         await text.close()
     finally:
         await index.close()
