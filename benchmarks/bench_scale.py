@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_ssh import (  # noqa: E402
     CIPHER,
     KEX,
+    TSSH_LIMITS,
     CpuSampler,
     Target,
     bench_user,
@@ -52,9 +53,6 @@ STREAMS = (1, 2, 4, 8)
 BURSTS = (40, 200)
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-# Every login of a burst is in progress at once, from one address: no start-up bound may
-# refuse one (sshd's MaxStartups is set likewise in stock_sshd).
-TSSH_LIMITS = ("--max-startups", "1000", "--per-source-max-startups", "1000")
 
 
 def run_at_once(t: Target, argv: list[str], count: int, what: str,
