@@ -8,7 +8,10 @@ load hits all of them:
 - N = 1, 2, 4, 8 concurrent exec downloads (``ssh host 'head -c SIZE /dev/zero'`` into
   /dev/null): aggregate MiB/s over the wall time of the slowest, and each server's CPU
   seconds per GiB moved (the server and all its processes, the session's ``head`` included);
-- bursts of 40 and 200 ``ssh host true`` started at once: wall time until the last exits.
+- bursts of 40 and 200 ``ssh host true`` started at once: wall time until the last exits,
+  and the server's and the ``ssh`` clients' CPU per login (a burst is bound by the CPU of
+  both; the server's session processes that live under 20 ms escape the sampler, for
+  both servers alike).
 
     sudo python benchmarks/bench_scale.py                  # tssh (workers = 1) and sshd
     sudo python benchmarks/bench_scale.py --workers 1,2    # two tssh daemons and sshd
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_ssh import (  # noqa: E402
     CIPHER,
     KEX,
+    TSSH_LIMITS,
     CpuSampler,
     Target,
     bench_user,
@@ -48,9 +53,6 @@ STREAMS = (1, 2, 4, 8)
 BURSTS = (40, 200)
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-# Every login of a burst is in progress at once, from one address: no start-up bound may
-# refuse one (sshd's MaxStartups is set likewise in stock_sshd).
-TSSH_LIMITS = ("--max-startups", "1000", "--per-source-max-startups", "1000")
 
 
 def run_at_once(t: Target, argv: list[str], count: int, what: str,
@@ -84,9 +86,16 @@ def downloads(t: Target, user: str, streams: int, size: int) -> tuple[float, flo
     return moved / elapsed, sampler.seconds / (moved / GIB)
 
 
-def burst(t: Target, user: str, logins: int) -> float:
-    """Seconds from starting ``logins`` ``ssh host true`` at once until the last exits."""
-    return run_at_once(t, t.ssh(user, "true"), logins, "logins", 300)
+def burst(t: Target, user: str, logins: int) -> tuple[float, float, float]:
+    """``logins`` ``ssh host true`` started at once: seconds until the last exits, and the
+    server's and the clients' CPU seconds per login. A 40-login burst on a small machine is
+    bound by CPU, the ``ssh`` clients' as much as the server's, so the split says which."""
+    clients = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with CpuSampler(t.pid) as sampler:
+        elapsed = run_at_once(t, t.ssh(user, "true"), logins, "logins", 300)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (clients.ru_utime + clients.ru_stime)
+    return elapsed, sampler.seconds / logins, client_cpu / logins
 
 
 def _parse_workers(text: str) -> list[int]:
@@ -146,13 +155,22 @@ def main() -> int:
         if args.only in (None, "logins"):
             for logins in BURSTS:
                 walls: dict[str, list[float]] = {t.name: [] for t in targets}
+                server_ms: dict[str, list[float]] = {t.name: [] for t in targets}
+                client_ms: dict[str, list[float]] = {t.name: [] for t in targets}
                 for _ in range(rounds):
                     for t in targets:
-                        walls[t.name].append(burst(t, user, logins))
+                        wall, server, client = burst(t, user, logins)
+                        walls[t.name].append(wall)
+                        server_ms[t.name].append(server * 1000)
+                        client_ms[t.name].append(client * 1000)
                 rows.append((f"burst of {logins} `ssh host true` (s)",
                              {n: statistics.median(v) for n, v in walls.items()},
                              "<= 0.5x at 40" if logins == 40 else ""))
-                print(rows[-1], flush=True)
+                rows.append((f"burst of {logins}: server CPU per login (ms)",
+                             {n: statistics.median(v) for n, v in server_ms.items()}, ""))
+                rows.append((f"burst of {logins}: `ssh` client CPU per login (ms)",
+                             {n: statistics.median(v) for n, v in client_ms.items()}, ""))
+                print(*rows[-3:], flush=True)
     names = [t.name for t in targets if t is not sshd]
     print("\n| measure | " + " | ".join(names) + " | OpenSSH | "
           + " | ".join(f"{n}/OpenSSH" for n in names) + " | goal |")

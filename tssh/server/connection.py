@@ -25,6 +25,9 @@ sees an ``os`` whose ``urandom`` hands out bytes of the kernel's CSPRNG read 64 
 (OpenSSH's ``arc4random_buf`` buffers likewise); everything else is the real ``os``. The
 padding is encrypted with the packet, and the same generator supplies it, only in fewer
 calls. The test file above checks that asyncssh still pads this way.
+
+Importing this module also applies ``tssh.server.asyncssh_speedups`` (one AES-GCM context
+per key, no packet log formatting unless asyncssh's packet logging is on).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import asyncssh.connection
 from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import String
 
+import tssh.server.asyncssh_speedups  # noqa: F401  (patches asyncssh's send path on import)
 from tssh.forwarding import X11_REFUSAL
 from tssh.server.screen import Screened
 
