@@ -248,6 +248,10 @@ async def test_sessions_at_1kib_100hz_recorded_to_one_recorder(
             "worst_write_lag_s": round(max(r.worst_lag for r in runs), 3),
             "close_to_exit_p99_s": round(percentile(closes, 99), 3) if closes else -1.0,
             **{f"cpu_{k}": round(v, 2) for k, v in load.cpu.items()},
+            # what one write costs the daemon (echo in, echo out, recorded): the rate two
+            # cores could carry follows from it
+            "daemon_us_per_write": round(
+                load.cpu.get("daemon", 0.0) / max(writes / SECONDS, 1.0) * 1e6),
             "load_average_before": round(load_average, 1),
         })
         seen.saw(f"{SESSIONS} sessions logged in in {load.connect_seconds:.1f} s; "
