@@ -453,14 +453,27 @@ class IngestApp:
             return
         if error is None and upload.recording is not None and upload.recording.failed:
             error, status = "the recording could not be stored completely", 507
-        with contextlib.suppress(Exception):
-            if error is None:
-                body = (json.dumps({"size": size}) + "\n").encode()
-                await send({
-                    "type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())],
-                })
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-            else:
-                await _simple(send, status, error)
+        # hypercorn 0.18 hands the body to the application through a bounded queue, and
+        # sending the response waits for the connection's handler, which waits for room in
+        # that queue: a refused upload whose body is still arriving is read (and discarded)
+        # while the answer goes out, or both would wait until the uploader gave up.
+        drain = (None if upload.body_done
+                 else asyncio.create_task(_drain(receive, DRAIN_LIMIT)))
+        try:
+            with contextlib.suppress(Exception):
+                if error is None:
+                    body = (json.dumps({"size": size}) + "\n").encode()
+                    await send({
+                        "type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())],
+                    })
+                    await send({"type": "http.response.body", "body": body,
+                                "more_body": False})
+                else:
+                    await _simple(send, status, error)
+                if drain is not None:
+                    await drain
+        finally:
+            if drain is not None and not drain.done():
+                drain.cancel()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import ALICE_IP, NETMAP, REPO, SERVER_IP, TsshDaemon
@@ -204,6 +205,20 @@ class RecorderNode:
     proc: subprocess.Popen[bytes]
     dst: Path
     log: Path
+    url: str
+
+    def recordings(self) -> list[dict[str, Any]]:
+        """Every recording the recorder lists, asked as alice (a viewer) from her laptop."""
+        transport = httpx.HTTPTransport(local_address=ALICE_IP)
+        with httpx.Client(base_url=self.url, transport=transport, timeout=20) as client:
+            r = client.get("/api/v1/recordings", params={"limit": 500})
+            assert r.status_code == 200, r.text
+            listed: list[dict[str, Any]] = r.json()["recordings"]
+            return listed
+
+    def cast(self, meta: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]:
+        lines = (self.dst / f"{meta['storageKey']}.cast").read_text("utf-8").splitlines()
+        return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
 
     def casts(self) -> list[Path]:
         return sorted((self.dst / "nSRV1").rglob("*.cast"))
@@ -234,12 +249,13 @@ def recorder_node_fixture(recording: RecordingSetup, tmp_path: Path) -> Iterator
         proc = subprocess.Popen(
             [sys.executable, "-m", "recorder", "serve", "--dst", str(dst), "--listen",
              f"{REC1_IP}:{port}", "--netmap", str(netmap), "--policy", str(policy),
-             "--state-dir", str(tmp_path / "recorder-state")],
+             "--state-dir", str(tmp_path / "recorder-state"),
+             "--viewer", "alice@example.com"],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
     try:
         wait_for_port(REC1_IP, port, proc, log=log)
-        yield RecorderNode(proc, dst, log)
+        yield RecorderNode(proc, dst, log, f"http://{REC1_IP}:{port}")
     finally:
         stop_process(proc)
 

@@ -14,79 +14,25 @@ tests open on one connection); the last test shows what a client sees beyond it.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import asyncssh
-import httpx
 import pytest
 
 from tests.e2e.conftest import ALICE_IP, REPO, SERVER_IP, LocalUser, TsshDaemon
 from tests.e2e.recorders import (  # noqa: F401  (fixtures)
-    REC1_IP,
-    RECORDING_NETMAP,
+    RecorderNode,
     RecordingSetup,
     recorder_loop_fixture,
+    recorder_node_fixture,
     recording_fixture,
 )
-from tests.ports import wait_for_port
-from tests.processes import stop_process
 
 pytestmark = pytest.mark.skipif(not (REPO / "recorder" / "__main__.py").exists(),
                                 reason="the recorder node is not in this tree")
 
 RUN_TIMEOUT = 60.0  # seconds for a whole burst of sessions (a loaded 2-core machine)
-
-
-@dataclass
-class RecorderNode:
-    proc: subprocess.Popen[bytes]
-    dst: Path
-    log: Path
-    url: str
-
-    def recordings(self) -> list[dict[str, Any]]:
-        """Every recording the recorder lists, asked as alice (a viewer) from her laptop."""
-        transport = httpx.HTTPTransport(local_address=ALICE_IP)
-        with httpx.Client(base_url=self.url, transport=transport, timeout=20) as client:
-            r = client.get("/api/v1/recordings", params={"limit": 500})
-            assert r.status_code == 200, r.text
-            listed: list[dict[str, Any]] = r.json()["recordings"]
-            return listed
-
-    def cast(self, meta: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]:
-        lines = (self.dst / f"{meta['storageKey']}.cast").read_text("utf-8").splitlines()
-        return json.loads(lines[0]), [json.loads(line) for line in lines[1:]]
-
-
-@pytest.fixture
-def recorder_node(recording: RecordingSetup, tmp_path: Path) -> Iterator[RecorderNode]:
-    netmap = tmp_path / "recorder-netmap.json"
-    netmap.write_text(json.dumps({**RECORDING_NETMAP, "self": "rec1"}))
-    policy = tmp_path / "recorder-policy.hujson"
-    policy.write_text('{"ssh": []}')
-    dst = tmp_path / "recordings"
-    log = tmp_path / "recorder.log"
-    port = recording.recorder_port
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recorder", "serve", "--dst", str(dst), "--listen",
-             f"{REC1_IP}:{port}", "--netmap", str(netmap), "--policy", str(policy),
-             "--state-dir", str(tmp_path / "recorder-state"),
-             "--viewer", "alice@example.com", "--log-level", "warning"],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
-    try:
-        wait_for_port(REC1_IP, port, proc, log=log)
-        yield RecorderNode(proc, dst, log, f"http://{REC1_IP}:{port}")
-    finally:
-        stop_process(proc)
 
 
 def _connect(daemon: TsshDaemon, user: LocalUser) -> Any:

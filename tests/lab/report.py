@@ -33,6 +33,8 @@ class Run:
     seconds: float
     pytest_status: int
     command: str
+    cpus: int = 0  # the machine's, and its load average when the run began: the figures
+    load: float = 0.0  # of the load scenarios depend on what else it was doing
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,17 @@ def render(outcomes: Sequence[Outcome], run: Run,
         "records what it saw; `python -m tests.lab up` / `down` build and end the same lab "
         "by hand.",
         "",
+        "To regenerate it: `sudo python -m tests.lab report` (every scenario at full "
+        f"length, `{LONG_ENV}=1`) or `sudo python -m tests.lab report --short` (the lengths "
+        "CI runs); arguments after `--` go to pytest (`-- -k load` runs some scenarios only, "
+        "and the report then holds only those). The last column of each row is the command "
+        "that reruns that scenario alone.",
+        "",
         f"Run: {'full length' if run.long else 'short (CI length)'}, "
         f"{len(outcomes)} scenarios, {passed} passed, {len(outcomes) - passed} failed, "
-        f"{run.seconds:.0f} s; `{run.command}` exited {run.pytest_status}.",
+        f"{run.seconds:.0f} s; `{run.command}` exited {run.pytest_status}"
+        + (f"; {run.cpus} CPUs, load average {run.load:.1f} at the start" if run.cpus else "")
+        + ".",
         "",
     ]
     order = [s for s in SECTIONS if any(o.section == s for o in outcomes)]
@@ -98,7 +108,37 @@ def render(outcomes: Sequence[Outcome], run: Run,
 
 # Defects and gaps the lab found that are not fixed, with the reason (fixed ones are
 # commits with their tests).
-LIMITATIONS: tuple[Limitation, ...] = ()
+LIMITATIONS: tuple[Limitation, ...] = (
+    Limitation(
+        "Load at full length is far from its target: 1,000 sessions x 1 KiB x 100 Hz for 60 s "
+        "(TSSH_LAB_LONG=1, load average 0.1 at the start) reached 9.1 writes/s per session "
+        "(9 % of 100 Hz; the worst write waited 1.9 s for the channel), with 0 bytes dropped, "
+        "0 disconnects, all 1,000 recordings complete with exit 0, the recorder's group "
+        "commit p50 <= 5 ms and p99 <= 100 ms, and 8.5 MiB/s ingested. A run while other "
+        "work held the load average at 8-17 reached 2.0 Hz, also with nothing dropped or "
+        "cut. 40 sessions for 5 s (the CI run) reach 100 Hz on a quiet machine, 75-90 Hz on "
+        "a loaded one.",
+        "The two cores are saturated (daemon 0.81, client 0.61, recorder 0.30 of a core in "
+        "the full run): each 1 KiB write (echo in, echo out, recorded) costs the daemon "
+        "about 90 us at 1,000 sessions (the `daemon_us_per_write` figure; 230 us at 40, "
+        "with less to batch), the client and the recorder about 100 us more together, so "
+        "two cores carry about 10,000 writes/s and the target's 100,000 would need about "
+        "twenty. The cost is asyncssh's per-packet Python (docs/performance.md); the target "
+        "needs more cores or a cheaper packet path, not a fix in the lab."),
+    Limitation(
+        "A v2 upload the recorder refuses while its DATA frames are still arriving (a header "
+        "or event line over its limit) sometimes loses its HTTP/2 connection: the recorder's "
+        "side ends it with GOAWAY FRAME_SIZE_ERROR before the error frame goes out. Seen in "
+        "3 of the first 5 fuzzing runs (40-100 examples each), while other work held the "
+        "machine's load average at 9-17; not in 8 later runs of 100 examples on a quieter "
+        "machine. tests/lab/test_upload_fuzz.py counts these as `v2_lost` rather than "
+        "failing.",
+        "Not traced to its cause in this round: it happens inside hypercorn 0.18's HTTP/2 "
+        "handling after the application stops reading the stream, and only to uploads that "
+        "are refused anyway. The uploader sees a failed upload instead of the reason; what "
+        "was acked stays stored (marked incomplete and sealed), and tssh's daemon opens one "
+        "connection per recording, so no other recording is affected."),
+)
 
 
 def run_and_render(short: bool, pytest_args: Sequence[str], output: Path) -> int:
@@ -112,12 +152,14 @@ def run_and_render(short: bool, pytest_args: Sequence[str], output: Path) -> int
         if not short:
             env[LONG_ENV] = "1"
         started = time.monotonic()
+        load_average = os.getloadavg()[0]
         status = subprocess.run(argv, cwd=REPO, env=env).returncode
         seconds = time.monotonic() - started
         outcomes = load(results)
     shown = " ".join(["python -m pytest -n 0 tests/lab", *pytest_args])
     if not short:
         shown = f"{LONG_ENV}=1 {shown}"
-    output.write_text(render(outcomes, Run(not short, seconds, status, shown), LIMITATIONS))
+    run = Run(not short, seconds, status, shown, os.cpu_count() or 0, load_average)
+    output.write_text(render(outcomes, run, LIMITATIONS))
     print(f"{output}: {len(outcomes)} scenarios", file=sys.stderr)
     return status

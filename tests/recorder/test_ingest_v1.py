@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from tests.recorder.conftest import (
@@ -72,3 +73,23 @@ def test_v2_path_refuses_http1_post(recorder: RecorderProc) -> None:
     with recorder.client(SERVER) as c:
         r = c.post("/v2/record", content=cast_header())
         assert r.status_code == 505
+
+
+def test_a_refused_upload_with_more_body_on_the_way_is_answered_and_closed(
+        recorder: RecorderProc) -> None:
+    """A malformed header answered 400 while a MiB of body is still arriving: the rest is
+    read and discarded, so the connection closes at once (found by tests/lab's fuzzed
+    uploads: unread, it stayed open until the uploader gave up, and logged a traceback)."""
+    body = b"\xef\xbb\xbf" + cast_header() + event(0.5, "y" * (1024 * 1024 - 20))
+    head = (b"POST /record HTTP/1.1\r\nHost: recorder\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n")  # no Expect: the body follows the head at once
+    with _connect(recorder, SERVER) as s:
+        s.settimeout(5)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(head + _chunk(body) + b"0\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):  # ends when the recorder closes: a timeout fails
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"asciicast header" in answer
+    assert "Traceback" not in recorder.log.read_text()
