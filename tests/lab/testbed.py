@@ -217,6 +217,18 @@ class Testbed:
         result: dict[str, Any] = body
         return result
 
+    def s3_object(self, key: str) -> bytes | None:
+        """The object ``key`` in the lab's bucket, read inside recs3 with moto's credentials
+        (moto refuses an unsigned GET); None while it does not exist."""
+        out = subprocess.run(self.lab.exec_argv("recs3", sys.executable, "-c", S3_GET,
+                                                f"http://127.0.0.1:{S3_PORT}", BUCKET, key),
+                             capture_output=True, timeout=30, env={**os.environ, **AWS_ENV})
+        if out.returncode == 3:
+            return None
+        if out.returncode != 0:
+            raise LabError(f"reading s3://{BUCKET}/{key}: {out.stderr.decode()[-2000:]}")
+        return out.stdout
+
     # -- the daemons ---------------------------------------------------------------------
 
     def tssh(self, server: str, *args: str, timeout: float = 20,
@@ -442,6 +454,18 @@ try:
 except urllib.error.HTTPError as e:
     if e.code != 409:  # BucketAlreadyOwnedByYou
         raise
+"""
+
+
+# Inside recs3: print one object of the bucket; exit 3 if there is no such key.
+S3_GET = """
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+try:
+    body = s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read()
+except s3.exceptions.NoSuchKey:
+    sys.exit(3)
+sys.stdout.buffer.write(body)
 """
 
 
