@@ -240,10 +240,24 @@ class Testbed:
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
 
+    def wait_control(self, server: str, timeout: float = 30) -> dict[str, Any]:
+        """``server``'s ``tssh status --json``, once its control socket answers."""
+        deadline = time.monotonic() + timeout
+        while (result := self.tssh(server, "status", "--json")).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"{server}: tssh status does not answer: {result.stderr}")
+            time.sleep(0.1)
+        status: dict[str, Any] = json.loads(result.stdout)
+        return status
+
+    def log_text(self, service: str) -> str:
+        """A service's whole log (recorders log plain lines, daemons JSON lines)."""
+        return Path(self.services[service].log).read_text(errors="replace")
+
     def log_entries(self, service: str) -> list[dict[str, Any]]:
         """The JSON lines of a service's log (daemons and recorders log one per line)."""
         entries = []
-        for line in Path(self.services[service].log).read_text(errors="replace").splitlines():
+        for line in self.log_text(service).splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if isinstance(entry, dict):
@@ -258,7 +272,7 @@ class Testbed:
             if found:
                 return found[-1]
             if time.monotonic() > deadline:
-                tail = Path(self.services[service].log).read_text(errors="replace")[-3000:]
+                tail = self.log_text(service)[-3000:]
                 raise AssertionError(f"no {what} in {service}'s log: {tail}")
             time.sleep(0.1)
 
@@ -519,11 +533,7 @@ def up(workdir: Path) -> Testbed:
         for name in ("recdisk", *SERVERS, "recs3"):
             wait_ready(bed, bed.services[name])
         for server in SERVERS:  # the control socket comes up after the listener
-            deadline = time.monotonic() + 30
-            while bed.tssh(server, "status", "--json").returncode != 0:
-                if time.monotonic() > deadline:
-                    raise LabError(f"{server}: tssh status does not answer")
-                time.sleep(0.1)
+            bed.wait_control(server)
     except BaseException:
         with contextlib.suppress(LabError):
             bed.down()
