@@ -11,13 +11,14 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.lab.results import long_run
 from tests.lab.scenario import Observation, scenario
-from tests.lab.testbed import ALICE, Testbed, launch
+from tests.lab.testbed import ALICE, Testbed, faketime_library, launch
 from tests.polling import wait_for
 from tssh.server.recording import FAILED_MESSAGE, REFUSED_EXIT_STATUS, REFUSED_MESSAGE
 
@@ -44,6 +45,11 @@ def numbers(text: str, mark: str) -> list[int]:
         if word == mark and n.isdigit():
             found.append(int(n))
     return found
+
+
+def plain(lab: Testbed, text: str) -> str:
+    """``text`` without the lab's temporary directory (the report is published)."""
+    return text.replace(str(lab.workdir), "<lab>")
 
 
 def read_lines(proc: subprocess.Popen[bytes], count: int) -> bytes:
@@ -191,15 +197,17 @@ def test_recorder_disk_full(lab: Testbed, rerun: str) -> None:
             _, err = proc.communicate(timeout=10)
         assert status == REFUSED_EXIT_STATUS and FAILED_MESSAGE in err.decode(), err
         seen.saw(f"live session: exit {status}, {err.decode().strip()!r}")
-        seen.saw(f"daemon: {audit(lab, 'server1', live, 'recording.failed')['reason']}")
+        seen.saw(plain(lab, "daemon: "
+                       f"{audit(lab, 'server1', live, 'recording.failed')['reason']}"))
         entry = lab.find_recording("recdisk", live, statuses=("incomplete", "complete"),
                                    user=ALICE, node="server1")
         assert entry["status"] == "incomplete", entry
         check = lab.verify("recdisk", entry["id"])
         assert check["ok"] is False, check  # half-written: never passes as complete
-        seen.saw(f"API: {entry['status']} ({entry['error']}); /verify ok=false "
-                 f"{check['problems']}")
-        seen.saw("recorder: " + recorder_line(lab, "recdisk", entry["id"], "metadata"))
+        seen.saw(plain(lab, f"API: {entry['status']} ({entry['error']}); /verify ok=false "
+                       f"{check['problems']}"))
+        seen.saw(plain(lab, "recorder: " + recorder_line(lab, "recdisk", entry["id"],
+                                                         "metadata")))
 
         failover = lab.ssh("server1", lab.enforced, f"echo {after}-failover")
         assert failover.returncode == 0, failover
@@ -215,8 +223,8 @@ def test_recorder_disk_full(lab: Testbed, rerun: str) -> None:
         assert REFUSED_MESSAGE in result.stderr.decode(), result.stderr
         attempts = audit_after(lab, "server1", logged, "recording.refused")["attempts"]
         assert "storage full" in attempts[0]["error"], attempts
-        seen.saw(f"and recs3 down: exit {result.returncode}, "
-                 f"{result.stderr.decode().strip()!r}; daemon: {attempts[0]['error']}")
+        seen.saw(plain(lab, f"and recs3 down: exit {result.returncode}, "
+                       f"{result.stderr.decode().strip()!r}; daemon: {attempts[0]['error']}"))
         unenforced = lab.ssh("server1", lab.unenforced, f"echo {refused}-unenforced")
         assert unenforced.returncode == 0, unenforced
         assert not [r for r in lab.recordings("recdisk") if refused in r["header"]["command"]]
@@ -320,3 +328,40 @@ def test_s3_stopped_mid_recording(lab: Testbed, rerun: str) -> None:
             "client", f"{lab.recorder_url('recs3')}/api/v1/recordings/{entry['id']}/cast")
         assert status == 200 and stored == served and len(stored) == entry["size"]
         seen.saw(f"S3 back: the bucket's object ({len(stored)} bytes) equals the API's cast")
+
+
+def seconds(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.skipif(faketime_library() is None,
+                    reason="libfaketime is not installed (Debian package libfaketime)")
+def test_recorder_clock_steps_mid_recording(lab: Testbed, rerun: str) -> None:
+    steps = (-7200, 7200) if long_run() else (-7200,)
+    with scenario(SECTION, "recorder's wall clock stepped mid-recording by "
+                  f"{', '.join(f'{s:+d}' for s in steps)} s (libfaketime)",
+                  "sessions go on and end normally; each recording complete, verifying, "
+                  "its end after its start by the time that passed", rerun) as seen, \
+            lab.stepped_clock("recdisk") as step:
+        for offset in steps:
+            mark = marker()
+            step(0)
+            with lab.live_ssh("server1", lab.enforced, ticker(mark, 30, 0.05)) as proc:
+                first = read_lines(proc, 10)
+                step(offset)
+                out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            saw = (first + out).decode()
+            entry = lab.find_recording("recdisk", mark, user=ALICE, node="server1")
+            assert lab.output("recdisk", entry["id"]) == saw
+            assert lab.verify("recdisk", entry["id"])["ok"] is True
+            span = seconds(entry["end"]) - seconds(entry["start"])
+            assert 0 <= span <= entry["duration"] + 2, (entry["start"], entry["end"])
+            seen.figures[f"end - start s, step {offset:+d}"] = round(span, 2)
+            after = marker()
+            assert lab.ssh("server1", lab.enforced, f"echo {after}").returncode == 0
+            later = lab.find_recording("recdisk", after, user=ALICE, node="server1")
+            shift = seconds(later["start"]) - time.time()
+            seen.saw(f"step {offset:+d} s: session exit 0, recording complete, /verify "
+                     f"ok, end - start {span:.2f} s (duration {entry['duration']:.2f} s); "
+                     f"the next recording starts at the stepped clock ({shift:+.0f} s)")

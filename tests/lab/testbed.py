@@ -306,6 +306,34 @@ class Testbed:
     def free_disk(self) -> None:
         (self.disk_dst / "filler").unlink(missing_ok=True)
 
+    @contextlib.contextmanager
+    def stepped_clock(self, name: str) -> Iterator[Callable[[float], None]]:
+        """Run ``name`` under libfaketime for the duration: yields ``step(seconds)``, which
+        sets its wall clock that far from the real one, at once (its monotonic clock is
+        left alone, as an NTP step leaves it). ``name`` is restarted as it was on the way
+        out."""
+        library = faketime_library()
+        if library is None:
+            raise LabError("libfaketime is not installed (Debian package libfaketime)")
+        service, control = self.services[name], self.workdir / f"{name}.faketime"
+        control.write_text("+0\n")
+        plain = service.env
+        service.env = {**plain, "LD_PRELOAD": str(library),
+                       "FAKETIME_TIMESTAMP_FILE": str(control), "FAKETIME_NO_CACHE": "1",
+                       "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+        def step(seconds: float) -> None:
+            control.write_text(f"{seconds:+.0f}\n")
+
+        try:
+            self.stop(name)
+            self.start(name)
+            yield step
+        finally:
+            service.env = plain
+            self.stop(name)
+            self.start(name)
+
     def stop(self, name: str, kill: bool = False) -> None:
         """End a service: SIGTERM (a clean stop), or SIGKILL (a crash)."""
         service = self.services[name]
@@ -387,6 +415,13 @@ class Testbed:
         self.lab.close()
         if errors:
             raise LabError("lab torn down with errors: " + "; ".join(errors))
+
+
+def faketime_library() -> Path | None:
+    """Debian's libfaketime, which steps one process's wall clock (LD_PRELOAD), if
+    installed."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    return found[0] if found else None
 
 
 def node_entry(lab: Lab, name: str) -> dict[str, Any]:
