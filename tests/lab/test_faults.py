@@ -296,39 +296,54 @@ def test_daemon_restart_keeps_the_ssh_switch(lab: Testbed, rerun: str) -> None:
 
 def test_s3_stopped_mid_recording(lab: Testbed, rerun: str) -> None:
     mark = marker()
+    ticks = int((S3_OUTAGE_S + 2) / 0.05)
+    # 12 MB of output first: its first 8 MiB part is uploaded while S3 is down
+    script = (f"echo {mark} 0; sleep 0.3; head -c 9000000 /dev/urandom | base64 -w 76; "
+              + ticker(mark, ticks, 0.05))
     with scenario(SECTION, f"S3 stopped for {S3_OUTAGE_S} s mid-recording (recs3)",
                   "the enforced session goes on and ends normally (acks come from the "
-                  "recorder's spool); the recording is complete and readable meanwhile; the "
-                  "upload waits and retries, and reaches the bucket whole once S3 is back",
+                  "recorder's spool); the upload waits and retries, and the recording "
+                  "reaches the bucket whole once S3 is back, equal to what the client saw",
                   rerun) as seen:
-        with lab.live_ssh("server2", lab.enforced, ticker(mark, 40, 0.05)) as proc:
-            first = read_lines(proc, 10)
+        screen = lab.workdir / f"{mark}.out"
+        with screen.open("wb") as out:
+            proc = subprocess.Popen(lab.ssh_argv("server2", lab.enforced, script),
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: screen.stat().st_size > 0, timeout=20, interval=0.05,
+                     what="the session's first line")
+            logged = len(lab.log_text("recs3"))
             lab.stop("s3", kill=True)
             stopped = time.monotonic()
-            out, err = proc.communicate(timeout=60)
+            paused = wait_for(
+                lambda: [line for line in lab.log_text("recs3")[logged:].splitlines()
+                         if "will retry" in line],
+                timeout=30, interval=0.2, what="an S3 upload's retry in the recorder's log")
+            seen.saw(f"recorder: {paused[-1].split(' ', 2)[-1][:160]}")
+            time.sleep(max(0.0, S3_OUTAGE_S - (time.monotonic() - stopped)))
+            lab.start("s3")  # a fresh, empty S3: the uploader starts its upload again
+            back = time.monotonic()
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
         assert proc.returncode == 0, err
-        saw = (first + out).decode()
-        assert numbers(saw, mark) == list(range(1, 41))
-        seen.saw("client: all 40 lines, exit 0")
+        saw = screen.read_bytes().decode()
+        assert numbers(saw, mark) == list(range(ticks + 1))
+        seen.saw(f"client: {len(saw)} bytes, exit 0")
         entry = lab.find_recording("recs3", mark, user=ALICE, node="server2")
         assert lab.output("recs3", entry["id"]) == saw
         assert lab.verify("recs3", entry["id"])["ok"] is True
-        seen.saw("API while S3 is down: complete, verifies, output equals the client's")
-        paused = wait_for(lambda: [line for line in lab.log_text("recs3").splitlines()
-                                   if entry["storageKey"] in line and "will retry" in line],
-                          timeout=30, interval=0.2, what="the upload's retry in the log")
-        seen.saw(f"recorder: {paused[0].split(' ', 2)[-1][:160]}")
-        time.sleep(max(0.0, S3_OUTAGE_S - (time.monotonic() - stopped)))
-        lab.start("s3")  # a fresh, empty S3: the uploader starts its upload again
-        back = time.monotonic()
         stored = wait_for(lambda: lab.s3_object(f"{entry['storageKey']}.cast"), timeout=60,
                           interval=0.5, what="the cast in the bucket")
         seen.figures["in bucket after S3 back s"] = round(time.monotonic() - back, 2)
         status, served = lab.lab.http_get(
             "client", f"{lab.recorder_url('recs3')}/api/v1/recordings/{entry['id']}/cast")
         assert status == 200 and stored == served and len(stored) == entry["size"]
-        seen.saw(f"S3 back: the bucket's object ({len(stored)} bytes) equals the API's cast")
-
+        seen.saw(f"API: complete, verifies, output equals the client's; S3 back: the "
+                 f"bucket's object ({len(stored)} bytes, multipart) equals the API's cast")
 
 def seconds(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
