@@ -57,6 +57,10 @@ class IngestRecording:
     service: RecorderService
     meta: RecordingMeta
     writer: RecordingWriter
+    # time.monotonic() at meta.start: the end is the start plus the time elapsed since, so
+    # that a step of the wall clock mid-recording (NTP, an operator) cannot put the end
+    # before the start or hours after it (docs/recorder.md, "Clock")
+    begun: float = field(default_factory=time.monotonic)
     durable: int = 0
     failed: bool = False
     finished: bool = False
@@ -108,7 +112,8 @@ class IngestRecording:
                 indexed = await svc.text.finish(self.meta.id)
                 size, digest = self.writer.size, self.writer.sha256()
             meta = self.meta.with_(
-                status=status, end=time.time(), size=size, exit_status=scanner.exit_status,
+                status=status, end=self.meta.start + (time.monotonic() - self.begun),
+                size=size, exit_status=scanner.exit_status,
                 last_event_time=scanner.last_time, error=error,
                 # what was written past a storage failure may not be stored
                 seek=tuple(cp for cp in self.seek.checkpoints if cp.offset < size),
@@ -152,7 +157,7 @@ class RecorderService:
     async def begin(
         self, peer: Peer, address: str, header: ReceivedHeader, warnings: tuple[str, ...] = ()
     ) -> IngestRecording:
-        start = time.time()
+        start, begun = time.time(), time.monotonic()
         rid = new_recording_id(start)
         conn = header.connection_id or _connection_fallback(start)
         writer: RecordingWriter | None = None
@@ -189,7 +194,7 @@ class RecorderService:
         self.text.begin(rid)
         self.metrics.active.inc()
         log.info("recording %s started: node %s key %s", rid, peer.name, key)
-        recording = IngestRecording(self, meta, writer)
+        recording = IngestRecording(self, meta, writer, begun)
         self.seeking[rid] = recording.seek
         return recording
 
@@ -279,7 +284,8 @@ class RecorderService:
 
             size, digest = await self.hash_stored(meta.key, observe=observe)
             done = meta.with_(
-                status="incomplete", end=time.time(), size=size,
+                # never before the start, whatever the clock did across the restart
+                status="incomplete", end=max(time.time(), meta.start), size=size,
                 exit_status=scanner.exit_status if scanner else None,
                 last_event_time=scanner.last_time if scanner else None,
                 error="the recorder stopped during the upload", seek=tuple(seek.checkpoints),

@@ -217,6 +217,18 @@ class Testbed:
         result: dict[str, Any] = body
         return result
 
+    def s3_object(self, key: str) -> bytes | None:
+        """The object ``key`` in the lab's bucket, read inside recs3 with moto's credentials
+        (moto refuses an unsigned GET); None while it does not exist."""
+        out = subprocess.run(self.lab.exec_argv("recs3", sys.executable, "-c", S3_GET,
+                                                f"http://127.0.0.1:{S3_PORT}", BUCKET, key),
+                             capture_output=True, timeout=30, env={**os.environ, **AWS_ENV})
+        if out.returncode == 3:
+            return None
+        if out.returncode != 0:
+            raise LabError(f"reading s3://{BUCKET}/{key}: {out.stderr.decode()[-2000:]}")
+        return out.stdout
+
     # -- the daemons ---------------------------------------------------------------------
 
     def tssh(self, server: str, *args: str, timeout: float = 20,
@@ -228,10 +240,24 @@ class Testbed:
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
 
+    def wait_control(self, server: str, timeout: float = 30) -> dict[str, Any]:
+        """``server``'s ``tssh status --json``, once its control socket answers."""
+        deadline = time.monotonic() + timeout
+        while (result := self.tssh(server, "status", "--json")).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError(f"{server}: tssh status does not answer: {result.stderr}")
+            time.sleep(0.1)
+        status: dict[str, Any] = json.loads(result.stdout)
+        return status
+
+    def log_text(self, service: str) -> str:
+        """A service's whole log (recorders log plain lines, daemons JSON lines)."""
+        return Path(self.services[service].log).read_text(errors="replace")
+
     def log_entries(self, service: str) -> list[dict[str, Any]]:
         """The JSON lines of a service's log (daemons and recorders log one per line)."""
         entries = []
-        for line in Path(self.services[service].log).read_text(errors="replace").splitlines():
+        for line in self.log_text(service).splitlines():
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if isinstance(entry, dict):
@@ -246,7 +272,7 @@ class Testbed:
             if found:
                 return found[-1]
             if time.monotonic() > deadline:
-                tail = Path(self.services[service].log).read_text(errors="replace")[-3000:]
+                tail = self.log_text(service)[-3000:]
                 raise AssertionError(f"no {what} in {service}'s log: {tail}")
             time.sleep(0.1)
 
@@ -279,6 +305,34 @@ class Testbed:
 
     def free_disk(self) -> None:
         (self.disk_dst / "filler").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def stepped_clock(self, name: str) -> Iterator[Callable[[float], None]]:
+        """Run ``name`` under libfaketime for the duration: yields ``step(seconds)``, which
+        sets its wall clock that far from the real one, at once (its monotonic clock is
+        left alone, as an NTP step leaves it). ``name`` is restarted as it was on the way
+        out."""
+        library = faketime_library()
+        if library is None:
+            raise LabError("libfaketime is not installed (Debian package libfaketime)")
+        service, control = self.services[name], self.workdir / f"{name}.faketime"
+        control.write_text("+0\n")
+        plain = service.env
+        service.env = {**plain, "LD_PRELOAD": str(library),
+                       "FAKETIME_TIMESTAMP_FILE": str(control), "FAKETIME_NO_CACHE": "1",
+                       "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+        def step(seconds: float) -> None:
+            control.write_text(f"{seconds:+.0f}\n")
+
+        try:
+            self.stop(name)
+            self.start(name)
+            yield step
+        finally:
+            service.env = plain
+            self.stop(name)
+            self.start(name)
 
     def stop(self, name: str, kill: bool = False) -> None:
         """End a service: SIGTERM (a clean stop), or SIGKILL (a crash)."""
@@ -363,6 +417,13 @@ class Testbed:
             raise LabError("lab torn down with errors: " + "; ".join(errors))
 
 
+def faketime_library() -> Path | None:
+    """Debian's libfaketime, which steps one process's wall clock (LD_PRELOAD), if
+    installed."""
+    found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    return found[0] if found else None
+
+
 def node_entry(lab: Lab, name: str) -> dict[str, Any]:
     """``name``'s inventory entry: the client is alice's, the others are tagged."""
     node = lab.nodes[name]
@@ -445,6 +506,18 @@ except urllib.error.HTTPError as e:
 """
 
 
+# Inside recs3: print one object of the bucket; exit 3 if there is no such key.
+S3_GET = """
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+try:
+    body = s3.get_object(Bucket=sys.argv[2], Key=sys.argv[3])["Body"].read()
+except s3.exceptions.NoSuchKey:
+    sys.exit(3)
+sys.stdout.buffer.write(body)
+"""
+
+
 def wait_ready(bed: Testbed, service: Service) -> None:
     assert service.popen is not None
     if service.port is not None:
@@ -495,11 +568,7 @@ def up(workdir: Path) -> Testbed:
         for name in ("recdisk", *SERVERS, "recs3"):
             wait_ready(bed, bed.services[name])
         for server in SERVERS:  # the control socket comes up after the listener
-            deadline = time.monotonic() + 30
-            while bed.tssh(server, "status", "--json").returncode != 0:
-                if time.monotonic() > deadline:
-                    raise LabError(f"{server}: tssh status does not answer")
-                time.sleep(0.1)
+            bed.wait_control(server)
     except BaseException:
         with contextlib.suppress(LabError):
             bed.down()

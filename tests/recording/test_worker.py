@@ -163,6 +163,29 @@ async def test_worker_death_fails_live_recordings_and_a_new_worker_takes_the_nex
     assert output_of(bytes(recorder.uploads[-1].body)) == "after"
 
 
+async def test_a_failed_recording_reports_what_was_acked_up_to_the_failure(
+        worker: RecordingWorker) -> None:
+    """The daemon audits a failed recording's bytes acked (``recording.end``): they must be
+    the worker's at the failure, not its last once-a-second report (the reliability lab
+    saw 393 bytes reported acked of 1531 the recorder had kept)."""
+    failures: list[RecordingFailed] = []
+    async with FakeRecorder(Behavior(die_after=20_000)) as dying:
+        rec = await worker.start_recording(target(dying), header(),
+                                           options=options(enforce=True),
+                                           on_failure=failures.append)
+        started = time.monotonic()
+        rec.output_nowait(b"acked " * 1000)
+        await wait_until(lambda: bool(dying.uploads) and dying.uploads[0].size > 6000,
+                         timeout=5)
+        await asyncio.sleep(0.1)  # the recorder's ack is back at the worker
+        rec.output_nowait(b"lost " * 10_000)  # the recorder dies on these
+        await wait_until(lambda: bool(failures), timeout=5)
+        stats = await asyncio.wait_for(rec.close(), 5)
+    assert time.monotonic() - started < 0.9  # before the worker's first periodic report
+    assert stats.state == "failed"
+    assert stats.bytes_acked is not None and stats.bytes_acked > 6000, stats
+
+
 async def test_a_daemon_giving_up_on_a_close_cuts_the_upload_and_frees_the_worker(
         worker: RecordingWorker) -> None:
     """At shutdown the daemon stops waiting for recordings still closing; the worker must

@@ -173,7 +173,12 @@ class RecordingJob:
     # -- reports to the daemon -------------------------------------------------------------------
 
     def _failed(self, error: RecordingFailed) -> None:
-        self._report({"type": "failed", "reason": str(error)})
+        # with the stats at the failure: the daemon audits what was acked (recording.end),
+        # and the last periodic report may be up to STATS_INTERVAL old
+        report: dict[str, Any] = {"type": "failed", "reason": str(error)}
+        if self._rec is not None:
+            report["stats"] = self._rec.stats().to_json()
+        self._report(report)
 
     def _tick(self) -> None:
         if self._rec is not None:

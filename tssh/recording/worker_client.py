@@ -294,6 +294,8 @@ class WorkerRecording(RecordingSink):
                     self._started.set_exception(
                         RecorderUnavailable(str(report["reason"]), attempts))
             elif kind == "failed":
+                if "stats" in report:  # what was sent and acked up to the failure
+                    self._stats = RecordingStats.from_json(report["stats"])
                 self._fail(RecordingFailed(str(report["reason"])))
             elif kind in ("started", "stats", "closed"):
                 self._stats = RecordingStats.from_json(report["stats"])
