@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=env("TSRECORDER_HEADER_TIMEOUT", "30"),
                        help="time an upload has to send its request head and asciicast header "
                        "(default 30) [TSRECORDER_HEADER_TIMEOUT]")
+    serve.add_argument("--replica-timeout", type=_positive(float), metavar="SECONDS",
+                       default=env("TSRECORDER_REPLICA_TIMEOUT", "30"),
+                       help="with a PostgreSQL index: a replica silent this long is dead, and "
+                       "another finishes its live recordings (default 30) "
+                       "[TSRECORDER_REPLICA_TIMEOUT]")
     serve.add_argument("--retain-days", type=_positive(float), metavar="DAYS",
                        default=env("TSRECORDER_RETAIN_DAYS"),
                        help="delete finished recordings older than this, hourly, except those "
@@ -164,7 +169,8 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         trusted_keys=trusted, index=args.index,
         retain_days=getattr(args, "retain_days", None),
         **{name: getattr(args, name) for name in (
-            "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
+            "max_uploads_per_node", "max_uploads", "header_timeout", "replica_timeout")
+            if hasattr(args, name)},
     )
 
 

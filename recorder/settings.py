@@ -51,6 +51,9 @@ class RecorderSettings:
     # None: SQLite in the state dir; postgresql://...: one database shared by a fleet
     index: str | None = None
     retain_days: float | None = None  # None: keep every recording (docs/recorder.md)
+    # with a shared (PostgreSQL) index: seconds without a heartbeat after which a replica is
+    # dead and another finishes its live recordings (docs/recorder.md, "Fleet")
+    replica_timeout: float = 30.0
 
     def index_url(self) -> str | None:
         """The PostgreSQL URL of ``--index``, or None for the SQLite index."""

@@ -210,6 +210,9 @@ class SqliteIndex(Index):
         if query.user:
             where.append("(src_user = ? OR ssh_user = ? OR local_user = ? OR node_user = ?)")
             args += [query.user] * 4
+        if query.connection:
+            where.append("json_extract(document, '$.header.connectionID') = ?")
+            args.append(query.connection)
         if query.since is not None:
             where.append("start >= ?")
             args.append(query.since)

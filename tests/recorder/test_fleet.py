@@ -280,3 +280,142 @@ async def test_retention_over_the_bucket_and_the_shared_index(fleet: Fleet) -> N
             listed = c.get("/api/v1/recordings").json()["recordings"]
             assert [m["id"] for m in listed] == [ids["ssh-conn-keep"]]
             assert c.get(f"/api/v1/recordings/{ids['ssh-conn-drop']}").status_code == 404
+
+
+PART = 8 * 1024 * 1024  # recorder.storage.s3.PART_SIZE: what reaches the bucket while live
+
+
+def _recording(rec: RecorderProc, rid: str) -> dict[str, Any]:
+    with rec.client(ALICE) as c:
+        r = c.get(f"/api/v1/recordings/{rid}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def _key(rec: RecorderProc) -> str:
+    return str(httpx.get(f"{rec.url}/api/v1/key", timeout=10).json()["publicKey"])
+
+
+async def _upload_then_kill(a: RecorderProc, b: RecorderProc, body: bytes,
+                            ready: Any = None) -> str:
+    """Streams ``body`` to A until all of it is acked (and ``ready()`` holds), then SIGKILLs
+    A mid-upload; the recording's id, as B lists it."""
+    up = await H2Upload.open("127.0.0.1", a.port, local_address=SERVER)
+    try:
+        assert await up.wait_headers() == 200
+        await up.send(body)
+        await up.wait_ack(len(body), timeout=60)
+        with b.client(ALICE) as c:
+            [meta] = c.get("/api/v1/recordings").json()["recordings"]
+        assert meta["status"] == "live"
+        if ready is not None:
+            wait_for(ready, 60, 0.2, what="A's upload of a part to the bucket")
+        a.kill9()
+    finally:
+        await up.close()
+    return str(meta["id"])
+
+
+def _until_incomplete(b: RecorderProc, rid: str) -> dict[str, Any]:
+    """B finishes A's recording once A's heartbeat is older than --replica-timeout (2 s)."""
+    return wait_for(lambda: (m := _recording(b, rid))["status"] == "incomplete" and m,
+                    30, 0.2, what="the dead replica's recording finished on B")
+
+
+async def test_a_killed_replicas_recording_is_finished_by_another_from_the_bucket(
+    tmp_path: Path, moto: MotoServer, postgres_dsn: str,
+) -> None:
+    """S3: A's spool dies with A; the bucket holds the 8 MiB parts A had uploaded. B finishes
+    the recording from exactly those bytes (incomplete, sealed by B) without A coming back;
+    when A does come back with its state dir, it finishes it again with every acked byte."""
+    moto.client().create_bucket(Bucket=BUCKET)
+    dst = f"s3+http://127.0.0.1:{moto.port}"
+    env = {**AWS_ENV, "TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--bucket", BUCKET, "--replica-timeout", "2"],
+                     env=env)
+    a.tmp.mkdir()
+    b: RecorderProc | None = None
+    try:
+        a.start()
+        key_a = _key(a)
+        b = RecorderProc(tmp_path / "b", dst, env=env, extra=[
+            "--bucket", BUCKET, "--replica-timeout", "2", "--trust-key", key_a])
+        b.tmp.mkdir()
+        b.start()
+        key_b = _key(b)
+        chunk = "x" * 60_000 + "\r\n"
+        body = cast_header(conn="ssh-conn-killed") + b"".join(
+            event(i * 0.01, f"{i:05d} {chunk}") for i in range(160))  # 9.6 MB: one part
+        s3 = moto.client()
+
+        def part_uploaded() -> bool:
+            uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+            return any(s3.list_parts(Bucket=BUCKET, Key=u["Key"], UploadId=u["UploadId"])
+                       .get("Parts") for u in uploads)
+
+        rid = await _upload_then_kill(a, b, body, part_uploaded)
+        meta = _until_incomplete(b, rid)
+        assert meta["size"] == PART and "stopped during the upload" in meta["error"]
+        with b.client(ALICE) as c:
+            assert c.get(f"/api/v1/recordings/{rid}/cast").content == body[:PART]
+            v = c.get(f"/api/v1/recordings/{rid}/verify").json()
+        assert v["ok"] is True and v["signedBy"] == key_b, v
+        assert meta["recorder"] == key_a  # who received it; B only sealed what was there
+        # A comes back with its spool: the recording gets every byte A acked
+        a.start()
+
+        def whole() -> bool:  # until A's upload ends, B's index is ahead of the bucket
+            try:
+                return c.get(f"/api/v1/recordings/{rid}/cast").content == body
+            except httpx.HTTPError:
+                return False
+
+        with b.client(ALICE) as c:
+            wait_for(whole, 60, 0.3, what="every acked byte in the bucket")
+            v = wait_for(lambda: (r := c.get(f"/api/v1/recordings/{rid}/verify").json())["ok"]
+                         and r, 30, 0.3, what="A's new seal")
+        assert v["signedBy"] == key_a
+        done = _recording(b, rid)
+        assert done["status"] == "incomplete" and done["size"] == len(body)
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+
+
+async def test_a_killed_replicas_recording_on_a_shared_disk_keeps_every_acked_byte(
+    tmp_path: Path, postgres_dsn: str,
+) -> None:
+    """A shared disk dir holds every byte A wrote: B finishes the recording with all of
+    them, A never restarted, and both recordings of a connection are found by
+    ``connection=``."""
+    dst = str(tmp_path / "shared-store")
+    env = {"TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--replica-timeout", "2"], env=env)
+    b = RecorderProc(tmp_path / "b", dst, extra=["--replica-timeout", "2"], env=env)
+    for rec in (a, b):
+        rec.tmp.mkdir()
+    try:
+        a.start()
+        b.start()
+        key_b = _key(b)
+        body = cast_header(conn="ssh-conn-disk") + event(0.1, "$ make migrate\r\n")
+        rid = await _upload_then_kill(a, b, body)
+        meta = _until_incomplete(b, rid)
+        assert meta["size"] == len(body) and meta["lastEventTime"] == 0.1
+        with b.client(ALICE) as c:
+            assert c.get(f"/api/v1/recordings/{rid}/cast").content == body
+            v = c.get(f"/api/v1/recordings/{rid}/verify").json()
+            assert v["ok"] is True and v["signedBy"] == key_b, v
+        with b.client(SERVER) as up:  # a failover's new recording of the connection, on B
+            for conn in ("ssh-conn-disk", "ssh-conn-other"):
+                r = up.post("/record", content=iter([cast_header(conn=conn)
+                                                     + event(5.0, "done\r\n")]))
+                assert r.status_code == 200
+        with b.client(ALICE) as c:
+            linked = c.get("/api/v1/recordings", params={"connection": "ssh-conn-disk"}).json()
+        got = [(m["status"], m["header"]["connectionID"]) for m in linked["recordings"]]
+        assert got == [("complete", "ssh-conn-disk"), ("incomplete", "ssh-conn-disk")]
+    finally:
+        b.stop()
+        a.stop()
