@@ -8,6 +8,7 @@ PostgreSQL index with the same recordings and the same hits (docs/recorder.md, "
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,10 @@ from tests.recorder.conftest import (
 )
 from tests.recorder.h2upload import H2Upload
 from tests.recorder.moto import AWS_ENV, MotoServer
+from tssh.identity.base import Peer
+from tssh.recording.asciicast import CastHeader, new_connection_id
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import start_recording
 
 BUCKET = "fleet"
 
@@ -416,6 +421,67 @@ async def test_a_killed_replicas_recording_on_a_shared_disk_keeps_every_acked_by
             linked = c.get("/api/v1/recordings", params={"connection": "ssh-conn-disk"}).json()
         got = [(m["status"], m["header"]["connectionID"]) for m in linked["recordings"]]
         assert got == [("complete", "ssh-conn-disk"), ("incomplete", "ssh-conn-disk")]
+    finally:
+        b.stop()
+        a.stop()
+
+
+async def test_the_uploader_fails_over_to_another_replica_with_a_linked_recording(
+    tmp_path: Path, postgres_dsn: str,
+) -> None:
+    """The daemon's uploader, its recorder A killed mid-session: the session goes on, a new
+    recording of the same connection starts on B (a marker says what it continues), A's
+    half is finished by B; ``connection=`` lists both, and together they hold every line."""
+    dst = str(tmp_path / "shared-store")
+    env = {"TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--replica-timeout", "2"], env=env)
+    b = RecorderProc(tmp_path / "b", dst, extra=["--replica-timeout", "2"], env=env)
+    for rec in (a, b):
+        rec.tmp.mkdir()
+    try:
+        a.start()
+        b.start()
+        conn = new_connection_id()
+        laptop = Peer(name="laptop", id="nLAP1", addresses=(ALICE,), user="alice@example.com")
+        header = CastHeader.for_session(laptop, ssh_user="alice", local_user="alice",
+                                        connection_id=conn, started_at=time.time(),
+                                        width=80, height=24, command="/bin/bash")
+        rec = await start_recording(
+            [("127.0.0.1", a.port), ("127.0.0.1", b.port)], header,
+            options=RecordingOptions(source_address=SERVER))
+        assert rec.stats().destination == f"127.0.0.1:{a.port}"
+        lines = [f"line {i:03d} of the session\r\n" for i in range(200)]
+        for line in lines[:100]:
+            rec.output_nowait(line.encode())
+            await asyncio.sleep(0.002)
+        await asyncio.to_thread(wait_for, lambda: rec.stats().bytes_acked ==
+                                rec.stats().bytes_written, 20, 0.05, what="A's acks")
+        a.kill9()
+        await asyncio.to_thread(
+            wait_for, lambda: rec.stats().destination == f"127.0.0.1:{b.port}", 30, 0.05,
+            what="the failover to B")
+        for line in lines[100:]:
+            rec.output_nowait(line.encode())
+            await asyncio.sleep(0.002)
+        rec.exit_nowait(0)
+        stats = await rec.close()
+        assert stats.state == "finished" and rec.failovers == 1, stats
+        assert [x.error is None for x in stats.attempts] == [True, True]
+        with b.client(ALICE) as c:
+            found = wait_for(lambda: len(got := c.get(
+                "/api/v1/recordings", params={"connection": conn}).json()["recordings"]) == 2
+                and got[1]["status"] == "incomplete" and got, 30, 0.2,
+                what="both recordings of the connection, A's finished by B")
+            second, first = (c.get(f"/api/v1/recordings/{m['id']}/cast").text for m in found)
+        assert [m["status"] for m in found] == ["complete", "incomplete"]
+        assert {m["header"]["connectionID"] for m in found} == {conn}
+        texts = [[json.loads(x)[2] for x in cast.splitlines()[1:]] for cast in (first, second)]
+        assert "".join(t for t in texts[0]) == "".join(lines[:100])  # every acked line
+        marker, *rest = texts[1]
+        assert marker.startswith("tssh: continues the recording of this session that "
+                                 f"recorder 127.0.0.1:{a.port} was taking when it failed")
+        assert marker.endswith("it had not acknowledged the last 0 bytes sent to it")
+        assert "".join(rest[:-1]) == "".join(lines[100:]) and rest[-1] == "0"  # exit status
     finally:
         b.stop()
         a.stop()
