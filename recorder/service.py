@@ -138,6 +138,8 @@ class RecorderService:
         self.text = TextIndexer(index)
         # the seek index of each recording being uploaded (a live one's is not stored yet)
         self.seeking: dict[str, SeekIndexer] = {}
+        # a dead fleet replica's recordings claimed here and not finished yet (take_over)
+        self.orphans: dict[str, RecordingMeta] = {}
 
     async def start(self) -> None:
         await self.storage.start()
@@ -255,7 +257,9 @@ class RecorderService:
         marked ``incomplete``."""
         count = 0
         for meta in await self.index.open_recordings(self.public_key):
-            await self.storage.reopen(meta.key)
+            if await self.storage.reopen(meta.key) is None:
+                # not in this recorder's own store: one it claimed from a dead replica
+                await self.storage.adopt(meta.key)
             await self._finish_interrupted(meta, "the recorder stopped during the upload")
             count += 1
         for key in await self.storage.unfinished():
@@ -285,15 +289,23 @@ class RecorderService:
     async def take_over(self, stale_after: float) -> int:
         """Finishes the recordings left ``live`` by fleet replicas whose heartbeat is older
         than ``stale_after`` seconds (docs/recorder.md, "Fleet"): what shared storage holds
-        of each, sealed by this recorder and marked ``incomplete``."""
-        count = 0
+        of each, sealed by this recorder and marked ``incomplete``. One that cannot be
+        finished now (storage down) stays claimed here and is tried again next time."""
         for meta in await self.index.claim_orphans(self.public_key, stale_after):
             log.warning("recording %s: its replica stopped heartbeating; finishing it here",
                         meta.id)
-            await self.storage.adopt(meta.key)
-            await self._finish_interrupted(
-                meta, "the replica receiving it stopped during the upload; finished by "
-                      "another replica from what shared storage held")
+            self.orphans[meta.id] = meta
+        count = 0
+        for meta in list(self.orphans.values()):
+            try:
+                await self.storage.adopt(meta.key)
+                await self._finish_interrupted(
+                    meta, "the replica receiving it stopped during the upload; finished by "
+                          "another replica from what shared storage held")
+            except StorageError as e:
+                log.error("recording %s: cannot finish it yet: %s", meta.id, e)
+                continue
+            del self.orphans[meta.id]
             count += 1
         return count
 
