@@ -87,6 +87,13 @@ WHERE status = 'live' AND recorder <> $1 AND recorder IN (
 RETURNING document
 """
 
+# asyncpg prepares every statement; from its sixth run PostgreSQL may switch to a generic
+# plan, which cannot see the tsquery parameter: a word in every line then looks rare, and a
+# search that takes a millisecond with its custom plan (walk the recordings newest first)
+# took 100 ms over 100,000 recordings (a bitmap scan of every matching line). Planning each
+# query costs well under a millisecond (docs/performance.md, "Fleet").
+_SESSION = {"plan_cache_mode": "force_custom_plan"}
+
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
@@ -152,7 +159,7 @@ class PostgresIndex(Index):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=self.min_size, max_size=self.max_size, timeout=30,
-                command_timeout=120,
+                command_timeout=120, server_settings=_SESSION,
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
