@@ -3,7 +3,9 @@
 The asyncio driver above ``transport`` (one recorder connection, either protocol) and the
 pure parts (``asciicast`` encodes, ``wire`` decides). Behaviour follows tailscaled's client
 (docs/recording.md): recorders are tried in order until one accepts the recording, within
-30 s for all of them (``RecordingOptions``: per-dial, probe and ack timeouts).
+30 s for all of them (``RecordingOptions``: per-dial, probe and ack timeouts). One that fails
+while the session runs is failed over from: the next that accepts gets a new recording of
+the same session (same header, a marker first; docs/recording.md, "Failover").
 
 Using it from a session (the daemon)::
 
@@ -32,8 +34,9 @@ entry for ``tssh status`` (destination, protocol, bytes written/sent/acked/buffe
 attempts).
 
 ``on_failure(error)`` (a plain function; it may schedule tasks) is called once, from the
-event loop, if the upload fails or the recorder ends it while the session runs (not after
-``close()`` began: then the outcome is in the returned stats). With ``enforce`` the daemon
+event loop, if the upload fails or the recorder ends it while the session runs and no other
+recorder takes the recording over (not after ``close()`` began: then the outcome is in the
+returned stats). With ``enforce`` the daemon
 ends the session with a message; writes after a failure are discarded and counted.
 
 Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer
