@@ -2,7 +2,10 @@
 
 An upload to replica A is listed (live while it streams), found by ``q=`` and served on
 replica B, and its seal verifies there; ``tssh-recorder reindex`` rebuilds an emptied
-PostgreSQL index with the same recordings and the same hits (docs/recorder.md, "Fleet").
+PostgreSQL index with the same recordings and the same hits. A replica SIGKILLed mid-upload
+has its recording finished by another from what shared storage holds (S3: the parts in the
+bucket; a shared disk: every acked byte), and the daemon's uploader fails over to the other
+replica with a new recording of the same connection (docs/recorder.md, "Fleet").
 """
 
 from __future__ import annotations
