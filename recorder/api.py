@@ -225,6 +225,7 @@ def build_api(service: RecorderService, access: Access, *,
         until: str | None = None,
         live: bool | None = None,
         q: Annotated[str | None, Query(max_length=200)] = None,
+        connection: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: str | None = None,
     ) -> dict[str, Any]:
@@ -235,7 +236,7 @@ def build_api(service: RecorderService, access: Access, *,
                 node=node, user=user,
                 since=parse_time(since) if since else None,
                 until=parse_time(until) if until else None,
-                live=live, q=q, limit=limit,
+                live=live, q=q, connection=connection, limit=limit,
                 cursor=Cursor.decode(cursor) if cursor else None,
             )
         except ValueError as e:

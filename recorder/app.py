@@ -155,6 +155,11 @@ async def serve_recorder(
     follow = asyncio.create_task(follow_identity_file(resolver)) \
         if isinstance(resolver, Reloadable) else None  # new uploaders and viewers apply
     policy = RetentionPolicy(settings.retain_days, settings.retain_bytes)
+    fleet = None
+    if settings.index_url() is not None:  # replicas share the index (docs/recorder.md, "Fleet")
+        from recorder.fleet import keep_alive
+
+        fleet = asyncio.create_task(keep_alive(service, settings.replica_timeout))
     retention = asyncio.create_task(
         _retain(service, policy, settings.state_dir / "retention.jsonl")) \
         if policy.active else None
@@ -166,7 +171,7 @@ async def serve_recorder(
                  service.storage.describe(), service.index.describe())
         await serve(app.asgi, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     finally:
-        for task in (follow, retention):
+        for task in (follow, retention, fleet):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

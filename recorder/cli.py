@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="who may also place and lift legal holds through the API: a "
                        "login, group:x or tag:x (repeatable; an admin may read too) "
                        "[TSRECORDER_ADMINS, comma-separated]")
+    serve.add_argument("--replica-timeout", type=_positive(float), metavar="SECONDS",
+                       default=env("TSRECORDER_REPLICA_TIMEOUT", "30"),
+                       help="with a PostgreSQL index: a replica silent this long is dead, and "
+                       "another finishes its live recordings (default 30) "
+                       "[TSRECORDER_REPLICA_TIMEOUT]")
     _retention_flags(serve, " (at start-up, then hourly; default: keep all)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
@@ -198,7 +203,8 @@ def _settings(args: argparse.Namespace) -> RecorderSettings:
         retain_days=getattr(args, "retain_days", None),
         retain_bytes=getattr(args, "retain_bytes", None),
         **{name: getattr(args, name) for name in (
-            "max_uploads_per_node", "max_uploads", "header_timeout") if hasattr(args, name)},
+            "max_uploads_per_node", "max_uploads", "header_timeout", "replica_timeout")
+            if hasattr(args, name)},
     )
 
 

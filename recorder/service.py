@@ -143,10 +143,14 @@ class RecorderService:
         self.text = TextIndexer(index, on_error=self.metrics.index_errors.inc)
         # the seek index of each recording being uploaded (a live one's is not stored yet)
         self.seeking: dict[str, SeekIndexer] = {}
+        # a dead fleet replica's recordings claimed here and not finished yet (take_over)
+        self.orphans: dict[str, RecordingMeta] = {}
 
     async def start(self) -> None:
         await self.storage.start()
         await self.index.open()
+        # alive in a fleet's index before recovering: no other replica claims them meanwhile
+        await self.index.heartbeat(self.public_key)
         await self.recover()
 
     async def close(self) -> None:
@@ -269,32 +273,84 @@ class RecorderService:
         marked ``incomplete``."""
         count = 0
         for meta in await self.index.open_recordings(self.public_key):
-            await self.storage.reopen(meta.key)
-            scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
-            seek = SeekIndexer()  # the one built during the upload was lost with the process
+            if await self.storage.reopen(meta.key) is None:
+                # not in this recorder's own store: one it claimed from a dead replica
+                await self.storage.adopt(meta.key)
+            await self._finish_interrupted(meta, "the recorder stopped during the upload")
+            count += 1
+        for key in await self.storage.unfinished():
+            taken = await self._taken_over(key)
+            if taken is not None:  # it holds more than the replica that took it over had
+                log.info("recording %s was finished by another replica while this one was "
+                         "down; finishing it again with every byte stored here", taken.id)
+                await self._finish_interrupted(taken, "the recorder stopped during the upload")
+                count += 1
+        return count
 
-            def observe(chunk: bytes, seek: SeekIndexer = seek) -> None:
-                nonlocal scanner
-                seek.feed(chunk)
-                if scanner is not None:
-                    try:
-                        scanner.feed(chunk)
-                    except CastError:  # a torn recording still gets sealed as it is
-                        scanner = None
+    async def _taken_over(self, key: str) -> RecordingMeta | None:
+        """The metadata of an unfinished recording this recorder holds which another
+        replica has finished meanwhile (a takeover), else None."""
+        doc = await self.storage.get_meta(key)
+        if doc is None:
+            return None
+        try:
+            meta = RecordingMeta.from_json(json.loads(doc))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        row = await self.index.get(meta.id)
+        if row is None or row.status == "live" or meta.status != "live":
+            return None
+        return meta
 
-            size, digest = await self.hash_stored(meta.key, observe=observe)
-            done = meta.with_(
-                # never before the start, whatever the clock did across the restart
-                status="incomplete", end=max(time.time(), meta.start), size=size,
-                exit_status=scanner.exit_status if scanner else None,
-                last_event_time=scanner.last_time if scanner else None,
-                error="the recorder stopped during the upload", seek=tuple(seek.checkpoints),
-            )
-            await self.seal_and_store(done, digest)
-            # the text indexed before the crash may lack what was stored last
-            self.rebuild_text_later(done)
+    async def take_over(self, stale_after: float) -> int:
+        """Finishes the recordings left ``live`` by fleet replicas whose heartbeat is older
+        than ``stale_after`` seconds (docs/recorder.md, "Fleet"): what shared storage holds
+        of each, sealed by this recorder and marked ``incomplete``. One that cannot be
+        finished now (storage down) stays claimed here and is tried again next time."""
+        for meta in await self.index.claim_orphans(self.public_key, stale_after):
+            log.warning("recording %s: its replica stopped heartbeating; finishing it here",
+                        meta.id)
+            self.orphans[meta.id] = meta
+        count = 0
+        for meta in list(self.orphans.values()):
+            try:
+                await self.storage.adopt(meta.key)
+                await self._finish_interrupted(
+                    meta, "the replica receiving it stopped during the upload; finished by "
+                          "another replica from what shared storage held")
+            except StorageError as e:
+                log.error("recording %s: cannot finish it yet: %s", meta.id, e)
+                continue
+            del self.orphans[meta.id]
             count += 1
         return count
+
+    async def _finish_interrupted(self, meta: RecordingMeta, error: str) -> None:
+        """Seals an interrupted recording as what storage holds: size, hash, last event time,
+        exit status and seek index read from the stored bytes."""
+        scanner: CastScanner | None = CastScanner(line_limit=1 << 62)
+        seek = SeekIndexer()  # the one built during the upload was lost with its process
+
+        def observe(chunk: bytes) -> None:
+            nonlocal scanner
+            seek.feed(chunk)
+            if scanner is not None:
+                try:
+                    scanner.feed(chunk)
+                except CastError:  # a torn recording still gets sealed as it is
+                    scanner = None
+
+        size, digest = await self.hash_stored(meta.key, observe=observe)
+        done = meta.with_(
+            # never before the start, whatever the clock did across the restart
+            status="incomplete", end=max(time.time(), meta.start), size=size,
+            exit_status=scanner.exit_status if scanner else None,
+            last_event_time=scanner.last_time if scanner else None,
+            error=error, seek=tuple(seek.checkpoints),
+        )
+        await self.seal_and_store(done, digest)
+        # the text indexed before the crash may lack what was stored last
+        self.rebuild_text_later(done)
 
     async def reindex(self) -> Reindexed:
         """Makes the index hold exactly the recordings in storage: a row (with its legal hold),

@@ -54,6 +54,9 @@ class RecorderSettings:
     retain_bytes: int | None = None  # None: no limit on the store's finished recordings
     # who may place and lift legal holds through the API (selectors as for viewers)
     admins: tuple[str, ...] = ()
+    # with a shared (PostgreSQL) index: seconds without a heartbeat after which a replica is
+    # dead and another finishes its live recordings (docs/recorder.md, "Fleet")
+    replica_timeout: float = 30.0
 
     def index_url(self) -> str | None:
         """The PostgreSQL URL of ``--index``, or None for the SQLite index."""

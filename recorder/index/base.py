@@ -51,6 +51,8 @@ class Query:
     until: float | None = None  # start < until
     live: bool | None = None
     q: str | None = None  # words and "phrases" (recorder/search.py)
+    connection: str | None = None  # the header's connectionID: every recording of one SSH
+    # connection (its sessions, and the recordings a failover split one session into)
     limit: int = DEFAULT_LIMIT
     cursor: Cursor | None = None
 
@@ -153,6 +155,18 @@ class Index(abc.ABC):
     @abc.abstractmethod
     async def open_recordings(self, recorder: str) -> list[RecordingMeta]:
         """Recordings this recorder (by public key) left ``live``: to finish after a crash."""
+
+    async def heartbeat(self, recorder: str) -> None:
+        """Records that the replica ``recorder`` (its public key) is alive, in an index that
+        replicas share (docs/recorder.md, "Fleet"); a private index has nothing to tell."""
+        return None
+
+    async def claim_orphans(self, recorder: str, stale_after: float) -> list[RecordingMeta]:
+        """Recordings left ``live`` by replicas whose heartbeat is older than ``stale_after``
+        seconds, now owned by ``recorder``, which is to finish them (each is claimed by one
+        replica only; one that dies in turn before finishing leaves them to the next). A
+        private index has no other replica: nothing."""
+        return []
 
     @abc.abstractmethod
     async def close(self) -> None: ...

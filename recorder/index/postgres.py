@@ -46,14 +46,15 @@ _MAX_LINE_NO = (1 << 31) - 1  # line numbers are PostgreSQL integers
 _CONTEXT = 200  # characters of a matching line returned whole (as in the SQLite index)
 _UPSERT = """
 INSERT INTO recordings (id, storage_key, node_id, node_name, node_user, src_user, ssh_user,
-                        local_user, status, start, recorder, document)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        local_user, status, start, recorder, document, connection_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO UPDATE SET
     storage_key = excluded.storage_key, node_id = excluded.node_id,
     node_name = excluded.node_name, node_user = excluded.node_user,
     src_user = excluded.src_user, ssh_user = excluded.ssh_user,
     local_user = excluded.local_user, status = excluded.status, start = excluded.start,
-    recorder = excluded.recorder, document = excluded.document
+    recorder = excluded.recorder, document = excluded.document,
+    connection_id = excluded.connection_id
 RETURNING rkey
 """
 _SET_META_LINE = """
@@ -72,6 +73,28 @@ SELECT rkey, time, text FROM (
     FROM text_lines WHERE rkey = ANY($1::bigint[]) AND n > 0 AND words @@ $2::tsquery
 ) AS hits WHERE k <= $3 ORDER BY rkey, n
 """
+
+# the database's clock, never a replica's: replicas' clocks may disagree
+_HEARTBEAT = """
+INSERT INTO replicas (recorder, last_seen) VALUES ($1, now())
+ON CONFLICT (recorder) DO UPDATE SET last_seen = now()
+"""
+# A replica that never heartbeated (a recorder older than schema 2) is not presumed dead. Two
+# replicas claiming at once: the second's UPDATE waits for the first's row locks, then finds
+# the rows owned by a live replica (the first) and leaves them.
+_CLAIM = """
+UPDATE recordings SET recorder = $1
+WHERE status = 'live' AND recorder <> $1 AND recorder IN (
+    SELECT recorder FROM replicas WHERE last_seen < now() - make_interval(secs => $2))
+RETURNING document, hold
+"""
+
+# asyncpg prepares every statement; from its sixth run PostgreSQL may switch to a generic
+# plan, which cannot see the tsquery parameter: a word in every line then looks rare, and a
+# search that takes a millisecond with its custom plan (walk the recordings newest first)
+# took 100 ms over 100,000 recordings (a bitmap scan of every matching line). Planning each
+# query costs well under a millisecond (docs/performance.md, "Fleet").
+_SESSION = {"plan_cache_mode": "force_custom_plan"}
 
 
 def is_postgres_url(url: str) -> bool:
@@ -138,7 +161,7 @@ class PostgresIndex(Index):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=self.min_size, max_size=self.max_size, timeout=30,
-                command_timeout=120,
+                command_timeout=120, server_settings=_SESSION,
             )
             async with self._pool.acquire() as conn:
                 await migrate(conn)
@@ -161,6 +184,7 @@ class PostgresIndex(Index):
             _opt(meta.node.user), _opt(h.get("srcNodeUser")), _opt(h.get("sshUser")),
             _opt(h.get("localUser")), meta.status, meta.start, meta.recorder,
             json.dumps(meta.document()),  # ASCII: a lone surrogate in a header survives
+            _opt(h.get("connectionID")),
         )
         line = _clean(metadata_text(meta))
         async with self._db().acquire() as conn, conn.transaction():
@@ -193,6 +217,8 @@ class PostgresIndex(Index):
             u = arg(query.user)
             where.append(f"(src_user = {u} OR ssh_user = {u} OR local_user = {u} "
                          f"OR node_user = {u})")
+        if query.connection:
+            where.append(f"connection_id = {arg(query.connection)}")
         if query.since is not None:
             where.append(f"start >= {arg(query.since)}")
         if query.until is not None:
@@ -282,6 +308,14 @@ class PostgresIndex(Index):
         rows = await self._db().fetch(
             "SELECT document, hold FROM recordings WHERE status = 'live' AND recorder = $1",
             recorder)
+        return [row_meta(r["document"], r["hold"]) for r in rows]
+
+
+    async def heartbeat(self, recorder: str) -> None:
+        await self._db().execute(_HEARTBEAT, recorder)
+
+    async def claim_orphans(self, recorder: str, stale_after: float) -> list[RecordingMeta]:
+        rows = await self._db().fetch(_CLAIM, recorder, stale_after)
         return [row_meta(r["document"], r["hold"]) for r in rows]
 
 

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS recordings (
 );
 CREATE INDEX IF NOT EXISTS recordings_start ON recordings (start DESC, id DESC);
 CREATE INDEX IF NOT EXISTS recordings_status ON recordings (status, recorder);
+CREATE INDEX IF NOT EXISTS recordings_connection
+    ON recordings (json_extract(document, '$.header.connectionID'));
 CREATE TABLE IF NOT EXISTS text_lines (id INTEGER PRIMARY KEY, time REAL, text TEXT NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS text_fts USING fts5(
     text, content='text_lines', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
@@ -226,6 +228,9 @@ class SqliteIndex(Index):
         if query.user:
             where.append("(src_user = ? OR ssh_user = ? OR local_user = ? OR node_user = ?)")
             args += [query.user] * 4
+        if query.connection:
+            where.append("json_extract(document, '$.header.connectionID') = ?")
+            args.append(query.connection)
         if query.since is not None:
             where.append("start >= ?")
             args.append(query.since)

@@ -56,6 +56,18 @@ class Storage(abc.ABC):
     async def reopen(self, key: str) -> int | None:
         """After a crash: the size of what this recorder holds of ``key`` (None if nothing)."""
 
+    async def adopt(self, key: str) -> int | None:
+        """After the replica that was receiving ``key`` died (docs/recorder.md, "Fleet"):
+        makes readable here what shared storage holds of it; its size (None: nothing). A
+        shared disk holds every byte the dead replica wrote."""
+        return await self.size(key)
+
+    async def unfinished(self) -> list[str]:
+        """Keys this recorder holds that were never finished (S3: still in its spool, not
+        closed): after a restart, those another replica took over meanwhile are finished
+        again from here. A disk store keeps nothing of its own."""
+        return []
+
     @abc.abstractmethod
     async def finish(self, key: str) -> None:
         """Hands a closed recording (cast and metadata) over for long-term storage."""

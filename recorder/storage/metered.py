@@ -99,6 +99,14 @@ class MeteredStorage(Storage):
         with _counting(self._count, "reopen"):
             return await self.inner.reopen(key)
 
+    async def adopt(self, key: str) -> int | None:
+        with _counting(self._count, "adopt"):
+            return await self.inner.adopt(key)
+
+    async def unfinished(self) -> list[str]:
+        with _counting(self._count, "unfinished"):
+            return await self.inner.unfinished()
+
     async def finish(self, key: str) -> None:
         with _counting(self._count, "finish"):
             await self.inner.finish(key)

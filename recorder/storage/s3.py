@@ -219,8 +219,54 @@ class S3Storage(Storage):
         return await self.spool.size(key)
 
     async def finish(self, key: str) -> None:
+        if not self._spooled(key):  # adopted from a dead replica: already in the bucket
+            return
         await asyncio.to_thread(self._set_marker, key, "closed")
         self.kick(key)
+
+    async def unfinished(self) -> list[str]:
+        def scan() -> list[str]:
+            found = []
+            for path in sorted(self.spool.root.glob("*/*.state")):
+                key = f"{path.parent.name}/{path.name[: -len('.state')]}"
+                if not self._marker(key, "closed").exists():
+                    found.append(key)
+            return found
+
+        return await asyncio.to_thread(scan)
+
+    async def adopt(self, key: str) -> int | None:
+        """The dead replica's spool is lost with it; the bucket holds its metadata document
+        and the parts of the cast it had uploaded (whole ``part_size`` pieces, as a multipart
+        upload). Completes that upload into the object, so those bytes are readable; with
+        no part uploaded the cast is stored empty (the recording is then its metadata)."""
+        name = f"{check_key(key)}.cast"
+        try:
+            existing = await self.size_in_bucket(name)
+            if existing is not None:
+                return existing
+            listed = await self._s3(self._client.list_multipart_uploads, Bucket=self.bucket,
+                                    Prefix=name)
+            uploads = [u for u in listed.get("Uploads", []) if u.get("Key") == name]
+            best: tuple[str, list[dict[str, Any]]] | None = None
+            for upload in uploads:
+                got = await self._s3(self._client.list_parts, Bucket=self.bucket, Key=name,
+                                     UploadId=upload["UploadId"])
+                found = sorted(got.get("Parts", []), key=lambda p: int(p["PartNumber"]))
+                # the dead replica uploaded parts 1, 2, ... in order: the gapless start
+                found = [p for i, p in enumerate(found, 1) if int(p["PartNumber"]) == i]
+                if best is None or len(found) > len(best[1]):
+                    best = (str(upload["UploadId"]), found)
+            if best is not None and best[1]:
+                await self._s3(
+                    self._client.complete_multipart_upload, Bucket=self.bucket, Key=name,
+                    UploadId=best[0], MultipartUpload={"Parts": [
+                        {"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in best[1]]})
+            else:
+                await self._s3(self._client.put_object, Bucket=self.bucket, Key=name, Body=b"")
+            return await self.size_in_bucket(name)
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"cannot adopt {name} in S3: {e}") from e
 
     async def put_meta(self, key: str, document: bytes) -> None:
         await self.spool.put_meta(key, document)

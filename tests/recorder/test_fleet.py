@@ -2,12 +2,16 @@
 
 An upload to replica A is listed (live while it streams), found by ``q=`` and served on
 replica B, and its seal verifies there; ``tssh-recorder reindex`` rebuilds an emptied
-PostgreSQL index with the same recordings and the same hits (docs/recorder.md, "Fleet").
+PostgreSQL index with the same recordings and the same hits. A replica SIGKILLed mid-upload
+has its recording finished by another from what shared storage holds (S3: the parts in the
+bucket; a shared disk: every acked byte), and the daemon's uploader fails over to the other
+replica with a new recording of the same connection (docs/recorder.md, "Fleet").
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +36,10 @@ from tests.recorder.conftest import (
 )
 from tests.recorder.h2upload import H2Upload
 from tests.recorder.moto import AWS_ENV, MotoServer
+from tssh.identity.base import Peer
+from tssh.recording.asciicast import CastHeader, new_connection_id
+from tssh.recording.model import RecordingOptions
+from tssh.recording.uploader import start_recording
 
 BUCKET = "fleet"
 
@@ -281,3 +289,203 @@ async def test_retention_over_the_bucket_and_the_shared_index(fleet: Fleet) -> N
             assert [m["id"] for m in listed] == [ids["ssh-conn-keep"]]
             assert listed[0]["hold"]["reason"] == "legal hold"  # the shared index's copy
             assert c.get(f"/api/v1/recordings/{ids['ssh-conn-drop']}").status_code == 404
+
+
+PART = 8 * 1024 * 1024  # recorder.storage.s3.PART_SIZE: what reaches the bucket while live
+
+
+def _recording(rec: RecorderProc, rid: str) -> dict[str, Any]:
+    with rec.client(ALICE) as c:
+        r = c.get(f"/api/v1/recordings/{rid}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+
+def _key(rec: RecorderProc) -> str:
+    return str(httpx.get(f"{rec.url}/api/v1/key", timeout=10).json()["publicKey"])
+
+
+async def _upload_then_kill(a: RecorderProc, b: RecorderProc, body: bytes,
+                            ready: Any = None) -> str:
+    """Streams ``body`` to A until all of it is acked (and ``ready()`` holds), then SIGKILLs
+    A mid-upload; the recording's id, as B lists it."""
+    up = await H2Upload.open("127.0.0.1", a.port, local_address=SERVER)
+    try:
+        assert await up.wait_headers() == 200
+        await up.send(body)
+        await up.wait_ack(len(body), timeout=60)
+        with b.client(ALICE) as c:
+            [meta] = c.get("/api/v1/recordings").json()["recordings"]
+        assert meta["status"] == "live"
+        if ready is not None:
+            wait_for(ready, 60, 0.2, what="A's upload of a part to the bucket")
+        a.kill9()
+    finally:
+        await up.close()
+    return str(meta["id"])
+
+
+def _until_incomplete(b: RecorderProc, rid: str) -> dict[str, Any]:
+    """B finishes A's recording once A's heartbeat is older than --replica-timeout (2 s)."""
+    return wait_for(lambda: (m := _recording(b, rid))["status"] == "incomplete" and m,
+                    30, 0.2, what="the dead replica's recording finished on B")
+
+
+async def test_a_killed_replicas_recording_is_finished_by_another_from_the_bucket(
+    tmp_path: Path, moto: MotoServer, postgres_dsn: str,
+) -> None:
+    """S3: A's spool dies with A; the bucket holds the 8 MiB parts A had uploaded. B finishes
+    the recording from exactly those bytes (incomplete, sealed by B) without A coming back;
+    when A does come back with its state dir, it finishes it again with every acked byte."""
+    moto.client().create_bucket(Bucket=BUCKET)
+    dst = f"s3+http://127.0.0.1:{moto.port}"
+    env = {**AWS_ENV, "TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--bucket", BUCKET, "--replica-timeout", "2"],
+                     env=env)
+    a.tmp.mkdir()
+    b: RecorderProc | None = None
+    try:
+        a.start()
+        key_a = _key(a)
+        b = RecorderProc(tmp_path / "b", dst, env=env, extra=[
+            "--bucket", BUCKET, "--replica-timeout", "2", "--trust-key", key_a])
+        b.tmp.mkdir()
+        b.start()
+        key_b = _key(b)
+        chunk = "x" * 60_000 + "\r\n"
+        body = cast_header(conn="ssh-conn-killed") + b"".join(
+            event(i * 0.01, f"{i:05d} {chunk}") for i in range(160))  # 9.6 MB: one part
+        s3 = moto.client()
+
+        def part_uploaded() -> bool:
+            uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+            return any(s3.list_parts(Bucket=BUCKET, Key=u["Key"], UploadId=u["UploadId"])
+                       .get("Parts") for u in uploads)
+
+        rid = await _upload_then_kill(a, b, body, part_uploaded)
+        meta = _until_incomplete(b, rid)
+        assert meta["size"] == PART and "stopped during the upload" in meta["error"]
+        with b.client(ALICE) as c:
+            assert c.get(f"/api/v1/recordings/{rid}/cast").content == body[:PART]
+            v = c.get(f"/api/v1/recordings/{rid}/verify").json()
+        assert v["ok"] is True and v["signedBy"] == key_b, v
+        assert meta["recorder"] == key_a  # who received it; B only sealed what was there
+        # A comes back with its spool: the recording gets every byte A acked
+        a.start()
+
+        def whole() -> bool:  # until A's upload ends, B's index is ahead of the bucket
+            try:
+                return c.get(f"/api/v1/recordings/{rid}/cast").content == body
+            except httpx.HTTPError:
+                return False
+
+        with b.client(ALICE) as c:
+            wait_for(whole, 60, 0.3, what="every acked byte in the bucket")
+            v = wait_for(lambda: (r := c.get(f"/api/v1/recordings/{rid}/verify").json())["ok"]
+                         and r, 30, 0.3, what="A's new seal")
+        assert v["signedBy"] == key_a
+        done = _recording(b, rid)
+        assert done["status"] == "incomplete" and done["size"] == len(body)
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+
+
+async def test_a_killed_replicas_recording_on_a_shared_disk_keeps_every_acked_byte(
+    tmp_path: Path, postgres_dsn: str,
+) -> None:
+    """A shared disk dir holds every byte A wrote: B finishes the recording with all of
+    them, A never restarted, and both recordings of a connection are found by
+    ``connection=``."""
+    dst = str(tmp_path / "shared-store")
+    env = {"TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--replica-timeout", "2"], env=env)
+    b = RecorderProc(tmp_path / "b", dst, extra=["--replica-timeout", "2"], env=env)
+    for rec in (a, b):
+        rec.tmp.mkdir()
+    try:
+        a.start()
+        b.start()
+        key_b = _key(b)
+        body = cast_header(conn="ssh-conn-disk") + event(0.1, "$ make migrate\r\n")
+        rid = await _upload_then_kill(a, b, body)
+        meta = _until_incomplete(b, rid)
+        assert meta["size"] == len(body) and meta["lastEventTime"] == 0.1
+        with b.client(ALICE) as c:
+            assert c.get(f"/api/v1/recordings/{rid}/cast").content == body
+            v = c.get(f"/api/v1/recordings/{rid}/verify").json()
+            assert v["ok"] is True and v["signedBy"] == key_b, v
+        with b.client(SERVER) as up:  # a failover's new recording of the connection, on B
+            for conn in ("ssh-conn-disk", "ssh-conn-other"):
+                r = up.post("/record", content=iter([cast_header(conn=conn)
+                                                     + event(5.0, "done\r\n")]))
+                assert r.status_code == 200
+        with b.client(ALICE) as c:
+            linked = c.get("/api/v1/recordings", params={"connection": "ssh-conn-disk"}).json()
+        got = [(m["status"], m["header"]["connectionID"]) for m in linked["recordings"]]
+        assert got == [("complete", "ssh-conn-disk"), ("incomplete", "ssh-conn-disk")]
+    finally:
+        b.stop()
+        a.stop()
+
+
+async def test_the_uploader_fails_over_to_another_replica_with_a_linked_recording(
+    tmp_path: Path, postgres_dsn: str,
+) -> None:
+    """The daemon's uploader, its recorder A killed mid-session: the session goes on, a new
+    recording of the same connection starts on B (a marker says what it continues), A's
+    half is finished by B; ``connection=`` lists both, and together they hold every line."""
+    dst = str(tmp_path / "shared-store")
+    env = {"TSRECORDER_INDEX": postgres_dsn}
+    a = RecorderProc(tmp_path / "a", dst, extra=["--replica-timeout", "2"], env=env)
+    b = RecorderProc(tmp_path / "b", dst, extra=["--replica-timeout", "2"], env=env)
+    for rec in (a, b):
+        rec.tmp.mkdir()
+    try:
+        a.start()
+        b.start()
+        conn = new_connection_id()
+        laptop = Peer(name="laptop", id="nLAP1", addresses=(ALICE,), user="alice@example.com")
+        header = CastHeader.for_session(laptop, ssh_user="alice", local_user="alice",
+                                        connection_id=conn, started_at=time.time(),
+                                        width=80, height=24, command="/bin/bash")
+        rec = await start_recording(
+            [("127.0.0.1", a.port), ("127.0.0.1", b.port)], header,
+            options=RecordingOptions(source_address=SERVER))
+        assert rec.stats().destination == f"127.0.0.1:{a.port}"
+        lines = [f"line {i:03d} of the session\r\n" for i in range(200)]
+        for line in lines[:100]:
+            rec.output_nowait(line.encode())
+            await asyncio.sleep(0.002)
+        await asyncio.to_thread(wait_for, lambda: rec.stats().bytes_acked ==
+                                rec.stats().bytes_written, 20, 0.05, what="A's acks")
+        a.kill9()
+        await asyncio.to_thread(
+            wait_for, lambda: rec.stats().destination == f"127.0.0.1:{b.port}", 30, 0.05,
+            what="the failover to B")
+        for line in lines[100:]:
+            rec.output_nowait(line.encode())
+            await asyncio.sleep(0.002)
+        rec.exit_nowait(0)
+        stats = await rec.close()
+        assert stats.state == "finished" and rec.failovers == 1, stats
+        assert [x.error is None for x in stats.attempts] == [True, True]
+        with b.client(ALICE) as c:
+            found = wait_for(lambda: len(got := c.get(
+                "/api/v1/recordings", params={"connection": conn}).json()["recordings"]) == 2
+                and got[1]["status"] == "incomplete" and got, 30, 0.2,
+                what="both recordings of the connection, A's finished by B")
+            second, first = (c.get(f"/api/v1/recordings/{m['id']}/cast").text for m in found)
+        assert [m["status"] for m in found] == ["complete", "incomplete"]
+        assert {m["header"]["connectionID"] for m in found} == {conn}
+        texts = [[json.loads(x)[2] for x in cast.splitlines()[1:]] for cast in (first, second)]
+        assert "".join(t for t in texts[0]) == "".join(lines[:100])  # every acked line
+        marker, *rest = texts[1]
+        assert marker.startswith("tssh: continues the recording of this session that "
+                                 f"recorder 127.0.0.1:{a.port} was taking when it failed")
+        assert marker.endswith("it had not acknowledged the last 0 bytes sent to it")
+        assert "".join(rest[:-1]) == "".join(lines[100:]) and rest[-1] == "0"  # exit status
+    finally:
+        b.stop()
+        a.stop()

@@ -4,6 +4,7 @@ PostgreSQL's numbered migrations)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable
@@ -337,6 +338,22 @@ async def test_the_hold_column_is_kept_by_puts(new_index: NewIndex) -> None:
         await index.close()
 
 
+async def test_connection_filter_finds_every_recording_of_a_connection(
+    new_index: NewIndex,
+) -> None:
+    index = await opened(new_index)
+    try:
+        for i in range(6):
+            await index.put(meta(i, connectionID=f"ssh-conn-{i % 3}"))
+        page = await index.query(Query(connection="ssh-conn-1"))
+        assert [m.id for m in page.recordings] == ["rec-00004", "rec-00001"]
+        page = await index.query(Query(connection="ssh-conn-1", limit=1))
+        assert [m.id for m in page.recordings] == ["rec-00004"] and page.next is not None
+        assert (await index.query(Query(connection="ssh-conn-9"))).recordings == []
+    finally:
+        await index.close()
+
+
 async def test_a_schema_2_index_gets_the_hold_column(tmp_path: Path) -> None:
     index = await opened(tmp_path)
     await index.put(meta(1))
@@ -351,5 +368,66 @@ async def test_a_schema_2_index_gets_the_hold_column(tmp_path: Path) -> None:
         assert await index.set_hold("rec-00001", Hold("x", "y", 0.0)) is True
         got = await index.get("rec-00001")
         assert got is not None and got.hold == Hold("x", "y", 0.0)
+    finally:
+        await index.close()
+
+
+async def test_postgres_schema_2_backfills_connection_ids(postgres_dsn: str) -> None:
+    """A database of schema 1 (a fleet before this recorder) gets the replicas table and
+    its rows' connection ids when a newer replica opens it."""
+    import asyncpg
+
+    from recorder.index.migrate import migrations
+
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, "
+                           "name text NOT NULL, applied timestamptz NOT NULL DEFAULT now())")
+        first = migrations()[0]
+        await conn.execute(first.sql)
+        await conn.execute("INSERT INTO schema_version (version, name) VALUES (1, $1)",
+                           first.name)
+        old = meta(1, connectionID="ssh-conn-old")
+        await conn.execute(
+            "INSERT INTO recordings (id, storage_key, node_id, node_name, status, start, "
+            "recorder, document) VALUES ($1, $2, 'nSRV1', 'server', 'complete', $3, 'key', $4)",
+            old.id, old.key, old.start, json.dumps(old.to_json()))
+    finally:
+        await conn.close()
+    index = PostgresIndex(postgres_dsn)
+    await index.open()
+    try:
+        page = await index.query(Query(connection="ssh-conn-old"))
+        assert [m.id for m in page.recordings] == [old.id]
+    finally:
+        await index.close()
+
+
+async def test_postgres_orphans_of_a_silent_replica_are_claimed_once(postgres_dsn: str) -> None:
+    import asyncpg
+
+    index = PostgresIndex(postgres_dsn)
+    await index.open()
+    try:
+        for i, (owner, status) in enumerate([("dead", "live"), ("dead", "live"),
+                                             ("dead", "complete"), ("alive", "live"),
+                                             ("never-beat", "live")]):
+            await index.put(meta(i).with_(recorder=owner, status=status))
+        for replica in ("dead", "alive", "b", "c"):
+            await index.heartbeat(replica)
+        assert await index.claim_orphans("b", 30) == []  # everyone beat just now
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("UPDATE replicas SET last_seen = now() - interval '1 minute' "
+                               "WHERE recorder = 'dead'")
+        finally:
+            await conn.close()
+        claimed = await asyncio.gather(index.claim_orphans("b", 30),
+                                       index.claim_orphans("c", 30))
+        ids = sorted(m.id for found in claimed for m in found)
+        assert ids == ["rec-00000", "rec-00001"]  # live, of the silent replica, once
+        owned = await index.open_recordings("b") + await index.open_recordings("c")
+        assert sorted(m.id for m in owned) == ids  # the claimer's now: it recovers them too
+        assert await index.claim_orphans("b", 30) == []
     finally:
         await index.close()

@@ -578,3 +578,57 @@ async def test_started_means_the_header_is_acked() -> None:
                                     options=options(enforce=True))
         assert (rec.stats().bytes_acked or 0) >= HEADER_SIZE
         await rec.close()
+
+
+# -- failover while the session runs (docs/recording.md, "Failover") ------------------------
+
+async def test_failover_mid_line_continues_on_the_next_recorder_with_whole_events() -> None:
+    """The first recorder's connection is cut inside an event (64 KiB chunks cut events):
+    the enforced session is paused, not ended; the second recorder gets the header, a marker
+    saying what it continues and how many bytes the first had not acknowledged, then whole
+    events only; what neither holds is at most that many bytes."""
+    events = [f"e{i:04d} ".encode() + b"z" * 30_000 for i in range(40)]
+    async with FakeRecorder(Behavior(die_after=100_000)) as first, FakeRecorder() as second:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([first.address, second.address], header(),
+                                    options=options(enforce=True), on_failure=failures.append)
+        session = FlowSession(rec)
+        for data in events:  # one burst: the buffer holds more than a chunk
+            await session.running.wait()
+            rec.output_nowait(data)
+        rec.exit_nowait(0)
+        stats = await rec.close()
+        assert stats.state == "finished" and not failures and rec.failovers == 1
+        assert stats.destination == f"127.0.0.1:{second.port}"
+        assert session.pauses >= 1 and session.resumes >= 1 and rec.writable
+        got = lines(bytes(second.uploads[0].body))  # every line whole JSON
+        assert got[0] == lines(bytes(first.uploads[0].body).split(b"\n", 1)[0] + b"\n")[0]
+        marker = got[1]
+        assert isinstance(marker, list) and marker[1] == "m"
+        assert f"recorder 127.0.0.1:{first.port} was taking when it failed" in marker[2]
+        unacked = int(marker[2].split("the last ", 1)[1].split()[0])
+        skipped = int(marker[2].split("; the ", 1)[1].split()[0]) if "left of" in marker[2] \
+            else 0
+        assert got[-1][1:] == ["x", "0"]  # type: ignore[index]
+        sent = b"".join(events).decode()
+        *whole, torn = bytes(first.uploads[0].body).split(b"\n")  # the last line: cut
+        on_first = "".join(str(json.loads(x)[2]) for x in whole[1:])
+        on_second = "".join(str(e[2]) for e in got[2:-1] if isinstance(e, list))
+        assert sent.startswith(on_first) and sent.endswith(on_second)
+        # A's torn line was acked; its rest is skipped; what A did not ack is lost
+        assert len(sent) - len(on_first) - len(on_second) <= len(torn) + skipped + unacked
+
+
+async def test_failover_that_finds_no_recorder_fails_the_recording() -> None:
+    async with FakeRecorder(Behavior(die_after=2000)) as first:
+        failures: list[RecordingFailed] = []
+        rec = await start_recording([first.address, closed_port()], header(),
+                                    options=options(enforce=True), on_failure=failures.append)
+        for _ in range(20):
+            if failures:
+                break
+            rec.output_nowait(b"x" * 500)
+            await asyncio.sleep(0.02)
+        await wait_until(lambda: bool(failures), timeout=10)
+        assert "no other recorder took the recording" in str(failures[0])
+        assert (await rec.close()).state == "failed" and rec.writable

@@ -94,6 +94,30 @@ class RecordingBuffer:
     def sent(self, size: int) -> None:
         self.buffered -= size
 
+    def put_back(self, data: bytes) -> None:
+        """A chunk taken but never confirmed ``sent`` goes to the front again (a failover
+        sends it to the next destination); it is still counted in ``buffered``."""
+        if data:
+            self._parts.appendleft(data)
+
+    def skip_line_rest(self) -> int:
+        """Drops the front up to and including the first newline: the rest of an event whose
+        start went to a destination that failed (a new one must begin on a line). The
+        number of bytes dropped, counted as dropped."""
+        skipped = 0
+        while self._parts:
+            part = self._parts.popleft()
+            end = part.find(b"\n")
+            if end >= 0:
+                if end + 1 < len(part):
+                    self._parts.appendleft(part[end + 1:])
+                skipped += end + 1
+                break
+            skipped += len(part)
+        self.buffered -= skipped
+        self.dropped += skipped
+        return skipped
+
     def discard(self, also_lost: int = 0) -> None:
         """The destination failed: everything waiting is lost (plus ``also_lost`` bytes the
         caller held back), counted as dropped."""

@@ -3,7 +3,9 @@
 The asyncio driver above ``transport`` (one recorder connection, either protocol) and the
 pure parts (``asciicast`` encodes, ``wire`` decides). Behaviour follows tailscaled's client
 (docs/recording.md): recorders are tried in order until one accepts the recording, within
-30 s for all of them (``RecordingOptions``: per-dial, probe and ack timeouts).
+30 s for all of them (``RecordingOptions``: per-dial, probe and ack timeouts). One that fails
+while the session runs is failed over from: the next that accepts gets a new recording of
+the same session (same header, a marker first; docs/recording.md, "Failover").
 
 The recording worker (``worker.RecordingJob``) runs one per recording; the daemon holds a
 ``worker_client.WorkerRecording``, the same interface (``sink.RecordingSink``). Using it::
@@ -28,9 +30,10 @@ The recording worker (``worker.RecordingJob``) runs one per recording; the daemo
 
 Writes never block nor raise (``sink``'s docstring says why and how). ``on_failure(error)``
 (a plain function; it may schedule tasks) is called once, from the event loop, if the
-upload fails or the recorder ends it while the session runs (not after ``close()`` began:
-then the outcome is in the returned stats). With ``enforce`` the daemon ends the session
-with a message; writes after a failure are discarded and counted.
+upload fails or the recorder ends it while the session runs and no other recorder takes the
+recording over (not after ``close()`` began: then the outcome is in the returned stats).
+With ``enforce`` the daemon ends the session with a message; writes after a failure are
+discarded and counted.
 
 Memory is bounded per recording: at most ``buffer_limit`` bytes wait in the buffer
 (``buffer.RecordingBuffer``), the chunk being sent included (plus the transport's own
@@ -89,8 +92,9 @@ async def start_recording(
     start = clock()
     deadline = start + options.connect_timeout
     attempts: list[Attempt] = []
-    for entry in recorders:
-        address = entry if isinstance(entry, RecorderAddress) else RecorderAddress(*entry)
+    addresses = tuple(entry if isinstance(entry, RecorderAddress) else RecorderAddress(*entry)
+                      for entry in recorders)
+    for address in addresses:
         try:
             upload = await connect(address, deadline, options, clock)
         except ConnectFailed as e:
@@ -107,7 +111,7 @@ async def start_recording(
         try:
             recording = await Recording.start(
                 header, upload, (*attempts, accepted), options, on_failure, clock, start,
-                confirm_within=deadline - clock())
+                confirm_within=deadline - clock(), recorders=addresses, recorder=address)
         except RecordingFailed as e:  # e.g. the recorder refused the header, or its disk
             attempts.append(Attempt(str(address), upload.protocol, str(e)))
             log.warning("recorder did not accept the recording's header",
@@ -168,6 +172,14 @@ class Recording(RecordingSink):
         self._pending_encode: Callable[[float, bytes], bytes] | None = None
         self._pending_at = 0.0
         self._pending_timer: asyncio.TimerHandle | None = None
+        # Failover (docs/recording.md, "Failover"): the recorders of the rule, the one taking
+        # the recording, and the bytes taken from the buffer that it has not been handed yet.
+        self._recorders: tuple[RecorderAddress, ...] = ()
+        self._recorder: RecorderAddress | None = None
+        self._in_flight = b""
+        self._line_open = False  # the last chunk handed over ended inside an event line
+        self._failover_task: asyncio.Task[None] | None = None
+        self.failovers = 0
         if sink is not None:
             self._pump_task = asyncio.create_task(self._pump())
             sink.failed.add_done_callback(self._on_sink_failed)
@@ -176,12 +188,16 @@ class Recording(RecordingSink):
     async def start(cls, header: CastHeader, sink: Destination | None,
                     attempts: tuple[Attempt, ...], options: RecordingOptions,
                     on_failure: Callable[[RecordingFailed], None] | None, clock: Clock,
-                    start: float, *, confirm_within: float | None = None) -> Recording:
+                    start: float, *, confirm_within: float | None = None,
+                    recorders: tuple[RecorderAddress, ...] = (),
+                    recorder: RecorderAddress | None = None) -> Recording:
         """The recording with its header written. ``confirm_within`` (an upload): returns
         once the recorder has taken the header, only then is the session recorded (a
         recorder refuses a header it cannot store: docs/recording.md); RecordingFailed, the
         upload cut, if it did not in that many seconds. ``on_failure`` is told of failures
-        from then on."""
+        from then on. ``recorders``: the rule's, ``recorder`` the one of them the upload
+        ``sink`` goes to; from then on a failure of it fails over to another (docs/recording.md,
+        "Failover")."""
         recording = cls(header, sink, attempts, options, clock, start)
         size = recording._write_header()
         if confirm_within is not None:
@@ -194,6 +210,7 @@ class Recording(RecordingSink):
                 recording.abort(f"recorder did not accept the header: {e}")
                 raise
         recording._on_failure = on_failure  # from here on, a failure ends the session
+        recording._recorders, recording._recorder = recorders, recorder
         return recording
 
     def _write_header(self) -> int:
@@ -263,6 +280,9 @@ class Recording(RecordingSink):
             self._buffer.put_final_marker(lambda size: self._drop_marker(now, size))
         self._closing = True
         self._data_ready.set()
+        if self._failover_task is not None:  # bounded by connect_timeout
+            await asyncio.wait({self._failover_task},
+                               timeout=self._options.connect_timeout + 5)
         if self._pump_task is not None:
             # The pump ends the upload; its own waits are bounded, this bounds the whole.
             done, _ = await asyncio.wait({self._pump_task},
@@ -369,7 +389,8 @@ class Recording(RecordingSink):
                  f"(recording could not keep up)")
 
     def _maybe_resume(self) -> None:
-        if self._paused and (self._failure is not None or self._buffer.half_empty):
+        if self._paused and self._failover_task is None and (
+                self._failure is not None or self._buffer.half_empty):
             self._paused = False
             self._call_flow(self._resume)
 
@@ -393,27 +414,115 @@ class Recording(RecordingSink):
                     self._data_ready.clear()
                     await self._data_ready.wait()
                     continue
-                chunk = self._buffer.take(CHUNK_SIZE)
+                chunk = self._in_flight = self._buffer.take(CHUNK_SIZE)
                 await sink.send(chunk)
+                self._in_flight = b""
+                self._line_open = not chunk.endswith(b"\n")
                 self._buffer.sent(len(chunk))
                 self._maybe_resume()
             await sink.finish(self._options.finish_timeout)
             self._finished = True
+        except asyncio.CancelledError:
+            raise
         except Exception as e:
-            self._fail(as_failure(e, "recording destination failed", "recording pump crashed"))
+            self._lost(as_failure(e, "recording destination failed", "recording pump crashed"))
 
     def _on_sink_failed(self, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled():
-            return
+        if fut.cancelled() or self._sink is None or fut is not self._sink.failed:
+            return  # a destination failed over from
         exc = fut.exception()
         if exc is not None:
-            self._fail(exc if isinstance(exc, RecordingError) else RecordingFailed(str(exc)))
+            self._lost(exc if isinstance(exc, RecordingError) else RecordingFailed(str(exc)))
+
+    def _lost(self, error: RecordingError) -> None:
+        """The recorder failed while the session runs: fail over to another of the rule's
+        recorders, which starts a new recording of the same connection; else (none left,
+        the session is ending, a local file) the recording has failed."""
+        if self._failover_task is not None:  # the pump and the sink both report it
+            return
+        if (self._close_started or self._finished or self.failure is not None
+                or self._recorder is None or len(self._recorders) < 2):
+            self._fail(error)
+            return
+        self._failover_task = asyncio.create_task(self._fail_over(error))
+
+    async def _fail_over(self, error: RecordingError) -> None:
+        old, failed = self._sink, self._recorder
+        assert old is not None and failed is not None
+        old.abort()
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        if self._options.enforce and not self._paused:  # nothing unrecorded meanwhile
+            self._paused = True
+            self._call_flow(self._pause)
+        unconfirmed = old.bytes_sent - old.bytes_acked if old.bytes_acked is not None else None
+        # what the old recorder may lack goes to the new one, from the start of an event
+        self._buffer.put_back(self._in_flight)
+        self._in_flight = b""
+        skipped = self._buffer.skip_line_rest() if self._line_open else 0
+        self._line_open = False
+        log.warning("recorder failed during the session; failing over",
+                    extra={"recorder": str(failed), "reason": str(error)})
+        i = self._recorders.index(failed)
+        order = [r for r in (*self._recorders[i + 1:], *self._recorders[:i]) if r != failed]
+        deadline = self._clock() + self._options.connect_timeout
+        header = self._encoder.header_line()
+        lacks = (f"it had not acknowledged the last {unconfirmed} bytes sent to it"
+                 if unconfirmed is not None else "its last bytes may be missing (v1, no acks)")
+        if skipped:
+            lacks += f"; the {skipped} bytes left of the event it had the start of are not here"
+        marker = self._encoder.marker(
+            self._clock(), f"tssh: continues the recording of this session that recorder "
+                           f"{failed} was taking when it failed ({error}); {lacks}")
+        attempts: list[Attempt] = []
+        for address in order:
+            try:
+                upload = await connect(address, deadline, self._options, self._clock)
+            except ConnectFailed as e:
+                attempts.append(Attempt(str(address), e.protocol, str(e)))
+                continue
+            except Exception as e:  # a bug in one attempt must not skip the other recorders
+                log.exception("recording failover attempt crashed",
+                              extra={"recorder": str(address)})
+                attempts.append(Attempt(str(address), None, f"internal error: {e!r}"))
+                continue
+            try:
+                await upload.send(header + marker)
+                await upload.confirm(len(header), deadline - self._clock())
+            except (RecordingError, OSError) as e:
+                upload.abort()
+                attempts.append(Attempt(str(address), upload.protocol, str(e)))
+                continue
+            except asyncio.CancelledError:
+                upload.abort()
+                raise
+            attempts.append(Attempt(str(address), upload.protocol))
+            self._attempts += tuple(attempts)
+            self._sink, self._recorder = upload, address
+            self.failovers += 1
+            self._failover_task = None
+            upload.failed.add_done_callback(self._on_sink_failed)
+            self._pump_task = asyncio.create_task(self._pump())
+            self._data_ready.set()
+            log.warning("recording failed over: a new recording continues the session",
+                        extra={"recorder": str(address), "protocol": upload.protocol,
+                               "failedRecorder": str(failed)})
+            self._maybe_resume()
+            return
+        self._attempts += tuple(attempts)
+        self._failover_task = None
+        reasons = "; ".join(f"{a.recorder}: {a.error}" for a in attempts)
+        self._fail(RecordingFailed(f"{error}; no other recorder took the recording "
+                                   f"({reasons})"))
 
     def _fail(self, error: RecordingError) -> None:
         if self._failure is not None or self._finished:
             return
         failure = error if isinstance(error, RecordingFailed) else RecordingFailed(str(error))
         self._failure = failure
+        task, self._failover_task = self._failover_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
         if self._pump_task is not None and self._pump_task is not asyncio.current_task():
             self._pump_task.cancel()
         if self._sink is not None:
