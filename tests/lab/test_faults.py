@@ -99,12 +99,57 @@ def acked_bytes_readable(lab: Testbed, seen: Observation, recorder: str,
              f"{acked} acked, /verify ok")
 
 
+def test_recorder_killed_mid_session_enforced_fails_over(lab: Testbed, rerun: str) -> None:
+    mark, lines = marker(), 300
+    with scenario(SECTION, "recorder killed (SIGKILL) mid-session, enforced, the second up",
+                  "the session goes on (exit 0, every line): a new recording of the same "
+                  "connection on the second recorder, opened by a marker naming the first; "
+                  "the restarted first recorder finishes its part incomplete, every acked "
+                  "byte readable", rerun) as seen:
+        with lab.live_ssh("server1", lab.enforced, ticker(mark, lines)) as proc:
+            first = read_lines(proc, 30)
+            lab.stop("recdisk", kill=True)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert numbers((first + out).decode(), mark) == list(range(1, lines + 1))
+        seen.saw(f"client: all {lines} lines, exit 0")
+        ended = audit(lab, "server1", mark, "recording.end")
+        attempts = ended["recording"]["attempts"]
+        assert [a["recorder"] for a in attempts][-1] == f"{lab.address('recs3')}:80", attempts
+        seen.saw(f"daemon: recording.end on {ended['recording']['destination']} after "
+                 f"{len(attempts)} attempts")
+        lab.start("recdisk")
+        part1 = lab.find_recording("recdisk", mark, statuses=("incomplete",), user=ALICE,
+                                   node="server1")
+        connection = part1["header"]["connectionID"]
+        found = wait_for(lambda: [r for r in lab.recordings("recs3", connection=connection)
+                                  if r["status"] == "complete"], timeout=20, interval=0.2,
+                         what="the failover recording on recs3")
+        part2 = found[0]
+        assert lab.verify("recs3", part2["id"])["ok"] is True
+        note = [e[2] for e in lab.cast("recs3", part2["id"])[1] if e[1] == "m"]
+        assert note and lab.address("recdisk") in note[0], note
+        before = numbers(lab.output("recdisk", part1["id"]), mark)
+        after = numbers(lab.output("recs3", part2["id"]), mark)
+        assert before == list(range(1, len(before) + 1)) and before, before
+        assert after and after[-1] == lines and after == list(range(after[0], lines + 1))
+        missing = max(0, after[0] - before[-1] - 1)
+        seen.figures["lines on recdisk"] = len(before)
+        seen.figures["lines on recs3"] = len(after)
+        seen.figures["lines in neither"] = missing
+        assert missing <= 10, (before[-5:], after[:5])  # at most what was unacked in flight
+        seen.saw(f"API: {part1['status']} on recdisk ({len(before)} lines), complete on "
+                 f"recs3 ({len(after)} lines) with connection={connection}; recs3's marker: "
+                 f"{plain(lab, note[0])!r}")
+
+
 def test_recorder_killed_mid_session_enforced(lab: Testbed, rerun: str) -> None:
     mark = marker()
-    with scenario(SECTION, "recorder killed (SIGKILL) mid-session, enforced",
+    with scenario(SECTION, "recorder killed (SIGKILL) mid-session, enforced, no other up",
                   "session ended at once with the enforceRecorder message, exit 254; the "
                   "restarted recorder finishes the recording incomplete, every acked byte "
                   "readable, sealed", rerun) as seen:
+        lab.stop("recs3")  # nothing to fail over to
         with lab.live_ssh("server1", lab.enforced, ticker(mark, 5000)) as proc:
             read_lines(proc, 30)
             killed = time.monotonic()
@@ -137,9 +182,10 @@ def test_recorder_killed_mid_session_enforced(lab: Testbed, rerun: str) -> None:
 
 def test_recorder_killed_mid_session_unenforced(lab: Testbed, rerun: str) -> None:
     mark = marker()
-    with scenario(SECTION, "recorder killed (SIGKILL) mid-session, not enforced",
+    with scenario(SECTION, "recorder killed (SIGKILL) mid-session, not enforced, no other up",
                   "session goes on to its end, exit 0; the failure logged; the recording "
                   "kept incomplete with every acked byte", rerun) as seen:
+        lab.stop("recs3")  # else it fails over, as the enforced one does
         with lab.live_ssh("server1", lab.unenforced, ticker(mark, 200)) as proc:
             first = read_lines(proc, 30)
             lab.stop("recdisk", kill=True)
@@ -184,10 +230,12 @@ def test_first_recorder_down_at_start(lab: Testbed, rerun: str) -> None:
 def test_recorder_disk_full(lab: Testbed, rerun: str) -> None:
     live, refused, after = marker(), marker(), marker()
     with scenario(SECTION, "recorder disk full (recdisk's file system, ENOSPC)",
-                  "a live enforced session ended with the enforceRecorder message, its "
-                  "recording incomplete and not passing /verify; new sessions go to the "
+                  "with the second recorder down, a live enforced session ended with the "
+                  "enforceRecorder message, its recording incomplete and not passing "
+                  "/verify; new sessions are refused with a clear message, or go to the "
                   "second recorder, or are refused with a clear message when it is down "
                   "too; unenforced ones go on; all back once space is freed", rerun) as seen:
+        lab.stop("recs3")  # else the live session fails over to it and goes on
         with lab.live_ssh("server1", lab.enforced, ticker(live, 5000)) as proc:
             read_lines(proc, 30)
             filled = time.monotonic()
@@ -209,12 +257,6 @@ def test_recorder_disk_full(lab: Testbed, rerun: str) -> None:
         seen.saw(plain(lab, "recorder: " + recorder_line(lab, "recdisk", entry["id"],
                                                          "metadata")))
 
-        failover = lab.ssh("server1", lab.enforced, f"echo {after}-failover")
-        assert failover.returncode == 0, failover
-        lab.find_recording("recs3", f"{after}-failover", user=ALICE, node="server1")
-        seen.saw("new enforced session with the disk full: recorded on recs3")
-
-        lab.stop("recs3")
         logged = len(lab.log_entries("server1"))
         started = time.monotonic()
         result = lab.ssh("server1", lab.enforced, f"echo {refused}")
@@ -230,6 +272,12 @@ def test_recorder_disk_full(lab: Testbed, rerun: str) -> None:
         assert not [r for r in lab.recordings("recdisk") if refused in r["header"]["command"]]
         seen.saw("unenforced session goes on unrecorded; no recording left for the refused "
                  "one")
+
+        lab.start("recs3")
+        failover = lab.ssh("server1", lab.enforced, f"echo {after}-failover")
+        assert failover.returncode == 0, failover
+        lab.find_recording("recs3", f"{after}-failover", user=ALICE, node="server1")
+        seen.saw("recs3 back, the disk still full: a new enforced session is recorded on recs3")
 
         lab.free_disk()
         again = lab.ssh("server1", lab.enforced, f"echo {after}")
