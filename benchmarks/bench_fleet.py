@@ -41,14 +41,13 @@ from benchmarks.bench_search import (  # noqa: E402
     COMMON,
     RARE,
     RecorderServer,
-    output_line,
+    text_update,
     vocabulary,
 )
-from recorder.index.base import Index, Query, TextUpdate  # noqa: E402
+from recorder.index.base import Index, Query  # noqa: E402
 from recorder.index.postgres import PostgresIndex  # noqa: E402
 from recorder.index.sqlite import SqliteIndex  # noqa: E402
 from recorder.model import NodeInfo, RecordingMeta  # noqa: E402
-from recorder.text import Line  # noqa: E402
 
 BATCH = 500  # recordings per round of concurrent puts and per text transaction
 GOAL_QUERY_MS = 50.0
@@ -76,13 +75,7 @@ async def seed(index: Index, recordings: int, lines: int) -> float:
         for base in range(0, recordings, BATCH):
             ids = range(base, min(recordings, base + BATCH))
             await asyncio.gather(*(index.put(recording(i)) for i in ids))
-            updates = []
-            for i in ids:
-                text = [Line(j * 0.5, output_line(rng, words, j)) for j in range(lines)]
-                if i % 1000 == 500:
-                    text[lines // 2] = Line(lines * 0.25, f"$ echo {RARE} > /tmp/x")
-                updates.append(TextUpdate(f"20261201T000000Z-{i:016x}", text))
-            await index.add_text(updates)
+            await index.add_text([text_update(rng, words, i, lines) for i in ids])
             if base and base % 20_000 == 0:
                 print(f"    {base} recordings", flush=True)
         await index.compact()

@@ -80,6 +80,14 @@ def output_line(rng: random.Random, words: list[str], i: int) -> str:
             f"{COMMON}={i % 5} took \x1b[1m{i % 1000}\x1b[0mms")
 
 
+def text_update(rng: random.Random, words: list[str], i: int, lines: int) -> TextUpdate:
+    """Recording ``i``'s output text: ``lines`` lines, the rare word in one of every 1000."""
+    text = [Line(j * 0.5, output_line(rng, words, j)) for j in range(lines)]
+    if i % 1000 == 500:
+        text[lines // 2] = Line(lines * 0.25, f"$ echo {RARE} > /tmp/x")
+    return TextUpdate(f"20261201T000000Z-{i:016x}", text)
+
+
 async def fill(path: Path, recordings: int, lines: int) -> float:
     rng = random.Random(1)
     words = vocabulary(rng)
@@ -98,13 +106,7 @@ async def fill(path: Path, recordings: int, lines: int) -> float:
                             "command": "/bin/bash"},
                     recorder="bench", status="complete", size=4096, end=1_764_547_200.0 + i * 7,
                 ))
-            updates = []
-            for i in ids:
-                text = [Line(j * 0.5, output_line(rng, words, j)) for j in range(lines)]
-                if i % 1000 == 500:
-                    text[lines // 2] = Line(lines * 0.25, f"$ echo {RARE} > /tmp/x")
-                updates.append(TextUpdate(f"20261201T000000Z-{i:016x}", text))
-            await index.add_text(updates)
+            await index.add_text([text_update(rng, words, i, lines) for i in ids])
             if base and base % 20_000 == 0:
                 print(f"  {base} recordings indexed", flush=True)
     finally:
